@@ -1,0 +1,117 @@
+//! The command line: `pagelens serve` and its flags.
+//!
+//! Parsing is two-phase: clap reads raw values (flags or `PAGELENS_*`
+//! environment variables), then [`ServeArgs::config`] checks them together
+//! and builds the server's configuration.
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::reactor::{Limits, ServerConfig};
+use units::{parse_duration, parse_size};
+
+/// pagelens: a non-blocking SEO analysis service.
+#[derive(Debug, Parser)]
+#[command(name = "pagelens", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The jobs of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+}
+
+/// Flags of `pagelens serve`. Each can also be set through the environment
+/// variable named in its help; a flag on the command line wins.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "PAGELENS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Reactor (event loop) threads; 0 means one per available core.
+    #[arg(long, env = "PAGELENS_REACTORS", default_value_t = 0)]
+    pub reactors: usize,
+
+    /// Connections open at once over all reactors; past it new ones get 503.
+    #[arg(long, env = "PAGELENS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Time a client has to send a full request head (e.g. 10s, 500ms).
+    #[arg(long, env = "PAGELENS_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request body once its head arrived.
+    #[arg(long, env = "PAGELENS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// How long an idle keep-alive connection is kept open.
+    #[arg(long, env = "PAGELENS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a response write may make no progress before the connection is dropped.
+    #[arg(long, env = "PAGELENS_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
+    #[arg(long, env = "PAGELENS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Largest request head (request line and headers), e.g. 16KiB; larger is 431.
+    #[arg(long, env = "PAGELENS_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_bytes: usize,
+
+    /// Largest request body, e.g. 10MiB; larger is 413.
+    #[arg(long, env = "PAGELENS_MAX_BODY_BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// Checks the flags together and builds the server configuration.
+    pub fn config(&self) -> Result<ServerConfig, String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.max_header_bytes < 256 {
+            return Err("--max-header-bytes must be at least 256 bytes".into());
+        }
+        for (name, value) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--write-timeout", self.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be more than zero"));
+            }
+        }
+        Ok(ServerConfig {
+            listen: self.listen,
+            reactors: if self.reactors == 0 {
+                cores
+            } else {
+                self.reactors
+            },
+            max_connections: self.max_connections,
+            shutdown_timeout: self.shutdown_timeout,
+            limits: Limits {
+                header_timeout: self.header_timeout,
+                body_timeout: self.body_timeout,
+                idle_timeout: self.idle_timeout,
+                write_timeout: self.write_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_body_bytes: self.max_body_bytes,
+            },
+        })
+    }
+}

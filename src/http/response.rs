@@ -1,0 +1,276 @@
+//! Responses and their encoding onto the wire.
+//!
+//! A [`Response`] is a value a handler returns (or sends later from another
+//! thread); the connection encodes it with [`Response::encode`] straight into
+//! its reused write buffer, so the common case allocates nothing.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::error::HttpError;
+
+/// A response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// No body at all.
+    Empty,
+    /// A body known at compile time; costs no allocation.
+    Static(&'static [u8]),
+    /// A body built at run time.
+    Bytes(Vec<u8>),
+}
+
+impl Body {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Static(b) => b,
+            Body::Bytes(b) => b,
+        }
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    content_type: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+    close: bool,
+}
+
+/// Per-request facts the encoder needs beyond the response itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoding<'a> {
+    /// The request was `HEAD`: send headers only.
+    pub head_only: bool,
+    /// The connection stays open after this response.
+    pub keep_alive: bool,
+    /// The request was HTTP/1.0, so keep-alive must be said explicitly.
+    pub http10: bool,
+    /// The cached IMF-fixdate for the `Date` header.
+    pub date: &'a [u8],
+}
+
+impl Response {
+    /// A response with the given status and no body.
+    pub fn empty(status: u16) -> Self {
+        Response {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body: Body::Empty,
+            close: false,
+        }
+    }
+
+    /// A `text/plain` response with a static body.
+    pub fn text(status: u16, body: &'static str) -> Self {
+        Response {
+            status,
+            content_type: Some("text/plain; charset=utf-8"),
+            headers: Vec::new(),
+            body: Body::Static(body.as_bytes()),
+            close: false,
+        }
+    }
+
+    /// A response with a body and content type.
+    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body: Body::Bytes(body),
+            close: false,
+        }
+    }
+
+    /// An `application/json` response with the serialised value.
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response::with_body(status, "application/json", body),
+            Err(e) => Response::problem(
+                500,
+                "internal",
+                &format!("could not encode the response: {e}"),
+            ),
+        }
+    }
+
+    /// An RFC 9457 problem document. `code` is a stable identifier that
+    /// clients can match on; `detail` is for people.
+    pub fn problem(status: u16, code: &str, detail: &str) -> Self {
+        let doc = json!({
+            "type": format!("urn:pagelens:problem:{code}"),
+            "title": reason(status),
+            "status": status,
+            "detail": detail,
+            "code": code,
+        });
+        // Serialising a json! value of strings and numbers cannot fail.
+        let body = serde_json::to_vec(&doc).unwrap_or_default();
+        Response::with_body(status, "application/problem+json", body)
+    }
+
+    /// The problem response for a protocol error; it always closes.
+    pub fn from_http_error(e: HttpError) -> Self {
+        Response::problem(e.status(), e.code(), &e.to_string()).closing()
+    }
+
+    /// Adds a header. `Content-Length`, `Date` and `Connection` are the encoder's.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Marks the connection to be closed after this response.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Whether the connection must close after this response.
+    pub fn closes(&self) -> bool {
+        self.close
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        self.body.as_bytes()
+    }
+
+    /// The value of an extra header set with [`Response::header`].
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Appends the encoded response to `out`.
+    pub fn encode(&self, how: Encoding<'_>, out: &mut Vec<u8>) {
+        let body = self.body.as_bytes();
+        // Writing into a Vec cannot fail; the results are ignored on purpose.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nServer: pagelens\r\nDate: ",
+            self.status,
+            reason(self.status)
+        );
+        out.extend_from_slice(how.date);
+        if let Some(ct) = self.content_type {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+        }
+        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
+        if self.status >= 200 && self.status != 204 {
+            let _ = write!(out, "\r\nContent-Length: {}", body.len());
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+        }
+        if !how.keep_alive {
+            out.extend_from_slice(b"\r\nConnection: close");
+        } else if how.http10 {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        if !how.head_only {
+            out.extend_from_slice(body);
+        }
+    }
+}
+
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 22 Nov 2026 18:00:00 GMT";
+
+    fn encode(r: &Response, head_only: bool, keep_alive: bool) -> String {
+        let mut out = Vec::new();
+        r.encode(
+            Encoding {
+                head_only,
+                keep_alive,
+                http10: false,
+                date: DATE,
+            },
+            &mut out,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn encodes_status_headers_and_body() {
+        let text = encode(&Response::text(200, "ok").header("X-A", "b"), false, true);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nServer: pagelens\r\nDate: Sun, 22 Nov 2026 18:00:00 GMT\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn head_keeps_length_but_drops_body() {
+        let text = encode(&Response::text(200, "hello"), true, false);
+        assert!(text.contains("Content-Length: 5\r\n"));
+        assert!(text.contains("Connection: close\r\n\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn problem_documents_follow_rfc9457() {
+        let r = Response::from_http_error(HttpError::BodyTooLarge);
+        assert_eq!(r.status, 413);
+        assert!(r.closes());
+        let doc: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(doc["status"], 413);
+        assert_eq!(doc["code"], "body-too-large");
+        assert_eq!(doc["title"], "Content Too Large");
+        assert_eq!(doc["type"], "urn:pagelens:problem:body-too-large");
+    }
+}

@@ -1,0 +1,14 @@
+//! pagelens: a non-blocking SEO analysis service.
+//!
+//! - [`reactor`]: event loops on mio, connections, deadlines, mailboxes.
+//! - [`http`]: the HTTP/1.1 codec, responses, router.
+//! - [`api`]: what each path means.
+//! - [`cli`]: the command line.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod api;
+pub mod cli;
+pub mod http;
+pub mod reactor;
+pub mod signals;

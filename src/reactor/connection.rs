@@ -1,0 +1,631 @@
+//! One client connection: the HTTP/1.1 server state machine.
+//!
+//! [`Connection::drive`] is the only function that advances it: read what
+//! the socket has, parse and dispatch every complete request, write what is
+//! ready, and move between the [`State`]s. Events, completions and timers
+//! all end up there. Time is passed in through [`Env::now`], never read here.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::Token;
+
+use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
+use super::mailbox::Mailbox;
+use super::service::{Context, Reply, Service};
+use super::state::ServerState;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::date::DateCache;
+use crate::http::error::HttpError;
+use crate::http::request::{parse_head, Framing, Head, Parsed, Request, Version, MAX_HEADERS};
+use crate::http::response::{Encoding, Response};
+
+/// Most requests one connection may have waiting for their responses;
+/// past that, reading pauses until responses go out.
+pub const MAX_PIPELINE: usize = 64;
+/// Unsent response bytes past which reading pauses.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Bytes read from one connection per wake-up before others get a turn.
+const READ_BUDGET: usize = 512 * 1024;
+/// How long to keep reading after shutting the write side, so that the
+/// client's unread data does not turn our close into a reset that destroys
+/// the last response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Limits and timeouts every connection obeys.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// From the first byte of a request (or the connection's opening) to its full head.
+    pub header_timeout: Duration,
+    /// From a complete head to the end of its body.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// How long a write may make no progress.
+    pub write_timeout: Duration,
+    /// Largest request head; larger is `431`.
+    pub max_header_bytes: usize,
+    /// Largest request body; larger is `413`.
+    pub max_body_bytes: usize,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+enum State {
+    /// Waiting for a request head. `since` is when it began arriving (or
+    /// when the connection opened); `None` while idle between requests.
+    Head { since: Option<Instant> },
+    /// The head at the front of the buffer is valid; its body is arriving.
+    Body {
+        head_len: usize,
+        since: Instant,
+        framing: BodyFraming,
+    },
+    /// No more requests will be read; owed responses are written, then the
+    /// write side is shut.
+    Closing,
+    /// Write side shut; reading and discarding until the peer closes or `until`.
+    Lingering { until: Instant },
+    /// Finished; the reactor drops it.
+    Closed,
+}
+
+#[derive(Debug)]
+enum BodyFraming {
+    Length(usize),
+    /// The decoder, and how many decoded bytes lie after the head.
+    Chunked(ChunkedDecoder, usize),
+}
+
+/// Which deadline a connection is waiting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Head or body not received in time: `408`.
+    Request,
+    /// Idle keep-alive connection: close quietly.
+    Idle,
+    /// Client not reading our response: close.
+    Write,
+    /// Linger after shutdown is over: close.
+    Linger,
+}
+
+/// What a connection borrows from its reactor while it runs.
+pub struct Env<'a> {
+    pub service: &'a dyn Service,
+    pub limits: &'a Limits,
+    pub date: &'a DateCache,
+    pub pool: &'a mut BufPool,
+    pub mailbox: &'a Arc<Mailbox>,
+    pub server: &'a ServerState,
+    pub now: Instant,
+    pub draining: bool,
+}
+
+/// What the reactor does with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for the socket, a completion or a deadline.
+    Open,
+    /// Used up its read budget with more to read: drive again next turn.
+    Busy,
+    /// Done: deregister and drop.
+    Closed,
+}
+
+/// Per-request facts kept until the response is encoded.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    head_only: bool,
+    keep_alive: bool,
+    http10: bool,
+}
+
+/// A response owed, in request order; `None` until its completion arrives.
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    meta: Meta,
+    response: Option<Response>,
+}
+
+/// The write half: responses owed in order, and encoded bytes not yet sent.
+#[derive(Debug)]
+struct Output {
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Responses that cannot be encoded yet because an earlier one is not ready.
+    pending: VecDeque<Slot>,
+    next_seq: u64,
+    write_since: Instant,
+    /// A response said the connection ends after it.
+    close_after: bool,
+}
+
+/// An accepted client connection.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    token: Token,
+    state: State,
+    rbuf: ReadBuf,
+    out: Output,
+    last_activity: Instant,
+    peer_closed: bool,
+    /// The reactor's timer bookkeeping: earliest live heap entry.
+    pub armed: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection that has just been accepted at `now`.
+    pub fn new(stream: TcpStream, token: Token, now: Instant) -> Self {
+        Connection {
+            stream,
+            token,
+            state: State::Head { since: Some(now) },
+            rbuf: ReadBuf::default(),
+            out: Output {
+                wbuf: Vec::new(),
+                wpos: 0,
+                pending: VecDeque::new(),
+                next_seq: 0,
+                write_since: now,
+                close_after: false,
+            },
+            last_activity: now,
+            peer_closed: false,
+            armed: None,
+        }
+    }
+
+    /// The socket, for (de)registration.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Advances the connection as far as the socket and its jobs allow.
+    pub fn drive(&mut self, env: &mut Env<'_>) -> Status {
+        let mut budget = READ_BUDGET;
+        loop {
+            let mut progressed = false;
+            if self.wants_read() {
+                let limit = self.read_limit(env.limits);
+                match self.rbuf.fill(&mut self.stream, env.pool, limit) {
+                    Ok(Fill::Data(n)) => {
+                        progressed = true;
+                        budget = budget.saturating_sub(n);
+                    }
+                    Ok(Fill::Eof) => {
+                        self.peer_closed = true;
+                        progressed = true;
+                    }
+                    Ok(Fill::WouldBlock | Fill::Full) => {}
+                    Err(_) => self.state = State::Closed,
+                }
+            }
+            progressed |= self.process(env);
+            if self.out.write_to(&mut self.stream, env.now).is_err() {
+                self.state = State::Closed;
+            }
+            progressed |= self.settle(env);
+            if progressed {
+                self.last_activity = env.now;
+            }
+            if matches!(self.state, State::Closed) || !progressed {
+                break;
+            }
+            if budget == 0 {
+                self.release(env.pool);
+                return Status::Busy;
+            }
+        }
+        self.release(env.pool);
+        if matches!(self.state, State::Closed) {
+            Status::Closed
+        } else {
+            Status::Open
+        }
+    }
+
+    /// Takes a response finished on another thread.
+    pub fn complete(&mut self, seq: u64, response: Response, env: &mut Env<'_>) -> Status {
+        self.out.complete(seq, response, env);
+        self.drive(env)
+    }
+
+    /// Acts on a deadline that has passed, then drives on.
+    pub fn expire(&mut self, env: &mut Env<'_>) -> Status {
+        let Some((at, expiry)) = self.deadline(env.limits) else {
+            return Status::Open;
+        };
+        if at > env.now {
+            return Status::Open;
+        }
+        match expiry {
+            // Nothing of a request has come: close quietly, as for idle.
+            Expiry::Request if matches!(self.state, State::Head { .. }) && self.rbuf.is_empty() => {
+                self.state = State::Closed
+            }
+            Expiry::Request => self.fail(HttpError::Timeout, env),
+            Expiry::Idle | Expiry::Linger => self.state = State::Closed,
+            Expiry::Write => {
+                env.server.count_timeout();
+                self.state = State::Closed;
+            }
+        }
+        self.drive(env)
+    }
+
+    /// When the connection next needs attention without any I/O.
+    pub fn next_deadline(&self, limits: &Limits) -> Option<Instant> {
+        self.deadline(limits).map(|(at, _)| at)
+    }
+
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
+        let write = self
+            .out
+            .has_unwritten()
+            .then(|| (self.out.write_since + limits.write_timeout, Expiry::Write));
+        let read = match self.state {
+            State::Head { since: Some(t) } => Some((t + limits.header_timeout, Expiry::Request)),
+            State::Head { since: None } if self.out.is_idle() => {
+                Some((self.last_activity + limits.idle_timeout, Expiry::Idle))
+            }
+            State::Body { since, .. } => Some((since + limits.body_timeout, Expiry::Request)),
+            State::Lingering { until } => Some((until, Expiry::Linger)),
+            _ => None,
+        };
+        match (read, write) {
+            (Some(r), Some(w)) => Some(if w.0 < r.0 { w } else { r }),
+            (r, w) => r.or(w),
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.peer_closed
+            && matches!(
+                self.state,
+                State::Head { .. } | State::Body { .. } | State::Lingering { .. }
+            )
+            && !self.backpressured()
+    }
+
+    fn backpressured(&self) -> bool {
+        self.out.pending.len() >= MAX_PIPELINE || self.out.unwritten() >= WRITE_HIGH_WATER
+    }
+
+    fn read_limit(&self, limits: &Limits) -> usize {
+        match self.state {
+            State::Body { head_len, .. } => head_len + limits.max_body_bytes + READ_BUFFER,
+            _ => limits.max_header_bytes + READ_BUFFER,
+        }
+    }
+
+    /// Parses and dispatches every complete request in the read buffer.
+    fn process(&mut self, env: &mut Env<'_>) -> bool {
+        let mut did = false;
+        loop {
+            if self.backpressured() {
+                return did;
+            }
+            match &mut self.state {
+                State::Lingering { .. } => {
+                    did |= !self.rbuf.is_empty();
+                    self.rbuf.consume(self.rbuf.len());
+                    return did;
+                }
+                State::Closing | State::Closed => return did,
+                State::Head { since } => {
+                    if self.rbuf.is_empty() {
+                        return did;
+                    }
+                    since.get_or_insert(env.now);
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let limits = env.limits;
+                    let head = match parse_head(
+                        self.rbuf.filled(),
+                        &mut headers,
+                        limits.max_header_bytes,
+                        limits.max_body_bytes,
+                    ) {
+                        Ok(Parsed::Partial) => return did,
+                        Ok(Parsed::Complete(head)) => head,
+                        Err(e) => {
+                            self.fail(e, env);
+                            return true;
+                        }
+                    };
+                    did = true;
+                    let head_len = head.len;
+                    let framing = match head.framing {
+                        Framing::Empty => {
+                            let keep =
+                                self.out
+                                    .dispatch(Request { head, body: &[] }, self.token, env);
+                            self.rbuf.consume(head_len);
+                            self.state = if keep {
+                                State::Head { since: None }
+                            } else {
+                                State::Closing
+                            };
+                            continue;
+                        }
+                        Framing::Length(n) => BodyFraming::Length(n),
+                        Framing::Chunked => {
+                            BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body_bytes), 0)
+                        }
+                    };
+                    // RFC 9110 §10.1.1: ask for the body only when nothing of it
+                    // came yet, and only if no earlier response is still owed.
+                    if head.expect_continue && self.rbuf.len() == head_len && self.out.is_idle() {
+                        self.out.interim(b"HTTP/1.1 100 Continue\r\n\r\n", env);
+                    }
+                    self.state = State::Body {
+                        head_len,
+                        since: env.now,
+                        framing,
+                    };
+                }
+                State::Body {
+                    head_len, framing, ..
+                } => {
+                    let head_len = *head_len;
+                    // (decoded body length, raw bytes it took) once complete.
+                    let complete = match framing {
+                        BodyFraming::Length(n) => {
+                            (self.rbuf.len() >= head_len + *n).then_some((*n, *n))
+                        }
+                        BodyFraming::Chunked(decoder, decoded) => {
+                            match decoder.decode(&mut self.rbuf.filled_mut()[head_len..], *decoded)
+                            {
+                                Err(e) => {
+                                    self.fail(e, env);
+                                    return true;
+                                }
+                                Ok(p) if p.done => Some((p.decoded, p.raw)),
+                                Ok(p) => {
+                                    // Drop the chunk framing already decoded, so the
+                                    // buffer holds body plus the undecoded tail only.
+                                    self.rbuf.remove(head_len + p.decoded, head_len + p.raw);
+                                    did |= p.raw > *decoded;
+                                    *decoded = p.decoded;
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    let Some((body_len, raw_len)) = complete else {
+                        return did;
+                    };
+                    did = true;
+                    // The head was validated when it arrived and is unchanged.
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let filled = self.rbuf.filled();
+                    let head =
+                        match parse_head(&filled[..head_len], &mut headers, usize::MAX, usize::MAX)
+                        {
+                            Ok(Parsed::Complete(head)) => head,
+                            _ => {
+                                self.fail(HttpError::Malformed(httparse::Error::Token), env);
+                                return true;
+                            }
+                        };
+                    let body = &filled[head_len..head_len + body_len];
+                    let keep = self.out.dispatch(Request { head, body }, self.token, env);
+                    self.rbuf.consume(head_len + raw_len);
+                    self.state = if keep {
+                        State::Head { since: None }
+                    } else {
+                        State::Closing
+                    };
+                }
+            }
+        }
+    }
+
+    /// Answers a protocol error in order, then closes.
+    fn fail(&mut self, error: HttpError, env: &mut Env<'_>) {
+        if error == HttpError::Timeout {
+            env.server.count_timeout();
+        }
+        let meta = Meta {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+        };
+        self.out
+            .push(meta, Some(Response::from_http_error(error)), env);
+        self.state = State::Closing;
+    }
+
+    /// Moves between the closing states once their conditions hold.
+    fn settle(&mut self, env: &mut Env<'_>) -> bool {
+        let before = std::mem::discriminant(&self.state);
+        let reading_requests = matches!(self.state, State::Head { .. } | State::Body { .. });
+        if reading_requests && (self.out.close_after || self.peer_closed) {
+            // The peer will send nothing more (or we will read nothing more);
+            // a partial request is abandoned, owed responses still go out.
+            self.state = State::Closing;
+        }
+        if env.draining
+            && matches!(self.state, State::Head { .. })
+            && self.rbuf.is_empty()
+            && self.out.is_idle()
+        {
+            self.state = State::Closed;
+        }
+        if matches!(self.state, State::Closing) && self.out.is_idle() {
+            self.state = if self.peer_closed || self.stream.shutdown(Shutdown::Write).is_err() {
+                State::Closed
+            } else {
+                State::Lingering {
+                    until: env.now + LINGER,
+                }
+            };
+        }
+        if matches!(self.state, State::Lingering { .. }) && self.peer_closed {
+            self.state = State::Closed;
+        }
+        std::mem::discriminant(&self.state) != before
+    }
+
+    /// Gives buffers back to the reactor's pool while they hold nothing.
+    fn release(&mut self, pool: &mut BufPool) {
+        self.rbuf.release_if_empty(pool);
+        if !self.out.has_unwritten() && self.out.wbuf.capacity() > 0 {
+            pool.give_write(std::mem::take(&mut self.out.wbuf));
+            self.out.wpos = 0;
+        }
+        if self.out.pending.is_empty() && self.out.pending.capacity() > 0 {
+            self.out.pending = VecDeque::new();
+        }
+    }
+}
+
+impl Output {
+    fn unwritten(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    fn has_unwritten(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Nothing owed and nothing left to send.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !self.has_unwritten()
+    }
+
+    /// Calls the service for one request and queues or encodes its answer.
+    /// Returns whether the connection stays open for further requests.
+    fn dispatch(&mut self, request: Request<'_>, token: Token, env: &mut Env<'_>) -> bool {
+        let head: &Head<'_> = &request.head;
+        let meta = Meta {
+            head_only: head.method == "HEAD",
+            keep_alive: head.keep_alive && !env.draining,
+            http10: head.version == Version::Http10,
+        };
+        let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server);
+        let service = env.service;
+        let reply = catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut cx)));
+        let response = match reply {
+            Ok(Reply::Now(response)) => Some(response),
+            Ok(Reply::Later) if cx.was_deferred() => None,
+            Ok(Reply::Later) => Some(Response::problem(
+                500,
+                "internal",
+                "the handler promised an answer it cannot give",
+            )),
+            Err(_) => Some(Response::problem(
+                500,
+                "internal",
+                "the request's handler failed",
+            )),
+        };
+        self.push(meta, response, env);
+        meta.keep_alive
+    }
+
+    /// Queues the next response slot; encodes whatever is ready in order.
+    fn push(&mut self, meta: Meta, response: Option<Response>, env: &mut Env<'_>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match response {
+            // The common case: nothing ahead, so encode at once without a slot.
+            Some(response) if self.pending.is_empty() => self.encode(&response, meta, env),
+            response => {
+                self.pending.push_back(Slot {
+                    seq,
+                    meta,
+                    response,
+                });
+                self.encode_ready(env);
+            }
+        }
+    }
+
+    fn complete(&mut self, seq: u64, response: Response, env: &mut Env<'_>) {
+        // A slot already answered (or dropped by a close) ignores late completions.
+        if let Some(slot) = self
+            .pending
+            .iter_mut()
+            .find(|s| s.seq == seq && s.response.is_none())
+        {
+            slot.response = Some(response);
+            self.encode_ready(env);
+        }
+    }
+
+    fn encode_ready(&mut self, env: &mut Env<'_>) {
+        while self.pending.front().is_some_and(|s| s.response.is_some()) {
+            let Some(Slot {
+                meta,
+                response: Some(response),
+                ..
+            }) = self.pending.pop_front()
+            else {
+                break;
+            };
+            self.encode(&response, meta, env);
+        }
+    }
+
+    fn encode(&mut self, response: &Response, meta: Meta, env: &mut Env<'_>) {
+        if self.close_after {
+            return;
+        }
+        let keep_alive = meta.keep_alive && !response.closes() && !env.draining;
+        let how = Encoding {
+            head_only: meta.head_only,
+            keep_alive,
+            http10: meta.http10,
+            date: env.date.get(),
+        };
+        response.encode(how, self.buffer(env.pool, env.now));
+        if !keep_alive {
+            // Requests after this one will not be answered.
+            self.close_after = true;
+            self.pending.clear();
+        }
+    }
+
+    /// Writes an interim (1xx) response.
+    fn interim(&mut self, bytes: &[u8], env: &mut Env<'_>) {
+        self.buffer(env.pool, env.now).extend_from_slice(bytes);
+    }
+
+    /// The write buffer, taken from the pool if none is held.
+    fn buffer(&mut self, pool: &mut BufPool, now: Instant) -> &mut Vec<u8> {
+        if !self.has_unwritten() {
+            self.write_since = now;
+        }
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = pool.take_write();
+        }
+        &mut self.wbuf
+    }
+
+    /// Writes buffered bytes until done or the socket is full.
+    fn write_to(&mut self, stream: &mut TcpStream, now: Instant) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    self.write_since = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Ok(())
+    }
+}

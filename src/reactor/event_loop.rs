@@ -1,0 +1,327 @@
+//! One reactor thread: a mio `Poll`, its listener, its connections in a
+//! slab, its deadlines, and its mailbox.
+//!
+//! Each iteration reads the clock once, handles every event, gives busy
+//! connections another turn, fires due deadlines, then sleeps in `poll`
+//! until the next event or deadline.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::buffers::BufPool;
+use super::connection::{Connection, Env, Limits, Status};
+use super::mailbox::Mailbox;
+use super::service::Service;
+use super::state::ServerState;
+use super::timers::Timers;
+use crate::http::date::DateCache;
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(usize::MAX);
+/// Token of the mailbox's waker.
+pub const WAKER: Token = Token(usize::MAX - 1);
+/// How long to stop accepting after an accept error we cannot shed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Sent to a connection over `--max-connections` before closing it.
+const OVER_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// A connection and the generation that makes its token unique: slab slots
+/// are reused at once, and a late event or completion for a closed
+/// connection must not reach the one that took its slot.
+#[derive(Debug)]
+struct Entry {
+    generation: u32,
+    conn: Connection,
+}
+
+fn token_of(index: usize, generation: u32) -> Token {
+    Token((generation as usize) << 32 | index)
+}
+
+fn split_token(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+/// The reactor's settings, shared by all reactors.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Per-connection limits and timeouts.
+    pub limits: Limits,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// One reactor.
+pub struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Entry>,
+    timers: Timers,
+    mailbox: Arc<Mailbox>,
+    service: Arc<dyn Service>,
+    config: LoopConfig,
+    server: Arc<ServerState>,
+    date: DateCache,
+    pool: BufPool,
+    next_generation: u32,
+    /// Held so that one descriptor can be freed to shed a connection when
+    /// the process runs out (EMFILE), instead of spinning on a full backlog.
+    spare_fd: Option<File>,
+    accept_paused_until: Option<Instant>,
+    /// Connections that used up their read budget and have more to read.
+    busy: Vec<Token>,
+    drain_deadline: Option<Instant>,
+}
+
+impl EventLoop {
+    /// A reactor around `poll`, serving `listener`.
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        mailbox: Arc<Mailbox>,
+        service: Arc<dyn Service>,
+        config: LoopConfig,
+        server: Arc<ServerState>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            timers: Timers::default(),
+            mailbox,
+            service,
+            config,
+            server,
+            date: DateCache::new(),
+            pool: BufPool::default(),
+            next_generation: 0,
+            spare_fd: File::open("/dev/null").ok(),
+            accept_paused_until: None,
+            busy: Vec::new(),
+            drain_deadline: None,
+        })
+    }
+
+    /// Runs until a shutdown has drained every connection or timed out.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            self.date.refresh(SystemTime::now());
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.on_wake(now),
+                    token => self.with_conn(token, now, |conn, env| conn.drive(env)),
+                }
+            }
+            for token in std::mem::take(&mut self.busy) {
+                self.with_conn(token, now, |conn, env| conn.drive(env));
+            }
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            self.expire(now);
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        for _ in self.conns.drain() {
+            self.server.close();
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.busy.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.timers.next(),
+            self.accept_paused_until,
+            self.drain_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Runs `step` on the connection behind `token`, then files it by the
+    /// status it returns: dropped, queued for another turn, or re-armed.
+    fn with_conn(
+        &mut self,
+        token: Token,
+        now: Instant,
+        step: impl FnOnce(&mut Connection, &mut Env<'_>) -> Status,
+    ) {
+        let (index, generation) = split_token(token);
+        let Some(entry) = self
+            .conns
+            .get_mut(index)
+            .filter(|e| e.generation == generation)
+        else {
+            return;
+        };
+        let mut env = Env {
+            service: &*self.service,
+            limits: &self.config.limits,
+            date: &self.date,
+            pool: &mut self.pool,
+            mailbox: &self.mailbox,
+            server: &self.server,
+            now,
+            draining: self.drain_deadline.is_some(),
+        };
+        match step(&mut entry.conn, &mut env) {
+            Status::Closed => {
+                let mut entry = self.conns.remove(index);
+                // Closing the socket removes it from epoll too; deregistering
+                // first keeps mio's bookkeeping exact.
+                let _ = self.poll.registry().deregister(entry.conn.stream_mut());
+                self.server.close();
+            }
+            status => {
+                if status == Status::Busy {
+                    self.busy.push(token);
+                }
+                if let Some(at) = entry.conn.next_deadline(&self.config.limits) {
+                    self.timers.arm(token, at, &mut entry.conn.armed);
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, token)) = self.timers.pop_due(now) {
+            let (index, generation) = split_token(token);
+            let Some(entry) = self
+                .conns
+                .get_mut(index)
+                .filter(|e| e.generation == generation)
+            else {
+                continue;
+            };
+            if entry.conn.armed != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            entry.conn.armed = None;
+            self.with_conn(token, now, |conn, env| conn.expire(env));
+        }
+    }
+
+    fn on_wake(&mut self, now: Instant) {
+        if self.mailbox.shutdown_requested() && self.drain_deadline.is_none() {
+            self.begin_drain(now);
+        }
+        let mailbox = Arc::clone(&self.mailbox);
+        mailbox.drain(|done| {
+            self.with_conn(done.token, now, |conn, env| {
+                conn.complete(done.seq, done.response, env)
+            });
+        });
+    }
+
+    /// Stops accepting, closes idle connections, and lets the rest finish.
+    fn begin_drain(&mut self, now: Instant) {
+        self.drain_deadline = Some(now + self.config.shutdown_timeout);
+        self.server.start_draining();
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .map(|(i, e)| token_of(i, e.generation))
+            .collect();
+        for token in tokens {
+            self.with_conn(token, now, |conn, env| conn.drive(env));
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        while self.accept_paused_until.is_none() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    self.server.count_refused();
+                    if !self.shed_one() {
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    }
+                }
+                // ENOBUFS, ENOMEM and the like: back off rather than spin.
+                Err(_) => self.accept_paused_until = Some(now + ACCEPT_PAUSE),
+            }
+        }
+    }
+
+    /// Out of descriptors: free the spare, accept and close one pending
+    /// connection so it is not left hanging, then take the spare back.
+    fn shed_one(&mut self) -> bool {
+        let Some(listener) = &self.listener else {
+            return false;
+        };
+        if self.spare_fd.take().is_none() {
+            return false;
+        }
+        let shed = listener.accept().is_ok();
+        self.spare_fd = File::open("/dev/null").ok();
+        shed && self.spare_fd.is_some()
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, now: Instant) {
+        if !self.server.try_open() {
+            // Best effort: a fresh socket's send buffer has room for this.
+            let _ = stream.write(OVER_CAPACITY);
+            return;
+        }
+        // Responses go out in one write; no reason to let Nagle hold them.
+        let _ = stream.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = self.conns.vacant_entry();
+        let token = token_of(slot.key(), generation);
+        // Edge-triggered: registering both once is cheaper than
+        // re-registering on every change of interest.
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.server.close();
+            return;
+        }
+        let entry = slot.insert(Entry {
+            generation,
+            conn: Connection::new(stream, token, now),
+        });
+        if let Some(at) = entry.conn.next_deadline(&self.config.limits) {
+            self.timers.arm(token, at, &mut entry.conn.armed);
+        }
+    }
+}

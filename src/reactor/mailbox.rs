@@ -1,0 +1,136 @@
+//! The way back into a reactor: other threads post completed responses to a
+//! lock-free queue and wake the reactor's `mio::Waker`.
+//!
+//! Wakes are coalesced with an atomic flag, so a burst of completions costs
+//! one `eventfd` write, not one each (mio's waker coalesces too, but only
+//! after the syscall).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::SegQueue;
+use mio::{Token, Waker};
+
+use crate::http::response::Response;
+
+/// A response finished off the reactor thread.
+#[derive(Debug)]
+pub struct Completion {
+    /// The connection's token, generation included.
+    pub token: Token,
+    /// The request's sequence number on that connection.
+    pub seq: u64,
+    /// The response to send.
+    pub response: Response,
+}
+
+/// One reactor's inbound queue.
+///
+/// The queue is unbounded in type but not in use: each connection has at
+/// most `MAX_PIPELINE` requests outstanding, so completions are bounded by
+/// connections × pipeline depth. An `ArrayQueue` sized to that bound would
+/// preallocate tens of megabytes that are almost never used.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: SegQueue<Completion>,
+    pending: AtomicBool,
+    shutdown: AtomicBool,
+    waker: Waker,
+}
+
+impl Mailbox {
+    /// A mailbox that wakes the poll `waker` belongs to.
+    pub fn new(waker: Waker) -> Self {
+        Mailbox {
+            queue: SegQueue::new(),
+            pending: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    /// Posts a completion and wakes the reactor unless a wake is already pending.
+    pub fn post(&self, completion: Completion) {
+        self.queue.push(completion);
+        self.wake();
+    }
+
+    /// Asks the reactor to stop accepting and drain.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    fn wake(&self) {
+        // The swap orders the push above before the reactor's swap(false) in `drain`.
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // A failed eventfd write means the reactor is gone; nothing to wake.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Takes every posted completion. Called by the reactor on its waker event.
+    pub fn drain(&self, mut each: impl FnMut(Completion)) {
+        // Clear first: a post racing with this drain either lands in the loop
+        // below or sets `pending` again and wakes us once more.
+        self.pending.swap(false, Ordering::AcqRel);
+        while let Some(c) = self.queue.pop() {
+            each(c);
+        }
+    }
+}
+
+/// The promise of a response, handed to whatever thread finishes the work.
+///
+/// Dropping it unsent answers `500`, so a lost job can never leave a client
+/// waiting forever.
+#[derive(Debug)]
+pub struct Responder {
+    mailbox: Arc<Mailbox>,
+    token: Token,
+    seq: u64,
+    sent: bool,
+}
+
+impl Responder {
+    pub(crate) fn new(mailbox: Arc<Mailbox>, token: Token, seq: u64) -> Self {
+        Responder {
+            mailbox,
+            token,
+            seq,
+            sent: false,
+        }
+    }
+
+    /// Sends the response to the connection, in its request order.
+    pub fn send(mut self, response: Response) {
+        self.sent = true;
+        self.mailbox.post(Completion {
+            token: self.token,
+            seq: self.seq,
+            response,
+        });
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.sent {
+            let response = Response::problem(
+                500,
+                "internal",
+                "the request's handler ended without answering",
+            );
+            self.mailbox.post(Completion {
+                token: self.token,
+                seq: self.seq,
+                response,
+            });
+        }
+    }
+}

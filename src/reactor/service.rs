@@ -1,0 +1,74 @@
+//! The contract between a reactor and the application it serves.
+//!
+//! The reactor parses requests and writes responses; a [`Service`] decides
+//! what each request means. It must answer at once or hand the work to
+//! another thread with a [`Responder`] and answer [`Reply::Later`]; it must
+//! never block, because it runs on the event loop.
+
+use std::sync::Arc;
+
+use mio::Token;
+
+use super::mailbox::{Mailbox, Responder};
+use super::state::ServerState;
+use crate::http::request::Request;
+use crate::http::response::Response;
+
+/// What a service does with a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// The response, ready now.
+    Now(Response),
+    /// The response will come through the [`Responder`] taken with
+    /// [`Context::defer`].
+    Later,
+}
+
+/// An application served by the reactors.
+pub trait Service: Send + Sync + 'static {
+    /// Handles one request. Runs on a reactor thread: must not block.
+    fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply;
+}
+
+/// What a handler may use besides the request.
+#[derive(Debug)]
+pub struct Context<'a> {
+    mailbox: &'a Arc<Mailbox>,
+    token: Token,
+    seq: u64,
+    server: &'a ServerState,
+    deferred: bool,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        mailbox: &'a Arc<Mailbox>,
+        token: Token,
+        seq: u64,
+        server: &'a ServerState,
+    ) -> Self {
+        Context {
+            mailbox,
+            token,
+            seq,
+            server,
+            deferred: false,
+        }
+    }
+
+    /// A handle through which another thread answers this request later.
+    /// Return [`Reply::Later`] after taking it.
+    pub fn defer(&mut self) -> Responder {
+        self.deferred = true;
+        Responder::new(Arc::clone(self.mailbox), self.token, self.seq)
+    }
+
+    /// Server-wide figures (connections, uptime, draining).
+    pub fn server(&self) -> &ServerState {
+        self.server
+    }
+
+    pub(crate) fn was_deferred(&self) -> bool {
+        self.deferred
+    }
+}

@@ -1,0 +1,318 @@
+//! Connection limits, descriptor exhaustion, graceful shutdown, and the
+//! binary's command line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::util::{config, connect, get, request, start, Reader};
+
+/// Runs the real binary with `args`; returns it and the address it printed.
+fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
+    command
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(limit) = nofile {
+        // SAFETY: setrlimit is async-signal-safe and touches no shared state.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().expect("start pagelens");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    (
+        child,
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no address in {line:?}")),
+    )
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("pagelens did not exit within {limit:?}");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+#[test]
+fn past_max_connections_new_ones_get_503_and_close() {
+    let mut cfg = config();
+    cfg.max_connections = 5;
+    let server = start(cfg);
+    let addr = server.local_addr();
+    let mut open: Vec<Reader> = (0..5).map(|_| Reader::new(connect(addr))).collect();
+    for client in &mut open {
+        client.send(&get("/livez"));
+        assert_eq!(client.response(false).status, 200);
+    }
+    let mut extra = Reader::new(connect(addr));
+    let resp = extra.response(false);
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    extra.expect_closed();
+    assert!(server.state().connections_refused() >= 1);
+
+    // Once one closes, there is room again.
+    drop(open.pop());
+    let started = Instant::now();
+    loop {
+        let resp = request(addr, &get("/livez"));
+        if resp.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slot never freed"
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests_and_closes_idle_ones() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let mut idle = Reader::new(connect(addr));
+    idle.send(&get("/livez"));
+    assert_eq!(idle.response(false).status, 200);
+    let mut busy = Reader::new(connect(addr));
+    busy.send(&get("/delay/500"));
+    sleep(Duration::from_millis(100));
+
+    let started = Instant::now();
+    server.shutdown();
+    idle.expect_closed();
+    let resp = busy.response(false);
+    assert_eq!((resp.status, resp.text().as_str()), (200, "slept 500"));
+    assert_eq!(resp.header("connection"), Some("close"));
+    busy.expect_closed();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "new connections are refused while draining"
+    );
+    server.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn shutdown_gives_up_on_stuck_requests_at_the_deadline() {
+    let mut cfg = config();
+    cfg.shutdown_timeout = Duration::from_millis(300);
+    let server = start(cfg);
+    let mut busy = Reader::new(connect(server.local_addr()));
+    busy.send(&get("/delay/3000"));
+    sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    server.shutdown();
+    server.join().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    busy.expect_closed();
+}
+
+#[test]
+fn sigterm_drains_a_request_in_flight_and_exits_zero() {
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "2"], None);
+    let mut idle = Reader::new(connect(addr));
+    idle.send(&get("/livez"));
+    assert_eq!(idle.response(false).status, 200);
+    // Half a request is in flight when the signal comes.
+    let mut in_flight = Reader::new(connect(addr));
+    in_flight.send(b"GET /readyz HTTP/1.1\r\nHo");
+    sleep(Duration::from_millis(100));
+
+    terminate(&child);
+    idle.expect_closed();
+    in_flight.send(b"st: t\r\n\r\n");
+    let resp = in_flight.response(false);
+    // Ready no more: the server is draining, and says so while finishing.
+    assert_eq!((resp.status, resp.text().as_str()), (503, "draining"));
+    assert_eq!(resp.header("connection"), Some("close"));
+    in_flight.expect_closed();
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("draining"), "{stderr}");
+}
+
+#[test]
+fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], Some(48));
+    // Far more connections than the server has descriptors for.
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    sleep(Duration::from_millis(300));
+    let mut cpu_before = String::new();
+    std::fs::File::open(format!("/proc/{}/stat", child.id()))
+        .unwrap()
+        .read_to_string(&mut cpu_before)
+        .unwrap();
+    sleep(Duration::from_millis(500));
+    let mut cpu_after = String::new();
+    std::fs::File::open(format!("/proc/{}/stat", child.id()))
+        .unwrap()
+        .read_to_string(&mut cpu_after)
+        .unwrap();
+    let ticks = |stat: &str| -> u64 {
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    // A spinning accept loop would burn ~50 ticks in half a second.
+    assert!(
+        ticks(&cpu_after) - ticks(&cpu_before) < 20,
+        "the reactor spins while out of descriptors"
+    );
+    drop(flood);
+    let started = Instant::now();
+    loop {
+        let mut client = Reader::new(connect(addr));
+        client.send(&get("/livez"));
+        if let Ok(Some(resp)) = client.try_response(false) {
+            assert_eq!(resp.status, 200);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server never recovered"
+        );
+        sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "server died");
+    let health: serde_json::Value =
+        serde_json::from_slice(&request(addr, &get("/health")).body).unwrap();
+    assert!(
+        health["connections"]["refused_total"].as_u64().unwrap() > 0,
+        "EMFILE never happened: {health}"
+    );
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--reactors",
+        "--max-connections",
+        "--header-timeout",
+        "--body-timeout",
+        "--idle-timeout",
+        "--write-timeout",
+        "--shutdown-timeout",
+        "--max-header-bytes",
+        "--max-body-bytes",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    assert!(help.contains("PAGELENS_LISTEN"), "{help}");
+}
+
+#[test]
+fn bad_flags_fail_with_a_clear_message() {
+    for (args, needle) in [
+        (
+            &["serve", "--header-timeout", "soon"][..],
+            "does not start with a number",
+        ),
+        (
+            &["serve", "--max-body-bytes", "3 furlongs"][..],
+            "unknown size unit",
+        ),
+        (
+            &["serve", "--listen", "nowhere"][..],
+            "invalid socket address",
+        ),
+        (
+            &["serve", "--idle-timeout", "0s"][..],
+            "must be more than zero",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn flags_can_come_from_the_environment() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .arg("serve")
+        .env("PAGELENS_LISTEN", "127.0.0.1:0")
+        .env("PAGELENS_REACTORS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("127.0.0.1:") && line.contains("(1 reactors)"),
+        "{line}"
+    );
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+}

@@ -1,0 +1,9 @@
+//! The integration tests: one binary, so CI links once.
+
+mod util;
+
+mod clients;
+mod http_basics;
+mod lifecycle;
+mod pipelining;
+mod rejects;

@@ -1,0 +1,222 @@
+//! Shared helpers: an in-process server on an ephemeral port, a test
+//! service with slow and echoing routes, and a minimal response reader.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagelens::api::App;
+use pagelens::http::request::Request;
+use pagelens::http::response::Response;
+use pagelens::reactor::{Context, Limits, Reply, Server, ServerConfig, Service};
+
+/// How long any single read in a test may wait.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration for tests: loopback, ephemeral port, two reactors.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        reactors: 2,
+        max_connections: 10_000,
+        shutdown_timeout: Duration::from_secs(5),
+        limits: Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+        },
+    }
+}
+
+/// The real API plus routes the tests need: `POST /echo` answers with the
+/// body it got; `GET /delay/{ms}` answers from another thread after `ms`.
+#[derive(Debug)]
+pub struct TestService {
+    app: App,
+}
+
+impl Service for TestService {
+    fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply {
+        let head = &request.head;
+        if head.method == "POST" && head.path == "/echo" {
+            return Reply::Now(Response::with_body(
+                200,
+                "application/octet-stream",
+                request.body.to_vec(),
+            ));
+        }
+        if let Some(ms) = head
+            .path
+            .strip_prefix("/delay/")
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            let responder = cx.defer();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                responder.send(Response::with_body(
+                    200,
+                    "text/plain",
+                    format!("slept {ms}").into_bytes(),
+                ));
+            });
+            return Reply::Later;
+        }
+        if head.path == "/panic" {
+            panic!("handler panics on purpose");
+        }
+        self.app.call(request, cx)
+    }
+}
+
+/// Starts the test service with `config`.
+pub fn start(config: ServerConfig) -> Server {
+    Server::start(config, Arc::new(TestService { app: App::new() })).expect("server starts")
+}
+
+/// A client socket with read and write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The problem document's `code`.
+    pub fn problem_code(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&self.body).expect("problem+json body");
+        assert_eq!(doc["status"], self.status, "{doc}");
+        doc["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Reads responses from one connection, keeping bytes that arrive early.
+pub struct Reader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(stream: TcpStream) -> Self {
+        Reader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    /// The next response; `head_only` for answers to HEAD.
+    pub fn response(&mut self, head_only: bool) -> Resp {
+        self.try_response(head_only)
+            .expect("read response")
+            .expect("a response before EOF")
+    }
+
+    /// The next response, or `None` if the server closed first.
+    pub fn try_response(&mut self, head_only: bool) -> io::Result<Option<Resp>> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) =
+                parsed.parse(&self.buf).expect("valid response head")
+            {
+                let status = parsed.code.unwrap();
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let length = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+                let length = if head_only || status < 200 { 0 } else { length };
+                while self.buf.len() < len + length {
+                    if !self.fill()? {
+                        panic!("EOF inside a response body");
+                    }
+                }
+                let body = self.buf[len..len + length].to_vec();
+                self.buf.drain(..len + length);
+                return Ok(Some(Resp {
+                    status,
+                    headers,
+                    body,
+                }));
+            }
+            if !self.fill()? {
+                assert!(
+                    self.buf.is_empty(),
+                    "EOF inside a response head: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return Ok(None);
+            }
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// Asserts the server closes the connection (EOF or reset) with nothing more to say.
+    pub fn expect_closed(&mut self) {
+        match self.try_response(false) {
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the server to close, got {other:?}"),
+        }
+    }
+}
+
+/// One request on a fresh connection; returns the response.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut reader = Reader::new(connect(addr));
+    reader.send(raw);
+    reader.response(raw.starts_with(b"HEAD"))
+}
+
+/// `GET path` with keep-alive.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
