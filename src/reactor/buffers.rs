@@ -63,8 +63,9 @@ pub struct ReadBuf {
 /// What one `fill` call saw on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
-    /// This many bytes arrived.
-    Data(usize),
+    /// This many bytes arrived; `drained` when they filled less than the
+    /// free space, so the socket's receive queue is empty now.
+    Data { n: usize, drained: bool },
     /// The socket has nothing more for now.
     WouldBlock,
     /// The peer closed its side.
@@ -133,14 +134,21 @@ impl ReadBuf {
                 return Ok(Fill::Full);
             }
         }
+        let space = self.data.len() - self.end;
         match source.read(&mut self.data[self.end..]) {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
                 self.end += n;
-                Ok(Fill::Data(n))
+                Ok(Fill::Data {
+                    n,
+                    drained: n < space,
+                })
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Data(0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Data {
+                n: 0,
+                drained: false,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -164,7 +172,10 @@ mod tests {
         let mut src: &[u8] = b"hello world";
         assert_eq!(
             buf.fill(&mut src, &mut pool, 1 << 20).unwrap(),
-            Fill::Data(11)
+            Fill::Data {
+                n: 11,
+                drained: true
+            }
         );
         assert_eq!(buf.filled(), b"hello world");
         buf.remove(5, 6);
@@ -190,7 +201,7 @@ mod tests {
         let mut total = 0;
         loop {
             match buf.fill(&mut src, &mut pool, limit).unwrap() {
-                Fill::Data(n) => total += n,
+                Fill::Data { n, .. } => total += n,
                 Fill::Full => break,
                 other => panic!("{other:?}"),
             }

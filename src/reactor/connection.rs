@@ -22,7 +22,7 @@ use super::state::ServerState;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
-use crate::http::request::{parse_head, Framing, Head, Parsed, Request, Version, MAX_HEADERS};
+use crate::http::request::{header_slots, parse_head, Framing, Head, Parsed, Request, Version};
 use crate::http::response::{Encoding, Response};
 
 /// Most requests one connection may have waiting for their responses;
@@ -191,13 +191,17 @@ impl Connection {
     /// Advances the connection as far as the socket and its jobs allow.
     pub fn drive(&mut self, env: &mut Env<'_>) -> Status {
         let mut budget = READ_BUDGET;
+        // A short read means the receive queue is empty: skip the read that
+        // would only say WouldBlock. Data arriving later raises a new edge.
+        let mut drained = false;
         loop {
             let mut progressed = false;
-            if self.wants_read() {
+            if !drained && self.wants_read() {
                 let limit = self.read_limit(env.limits);
                 match self.rbuf.fill(&mut self.stream, env.pool, limit) {
-                    Ok(Fill::Data(n)) => {
+                    Ok(Fill::Data { n, drained: empty }) => {
                         progressed = true;
+                        drained = empty;
                         budget = budget.saturating_sub(n);
                     }
                     Ok(Fill::Eof) => {
@@ -325,7 +329,7 @@ impl Connection {
                         return did;
                     }
                     since.get_or_insert(env.now);
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut headers = header_slots();
                     let limits = env.limits;
                     let head = match parse_head(
                         self.rbuf.filled(),
@@ -404,7 +408,7 @@ impl Connection {
                     };
                     did = true;
                     // The head was validated when it arrived and is unchanged.
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut headers = header_slots();
                     let filled = self.rbuf.filled();
                     let head =
                         match parse_head(&filled[..head_len], &mut headers, usize::MAX, usize::MAX)

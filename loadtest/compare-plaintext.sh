@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# pagelens GET /livez beside nginx (one worker, `return 200`) in the same run.
+#
+# The server is pinned to CPU 0 and wrk to CPU 1, so that the figure that
+# separates servers is the server's own CPU time per request (utime+stime
+# from /proc/PID/stat over the run, divided by requests served), not the
+# requests/s a single wrk thread can drive.
+#
+# Each configuration runs ROUNDS times (default 3), alternating servers, and
+# the medians are reported with pagelens/nginx ratios: this machine is
+# shared and noisy, so single runs mislead.
+#
+# Usage: loadtest/compare-plaintext.sh [DURATION_SECONDS]   (default 10)
+# Needs wrk, nginx, python3 and taskset; installs wrk and nginx-light with
+# apt-get when missing. Traffic goes to 127.0.0.1 only and every run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+PL_PORT=18082
+NGX_PORT=18081
+IDLE=${IDLE_CONNS:-10000}
+ROUNDS=${ROUNDS:-3}
+
+need() { command -v "$1" >/dev/null || { apt-get install -y -qq "$2" >/dev/null || { echo "need $1" >&2; exit 1; }; }; }
+need wrk wrk
+need nginx nginx-light
+need taskset util-linux
+ulimit -n 30000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+mkdir -p "$work/logs"
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+error_log $work/logs/error.log crit;
+pid $work/nginx.pid;
+worker_rlimit_nofile 30000;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  server {
+    listen 127.0.0.1:$NGX_PORT reuseport backlog=4096;
+    location / { default_type text/plain; return 200 "ok"; }
+  }
+}
+NGX
+
+taskset -c 0 nginx -p "$work" -c "$work/nginx.conf" & pids+=($!); NGX_PID=$!
+taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!); PL_PID=$!
+sleep 1
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+# run NAME PID URL CONNS [DEPTH] -> appends one row to $work/rows
+run() {
+  local name=$1 pid=$2 url=$3 conns=$4 depth=${5:-1}
+  local script=()
+  [ "$depth" -gt 1 ] && script=(-s loadtest/pipeline.lua)
+  taskset -c 1 wrk -t1 -c"$conns" -d2s "${script[@]}" "$url" -- "$depth" >/dev/null  # warm-up
+  local t0; t0=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" -- "$depth" > "$work/out"
+  local t1; t1=$(cpu_ticks "$pid")
+  local reqs rps p50 p99
+  reqs=$(awk '/requests in/ {print $1}' "$work/out")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/out")
+  p50=$(awk '$1=="50%" {print $2}' "$work/out")
+  p99=$(awk '$1=="99%" {print $2}' "$work/out")
+  local us_per_req
+  us_per_req=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+  echo "$name $conns $depth $rps $p50 $p99 $us_per_req" >> "$work/rows"
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores; server on CPU 0, wrk -t1 on CPU 1; ${DURATION}s runs, median of $ROUNDS"
+for round in $(seq "$ROUNDS"); do
+  for c in 64 512; do
+    run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$c"
+    run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
+  done
+  # Pipelined: with depth 16 the server, not wrk, is the limit.
+  run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" 64 16
+  run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
+done
+python3 loadtest/medians.py < "$work/rows"
+
+echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"
+printf 'nginx    '; python3 loadtest/idle_conns.py "$NGX_PORT" "$NGX_PID" "$IDLE"
+printf 'pagelens '; python3 loadtest/idle_conns.py "$PL_PORT" "$PL_PID" "$IDLE"
