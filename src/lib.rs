@@ -2,6 +2,7 @@
 //!
 //! - [`reactor`]: event loops on mio, connections, deadlines, mailboxes.
 //! - [`http`]: the HTTP/1.1 codec, responses, router.
+//! - [`seo`]: the analysis engine, bytes in, [`seo::Analysis`] out.
 //! - [`api`]: what each path means.
 //! - [`cli`]: the command line.
 
@@ -11,4 +12,5 @@ pub mod api;
 pub mod cli;
 pub mod http;
 pub mod reactor;
+pub mod seo;
 pub mod signals;

@@ -1,20 +1,22 @@
 //! The `pagelens` binary: parse the command line, run the chosen job.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 
 use pagelens::api::App;
-use pagelens::cli::{Cli, Command, ServeArgs};
+use pagelens::cli::{AnalyzeArgs, Cli, Command, ServeArgs};
 use pagelens::reactor::Server;
+use pagelens::seo;
 use pagelens::signals::{raise_fd_limit, TerminationSignals};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Analyze(args) => analyze(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,4 +60,48 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     server.join().map_err(|e| format!("reactor failed: {e}"))?;
     eprintln!("pagelens: stopped");
     Ok(())
+}
+
+fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
+    if args.page.starts_with("http://") || args.page.starts_with("https://") {
+        return Err(format!(
+            "{}: fetching pages is not built yet; save the page and run `pagelens analyze FILE --url {}`",
+            args.page, args.page
+        ));
+    }
+    let limit = args.max_page_bytes as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if args.page == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(&args.page).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| format!("{}: {e}", args.page))?;
+    if bytes.len() > args.max_page_bytes {
+        return Err(format!(
+            "{}: larger than --max-page-bytes ({} bytes)",
+            args.page, args.max_page_bytes
+        ));
+    }
+    let options = seo::Options {
+        url: args.url.clone(),
+        include_links: !args.no_links,
+        include_images: !args.no_images,
+        ..seo::Options::default()
+    };
+    let analysis = seo::analyze(&bytes, &options).map_err(|e| format!("{}: {e}", args.page))?;
+    let json = if args.pretty {
+        serde_json::to_string_pretty(&analysis)
+    } else {
+        serde_json::to_string(&analysis)
+    };
+    let json = json.map_err(|e| format!("cannot encode the analysis: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is a normal way to stop reading.
+    match writeln!(stdout, "{json}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing the analysis: {e}"))
+        }
+        _ => Ok(()),
+    }
 }

@@ -28,6 +28,35 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service.
     Serve(ServeArgs),
+    /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
+    Analyze(AnalyzeArgs),
+}
+
+/// Flags of `pagelens analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The page: a file path, or `-` to read standard input.
+    pub page: String,
+
+    /// Where the page was published, so that links, canonical and <base> resolve as for the live page.
+    #[arg(long)]
+    pub url: Option<url::Url>,
+
+    /// Pretty-print the JSON for people.
+    #[arg(long)]
+    pub pretty: bool,
+
+    /// Leave out the list of links (counts stay).
+    #[arg(long)]
+    pub no_links: bool,
+
+    /// Leave out the list of images (counts stay).
+    #[arg(long)]
+    pub no_images: bool,
+
+    /// Largest page accepted, e.g. 10MiB.
+    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    pub max_page_bytes: usize,
 }
 
 /// Flags of `pagelens serve`. Each can also be set through the environment

@@ -1,0 +1,575 @@
+//! The analysis result (the shape of DESIGN.md), built from the page model:
+//! URLs resolved against the document base, links classified, counts taken.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use url::Url;
+
+use super::checks::Check;
+use super::page::Page;
+
+/// What the caller knows about the page besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where the page was published (or fetched from).
+    pub url: Option<Url>,
+    /// HTTP status, when fetched.
+    pub status_code: Option<u16>,
+    /// HTTP `Content-Type`, when fetched (its charset wins over `<meta>`).
+    pub content_type: Option<String>,
+    /// HTTP `X-Robots-Tag` values, when fetched.
+    pub x_robots_tag: Vec<String>,
+    /// Include the list of links, not only their counts.
+    pub include_links: bool,
+    /// Include the list of images, not only their counts.
+    pub include_images: bool,
+}
+
+/// The full analysis of one page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// The page URL, if known.
+    pub url: Option<String>,
+    /// HTTP status, if fetched.
+    pub status_code: Option<u16>,
+    /// Fetch timings; filled in by the fetcher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<serde_json::Value>,
+    /// The first `<title>` outside SVG.
+    pub title: Option<String>,
+    /// The first `<meta name=description>`.
+    pub meta_description: Option<String>,
+    /// The canonical URL, resolved.
+    pub canonical: Option<String>,
+    /// The canonical `href` as written.
+    pub canonical_raw: Option<String>,
+    /// Robots directives.
+    pub robots: Robots,
+    /// `<html lang>`.
+    pub lang: Option<String>,
+    /// `<meta name=viewport>` content.
+    pub viewport: Option<String>,
+    /// The charset the page declares, else the one it was decoded with.
+    pub charset: String,
+    /// Headings by level, in document order.
+    pub headings: Headings,
+    /// Link counts and items.
+    pub links: Links,
+    /// Image counts and items.
+    pub images: Images,
+    /// Open Graph properties.
+    pub open_graph: BTreeMap<String, String>,
+    /// Twitter card tags.
+    pub twitter: BTreeMap<String, String>,
+    /// hreflang alternates.
+    pub hreflang: Vec<Hreflang>,
+    /// JSON-LD blocks.
+    pub json_ld: Vec<JsonLd>,
+    /// Words of visible text.
+    pub word_count: usize,
+    /// Every check, passed or not.
+    pub checks: Vec<Check>,
+    /// 0-100, from the checks' weights.
+    pub score: u8,
+    /// What to fix, most important first.
+    pub recommendations: Vec<String>,
+    /// Heading levels in document order, for the heading-order check.
+    #[serde(skip)]
+    pub(crate) heading_order: Vec<u8>,
+    /// Several canonical links that resolve to different URLs.
+    #[serde(skip)]
+    pub(crate) canonical_conflict: bool,
+}
+
+/// Robots directives from `<meta>` and `X-Robots-Tag`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Robots {
+    /// `<meta name=robots>` content, lowercased.
+    pub content: Option<String>,
+    /// Indexing is forbidden (for all crawlers, or for Googlebot).
+    pub noindex: bool,
+    /// Following links is forbidden.
+    pub nofollow: bool,
+    /// Per-crawler meta rules (`googlebot`, `bingbot`, ...).
+    pub agents: BTreeMap<String, String>,
+    /// `X-Robots-Tag` header values.
+    pub x_robots_tag: Vec<String>,
+}
+
+/// Headings h1-h6.
+#[derive(Debug, Clone, Default, Serialize)]
+#[allow(missing_docs)]
+pub struct Headings {
+    pub h1: Vec<String>,
+    pub h2: Vec<String>,
+    pub h3: Vec<String>,
+    pub h4: Vec<String>,
+    pub h5: Vec<String>,
+    pub h6: Vec<String>,
+}
+
+/// How a link relates to the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    /// Same host as the page.
+    Internal,
+    /// Another host.
+    External,
+    /// `""` or `#fragment`.
+    SamePage,
+    /// `javascript:`.
+    Javascript,
+    /// `mailto:`, `tel:` and other non-HTTP schemes.
+    OtherScheme,
+    /// An `href` that is not a valid URL.
+    Invalid,
+}
+
+/// One link.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    /// The resolved URL (the raw value when it cannot be resolved).
+    pub href: String,
+    /// The `href` as written.
+    pub raw: String,
+    /// Anchor text.
+    pub text: String,
+    /// Its kind.
+    pub kind: LinkKind,
+    /// `rel` tokens.
+    pub rel: Vec<String>,
+}
+
+/// Link counts (and the links, when asked for).
+#[derive(Debug, Clone, Default, Serialize)]
+#[allow(missing_docs)]
+pub struct Links {
+    pub total: usize,
+    pub internal: usize,
+    pub external: usize,
+    pub same_page: usize,
+    pub javascript: usize,
+    pub other_scheme: usize,
+    pub invalid: usize,
+    pub nofollow: usize,
+    pub external_nofollow: usize,
+    pub sponsored: usize,
+    pub ugc: usize,
+    /// Anchors whose text says nothing ("click here", "read more").
+    pub generic_text: usize,
+    /// Anchors with no text at all.
+    pub empty_text: usize,
+    /// `<a onclick>` without `href`: not crawlable.
+    pub script_only: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Link>>,
+}
+
+/// One image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageItem {
+    /// The resolved `src`.
+    pub src: Option<String>,
+    /// `alt`: absent is `null`, empty is `""`.
+    pub alt: Option<String>,
+    /// Both `width` and `height` are given.
+    pub has_dimensions: bool,
+}
+
+/// Image counts (and the images, when asked for).
+#[derive(Debug, Clone, Default, Serialize)]
+#[allow(missing_docs)]
+pub struct Images {
+    pub total: usize,
+    pub missing_alt: usize,
+    pub empty_alt: usize,
+    pub missing_dimensions: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ImageItem>>,
+}
+
+/// An hreflang alternate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hreflang {
+    /// The language code as written.
+    pub lang: String,
+    /// The resolved URL.
+    pub href: Option<String>,
+    /// The `href` as written.
+    pub raw: String,
+}
+
+/// A JSON-LD block.
+#[derive(Debug, Clone, Serialize)]
+pub struct JsonLd {
+    /// Whether it parsed as JSON.
+    pub valid: bool,
+    /// Its `@type` values (top level and in `@graph`).
+    pub types: Vec<String>,
+    /// The parse error, if invalid.
+    pub error: Option<String>,
+}
+
+/// Anchor texts that say nothing about the target (Lighthouse's list, English).
+const GENERIC_LINK_TEXT: &[&str] = &[
+    "click here",
+    "click this",
+    "go",
+    "here",
+    "information",
+    "learn more",
+    "more",
+    "more info",
+    "more information",
+    "right here",
+    "read more",
+    "see more",
+    "start",
+    "this",
+    "link",
+    "continue",
+];
+
+/// The base URL for relative references: `<base href>` resolved against the
+/// page URL, else the page URL.
+pub fn document_base(page_url: Option<&Url>, base_href: Option<&str>) -> Option<Url> {
+    match (page_url, base_href) {
+        (Some(url), Some(href)) => url.join(href).ok().or_else(|| Some(url.clone())),
+        (None, Some(href)) => Url::parse(href).ok(),
+        (url, None) => url.cloned(),
+    }
+}
+
+/// Resolves `raw` against `base` (absolute references need no base).
+pub fn resolve(base: Option<&Url>, raw: &str) -> Option<Url> {
+    match base {
+        Some(base) => base.join(raw).ok(),
+        None => Url::parse(raw).ok(),
+    }
+}
+
+/// Whether `raw` is a relative reference (no scheme).
+pub fn is_relative(raw: &str) -> bool {
+    Url::parse(raw) == Err(url::ParseError::RelativeUrlWithoutBase)
+}
+
+fn classify(raw: &str, resolved: Option<&Url>, page_host: Option<&str>) -> LinkKind {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return LinkKind::SamePage;
+    }
+    if trimmed.len() >= 11 && trimmed[..11].eq_ignore_ascii_case("javascript:") {
+        return LinkKind::Javascript;
+    }
+    match resolved {
+        Some(url) if !matches!(url.scheme(), "http" | "https") => LinkKind::OtherScheme,
+        Some(url) => match (url.host_str(), page_host) {
+            (Some(host), Some(page)) if host.eq_ignore_ascii_case(page) => LinkKind::Internal,
+            (Some(_), Some(_)) => LinkKind::External,
+            // No page URL: a relative link stays on the site, an absolute one leaves it.
+            (Some(_), None) => LinkKind::External,
+            (None, _) => LinkKind::Invalid,
+        },
+        None if is_relative(trimmed) && page_host.is_none() => LinkKind::Internal,
+        None => LinkKind::Invalid,
+    }
+}
+
+/// Builds the result from the page model (checks, score and
+/// recommendations are added by the caller).
+pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
+    let base = document_base(options.url.as_ref(), page.base_href.as_deref());
+    let page_host = options
+        .url
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .map(str::to_string);
+
+    let mut links = Links {
+        script_only: page.script_only_anchors,
+        ..Links::default()
+    };
+    let mut items = Vec::new();
+    for anchor in page.anchors {
+        let resolved = resolve(base.as_ref(), &anchor.href);
+        let kind = classify(&anchor.href, resolved.as_ref(), page_host.as_deref());
+        let has = |t: &str| anchor.rel.iter().any(|r| r == t);
+        links.total += 1;
+        match kind {
+            LinkKind::Internal => links.internal += 1,
+            LinkKind::External => links.external += 1,
+            LinkKind::SamePage => links.same_page += 1,
+            LinkKind::Javascript => links.javascript += 1,
+            LinkKind::OtherScheme => links.other_scheme += 1,
+            LinkKind::Invalid => links.invalid += 1,
+        }
+        links.nofollow += usize::from(has("nofollow"));
+        links.external_nofollow += usize::from(has("nofollow") && kind == LinkKind::External);
+        links.sponsored += usize::from(has("sponsored"));
+        links.ugc += usize::from(has("ugc"));
+        let lowered = anchor
+            .text
+            .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+            .to_lowercase();
+        links.generic_text += usize::from(GENERIC_LINK_TEXT.contains(&lowered.as_str()));
+        links.empty_text += usize::from(anchor.text.is_empty());
+        if options.include_links {
+            items.push(Link {
+                href: resolved.map_or_else(|| anchor.href.clone(), String::from),
+                raw: anchor.href,
+                text: anchor.text,
+                kind,
+                rel: anchor.rel,
+            });
+        }
+    }
+    links.items = options.include_links.then_some(items);
+
+    let mut images = Images {
+        total: page.images.len(),
+        ..Images::default()
+    };
+    let mut image_items = Vec::new();
+    for image in page.images {
+        images.missing_alt += usize::from(image.alt.is_none());
+        images.empty_alt += usize::from(image.alt.as_deref() == Some(""));
+        images.missing_dimensions += usize::from(!image.has_dimensions);
+        if options.include_images {
+            let src = image
+                .src
+                .map(|s| resolve(base.as_ref(), &s).map_or(s, String::from));
+            image_items.push(ImageItem {
+                src,
+                alt: image.alt,
+                has_dimensions: image.has_dimensions,
+            });
+        }
+    }
+    images.items = options.include_images.then_some(image_items);
+
+    let mut headings = Headings::default();
+    let heading_order = page.headings.iter().map(|(level, _)| *level).collect();
+    for (level, text) in page.headings {
+        let list = match level {
+            1 => &mut headings.h1,
+            2 => &mut headings.h2,
+            3 => &mut headings.h3,
+            4 => &mut headings.h4,
+            5 => &mut headings.h5,
+            _ => &mut headings.h6,
+        };
+        list.push(text);
+    }
+
+    let canonical_raw = page.canonicals.first().cloned();
+    let resolved_canonicals: Vec<Option<Url>> = page
+        .canonicals
+        .iter()
+        .map(|raw| resolve(base.as_ref(), raw))
+        .collect();
+    let canonical_conflict = resolved_canonicals.windows(2).any(|w| w[0] != w[1]);
+    let canonical = canonical_raw
+        .as_deref()
+        .and_then(|raw| resolve(base.as_ref(), raw))
+        .map(String::from);
+    let hreflang = page
+        .hreflang
+        .into_iter()
+        .map(|(lang, raw)| Hreflang {
+            lang,
+            href: resolve(base.as_ref(), &raw).map(String::from),
+            raw,
+        })
+        .collect();
+    let json_ld = page.json_ld.iter().map(|block| json_ld(block)).collect();
+
+    let mut robots = Robots {
+        x_robots_tag: options.x_robots_tag.clone(),
+        ..Robots::default()
+    };
+    for (agent, content) in page.robots {
+        if agent == "robots" {
+            robots.content.get_or_insert(content);
+        } else {
+            robots.agents.entry(agent).or_insert(content);
+        }
+    }
+    let (noindex, nofollow) = robots_flags(&robots);
+    robots.noindex = noindex;
+    robots.nofollow = nofollow;
+
+    Analysis {
+        url: options.url.as_ref().map(Url::to_string),
+        status_code: options.status_code,
+        fetch: None,
+        title: page.titles.into_iter().next(),
+        meta_description: page.descriptions.into_iter().next(),
+        canonical,
+        canonical_raw,
+        robots,
+        lang: page.lang,
+        viewport: page.viewport,
+        charset: page.meta_charset.unwrap_or(charset),
+        headings,
+        links,
+        images,
+        open_graph: page.open_graph,
+        twitter: page.twitter,
+        hreflang,
+        json_ld,
+        word_count: page.word_count,
+        checks: Vec::new(),
+        score: 0,
+        recommendations: Vec::new(),
+        heading_order,
+        canonical_conflict,
+    }
+}
+
+/// `noindex` / `nofollow` for all crawlers or Googlebot, from the meta rules
+/// and `X-Robots-Tag` (whose values may name an agent: `googlebot: noindex`).
+fn robots_flags(robots: &Robots) -> (bool, bool) {
+    let mut rules: Vec<&str> = robots.content.iter().map(String::as_str).collect();
+    rules.extend(robots.agents.get("googlebot").map(String::as_str));
+    let header_rules: Vec<String> = robots
+        .x_robots_tag
+        .iter()
+        .filter_map(|value| {
+            let value = value.to_ascii_lowercase();
+            match value.split_once(':') {
+                // `unavailable_after: date` is a directive, not an agent.
+                Some((agent, rest))
+                    if !agent.contains(',')
+                        && !agent.trim().contains(' ')
+                        && agent.trim() != "unavailable_after" =>
+                {
+                    matches!(agent.trim(), "googlebot" | "robots" | "*").then(|| rest.to_string())
+                }
+                _ => Some(value),
+            }
+        })
+        .collect();
+    rules.extend(header_rules.iter().map(String::as_str));
+    let has = |directive: &str| {
+        rules
+            .iter()
+            .any(|r| r.split(',').any(|t| t.trim() == directive))
+    };
+    (
+        has("noindex") || has("none"),
+        has("nofollow") || has("none"),
+    )
+}
+
+fn json_ld(block: &str) -> JsonLd {
+    match serde_json::from_str::<serde_json::Value>(block.trim()) {
+        Ok(value) => {
+            let mut types = Vec::new();
+            let mut collect = |v: &serde_json::Value| match v.get("@type") {
+                Some(serde_json::Value::String(t)) => types.push(t.clone()),
+                Some(serde_json::Value::Array(ts)) => {
+                    types.extend(ts.iter().filter_map(|t| t.as_str().map(String::from)))
+                }
+                _ => {}
+            };
+            let roots: Vec<&serde_json::Value> = match &value {
+                serde_json::Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for root in roots {
+                collect(root);
+                if let Some(serde_json::Value::Array(graph)) = root.get("@graph") {
+                    graph.iter().for_each(&mut collect);
+                }
+            }
+            JsonLd {
+                valid: true,
+                types,
+                error: None,
+            }
+        }
+        Err(e) => JsonLd {
+            valid: false,
+            types: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_classified_against_the_page_host() {
+        let page = Url::parse("https://www.example.com/a/b.html").unwrap();
+        let host = Some("www.example.com");
+        let base = document_base(Some(&page), None);
+        let kind = |raw: &str| classify(raw, resolve(base.as_ref(), raw).as_ref(), host);
+        assert_eq!(kind("/x"), LinkKind::Internal);
+        assert_eq!(kind("c.html"), LinkKind::Internal);
+        assert_eq!(kind("HTTPS://WWW.EXAMPLE.COM/y"), LinkKind::Internal);
+        assert_eq!(kind("https://shop.example.com/"), LinkKind::External);
+        assert_eq!(kind("//cdn.example.net/z"), LinkKind::External);
+        assert_eq!(kind(""), LinkKind::SamePage);
+        assert_eq!(kind("#top"), LinkKind::SamePage);
+        assert_eq!(kind("JavaScript:void(0)"), LinkKind::Javascript);
+        assert_eq!(kind("mailto:a@b.c"), LinkKind::OtherScheme);
+        assert_eq!(kind("tel:+1"), LinkKind::OtherScheme);
+        assert_eq!(kind("http://[bad"), LinkKind::Invalid);
+    }
+
+    #[test]
+    fn base_href_moves_relative_links() {
+        let page = Url::parse("https://example.com/a/b.html").unwrap();
+        let base = document_base(Some(&page), Some("/docs/")).unwrap();
+        assert_eq!(
+            resolve(Some(&base), "x.html").unwrap().as_str(),
+            "https://example.com/docs/x.html"
+        );
+        let base = document_base(Some(&page), Some("https://other.org/")).unwrap();
+        assert_eq!(
+            classify("p", resolve(Some(&base), "p").as_ref(), Some("example.com")),
+            LinkKind::External
+        );
+    }
+
+    #[test]
+    fn robots_rules_from_meta_and_header() {
+        let mut r = Robots {
+            content: Some("index, follow".into()),
+            ..Robots::default()
+        };
+        assert_eq!(robots_flags(&r), (false, false));
+        r.agents.insert("googlebot".into(), "noindex".into());
+        assert_eq!(robots_flags(&r), (true, false));
+        let h = Robots {
+            x_robots_tag: vec!["bingbot: noindex".into(), "googlebot: nofollow".into()],
+            ..Robots::default()
+        };
+        assert_eq!(robots_flags(&h), (false, true));
+        let h = Robots {
+            x_robots_tag: vec!["none".into()],
+            ..Robots::default()
+        };
+        assert_eq!(robots_flags(&h), (true, true));
+        let h = Robots {
+            x_robots_tag: vec!["unavailable_after: 25 Jun 2010".into()],
+            ..Robots::default()
+        };
+        assert_eq!(robots_flags(&h), (false, false));
+    }
+
+    #[test]
+    fn json_ld_types_and_errors() {
+        let ok = json_ld(
+            r#"{"@context":"https://schema.org","@graph":[{"@type":"Organization"},{"@type":["WebSite","Thing"]}]}"#,
+        );
+        assert!(ok.valid);
+        assert_eq!(ok.types, ["Organization", "WebSite", "Thing"]);
+        let bad = json_ld("{\"@type\": ");
+        assert!(!bad.valid && bad.error.is_some());
+    }
+}

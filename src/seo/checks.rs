@@ -1,0 +1,458 @@
+//! The checks, the score and the recommendations.
+//!
+//! Ids are stable: clients match on them. The set covers Lighthouse's SEO
+//! audits (`document-title`, `meta-description`, `http-status-code`,
+//! `is-crawlable`, `link-text`, `crawlable-anchors`, `image-alt`, `hreflang`,
+//! `canonical`; `robots-txt` needs the fetcher and comes with it) and the
+//! usual on-page analysers' checks.
+//!
+//! The score is the weighted share of checks passed, 0-100. Weights, by
+//! how much a failure costs in search: 10 for what can remove a page from
+//! results (status, crawlability, title); 8 for the description that makes
+//! the snippet; 6 for canonical, viewport (mobile-first indexing) and image
+//! alt; 4 for link text, crawlable anchors, hreflang, lang and a single h1;
+//! 1-3 for refinements (lengths, heading order, word count, social tags,
+//! dimensions, structured data, charset).
+
+use serde::Serialize;
+use url::Url;
+
+use super::analysis::{is_relative, Analysis};
+
+/// How much a failed check matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Can keep the page out of search results.
+    High,
+    /// Hurts ranking or presentation noticeably.
+    Medium,
+    /// A refinement.
+    Low,
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable identifier.
+    pub id: &'static str,
+    /// Whether the page passes.
+    pub passed: bool,
+    /// How much a failure matters.
+    pub severity: Severity,
+    /// Its weight in the score.
+    pub weight: u8,
+    /// What was found, for a person.
+    pub message: String,
+}
+
+const TITLE_RANGE: (usize, usize) = (30, 60);
+const DESCRIPTION_RANGE: (usize, usize) = (70, 160);
+const MIN_WORDS: usize = 300;
+
+/// Runs every check that applies and sets `checks`, `score` and
+/// `recommendations` on `analysis`.
+pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
+    let a = &*analysis;
+    let mut checks = Vec::new();
+    let mut check = |id, severity, weight, passed: bool, message: String| {
+        checks.push(Check {
+            id,
+            passed,
+            severity,
+            weight,
+            message,
+        });
+    };
+    use Severity::{High, Low, Medium};
+
+    if let Some(status) = a.status_code {
+        check(
+            "http-status-code",
+            High,
+            10,
+            (200..400).contains(&status),
+            format!("HTTP status {status}"),
+        );
+    }
+    let crawl_message = match (a.robots.noindex, a.robots.nofollow) {
+        (true, _) => "robots directives forbid indexing (noindex)".to_string(),
+        (false, true) => {
+            "indexable, but robots directives forbid following links (nofollow)".to_string()
+        }
+        (false, false) => "no robots directive blocks indexing".to_string(),
+    };
+    check("is-crawlable", High, 10, !a.robots.noindex, crawl_message);
+
+    match &a.title {
+        Some(title) => {
+            check(
+                "document-title",
+                High,
+                10,
+                true,
+                format!("title: {title:?}"),
+            );
+            let n = title.chars().count();
+            let ok = (TITLE_RANGE.0..=TITLE_RANGE.1).contains(&n);
+            check(
+                "title-length",
+                Low,
+                3,
+                ok,
+                format!(
+                    "title is {n} characters (aim for {}-{})",
+                    TITLE_RANGE.0, TITLE_RANGE.1
+                ),
+            );
+        }
+        None => check(
+            "document-title",
+            High,
+            10,
+            false,
+            "the page has no <title>".into(),
+        ),
+    }
+    match &a.meta_description {
+        Some(d) if !d.is_empty() => {
+            check(
+                "meta-description",
+                High,
+                8,
+                true,
+                "meta description present".into(),
+            );
+            let n = d.chars().count();
+            let ok = (DESCRIPTION_RANGE.0..=DESCRIPTION_RANGE.1).contains(&n);
+            let msg = format!(
+                "meta description is {n} characters (aim for {}-{})",
+                DESCRIPTION_RANGE.0, DESCRIPTION_RANGE.1
+            );
+            check("meta-description-length", Low, 3, ok, msg);
+        }
+        Some(_) => check(
+            "meta-description",
+            High,
+            8,
+            false,
+            "the meta description is empty".into(),
+        ),
+        None => check(
+            "meta-description",
+            High,
+            8,
+            false,
+            "the page has no meta description".into(),
+        ),
+    }
+
+    let (canonical_ok, canonical_msg) = canonical(a, page_url);
+    check("canonical", Medium, 6, canonical_ok, canonical_msg);
+
+    let bad_hreflang: Vec<&str> = a
+        .hreflang
+        .iter()
+        .filter(|h| !valid_hreflang(&h.lang) || h.href.is_none() || is_relative(&h.raw))
+        .map(|h| h.lang.as_str())
+        .collect();
+    let hreflang_msg = match (a.hreflang.len(), bad_hreflang.len()) {
+        (0, _) => "no hreflang alternates".to_string(),
+        (n, 0) => format!("{n} hreflang alternates, all valid"),
+        (_, _) => format!("invalid hreflang entries (bad language code or href that is not absolute): {bad_hreflang:?}"),
+    };
+    check("hreflang", Medium, 4, bad_hreflang.is_empty(), hreflang_msg);
+
+    let l = &a.links;
+    check(
+        "link-text",
+        Medium,
+        4,
+        l.generic_text == 0,
+        format!(
+            "{} of {} links have text that does not describe their target",
+            l.generic_text, l.total
+        ),
+    );
+    check(
+        "crawlable-anchors",
+        Medium,
+        4,
+        l.javascript == 0 && l.script_only == 0,
+        format!(
+            "{} javascript: links and {} script-only anchors",
+            l.javascript, l.script_only
+        ),
+    );
+    let external_nofollow_heavy = l.external >= 5 && l.external_nofollow * 2 > l.external;
+    check(
+        "external-nofollow",
+        Low,
+        1,
+        !external_nofollow_heavy,
+        format!(
+            "{} of {} external links are nofollow",
+            l.external_nofollow, l.external
+        ),
+    );
+
+    let i = &a.images;
+    check(
+        "image-alt",
+        Medium,
+        6,
+        i.missing_alt == 0,
+        format!(
+            "{} of {} images have no alt attribute",
+            i.missing_alt, i.total
+        ),
+    );
+    check(
+        "image-dimensions",
+        Low,
+        2,
+        i.missing_dimensions == 0,
+        format!(
+            "{} of {} images lack width or height",
+            i.missing_dimensions, i.total
+        ),
+    );
+
+    let viewport_ok = a
+        .viewport
+        .as_deref()
+        .is_some_and(|v| v.contains("width") || v.contains("initial-scale"));
+    check(
+        "viewport",
+        Medium,
+        6,
+        viewport_ok,
+        a.viewport
+            .as_ref()
+            .map_or("no <meta name=viewport>".into(), |v| {
+                format!("viewport: {v:?}")
+            }),
+    );
+    let lang_ok = a.lang.as_deref().is_some_and(valid_language_tag);
+    check(
+        "html-lang",
+        Medium,
+        4,
+        lang_ok,
+        a.lang
+            .as_ref()
+            .map_or("<html> has no lang".into(), |l| format!("lang: {l:?}")),
+    );
+
+    let h = &a.headings;
+    check(
+        "single-h1",
+        Medium,
+        4,
+        h.h1.len() == 1,
+        format!("{} <h1> elements", h.h1.len()),
+    );
+    let skipped = skipped_heading_level(a);
+    check(
+        "heading-order",
+        Low,
+        2,
+        skipped.is_none(),
+        skipped.map_or("headings do not skip levels".into(), |(from, to)| {
+            format!("heading level jumps from h{from} to h{to}")
+        }),
+    );
+    if let (Some(title), Some(h1)) = (&a.title, h.h1.first()) {
+        let same = title.trim().eq_ignore_ascii_case(h1.trim());
+        check(
+            "title-h1-duplicate",
+            Low,
+            1,
+            !same,
+            if same {
+                "title and h1 are identical".into()
+            } else {
+                "title and h1 differ".into()
+            },
+        );
+    }
+    check(
+        "word-count",
+        Low,
+        3,
+        a.word_count >= MIN_WORDS,
+        format!(
+            "{} words of visible text (thin under {MIN_WORDS})",
+            a.word_count
+        ),
+    );
+
+    let missing_og: Vec<&str> = ["og:title", "og:description", "og:image"]
+        .into_iter()
+        .filter(|k| !a.open_graph.contains_key(*k))
+        .collect();
+    check(
+        "open-graph",
+        Low,
+        3,
+        missing_og.is_empty(),
+        if missing_og.is_empty() {
+            "og:title, og:description and og:image present".into()
+        } else {
+            format!("missing {missing_og:?}")
+        },
+    );
+    check(
+        "twitter-card",
+        Low,
+        1,
+        a.twitter.contains_key("twitter:card"),
+        a.twitter
+            .get("twitter:card")
+            .map_or("no twitter:card".into(), |c| format!("twitter:card {c:?}")),
+    );
+    let invalid_ld = a.json_ld.iter().filter(|j| !j.valid).count();
+    check(
+        "structured-data",
+        Low,
+        2,
+        invalid_ld == 0,
+        format!("{} JSON-LD blocks, {invalid_ld} invalid", a.json_ld.len()),
+    );
+    let declared = !a.charset.is_empty();
+    check(
+        "charset",
+        Low,
+        2,
+        declared,
+        format!("charset: {}", a.charset),
+    );
+
+    let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
+    let passed: u32 = checks
+        .iter()
+        .filter(|c| c.passed)
+        .map(|c| u32::from(c.weight))
+        .sum();
+    analysis.score = (passed * 100 + total / 2)
+        .checked_div(total)
+        .map_or(100, |s| s as u8);
+    let mut failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
+    failed.sort_by_key(|c| (c.severity, std::cmp::Reverse(c.weight)));
+    analysis.recommendations = failed.iter().map(|c| advice(c)).collect();
+    analysis.checks = checks;
+}
+
+/// Lighthouse's canonical audit: several, invalid, relative, the site root,
+/// another host, or another hreflang page are failures. None is fine.
+fn canonical(a: &Analysis, page_url: Option<&Url>) -> (bool, String) {
+    let Some(raw) = &a.canonical_raw else {
+        return (true, "no canonical link".into());
+    };
+    let Some(canonical) = a.canonical.as_deref().and_then(|c| Url::parse(c).ok()) else {
+        return (false, format!("canonical {raw:?} is not a valid URL"));
+    };
+    if a.canonical_conflict {
+        return (false, "several different canonical links".into());
+    }
+    if is_relative(raw) {
+        return (
+            false,
+            format!("canonical {raw:?} is relative; use an absolute URL"),
+        );
+    }
+    if let Some(page) = page_url {
+        if canonical.host_str() != page.host_str() {
+            return (
+                false,
+                format!("canonical points to another host: {canonical}"),
+            );
+        }
+        if canonical.path() == "/" && page.path() != "/" {
+            return (
+                false,
+                "canonical points to the site root, not this page".into(),
+            );
+        }
+        let points_at_alternate = a
+            .hreflang
+            .iter()
+            .any(|h| h.href.as_deref() == Some(canonical.as_str()))
+            && canonical.as_str() != page.as_str();
+        if points_at_alternate {
+            return (
+                false,
+                "canonical points to another language version (an hreflang alternate)".into(),
+            );
+        }
+    }
+    (true, format!("canonical: {canonical}"))
+}
+
+/// BCP 47 as hreflang uses it: a 2-3 letter language, optional script and
+/// region; or `x-default`.
+fn valid_hreflang(code: &str) -> bool {
+    code.eq_ignore_ascii_case("x-default") || valid_language_tag(code)
+}
+
+fn valid_language_tag(code: &str) -> bool {
+    let mut parts = code.split(['-', '_']);
+    let lang_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    let mut rest_ok = true;
+    let mut seen_region = false;
+    for part in parts {
+        let script =
+            part.len() == 4 && part.chars().all(|c| c.is_ascii_alphabetic()) && !seen_region;
+        let region = (part.len() == 2 && part.chars().all(|c| c.is_ascii_alphabetic()))
+            || (part.len() == 3 && part.chars().all(|c| c.is_ascii_digit()));
+        seen_region |= region;
+        rest_ok &= script || region;
+    }
+    lang_ok && rest_ok
+}
+
+fn skipped_heading_level(a: &Analysis) -> Option<(u8, u8)> {
+    let mut previous: Option<u8> = None;
+    for &level in &a.heading_order {
+        if let Some(prev) = previous {
+            if level > prev + 1 {
+                return Some((prev, level));
+            }
+        }
+        previous = Some(level);
+    }
+    None
+}
+
+/// A recommendation for a person, from a failed check.
+fn advice(check: &Check) -> String {
+    let what = match check.id {
+        "http-status-code" => "Serve the page with a 2xx status; search engines drop pages that answer with errors",
+        "is-crawlable" => "Remove the noindex directive (meta robots or X-Robots-Tag) if this page should appear in search",
+        "document-title" => "Add a <title> that says what the page is about",
+        "title-length" => "Rewrite the title to 30-60 characters so it is neither vague nor cut off in results",
+        "meta-description" => "Add a meta description that summarises the page; it often becomes the search snippet",
+        "meta-description-length" => "Keep the meta description between 70 and 160 characters",
+        "canonical" => "Fix the canonical link: one absolute URL pointing at this page's preferred address",
+        "hreflang" => "Use valid language codes (e.g. en, en-GB, x-default) and absolute URLs in hreflang links",
+        "link-text" => "Replace link text such as \"click here\" with words that describe the target",
+        "crawlable-anchors" => "Give every link a real href; javascript: links and onclick-only anchors cannot be crawled",
+        "external-nofollow" => "Review why most external links are nofollow; use sponsored or ugc where they apply",
+        "image-alt" => "Add alt text to images that carry meaning (alt=\"\" for decorative ones)",
+        "image-dimensions" => "Give images width and height to prevent layout shift",
+        "viewport" => "Add <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"> for mobile",
+        "html-lang" => "Declare the page language with a valid code on <html lang>",
+        "single-h1" => "Use exactly one <h1> that names the page's topic",
+        "heading-order" => "Do not skip heading levels (h2 after h1, h3 after h2)",
+        "title-h1-duplicate" => "Make the title and the h1 complement each other rather than repeat",
+        "word-count" => "Add substantive content; pages with little text rank poorly",
+        "open-graph" => "Add og:title, og:description and og:image so shared links render well",
+        "twitter-card" => "Add a twitter:card meta tag",
+        "structured-data" => "Fix the JSON-LD blocks that do not parse",
+        "charset" => "Declare the character encoding with <meta charset=\"utf-8\">",
+        _ => "Fix this check",
+    };
+    format!("{what} ({}).", check.message)
+}

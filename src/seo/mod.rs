@@ -1,0 +1,74 @@
+//! The SEO engine: bytes of a page (and what is known about it) in, an
+//! [`Analysis`] out. A pure library: no sockets, no threads, no clock.
+//!
+//! One pass decodes the bytes ([`charset`]), one normalises them and lifts
+//! raw-text elements out ([`prescan`]), tl parses once and one walk collects
+//! the page model ([`page`]), then URLs are resolved ([`analysis`]) and the
+//! checks judged ([`checks`]).
+
+pub mod analysis;
+pub mod charset;
+pub mod checks;
+pub mod page;
+pub mod prescan;
+pub mod text;
+
+use std::fmt;
+
+pub use analysis::{Analysis, Options};
+
+/// Why a page could not be analysed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnalyzeError {
+    /// The input has no bytes at all.
+    Empty,
+    /// The input does not look like text (NUL bytes in its first kilobytes).
+    Binary,
+}
+
+impl fmt::Display for AnalyzeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnalyzeError::Empty => f.write_str("the page is empty"),
+            AnalyzeError::Binary => f.write_str("the content is binary, not an HTML page"),
+        }
+    }
+}
+
+impl std::error::Error for AnalyzeError {}
+
+/// How far into the page to look for NUL bytes that mark binary content.
+const BINARY_SNIFF: usize = 8 * 1024;
+
+/// Analyses one page.
+pub fn analyze(bytes: &[u8], options: &Options) -> Result<Analysis, AnalyzeError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AnalyzeError::Empty);
+    }
+    let decoded = charset::decode(bytes, options.content_type.as_deref());
+    // UTF-16 legitimately has NULs before decoding; after it, none belong in HTML.
+    if decoded.text[..floor_char_boundary(&decoded.text, BINARY_SNIFF)].contains('\0') {
+        return Err(AnalyzeError::Binary);
+    }
+    let mut text = decoded.text.into_bytes();
+    let lifted = prescan::prescan(&mut text);
+    // The prescan lowercases ASCII letters and blanks whole element bodies
+    // (cut at ASCII '<' and '>'), so the text is still UTF-8; the lossy
+    // branch is a guard that never runs.
+    let html = String::from_utf8(text)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let page = page::extract(&html, &lifted);
+    let mut analysis = analysis::build(page, options, decoded.encoding.to_string());
+    checks::judge(&mut analysis, options.url.as_ref());
+    Ok(analysis)
+}
+
+fn floor_char_boundary(s: &str, mut at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
