@@ -7,3 +7,4 @@ mod http_basics;
 mod lifecycle;
 mod pipelining;
 mod rejects;
+mod seo;

@@ -311,7 +311,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         links.ugc += usize::from(has("ugc"));
         let lowered = anchor
             .text
-            .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+            .trim_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase();
         links.generic_text += usize::from(GENERIC_LINK_TEXT.contains(&lowered.as_str()));
         links.empty_text += usize::from(anchor.text.is_empty());

@@ -110,7 +110,7 @@ pub fn extract(html: &str, lifted: &[RawElement]) -> Page {
     let Ok(dom) = tl::parse(html, ParserOptions::default()) else {
         return walker.page;
     };
-    let parser = dom.parser();
+    let ends = subtree_ends(&dom);
     // (index of the element's last descendant, what leaving it ends)
     let mut open: Vec<(usize, Closes)> = Vec::new();
     for (index, node) in dom.nodes().iter().enumerate() {
@@ -126,7 +126,7 @@ pub fn extract(html: &str, lifted: &[RawElement]) -> Page {
             Node::Tag(tag) => {
                 let closes = walker.enter(tag, index);
                 if closes != Closes::Nothing {
-                    open.push((last_descendant(tag, parser).unwrap_or(index), closes));
+                    open.push((ends[index], closes));
                 }
             }
             Node::Comment(_) => {}
@@ -140,18 +140,27 @@ pub fn extract(html: &str, lifted: &[RawElement]) -> Page {
     walker.page
 }
 
-/// Index of the last node inside `tag`, following last children down.
-/// (tl's own `Children::end` does this recursively.)
-fn last_descendant<'p, 'a>(mut tag: &'p HTMLTag<'a>, parser: &'p tl::Parser<'a>) -> Option<usize> {
-    let mut last = None;
-    while let Some(handle) = tag.children().top().as_slice().last().copied() {
-        last = Some(handle.get_inner() as usize);
-        match handle.get(parser).and_then(Node::as_tag) {
-            Some(child) => tag = child,
-            None => break,
+/// For every node, the index of the last node in its subtree. Children
+/// come after their parent, so one pass from the end fills it in: O(nodes),
+/// where following last children from each element (as tl's recursive
+/// `Children::end` does) is quadratic on deeply nested anchors.
+fn subtree_ends(dom: &tl::VDom<'_>) -> Vec<usize> {
+    let nodes = dom.nodes();
+    let mut ends: Vec<usize> = (0..nodes.len()).collect();
+    for index in (0..nodes.len()).rev() {
+        if let Node::Tag(tag) = &nodes[index] {
+            if let Some(last) = tag.children().top().as_slice().last() {
+                let last = last.get_inner() as usize;
+                // A child always has a larger index; `get` guards the invariant.
+                ends[index] = ends
+                    .get(last)
+                    .copied()
+                    .filter(|&e| e > index)
+                    .unwrap_or(index);
+            }
         }
     }
-    last
+    ends
 }
 
 /// `slice` as a `&str` of `html`. tl's text nodes borrow the page, so the
