@@ -25,15 +25,8 @@ fn main() {
     pages.sort();
     let bytes: usize = pages.iter().map(Vec::len).sum();
     // tl needs UTF-8; decode outside the timed part so tl alone is timed.
-    let texts: Vec<String> = pages
-        .iter()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect();
-    println!(
-        "{} pages, {:.1} MB, {ROUNDS} rounds, median round",
-        pages.len(),
-        bytes as f64 / 1e6
-    );
+    let texts: Vec<String> = pages.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    println!("{} pages, {:.1} MB, {ROUNDS} rounds, median round", pages.len(), bytes as f64 / 1e6);
 
     let tl_walk = median(|| {
         let mut tags = 0usize;
@@ -43,11 +36,7 @@ fn main() {
         }
         std::hint::black_box(tags);
     });
-    let options = Options {
-        include_links: true,
-        include_images: true,
-        ..Options::default()
-    };
+    let options = Options { include_links: true, include_images: true, ..Options::default() };
     let full = median(|| {
         for page in &pages {
             std::hint::black_box(analyze(page, &options).expect("every corpus page analyses"));
@@ -55,18 +44,11 @@ fn main() {
     });
     let report = |name: &str, t: Duration| {
         let secs = t.as_secs_f64();
-        println!(
-            "{name:<28} {:>8.0} pages/s {:>8.1} MB/s",
-            pages.len() as f64 / secs,
-            bytes as f64 / 1e6 / secs
-        );
+        println!("{name:<28} {:>8.0} pages/s {:>8.1} MB/s", pages.len() as f64 / secs, bytes as f64 / 1e6 / secs);
     };
     report("tl parse + walk", tl_walk);
     report("pagelens analyze (full)", full);
-    println!(
-        "full analysis / tl alone: {:.0}%",
-        tl_walk.as_secs_f64() / full.as_secs_f64() * 100.0
-    );
+    println!("full analysis / tl alone: {:.0}%", tl_walk.as_secs_f64() / full.as_secs_f64() * 100.0);
 }
 
 fn median(mut round: impl FnMut()) -> Duration {

@@ -35,16 +35,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     // Before any thread starts, so that all of them inherit the mask.
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let server = Server::start(config.clone(), Arc::new(App::new())).map_err(|e| e.to_string())?;
-    println!(
-        "pagelens listening on http://{} ({} reactors)",
-        server.local_addr(),
-        config.reactors
-    );
+    println!("pagelens listening on http://{} ({} reactors)", server.local_addr(), config.reactors);
     let _ = std::io::stdout().flush();
 
-    let signal = signals
-        .wait()
-        .map_err(|e| format!("waiting for signals: {e}"))?;
+    let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
     eprintln!(
         "pagelens: signal {signal}: draining connections (up to {:?}); send it again to stop at once",
         config.shutdown_timeout
@@ -78,10 +72,7 @@ fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
     };
     read.map_err(|e| format!("{}: {e}", args.page))?;
     if bytes.len() > args.max_page_bytes {
-        return Err(format!(
-            "{}: larger than --max-page-bytes ({} bytes)",
-            args.page, args.max_page_bytes
-        ));
+        return Err(format!("{}: larger than --max-page-bytes ({} bytes)", args.page, args.max_page_bytes));
     }
     let options = seo::Options {
         url: args.url.clone(),
@@ -90,18 +81,12 @@ fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
         ..seo::Options::default()
     };
     let analysis = seo::analyze(&bytes, &options).map_err(|e| format!("{}: {e}", args.page))?;
-    let json = if args.pretty {
-        serde_json::to_string_pretty(&analysis)
-    } else {
-        serde_json::to_string(&analysis)
-    };
+    let json = if args.pretty { serde_json::to_string_pretty(&analysis) } else { serde_json::to_string(&analysis) };
     let json = json.map_err(|e| format!("cannot encode the analysis: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is a normal way to stop reading.
     match writeln!(stdout, "{json}") {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("writing the analysis: {e}"))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the analysis: {e}")),
         _ => Ok(()),
     }
 }

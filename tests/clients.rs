@@ -38,11 +38,7 @@ print("PASS")
         .output()
         .expect("python3 is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("PASS"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success() && stdout.contains("PASS"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -54,13 +50,7 @@ fn curl_reuses_the_connection_and_gets_problem_json() {
     let server = start(config());
     let base = format!("http://{}", server.local_addr());
     let out = Command::new("curl")
-        .args([
-            "-sv",
-            "--max-time",
-            "10",
-            &format!("{base}/livez"),
-            &format!("{base}/nope"),
-        ])
+        .args(["-sv", "--max-time", "10", &format!("{base}/livez"), &format!("{base}/nope")])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

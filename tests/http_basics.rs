@@ -13,10 +13,7 @@ fn livez_answers_ok_with_date_and_length() {
     let resp = request(server.local_addr(), &get("/livez"));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ok");
-    assert_eq!(
-        resp.header("content-type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(resp.header("content-length"), Some("2"));
     let date = resp.header("date").expect("Date header");
     assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
@@ -56,13 +53,7 @@ fn head_sends_length_without_body() {
     client.send(b"HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = client.response(true);
     assert_eq!(head.status, 200);
-    assert!(
-        head.header("content-length")
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            > 10
-    );
+    assert!(head.header("content-length").unwrap().parse::<usize>().unwrap() > 10);
     // The next response on the same connection starts right after the head.
     client.send(&get("/livez"));
     assert_eq!(client.response(false).text(), "ok");
@@ -90,10 +81,7 @@ fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
 fn content_length_body_is_delivered() {
     let server = start(config());
     let body = "x".repeat(40_000);
-    let raw = format!(
-        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let raw = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let resp = request(server.local_addr(), raw.as_bytes());
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), body);
@@ -126,9 +114,7 @@ fn request_split_byte_by_byte_is_assembled() {
 fn expect_100_continue_asks_for_the_body() {
     let server = start(config());
     let mut client = Reader::new(connect(server.local_addr()));
-    client.send(
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
-    );
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
     let interim = client.response(false);
     assert_eq!(interim.status, 100);
     client.send(b"body");
@@ -160,10 +146,7 @@ fn http10_closes_unless_keep_alive_is_asked() {
     for _ in 0..3 {
         kept.send(b"GET /livez HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         let resp = kept.response(false);
-        assert_eq!(
-            (resp.status, resp.header("connection")),
-            (200, Some("keep-alive"))
-        );
+        assert_eq!((resp.status, resp.header("connection")), (200, Some("keep-alive")));
     }
 }
 
@@ -173,10 +156,7 @@ fn connection_close_is_honoured() {
     let mut client = Reader::new(connect(server.local_addr()));
     client.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
     let resp = client.response(false);
-    assert_eq!(
-        (resp.status, resp.header("connection")),
-        (200, Some("close"))
-    );
+    assert_eq!((resp.status, resp.header("connection")), (200, Some("close")));
     // The second request after `close` is not answered.
     client.expect_closed();
 }

@@ -13,19 +13,12 @@ use crate::util::{config, connect, get, request, start, Reader};
 /// Runs the real binary with `args`; returns it and the address it printed.
 fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
-    command
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(limit) = nofile {
         // SAFETY: setrlimit is async-signal-safe and touches no shared state.
         unsafe {
             command.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
+                let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -35,19 +28,9 @@ fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
     }
     let mut child = command.spawn().expect("start pagelens");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default();
-    (
-        child,
-        addr.parse()
-            .unwrap_or_else(|_| panic!("no address in {line:?}")),
-    )
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    (child, addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}")))
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -95,10 +78,7 @@ fn past_max_connections_new_ones_get_503_and_close() {
         if resp.status == 200 {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "slot never freed"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "slot never freed");
         sleep(Duration::from_millis(20));
     }
 }
@@ -121,16 +101,9 @@ fn graceful_shutdown_finishes_in_flight_requests_and_closes_idle_ones() {
     assert_eq!((resp.status, resp.text().as_str()), (200, "slept 500"));
     assert_eq!(resp.header("connection"), Some("close"));
     busy.expect_closed();
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "new connections are refused while draining"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "new connections are refused while draining");
     server.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -145,10 +118,7 @@ fn shutdown_gives_up_on_stuck_requests_at_the_deadline() {
     server.shutdown();
     server.join().unwrap();
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
     busy.expect_closed();
 }
 
@@ -173,12 +143,7 @@ fn sigterm_drains_a_request_in_flight_and_exits_zero() {
     in_flight.expect_closed();
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("draining"), "{stderr}");
 }
 
@@ -186,35 +151,19 @@ fn sigterm_drains_a_request_in_flight_and_exits_zero() {
 fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
     let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], Some(48));
     // Far more connections than the server has descriptors for.
-    let flood: Vec<TcpStream> = (0..150)
-        .filter_map(|_| TcpStream::connect(addr).ok())
-        .collect();
+    let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(addr).ok()).collect();
     sleep(Duration::from_millis(300));
     let mut cpu_before = String::new();
-    std::fs::File::open(format!("/proc/{}/stat", child.id()))
-        .unwrap()
-        .read_to_string(&mut cpu_before)
-        .unwrap();
+    std::fs::File::open(format!("/proc/{}/stat", child.id())).unwrap().read_to_string(&mut cpu_before).unwrap();
     sleep(Duration::from_millis(500));
     let mut cpu_after = String::new();
-    std::fs::File::open(format!("/proc/{}/stat", child.id()))
-        .unwrap()
-        .read_to_string(&mut cpu_after)
-        .unwrap();
+    std::fs::File::open(format!("/proc/{}/stat", child.id())).unwrap().read_to_string(&mut cpu_after).unwrap();
     let ticks = |stat: &str| -> u64 {
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
     // A spinning accept loop would burn ~50 ticks in half a second.
-    assert!(
-        ticks(&cpu_after) - ticks(&cpu_before) < 20,
-        "the reactor spins while out of descriptors"
-    );
+    assert!(ticks(&cpu_after) - ticks(&cpu_before) < 20, "the reactor spins while out of descriptors");
     drop(flood);
     let started = Instant::now();
     loop {
@@ -224,29 +173,19 @@ fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
             assert_eq!(resp.status, 200);
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "server never recovered"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "server never recovered");
         sleep(Duration::from_millis(100));
     }
     assert!(child.try_wait().unwrap().is_none(), "server died");
-    let health: serde_json::Value =
-        serde_json::from_slice(&request(addr, &get("/health")).body).unwrap();
-    assert!(
-        health["connections"]["refused_total"].as_u64().unwrap() > 0,
-        "EMFILE never happened: {health}"
-    );
+    let health: serde_json::Value = serde_json::from_slice(&request(addr, &get("/health")).body).unwrap();
+    assert!(health["connections"]["refused_total"].as_u64().unwrap() > 0, "EMFILE never happened: {health}");
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
 }
 
 #[test]
 fn help_explains_every_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--listen",
@@ -268,27 +207,12 @@ fn help_explains_every_flag() {
 #[test]
 fn bad_flags_fail_with_a_clear_message() {
     for (args, needle) in [
-        (
-            &["serve", "--header-timeout", "soon"][..],
-            "does not start with a number",
-        ),
-        (
-            &["serve", "--max-body-bytes", "3 furlongs"][..],
-            "unknown size unit",
-        ),
-        (
-            &["serve", "--listen", "nowhere"][..],
-            "invalid socket address",
-        ),
-        (
-            &["serve", "--idle-timeout", "0s"][..],
-            "must be more than zero",
-        ),
+        (&["serve", "--header-timeout", "soon"][..], "does not start with a number"),
+        (&["serve", "--max-body-bytes", "3 furlongs"][..], "unknown size unit"),
+        (&["serve", "--listen", "nowhere"][..], "invalid socket address"),
+        (&["serve", "--idle-timeout", "0s"][..], "must be more than zero"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
@@ -306,13 +230,8 @@ fn flags_can_come_from_the_environment() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("127.0.0.1:") && line.contains("(1 reactors)"),
-        "{line}"
-    );
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("127.0.0.1:") && line.contains("(1 reactors)"), "{line}");
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
 }

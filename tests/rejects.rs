@@ -12,19 +12,8 @@ fn rejected(addr: std::net::SocketAddr, raw: &[u8], status: u16, code: &str) {
     let mut client = Reader::new(connect(addr));
     client.send(raw);
     let resp = client.response(false);
-    assert_eq!(
-        resp.status,
-        status,
-        "{:?}: {}",
-        String::from_utf8_lossy(raw),
-        resp.text()
-    );
-    assert_eq!(
-        resp.problem_code(),
-        code,
-        "{:?}",
-        String::from_utf8_lossy(raw)
-    );
+    assert_eq!(resp.status, status, "{:?}: {}", String::from_utf8_lossy(raw), resp.text());
+    assert_eq!(resp.problem_code(), code, "{:?}", String::from_utf8_lossy(raw));
     assert_eq!(resp.header("connection"), Some("close"));
     client.expect_closed();
 }
@@ -34,13 +23,25 @@ fn framing_errors_are_rejected_and_close() {
     let server = start(config());
     let addr = server.local_addr();
     let cases: &[(&[u8], u16, &str)] = &[
-        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "length-and-transfer-encoding"),
-        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "bad-content-length"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "length-and-transfer-encoding",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            400,
+            "bad-content-length",
+        ),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3x\r\n\r\nabc", 400, "bad-content-length"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\nabc", 400, "bad-content-length"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400, "chunked-not-last"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n", 400, "chunked-not-last"),
-        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "unsupported-transfer-encoding"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+            "unsupported-transfer-encoding",
+        ),
         (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "transfer-encoding-in-http10"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n", 400, "bad-chunk"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n", 400, "bad-chunk"),
@@ -63,15 +64,9 @@ fn framing_errors_are_rejected_and_close() {
 fn oversized_heads_are_431() {
     let server = start(config());
     let addr = server.local_addr();
-    let long_line = format!(
-        "GET /livez HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(20 * 1024)
-    );
+    let long_line = format!("GET /livez HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
     rejected(addr, long_line.as_bytes(), 431, "header-too-large");
-    let many = format!(
-        "GET /livez HTTP/1.1\r\nHost: t\r\n{}\r\n",
-        "X-A: b\r\n".repeat(100)
-    );
+    let many = format!("GET /livez HTTP/1.1\r\nHost: t\r\n{}\r\n", "X-A: b\r\n".repeat(100));
     rejected(addr, many.as_bytes(), 431, "too-many-headers");
 }
 
@@ -79,14 +74,8 @@ fn oversized_heads_are_431() {
 fn oversized_bodies_are_413() {
     let server = start(config()); // max body 64 KiB
     let addr = server.local_addr();
-    rejected(
-        addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n",
-        413,
-        "body-too-large",
-    );
-    let mut chunked =
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    rejected(addr, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n", 413, "body-too-large");
+    let mut chunked = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..5 {
         chunked.extend_from_slice(format!("4000\r\n{}\r\n", "z".repeat(0x4000)).as_bytes());
     }
@@ -148,9 +137,5 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(client.response(false).status, 200);
     let started = Instant::now();
     client.expect_closed();
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
 }

@@ -20,10 +20,7 @@ fn run(html: &str, url: Option<&str>) -> Analysis {
 }
 
 fn check<'a>(a: &'a Analysis, id: &str) -> &'a Check {
-    a.checks
-        .iter()
-        .find(|c| c.id == id)
-        .unwrap_or_else(|| panic!("no check {id}: {:?}", a.checks))
+    a.checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}: {:?}", a.checks))
 }
 
 fn passes(a: &Analysis, id: &str) -> bool {
@@ -74,10 +71,7 @@ fn a_good_page_passes_every_check() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(a.score, 100);
     assert!(a.recommendations.is_empty());
-    assert_eq!(
-        a.title.as_deref(),
-        Some("Handmade Fish and Chips: a Complete Home Guide")
-    );
+    assert_eq!(a.title.as_deref(), Some("Handmade Fish and Chips: a Complete Home Guide"));
     assert_eq!(a.canonical.as_deref(), Some(URL));
     assert_eq!(a.lang.as_deref(), Some("en"));
     assert_eq!(a.links.internal, 1);
@@ -135,10 +129,7 @@ fn every_check_has_a_failing_page() {
         let a = run(&page, Some(URL));
         assert!(!passes(&a, id), "{id} should fail: {:?}", check(&a, id));
         assert!(a.score < 100, "{id}: score {}", a.score);
-        assert!(
-            a.recommendations.iter().any(|r| !r.is_empty()),
-            "{id}: no recommendation"
-        );
+        assert!(a.recommendations.iter().any(|r| !r.is_empty()), "{id}: no recommendation");
         // Breaking one thing leaves the rest passing where independent.
         assert!(passes(&a, "charset"), "{id}");
     }
@@ -147,16 +138,9 @@ fn every_check_has_a_failing_page() {
 #[test]
 fn http_status_is_checked_only_when_known() {
     let page = good_page();
-    assert!(run(&page, Some(URL))
-        .checks
-        .iter()
-        .all(|c| c.id != "http-status-code"));
+    assert!(run(&page, Some(URL)).checks.iter().all(|c| c.id != "http-status-code"));
     let fetched = |status| {
-        let options = Options {
-            url: Some(URL.parse().unwrap()),
-            status_code: Some(status),
-            ..Options::default()
-        };
+        let options = Options { url: Some(URL.parse().unwrap()), status_code: Some(status), ..Options::default() };
         analyze(page.as_bytes(), &options).unwrap()
     };
     assert!(passes(&fetched(200), "http-status-code"));
@@ -167,17 +151,11 @@ fn http_status_is_checked_only_when_known() {
 fn x_robots_tag_counts_with_per_agent_rules() {
     let page = good_page();
     let with_header = |value: &str| {
-        let options = Options {
-            x_robots_tag: vec![value.into()],
-            ..Options::default()
-        };
+        let options = Options { x_robots_tag: vec![value.into()], ..Options::default() };
         analyze(page.as_bytes(), &options).unwrap()
     };
     assert!(!passes(&with_header("noindex"), "is-crawlable"));
-    assert!(!passes(
-        &with_header("googlebot: noindex, nofollow"),
-        "is-crawlable"
-    ));
+    assert!(!passes(&with_header("googlebot: noindex, nofollow"), "is-crawlable"));
     assert!(passes(&with_header("otherbot: noindex"), "is-crawlable"));
 }
 
@@ -199,10 +177,7 @@ fn conventions_of_the_design() {
     assert_eq!(a.meta_description, None);
     assert_eq!(a.headings.h1, ["A <b> été"]);
     let l = &a.links;
-    assert_eq!(
-        (l.total, l.same_page, l.javascript, l.other_scheme),
-        (8, 2, 1, 2)
-    );
+    assert_eq!((l.total, l.same_page, l.javascript, l.other_scheme), (8, 2, 1, 2));
     assert_eq!((l.internal, l.external), (2, 1));
     assert_eq!((l.sponsored, l.ugc), (1, 1));
     let items = l.items.as_ref().unwrap();
@@ -211,10 +186,7 @@ fn conventions_of_the_design() {
     let unquoted = items.iter().find(|i| i.text == "unquoted").unwrap();
     assert_eq!(unquoted.href, "https://www.example.com/about");
     let i = &a.images;
-    assert_eq!(
-        (i.total, i.missing_alt, i.empty_alt, i.missing_dimensions),
-        (3, 1, 1, 3)
-    );
+    assert_eq!((i.total, i.missing_alt, i.empty_alt, i.missing_dimensions), (3, 1, 1, 3));
     // "A <b> été" (3) + anchor texts (9 words: same frag js mail tel rel shop not a link unquoted = 11)
     // + "visible words here" (3); nothing from script, style, noscript, template, svg or comments.
     assert_eq!(a.word_count, 3 + 11 + 3);
@@ -235,32 +207,16 @@ fn links_and_images_lists_can_be_left_out() {
 fn bad_input_gives_an_analysis_or_a_clear_error() {
     let options = Options::default();
     assert_eq!(analyze(b"", &options).unwrap_err(), AnalyzeError::Empty);
-    assert_eq!(
-        analyze(b" \n\t ", &options).unwrap_err(),
-        AnalyzeError::Empty
-    );
-    let garbage: Vec<u8> = (0..100_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    assert_eq!(
-        analyze(&garbage, &options).unwrap_err(),
-        AnalyzeError::Binary
-    );
+    assert_eq!(analyze(b" \n\t ", &options).unwrap_err(), AnalyzeError::Empty);
+    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(analyze(&garbage, &options).unwrap_err(), AnalyzeError::Binary);
     // Invalid UTF-8 that declares UTF-8: replacement characters, still analysed.
     let a = analyze(b"<meta charset=utf-8><title>caf\xe9 \xff</title>", &options).unwrap();
     assert_eq!(a.title.as_deref(), Some("caf\u{fffd} \u{fffd}"));
     // Unclosed comment and script swallow the rest, as in browsers.
-    let a = analyze(
-        b"<title>t</title><!-- never closed <h1>hidden</h1>",
-        &options,
-    )
-    .unwrap();
+    let a = analyze(b"<title>t</title><!-- never closed <h1>hidden</h1>", &options).unwrap();
     assert!(a.headings.h1.is_empty());
-    let a = analyze(
-        b"<h1>shown</h1><script>never closed <h1>hidden</h1>",
-        &options,
-    )
-    .unwrap();
+    let a = analyze(b"<h1>shown</h1><script>never closed <h1>hidden</h1>", &options).unwrap();
     assert_eq!(a.headings.h1, ["shown"]);
     // Deep nesting: no recursion anywhere, so no stack overflow.
     let deep = "<div><a href=x>".repeat(50_000) + "deep";
@@ -274,10 +230,7 @@ fn bad_input_gives_an_analysis_or_a_clear_error() {
 fn corpus_pages(dir: &Path) -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "html"))
-                .collect()
+            d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "html")).collect()
         })
         .unwrap_or_default();
     pages.sort();
@@ -295,24 +248,15 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 /// independent count by Python's html.parser (tests/data/count_tags.py).
 fn check_against_independent_count(pages: &[PathBuf]) {
     assert!(!pages.is_empty());
-    let out = Command::new("python3")
-        .arg("tests/data/count_tags.py")
-        .args(pages)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").arg("tests/data/count_tags.py").args(pages).output().expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let options = Options::default();
     let mut compared = 0;
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let want: serde_json::Value = serde_json::from_str(line).unwrap();
         let path = want["file"].as_str().unwrap();
         let name = Path::new(path).file_name().unwrap().to_str().unwrap();
-        let a = analyze(&std::fs::read(path).unwrap(), &options)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let a = analyze(&std::fs::read(path).unwrap(), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = serde_json::json!({
             "links": a.links.total, "images": a.images.total,
             "h1": a.headings.h1.len(), "h2": a.headings.h2.len(), "h3": a.headings.h3.len(),
@@ -349,20 +293,11 @@ fn shared_corpus_matches_an_independent_count_when_present() {
 
 #[test]
 fn legacy_encodings_are_decoded() {
-    let a = analyze(
-        &std::fs::read("tests/data/corpus/apache__ko__programs__htdigest.html").unwrap(),
-        &Options::default(),
-    )
-    .unwrap();
+    let a =
+        analyze(&std::fs::read("tests/data/corpus/apache__ko__programs__htdigest.html").unwrap(), &Options::default())
+            .unwrap();
     assert_eq!(a.charset, "euc-kr");
-    assert!(
-        a.title
-            .as_deref()
-            .unwrap()
-            .starts_with("htdigest - digest authentication에"),
-        "{:?}",
-        a.title
-    );
+    assert!(a.title.as_deref().unwrap().starts_with("htdigest - digest authentication에"), "{:?}", a.title);
 }
 
 fn pagelens(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
@@ -387,12 +322,7 @@ fn pagelens(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
 #[test]
 fn analyze_command_reads_files_and_stdin() {
     let (ok, out, err) = pagelens(
-        &[
-            "analyze",
-            "tests/data/corpus/mkdocs__about__license.html",
-            "--url",
-            "https://www.mkdocs.org/about/license/",
-        ],
+        &["analyze", "tests/data/corpus/mkdocs__about__license.html", "--url", "https://www.mkdocs.org/about/license/"],
         None,
     );
     assert!(ok, "{err}");
@@ -418,10 +348,7 @@ fn analyze_command_reads_files_and_stdin() {
     }
     assert!(a["links"]["items"].is_array());
 
-    let (ok, out, err) = pagelens(
-        &["analyze", "-", "--pretty", "--no-links"],
-        Some(good_page().as_bytes()),
-    );
+    let (ok, out, err) = pagelens(&["analyze", "-", "--pretty", "--no-links"], Some(good_page().as_bytes()));
     assert!(ok, "{err}");
     assert!(out.contains("\n  \"title\": "), "pretty output");
     let a: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -431,10 +358,7 @@ fn analyze_command_reads_files_and_stdin() {
 #[test]
 fn analyze_command_errors_are_clear() {
     let (ok, _, err) = pagelens(&["analyze", "/no/such/page.html"], None);
-    assert!(
-        !ok && err.contains("/no/such/page.html") && err.contains("No such file"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("/no/such/page.html") && err.contains("No such file"), "{err}");
     let (ok, _, err) = pagelens(&["analyze", "-"], Some(b""));
     assert!(!ok && err.contains("empty"), "{err}");
     let big = vec![b'a'; 2048];

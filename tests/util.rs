@@ -43,25 +43,24 @@ impl Service for TestService {
     fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply {
         let head = &request.head;
         if head.method == "POST" && head.path == "/echo" {
-            return Reply::Now(Response::with_body(
-                200,
-                "application/octet-stream",
-                request.body.to_vec(),
-            ));
+            return Reply::Now(Response::with_body(200, "application/octet-stream", request.body.to_vec()));
         }
-        if let Some(ms) = head
-            .path
-            .strip_prefix("/delay/")
-            .and_then(|ms| ms.parse::<u64>().ok())
-        {
+        if let Some(ms) = head.path.strip_prefix("/delay/").and_then(|ms| ms.parse::<u64>().ok()) {
             let responder = cx.defer();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(ms));
-                responder.send(Response::with_body(
-                    200,
-                    "text/plain",
-                    format!("slept {ms}").into_bytes(),
-                ));
+                responder.send(Response::with_body(200, "text/plain", format!("slept {ms}").into_bytes()));
+            });
+            return Reply::Later;
+        }
+        if let Some(n) = head.path.strip_prefix("/stream/").and_then(|n| n.parse::<usize>().ok()) {
+            let stream = cx.defer().stream(Response::streaming(200, "application/x-ndjson"));
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    std::thread::sleep(Duration::from_millis(20));
+                    stream.send(format!("{{\"line\":{i}}}\n").into_bytes());
+                }
+                stream.finish();
             });
             return Reply::Later;
         }
@@ -96,10 +95,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -108,11 +104,7 @@ impl Resp {
 
     /// The problem document's `code`.
     pub fn problem_code(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{self:?}"
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
         let doc: serde_json::Value = serde_json::from_slice(&self.body).expect("problem+json body");
         assert_eq!(doc["status"], self.status, "{doc}");
         doc["code"].as_str().unwrap_or_default().to_string()
@@ -127,10 +119,7 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(stream: TcpStream) -> Self {
-        Reader {
-            stream,
-            buf: Vec::new(),
-        }
+        Reader { stream, buf: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -139,9 +128,7 @@ impl Reader {
 
     /// The next response; `head_only` for answers to HEAD.
     pub fn response(&mut self, head_only: bool) -> Resp {
-        self.try_response(head_only)
-            .expect("read response")
-            .expect("a response before EOF")
+        self.try_response(head_only).expect("read response").expect("a response before EOF")
     }
 
     /// The next response, or `None` if the server closed first.
@@ -149,24 +136,23 @@ impl Reader {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(len) =
-                parsed.parse(&self.buf).expect("valid response head")
-            {
+            if let httparse::Status::Complete(len) = parsed.parse(&self.buf).expect("valid response head") {
                 let status = parsed.code.unwrap();
                 let headers: Vec<(String, String)> = parsed
                     .headers
                     .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                     .collect();
                 let length = headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
                     .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+                let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+                if chunked && !head_only {
+                    self.buf.drain(..len);
+                    let body = self.chunked_body()?;
+                    return Ok(Some(Resp { status, headers, body }));
+                }
                 let length = if head_only || status < 200 { 0 } else { length };
                 while self.buf.len() < len + length {
                     if !self.fill()? {
@@ -175,19 +161,35 @@ impl Reader {
                 }
                 let body = self.buf[len..len + length].to_vec();
                 self.buf.drain(..len + length);
-                return Ok(Some(Resp {
-                    status,
-                    headers,
-                    body,
-                }));
+                return Ok(Some(Resp { status, headers, body }));
             }
             if !self.fill()? {
-                assert!(
-                    self.buf.is_empty(),
-                    "EOF inside a response head: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                assert!(self.buf.is_empty(), "EOF inside a response head: {:?}", String::from_utf8_lossy(&self.buf));
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Reads a chunked body (no trailers) from the buffer's start.
+    fn chunked_body(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill()?, "EOF inside a chunk size");
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&self.buf[..line_end]).unwrap(), 16).expect("hex chunk size");
+            while self.buf.len() < line_end + 2 + size + 2 {
+                assert!(self.fill()?, "EOF inside a chunk");
+            }
+            body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+            assert_eq!(&self.buf[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+            self.buf.drain(..line_end + 4 + size);
+            if size == 0 {
+                return Ok(body);
             }
         }
     }

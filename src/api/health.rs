@@ -25,11 +25,7 @@ pub fn readyz(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> 
 /// `GET /health`: the server's state as JSON.
 pub fn health(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let server = cx.server();
-    let status = if server.is_draining() {
-        "draining"
-    } else {
-        "ok"
-    };
+    let status = if server.is_draining() { "draining" } else { "ok" };
     Reply::Now(Response::json(
         200,
         &json!({

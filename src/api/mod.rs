@@ -42,18 +42,12 @@ impl Service for App {
         match self.router.find(request.head.method, request.head.path) {
             Match::Found(handler, params) => handler(self, request, params, cx),
             Match::MethodNotAllowed(allow) => Reply::Now(
-                Response::problem(
-                    405,
-                    "method-not-allowed",
-                    &format!("{} is not allowed here", request.head.method),
-                )
-                .header("Allow", allow),
+                Response::problem(405, "method-not-allowed", &format!("{} is not allowed here", request.head.method))
+                    .header("Allow", allow),
             ),
-            Match::NotFound => Reply::Now(Response::problem(
-                404,
-                "not-found",
-                &format!("no resource at {}", request.head.path),
-            )),
+            Match::NotFound => {
+                Reply::Now(Response::problem(404, "not-found", &format!("no resource at {}", request.head.path)))
+            }
         }
     }
 }

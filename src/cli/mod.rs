@@ -126,11 +126,7 @@ impl ServeArgs {
         }
         Ok(ServerConfig {
             listen: self.listen,
-            reactors: if self.reactors == 0 {
-                cores
-            } else {
-                self.reactors
-            },
+            reactors: if self.reactors == 0 { cores } else { self.reactors },
             max_connections: self.max_connections,
             shutdown_timeout: self.shutdown_timeout,
             limits: Limits {

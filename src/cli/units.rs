@@ -15,14 +15,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" | "µs" => 1e-6,
         "m" | "min" | "mins" => 60.0,
         "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown duration unit {unit:?} in {text:?} (use us, ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("unknown duration unit {unit:?} in {text:?} (use us, ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(number * scale)
-        .map_err(|_| format!("duration {text:?} is out of range"))
+    Duration::try_from_secs_f64(number * scale).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
 /// Parses a size in bytes: a non-negative number followed by `B`, `KiB`,
@@ -38,11 +33,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        _ => {
-            return Err(format!(
-                "unknown size unit {unit:?} in {text:?} (use B, KiB, MiB, GiB, kB, MB or GB)"
-            ))
-        }
+        _ => return Err(format!("unknown size unit {unit:?} in {text:?} (use B, KiB, MiB, GiB, kB, MB or GB)")),
     };
     let bytes = (number * scale).round();
     if bytes > usize::MAX as f64 {
@@ -54,16 +45,12 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// Splits `"10.5MiB"` into `(10.5, "MiB")`, rejecting negatives and garbage.
 fn split_number(text: &str) -> Result<(f64, &str), String> {
     let text = text.trim();
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (digits, unit) = text.split_at(end);
     if digits.is_empty() {
         return Err(format!("{text:?} does not start with a number"));
     }
-    let number: f64 = digits
-        .parse()
-        .map_err(|_| format!("{digits:?} is not a number"))?;
+    let number: f64 = digits.parse().map_err(|_| format!("{digits:?} is not a number"))?;
     Ok((number, unit.trim()))
 }
 
@@ -87,9 +74,7 @@ mod tests {
         assert!(parse_duration("").unwrap_err().contains("number"));
         assert!(parse_duration("-1s").unwrap_err().contains("number"));
         assert!(parse_duration("10 parsecs").unwrap_err().contains("unit"));
-        assert!(parse_duration("1.2.3s")
-            .unwrap_err()
-            .contains("not a number"));
+        assert!(parse_duration("1.2.3s").unwrap_err().contains("not a number"));
     }
 
     #[test]

@@ -84,30 +84,19 @@ impl ChunkedDecoder {
                 raw += n;
                 self.decoded += n;
                 let remaining = remaining - n as u64;
-                self.state = if remaining == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { remaining }
-                };
+                self.state = if remaining == 0 { State::DataCr } else { State::Data { remaining } };
                 continue;
             }
             let byte = body[raw];
             raw += 1;
             self.state = self.step(byte)?;
         }
-        Ok(Progress {
-            raw,
-            decoded: self.decoded,
-            done: self.state == State::Done,
-        })
+        Ok(Progress { raw, decoded: self.decoded, done: self.state == State::Done })
     }
 
     /// Advances over one control byte (everything but chunk data).
     fn step(&mut self, byte: u8) -> Result<State, HttpError> {
-        if matches!(
-            self.state,
-            State::Size { .. } | State::Extension | State::SizeLf
-        ) {
+        if matches!(self.state, State::Size { .. } | State::Extension | State::SizeLf) {
             self.size_line += 1;
             if self.size_line > MAX_SIZE_LINE {
                 return Err(HttpError::BadChunk);
@@ -125,9 +114,7 @@ impl ChunkedDecoder {
             (State::Size { digits }, b';' | b' ' | b'\t') if digits > 0 => State::Extension,
             (State::Size { digits }, b'\r') if digits > 0 => State::SizeLf,
             (State::Extension, b'\r') => State::SizeLf,
-            (State::Extension, b) if b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80 => {
-                State::Extension
-            }
+            (State::Extension, b) if b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80 => State::Extension,
             (State::SizeLf, b'\n') => {
                 let size = std::mem::take(&mut self.size);
                 self.size_line = 0;
@@ -189,11 +176,7 @@ mod tests {
         let raw = b"A\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\n";
         let mut buf = Vec::new();
         let mut decoder = ChunkedDecoder::new(100);
-        let mut progress = Progress {
-            raw: 0,
-            decoded: 0,
-            done: false,
-        };
+        let mut progress = Progress { raw: 0, decoded: 0, done: false };
         for &b in raw.iter() {
             buf.push(b);
             progress = decoder.decode(&mut buf, progress.raw).unwrap();
@@ -214,29 +197,19 @@ mod tests {
             b"5\r\nhello\r\n0\r\nbad\x01trailer\rX",
         ] {
             let mut buf = raw.to_vec();
-            assert_eq!(
-                ChunkedDecoder::new(100).decode(&mut buf, 0),
-                Err(HttpError::BadChunk),
-                "{raw:?}"
-            );
+            assert_eq!(ChunkedDecoder::new(100).decode(&mut buf, 0), Err(HttpError::BadChunk), "{raw:?}");
         }
     }
 
     #[test]
     fn enforces_the_body_limit_across_chunks() {
         let mut buf = b"8\r\n01234567\r\n8\r\n01234567\r\n".to_vec();
-        assert_eq!(
-            ChunkedDecoder::new(10).decode(&mut buf, 0),
-            Err(HttpError::BodyTooLarge)
-        );
+        assert_eq!(ChunkedDecoder::new(10).decode(&mut buf, 0), Err(HttpError::BodyTooLarge));
     }
 
     #[test]
     fn endless_extension_is_refused() {
         let mut buf = format!("1;{}", "x".repeat(2000)).into_bytes();
-        assert_eq!(
-            ChunkedDecoder::new(10).decode(&mut buf, 0),
-            Err(HttpError::BadChunk)
-        );
+        assert_eq!(ChunkedDecoder::new(10).decode(&mut buf, 0), Err(HttpError::BadChunk));
     }
 }

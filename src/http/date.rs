@@ -16,10 +16,7 @@ pub struct DateCache {
 impl DateCache {
     /// A cache holding the current time.
     pub fn new() -> Self {
-        let mut cache = DateCache {
-            second: u64::MAX,
-            text: [b' '; 29],
-        };
+        let mut cache = DateCache { second: u64::MAX, text: [b' '; 29] };
         cache.refresh(SystemTime::now());
         cache
     }

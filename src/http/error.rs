@@ -86,39 +86,19 @@ impl fmt::Display for HttpError {
         match self {
             HttpError::Malformed(e) => write!(f, "malformed request: {e}"),
             HttpError::BadVersion => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
-            HttpError::BadTarget => {
-                f.write_str("the request target must be a path starting with '/'")
-            }
+            HttpError::BadTarget => f.write_str("the request target must be a path starting with '/'"),
             HttpError::ObsFold => f.write_str("header line folding (obs-fold) is not accepted"),
-            HttpError::HeadTooLarge => {
-                f.write_str("the request head is larger than the server accepts")
-            }
-            HttpError::TooManyHeaders => {
-                f.write_str("the request has more header lines than the server accepts")
-            }
+            HttpError::HeadTooLarge => f.write_str("the request head is larger than the server accepts"),
+            HttpError::TooManyHeaders => f.write_str("the request has more header lines than the server accepts"),
             HttpError::BadHost => f.write_str("an HTTP/1.1 request needs exactly one Host header"),
-            HttpError::BadContentLength => {
-                f.write_str("Content-Length must be one non-negative decimal number")
-            }
-            HttpError::LengthAndChunked => {
-                f.write_str("Content-Length and Transfer-Encoding must not both be sent")
-            }
-            HttpError::RepeatedTransferEncoding => {
-                f.write_str("Transfer-Encoding must be sent on one line")
-            }
-            HttpError::ChunkedNotLast => {
-                f.write_str("the final transfer coding must be chunked, applied once")
-            }
-            HttpError::UnsupportedTransferEncoding => {
-                f.write_str("only the chunked transfer coding is supported")
-            }
-            HttpError::TransferEncodingInHttp10 => {
-                f.write_str("Transfer-Encoding is not defined for HTTP/1.0")
-            }
+            HttpError::BadContentLength => f.write_str("Content-Length must be one non-negative decimal number"),
+            HttpError::LengthAndChunked => f.write_str("Content-Length and Transfer-Encoding must not both be sent"),
+            HttpError::RepeatedTransferEncoding => f.write_str("Transfer-Encoding must be sent on one line"),
+            HttpError::ChunkedNotLast => f.write_str("the final transfer coding must be chunked, applied once"),
+            HttpError::UnsupportedTransferEncoding => f.write_str("only the chunked transfer coding is supported"),
+            HttpError::TransferEncodingInHttp10 => f.write_str("Transfer-Encoding is not defined for HTTP/1.0"),
             HttpError::BadChunk => f.write_str("malformed chunked body"),
-            HttpError::BodyTooLarge => {
-                f.write_str("the request body is larger than the server accepts")
-            }
+            HttpError::BodyTooLarge => f.write_str("the request body is larger than the server accepts"),
             HttpError::ExpectationFailed => f.write_str("only 'Expect: 100-continue' is supported"),
             HttpError::Timeout => f.write_str("the request was not received in time"),
         }

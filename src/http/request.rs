@@ -98,13 +98,9 @@ pub fn parse_head<'b>(
     // httparse already does so.
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, headers) {
-        Ok(httparse::Status::Partial) if buf.len() > max_head => {
-            return Err(HttpError::HeadTooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Ok(httparse::Status::Complete(len)) if len > max_head => {
-            return Err(HttpError::HeadTooLarge)
-        }
+        Ok(httparse::Status::Complete(len)) if len > max_head => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Version) => return Err(HttpError::BadVersion),
@@ -115,11 +111,7 @@ pub fn parse_head<'b>(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HttpError::Malformed(httparse::Error::Token));
     };
-    let version = if minor == 0 {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
     let headers: &'b [httparse::Header<'b>] = req.headers;
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -176,9 +168,7 @@ pub fn parse_head<'b>(
         // §6.1: HTTP/1.0 has no chunked coding; the framing is faulty.
         (_, None) if version == Version::Http10 => return Err(HttpError::TransferEncodingInHttp10),
         (TransferEncoding::Chunked, None) => Framing::Chunked,
-        (TransferEncoding::Unsupported, None) => {
-            return Err(HttpError::UnsupportedTransferEncoding)
-        }
+        (TransferEncoding::Unsupported, None) => return Err(HttpError::UnsupportedTransferEncoding),
         (TransferEncoding::NotChunkedLast, None) => return Err(HttpError::ChunkedNotLast),
     };
     let keep_alive = match version {
@@ -201,10 +191,7 @@ pub fn parse_head<'b>(
 impl<'b> Head<'b> {
     /// The value of the first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 }
 
@@ -259,9 +246,7 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
         if part.is_empty() || part.len() > 18 || !part.iter().all(u8::is_ascii_digit) {
             return Err(HttpError::BadContentLength);
         }
-        let n = part
-            .iter()
-            .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+        let n = part.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
         if result.is_some_and(|prev| prev != n) {
             return Err(HttpError::BadContentLength);
         }
@@ -272,28 +257,18 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
 
 /// Comma-separated list elements, trimmed, empty ones skipped.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim)
-        .filter(|t| !t.is_empty())
+    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
 /// obs-fold: a header line continued on the next line by leading whitespace.
 fn has_obs_fold(buf: &[u8]) -> bool {
-    buf.windows(3)
-        .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t') && w[2] != b'\n')
+    buf.windows(3).any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t') && w[2] != b'\n')
 }
 
 #[cfg(test)]
@@ -322,41 +297,31 @@ mod tests {
     #[test]
     fn http10_closes_unless_asked() {
         assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().1);
-        assert!(
-            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .1
-        );
-        assert!(
-            !parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .1
-        );
+        assert!(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().1);
+        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().unwrap().1);
     }
 
     #[test]
     fn framings() {
-        let cl = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let cl = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
         assert_eq!(cl.0, Framing::Length(5));
-        let te = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let te = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(te.0, Framing::Chunked);
-        let same = parse(
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n",
-        );
+        let same = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n");
         assert_eq!(same.unwrap().unwrap().0, Framing::Length(5));
     }
 
     #[test]
     fn rejects_what_rfc9112_says_to_reject() {
         let cases = [
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::LengthAndChunked),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", HttpError::BadContentLength),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::LengthAndChunked,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                HttpError::BadContentLength,
+            ),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", HttpError::BadContentLength),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", HttpError::BadContentLength),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", HttpError::BadContentLength),
@@ -364,8 +329,14 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", HttpError::ChunkedNotLast),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HttpError::ChunkedNotLast),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", HttpError::ChunkedNotLast),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HttpError::UnsupportedTransferEncoding),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::RepeatedTransferEncoding),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                HttpError::UnsupportedTransferEncoding,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::RepeatedTransferEncoding,
+            ),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::TransferEncodingInHttp10),
             ("GET / HTTP/1.1\r\n\r\n", HttpError::BadHost),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HttpError::BadHost),
@@ -383,31 +354,19 @@ mod tests {
     fn head_limit_applies_to_partial_and_complete_heads() {
         let mut headers = header_slots();
         let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "a".repeat(200));
-        assert_eq!(
-            parse_head(long.as_bytes(), &mut headers, 100, 0).unwrap_err(),
-            HttpError::HeadTooLarge
-        );
+        assert_eq!(parse_head(long.as_bytes(), &mut headers, 100, 0).unwrap_err(), HttpError::HeadTooLarge);
         let mut headers = header_slots();
         let complete = format!("{long}\r\n\r\n");
-        assert_eq!(
-            parse_head(complete.as_bytes(), &mut headers, 100, 0).unwrap_err(),
-            HttpError::HeadTooLarge
-        );
+        assert_eq!(parse_head(complete.as_bytes(), &mut headers, 100, 0).unwrap_err(), HttpError::HeadTooLarge);
         // A small head followed by a large body is fine.
         let mut headers = header_slots();
-        let with_body = format!(
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n{}",
-            "b".repeat(300)
-        );
+        let with_body = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n{}", "b".repeat(300));
         assert!(parse_head(with_body.as_bytes(), &mut headers, 100, 1000).is_ok());
     }
 
     #[test]
     fn too_many_headers_is_431() {
-        let raw = format!(
-            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
-            "X: y\r\n".repeat(MAX_HEADERS + 1)
-        );
+        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
         assert_eq!(parse(&raw), Err(HttpError::TooManyHeaders));
         assert_eq!(HttpError::TooManyHeaders.status(), 431);
     }

@@ -38,6 +38,8 @@ pub struct Response {
     headers: Vec<(&'static str, String)>,
     body: Body,
     close: bool,
+    /// The body follows in chunks (see `Responder::stream`).
+    streamed: bool,
 }
 
 /// Per-request facts the encoder needs beyond the response itself.
@@ -56,13 +58,7 @@ pub struct Encoding<'a> {
 impl Response {
     /// A response with the given status and no body.
     pub fn empty(status: u16) -> Self {
-        Response {
-            status,
-            content_type: None,
-            headers: Vec::new(),
-            body: Body::Empty,
-            close: false,
-        }
+        Response { status, content_type: None, headers: Vec::new(), body: Body::Empty, close: false, streamed: false }
     }
 
     /// A `text/plain` response with a static body.
@@ -73,6 +69,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Static(body.as_bytes()),
             close: false,
+            streamed: false,
         }
     }
 
@@ -84,6 +81,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Bytes(body),
             close: false,
+            streamed: false,
         }
     }
 
@@ -91,11 +89,7 @@ impl Response {
     pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => Response::with_body(status, "application/json", body),
-            Err(e) => Response::problem(
-                500,
-                "internal",
-                &format!("could not encode the response: {e}"),
-            ),
+            Err(e) => Response::problem(500, "internal", &format!("could not encode the response: {e}")),
         }
     }
 
@@ -125,6 +119,16 @@ impl Response {
         self
     }
 
+    /// The head of a streamed response: its body comes later, in chunks.
+    pub fn streaming(status: u16, content_type: &'static str) -> Self {
+        Response { streamed: true, ..Response::with_body(status, content_type, Vec::new()) }
+    }
+
+    /// Whether the body is streamed.
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
     /// Marks the connection to be closed after this response.
     pub fn closing(mut self) -> Self {
         self.close = true;
@@ -143,10 +147,7 @@ impl Response {
 
     /// The value of an extra header set with [`Response::header`].
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Appends the encoded response to `out`.
@@ -162,8 +163,13 @@ impl Response {
             out.extend_from_slice(b"\r\nContent-Type: ");
             out.extend_from_slice(ct.as_bytes());
         }
-        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
-        if self.status >= 200 && self.status != 204 {
+        if self.streamed {
+            // HTTP/1.0 has no chunked coding: the body ends when the connection does.
+            if !how.http10 {
+                out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+            }
+        } else if self.status >= 200 && self.status != 204 {
+            // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
             out.extend_from_slice(b"\r\nContent-Length: ");
             push_decimal(out, body.len());
         }
@@ -244,15 +250,7 @@ mod tests {
 
     fn encode(r: &Response, head_only: bool, keep_alive: bool) -> String {
         let mut out = Vec::new();
-        r.encode(
-            Encoding {
-                head_only,
-                keep_alive,
-                http10: false,
-                date: DATE,
-            },
-            &mut out,
-        );
+        r.encode(Encoding { head_only, keep_alive, http10: false, date: DATE }, &mut out);
         String::from_utf8(out).unwrap()
     }
 

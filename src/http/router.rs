@@ -35,10 +35,7 @@ pub struct Params<'p> {
 impl<'p> Params<'p> {
     /// The value captured for `{name}`.
     pub fn get(&self, name: &str) -> Option<&'p str> {
-        self.items[..self.len]
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
+        self.items[..self.len].iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 }
 
@@ -74,26 +71,14 @@ impl<H> Router<H> {
         let segments: Vec<Segment> = pattern
             .split('/')
             .skip(1)
-            .map(
-                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => Segment::Param(name),
-                    None => Segment::Literal(s),
-                },
-            )
+            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => Segment::Param(name),
+                None => Segment::Literal(s),
+            })
             .collect();
-        let params = segments
-            .iter()
-            .filter(|s| matches!(s, Segment::Param(_)))
-            .count();
-        assert!(
-            params <= MAX_PARAMS,
-            "route {pattern} has more than {MAX_PARAMS} parameters"
-        );
-        self.routes.push(Route {
-            method,
-            segments,
-            handler,
-        });
+        let params = segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
+        assert!(params <= MAX_PARAMS, "route {pattern} has more than {MAX_PARAMS} parameters");
+        self.routes.push(Route { method, segments, handler });
         self
     }
 
@@ -113,11 +98,7 @@ impl<H> Router<H> {
             return Match::NotFound;
         }
         let mut allow: Vec<&str> = Vec::new();
-        for route in self
-            .routes
-            .iter()
-            .filter(|r| match_path(&r.segments, path).is_some())
-        {
+        for route in self.routes.iter().filter(|r| match_path(&r.segments, path).is_some()) {
             allow.push(route.method);
             if route.method == "GET" {
                 allow.push("HEAD");
@@ -129,10 +110,7 @@ impl<H> Router<H> {
 }
 
 fn match_path<'p>(segments: &[Segment], path: &'p str) -> Option<Params<'p>> {
-    let mut params = Params {
-        items: [("", ""); MAX_PARAMS],
-        len: 0,
-    };
+    let mut params = Params { items: [("", ""); MAX_PARAMS], len: 0 };
     let mut parts = path.split('/').skip(1);
     for segment in segments {
         let part = parts.next()?;
@@ -180,10 +158,7 @@ mod tests {
         assert!(matches!(r.find("GET", "/nope"), Match::NotFound));
         assert!(matches!(r.find("GET", "/livez/"), Match::NotFound));
         assert!(matches!(r.find("GET", "/analyze/status/"), Match::NotFound));
-        assert!(matches!(
-            r.find("GET", "/analyze/status/a/b"),
-            Match::NotFound
-        ));
+        assert!(matches!(r.find("GET", "/analyze/status/a/b"), Match::NotFound));
         match r.find("POST", "/livez") {
             Match::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD"),
             other => panic!("{other:?}"),

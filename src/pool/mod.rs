@@ -112,9 +112,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("workers", &self.threads.len())
-            .finish()
+        f.debug_struct("Pool").field("workers", &self.threads.len()).finish()
     }
 }
 
@@ -138,15 +136,11 @@ impl Pool {
         let mut threads = Vec::with_capacity(workers);
         for (index, (local, parker)) in locals.into_iter().zip(parkers).enumerate() {
             let shared = Arc::clone(&shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("pagelens-worker-{index}"))
-                    .spawn(move || {
-                        LOCAL.with(|l| *l.borrow_mut() = Some((Arc::clone(&shared), local, index)));
-                        run_worker(&shared, index, &parker);
-                        LOCAL.with(|l| l.borrow_mut().take());
-                    })?,
-            );
+            threads.push(std::thread::Builder::new().name(format!("pagelens-worker-{index}")).spawn(move || {
+                LOCAL.with(|l| *l.borrow_mut() = Some((Arc::clone(&shared), local, index)));
+                run_worker(&shared, index, &parker);
+                LOCAL.with(|l| l.borrow_mut().take());
+            })?);
         }
         Ok(Pool { shared, threads })
     }
@@ -320,14 +314,10 @@ mod tests {
             let started = Instant::now();
             for i in 0..20 {
                 let tx = tx.clone();
-                pool.spawn(
-                    Priority::ALL[i % 3],
-                    Box::new(move || tx.send(burst * 100 + i).unwrap()),
-                );
+                pool.spawn(Priority::ALL[i % 3], Box::new(move || tx.send(burst * 100 + i).unwrap()));
             }
             for _ in 0..20 {
-                rx.recv_timeout(Duration::from_millis(500))
-                    .expect("a job was stranded");
+                rx.recv_timeout(Duration::from_millis(500)).expect("a job was stranded");
             }
             assert!(started.elapsed() < Duration::from_millis(500));
             std::thread::sleep(Duration::from_millis(2));
@@ -343,22 +333,14 @@ mod tests {
         pool.spawn(Priority::Normal, Box::new(move || gate_rx.recv().unwrap()));
         for i in 0..40 {
             let tx = tx.clone();
-            pool.spawn(
-                Priority::Low,
-                Box::new(move || tx.send(("low", i)).unwrap()),
-            );
+            pool.spawn(Priority::Low, Box::new(move || tx.send(("low", i)).unwrap()));
         }
         for i in 0..40 {
             let tx = tx.clone();
-            pool.spawn(
-                Priority::High,
-                Box::new(move || tx.send(("high", i)).unwrap()),
-            );
+            pool.spawn(Priority::High, Box::new(move || tx.send(("high", i)).unwrap()));
         }
         gate_tx.send(()).unwrap();
-        let order: Vec<(&str, i32)> = (0..80)
-            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
-            .collect();
+        let order: Vec<(&str, i32)> = (0..80).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
         assert_eq!(order[0].0, "high");
         // Every 16th pick looks at low first: some low jobs run among the highs.
         let lows_among_first_40 = order[..40].iter().filter(|(p, _)| *p == "low").count();
@@ -368,10 +350,7 @@ mod tests {
     #[test]
     fn a_panicking_job_does_not_kill_its_worker() {
         let pool = Pool::new(1).unwrap();
-        pool.spawn(
-            Priority::Normal,
-            Box::new(|| panic!("job panics on purpose")),
-        );
+        pool.spawn(Priority::Normal, Box::new(|| panic!("job panics on purpose")));
         let (tx, rx) = mpsc::channel();
         pool.spawn(Priority::Normal, Box::new(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -392,16 +371,14 @@ mod tests {
                         Priority::Normal,
                         Box::new(move || {
                             std::thread::sleep(Duration::from_millis(5));
-                            tx.send(std::thread::current().name().unwrap().to_string())
-                                .unwrap();
+                            tx.send(std::thread::current().name().unwrap().to_string()).unwrap();
                         }),
                     );
                 }
             }),
         );
-        let threads: std::collections::HashSet<String> = (0..20)
-            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
-            .collect();
+        let threads: std::collections::HashSet<String> =
+            (0..20).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
         assert_eq!(threads.len(), 2, "both workers ran items");
         assert!(pool.stats().steals > 0);
     }

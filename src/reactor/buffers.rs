@@ -34,17 +34,12 @@ impl BufPool {
 
     /// An empty write buffer.
     pub fn take_write(&mut self) -> Vec<u8> {
-        self.writes
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(READ_BUFFER))
+        self.writes.pop().unwrap_or_else(|| Vec::with_capacity(READ_BUFFER))
     }
 
     /// Returns a write buffer; large or surplus ones are freed.
     pub fn give_write(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0
-            && buf.capacity() <= POOLED_WRITE_MAX
-            && self.writes.len() < POOL_DEPTH
-        {
+        if buf.capacity() > 0 && buf.capacity() <= POOLED_WRITE_MAX && self.writes.len() < POOL_DEPTH {
             buf.clear();
             self.writes.push(buf);
         }
@@ -113,12 +108,7 @@ impl ReadBuf {
 
     /// Reads once from `source` into free space, taking a pooled buffer if
     /// none is held and growing up to `limit` bytes of content.
-    pub fn fill(
-        &mut self,
-        source: &mut impl Read,
-        pool: &mut BufPool,
-        limit: usize,
-    ) -> io::Result<Fill> {
+    pub fn fill(&mut self, source: &mut impl Read, pool: &mut BufPool, limit: usize) -> io::Result<Fill> {
         if self.data.is_empty() {
             self.data = pool.take_read();
         }
@@ -139,16 +129,10 @@ impl ReadBuf {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
                 self.end += n;
-                Ok(Fill::Data {
-                    n,
-                    drained: n < space,
-                })
+                Ok(Fill::Data { n, drained: n < space })
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Data {
-                n: 0,
-                drained: false,
-            }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Data { n: 0, drained: false }),
             Err(e) => Err(e),
         }
     }
@@ -170,13 +154,7 @@ mod tests {
         let mut pool = BufPool::default();
         let mut buf = ReadBuf::default();
         let mut src: &[u8] = b"hello world";
-        assert_eq!(
-            buf.fill(&mut src, &mut pool, 1 << 20).unwrap(),
-            Fill::Data {
-                n: 11,
-                drained: true
-            }
-        );
+        assert_eq!(buf.fill(&mut src, &mut pool, 1 << 20).unwrap(), Fill::Data { n: 11, drained: true });
         assert_eq!(buf.filled(), b"hello world");
         buf.remove(5, 6);
         assert_eq!(buf.filled(), b"helloworld");

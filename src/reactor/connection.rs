@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
 use super::state::ServerState;
 use crate::http::chunked::ChunkedDecoder;
@@ -61,11 +61,7 @@ enum State {
     /// when the connection opened); `None` while idle between requests.
     Head { since: Option<Instant> },
     /// The head at the front of the buffer is valid; its body is arriving.
-    Body {
-        head_len: usize,
-        since: Instant,
-        framing: BodyFraming,
-    },
+    Body { head_len: usize, since: Instant, framing: BodyFraming },
     /// No more requests will be read; owed responses are written, then the
     /// write side is shut.
     Closing,
@@ -126,24 +122,43 @@ struct Meta {
     http10: bool,
 }
 
-/// A response owed, in request order; `None` until its completion arrives.
+/// A response owed, in request order.
 #[derive(Debug)]
 struct Slot {
     seq: u64,
     meta: Meta,
-    response: Option<Response>,
+    state: SlotState,
 }
 
-/// The write half: responses owed in order, and encoded bytes not yet sent.
+/// How far a response owed has come.
+#[derive(Debug)]
+enum SlotState {
+    /// Its completion has not arrived.
+    Waiting,
+    /// A whole response, ready to encode.
+    Ready(Response),
+    /// A streamed response: the head until encoded, pieces received but not
+    /// yet encoded, whether the stream has ended, and whether the
+    /// connection stays open after it (known once the head is encoded).
+    Streaming { head: Option<Response>, chunks: VecDeque<Vec<u8>>, ended: bool, keep_alive: bool },
+}
+
+/// The write half: responses owed in order, and the wire they go out on.
 #[derive(Debug)]
 struct Output {
-    wbuf: Vec<u8>,
-    wpos: usize,
     /// Responses that cannot be encoded yet because an earlier one is not ready.
     pending: VecDeque<Slot>,
     next_seq: u64,
+    wire: Wire,
+}
+
+/// Encoded bytes not yet sent.
+#[derive(Debug)]
+struct Wire {
+    wbuf: Vec<u8>,
+    wpos: usize,
     write_since: Instant,
-    /// A response said the connection ends after it.
+    /// A response said the connection ends after it: nothing more is encoded.
     close_after: bool,
 }
 
@@ -170,12 +185,9 @@ impl Connection {
             state: State::Head { since: Some(now) },
             rbuf: ReadBuf::default(),
             out: Output {
-                wbuf: Vec::new(),
-                wpos: 0,
                 pending: VecDeque::new(),
                 next_seq: 0,
-                write_since: now,
-                close_after: false,
+                wire: Wire { wbuf: Vec::new(), wpos: 0, write_since: now, close_after: false },
             },
             last_activity: now,
             peer_closed: false,
@@ -213,7 +225,7 @@ impl Connection {
                 }
             }
             progressed |= self.process(env);
-            if self.out.write_to(&mut self.stream, env.now).is_err() {
+            if self.out.wire.write_to(&mut self.stream, env.now).is_err() {
                 self.state = State::Closed;
             }
             progressed |= self.settle(env);
@@ -236,9 +248,9 @@ impl Connection {
         }
     }
 
-    /// Takes a response finished on another thread.
-    pub fn complete(&mut self, seq: u64, response: Response, env: &mut Env<'_>) -> Status {
-        self.out.complete(seq, response, env);
+    /// Takes a response (or part of one) finished on another thread.
+    pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
+        self.out.complete(seq, part, env);
         self.drive(env)
     }
 
@@ -271,10 +283,7 @@ impl Connection {
     }
 
     fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
-        let write = self
-            .out
-            .has_unwritten()
-            .then(|| (self.out.write_since + limits.write_timeout, Expiry::Write));
+        let write = self.out.has_unwritten().then(|| (self.out.wire.write_since + limits.write_timeout, Expiry::Write));
         let read = match self.state {
             State::Head { since: Some(t) } => Some((t + limits.header_timeout, Expiry::Request)),
             State::Head { since: None } if self.out.is_idle() => {
@@ -292,15 +301,12 @@ impl Connection {
 
     fn wants_read(&self) -> bool {
         !self.peer_closed
-            && matches!(
-                self.state,
-                State::Head { .. } | State::Body { .. } | State::Lingering { .. }
-            )
+            && matches!(self.state, State::Head { .. } | State::Body { .. } | State::Lingering { .. })
             && !self.backpressured()
     }
 
     fn backpressured(&self) -> bool {
-        self.out.pending.len() >= MAX_PIPELINE || self.out.unwritten() >= WRITE_HIGH_WATER
+        self.out.pending.len() >= MAX_PIPELINE || self.out.wire.unwritten() >= WRITE_HIGH_WATER
     }
 
     fn read_limit(&self, limits: &Limits) -> usize {
@@ -348,45 +354,28 @@ impl Connection {
                     let head_len = head.len;
                     let framing = match head.framing {
                         Framing::Empty => {
-                            let keep =
-                                self.out
-                                    .dispatch(Request { head, body: &[] }, self.token, env);
+                            let keep = self.out.dispatch(Request { head, body: &[] }, self.token, env);
                             self.rbuf.consume(head_len);
-                            self.state = if keep {
-                                State::Head { since: None }
-                            } else {
-                                State::Closing
-                            };
+                            self.state = if keep { State::Head { since: None } } else { State::Closing };
                             continue;
                         }
                         Framing::Length(n) => BodyFraming::Length(n),
-                        Framing::Chunked => {
-                            BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body_bytes), 0)
-                        }
+                        Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body_bytes), 0),
                     };
                     // RFC 9110 §10.1.1: ask for the body only when nothing of it
                     // came yet, and only if no earlier response is still owed.
                     if head.expect_continue && self.rbuf.len() == head_len && self.out.is_idle() {
-                        self.out.interim(b"HTTP/1.1 100 Continue\r\n\r\n", env);
+                        self.out.wire.buffer(env.pool, env.now).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
-                    self.state = State::Body {
-                        head_len,
-                        since: env.now,
-                        framing,
-                    };
+                    self.state = State::Body { head_len, since: env.now, framing };
                 }
-                State::Body {
-                    head_len, framing, ..
-                } => {
+                State::Body { head_len, framing, .. } => {
                     let head_len = *head_len;
                     // (decoded body length, raw bytes it took) once complete.
                     let complete = match framing {
-                        BodyFraming::Length(n) => {
-                            (self.rbuf.len() >= head_len + *n).then_some((*n, *n))
-                        }
+                        BodyFraming::Length(n) => (self.rbuf.len() >= head_len + *n).then_some((*n, *n)),
                         BodyFraming::Chunked(decoder, decoded) => {
-                            match decoder.decode(&mut self.rbuf.filled_mut()[head_len..], *decoded)
-                            {
+                            match decoder.decode(&mut self.rbuf.filled_mut()[head_len..], *decoded) {
                                 Err(e) => {
                                     self.fail(e, env);
                                     return true;
@@ -410,23 +399,17 @@ impl Connection {
                     // The head was validated when it arrived and is unchanged.
                     let mut headers = header_slots();
                     let filled = self.rbuf.filled();
-                    let head =
-                        match parse_head(&filled[..head_len], &mut headers, usize::MAX, usize::MAX)
-                        {
-                            Ok(Parsed::Complete(head)) => head,
-                            _ => {
-                                self.fail(HttpError::Malformed(httparse::Error::Token), env);
-                                return true;
-                            }
-                        };
+                    let head = match parse_head(&filled[..head_len], &mut headers, usize::MAX, usize::MAX) {
+                        Ok(Parsed::Complete(head)) => head,
+                        _ => {
+                            self.fail(HttpError::Malformed(httparse::Error::Token), env);
+                            return true;
+                        }
+                    };
                     let body = &filled[head_len..head_len + body_len];
                     let keep = self.out.dispatch(Request { head, body }, self.token, env);
                     self.rbuf.consume(head_len + raw_len);
-                    self.state = if keep {
-                        State::Head { since: None }
-                    } else {
-                        State::Closing
-                    };
+                    self.state = if keep { State::Head { since: None } } else { State::Closing };
                 }
             }
         }
@@ -437,13 +420,8 @@ impl Connection {
         if error == HttpError::Timeout {
             env.server.count_timeout();
         }
-        let meta = Meta {
-            head_only: false,
-            keep_alive: false,
-            http10: false,
-        };
-        self.out
-            .push(meta, Some(Response::from_http_error(error)), env);
+        let meta = Meta { head_only: false, keep_alive: false, http10: false };
+        self.out.push(meta, Some(Response::from_http_error(error)), env);
         self.state = State::Closing;
     }
 
@@ -451,25 +429,19 @@ impl Connection {
     fn settle(&mut self, env: &mut Env<'_>) -> bool {
         let before = std::mem::discriminant(&self.state);
         let reading_requests = matches!(self.state, State::Head { .. } | State::Body { .. });
-        if reading_requests && (self.out.close_after || self.peer_closed) {
+        if reading_requests && (self.out.wire.close_after || self.peer_closed) {
             // The peer will send nothing more (or we will read nothing more);
             // a partial request is abandoned, owed responses still go out.
             self.state = State::Closing;
         }
-        if env.draining
-            && matches!(self.state, State::Head { .. })
-            && self.rbuf.is_empty()
-            && self.out.is_idle()
-        {
+        if env.draining && matches!(self.state, State::Head { .. }) && self.rbuf.is_empty() && self.out.is_idle() {
             self.state = State::Closed;
         }
         if matches!(self.state, State::Closing) && self.out.is_idle() {
             self.state = if self.peer_closed || self.stream.shutdown(Shutdown::Write).is_err() {
                 State::Closed
             } else {
-                State::Lingering {
-                    until: env.now + LINGER,
-                }
+                State::Lingering { until: env.now + LINGER }
             };
         }
         if matches!(self.state, State::Lingering { .. }) && self.peer_closed {
@@ -481,9 +453,10 @@ impl Connection {
     /// Gives buffers back to the reactor's pool while they hold nothing.
     fn release(&mut self, pool: &mut BufPool) {
         self.rbuf.release_if_empty(pool);
-        if !self.out.has_unwritten() && self.out.wbuf.capacity() > 0 {
-            pool.give_write(std::mem::take(&mut self.out.wbuf));
-            self.out.wpos = 0;
+        let wire = &mut self.out.wire;
+        if !wire.has_unwritten() && wire.wbuf.capacity() > 0 {
+            pool.give_write(std::mem::take(&mut wire.wbuf));
+            wire.wpos = 0;
         }
         if self.out.pending.is_empty() && self.out.pending.capacity() > 0 {
             self.out.pending = VecDeque::new();
@@ -492,17 +465,13 @@ impl Connection {
 }
 
 impl Output {
-    fn unwritten(&self) -> usize {
-        self.wbuf.len() - self.wpos
-    }
-
     fn has_unwritten(&self) -> bool {
-        self.wpos < self.wbuf.len()
+        self.wire.has_unwritten()
     }
 
     /// Nothing owed and nothing left to send.
     fn is_idle(&self) -> bool {
-        self.pending.is_empty() && !self.has_unwritten()
+        self.pending.is_empty() && !self.wire.has_unwritten()
     }
 
     /// Calls the service for one request and queues or encodes its answer.
@@ -520,16 +489,10 @@ impl Output {
         let response = match reply {
             Ok(Reply::Now(response)) => Some(response),
             Ok(Reply::Later) if cx.was_deferred() => None,
-            Ok(Reply::Later) => Some(Response::problem(
-                500,
-                "internal",
-                "the handler promised an answer it cannot give",
-            )),
-            Err(_) => Some(Response::problem(
-                500,
-                "internal",
-                "the request's handler failed",
-            )),
+            Ok(Reply::Later) => {
+                Some(Response::problem(500, "internal", "the handler promised an answer it cannot give"))
+            }
+            Err(_) => Some(Response::problem(500, "internal", "the request's handler failed")),
         };
         self.push(meta, response, env);
         meta.keep_alive
@@ -541,66 +504,110 @@ impl Output {
         self.next_seq += 1;
         match response {
             // The common case: nothing ahead, so encode at once without a slot.
-            Some(response) if self.pending.is_empty() => self.encode(&response, meta, env),
+            Some(response) if self.pending.is_empty() && !response.is_streamed() => {
+                self.wire.encode(&response, meta, env);
+            }
             response => {
-                self.pending.push_back(Slot {
-                    seq,
-                    meta,
-                    response,
-                });
+                let state = response.map_or(SlotState::Waiting, SlotState::Ready);
+                self.pending.push_back(Slot { seq, meta, state });
                 self.encode_ready(env);
             }
         }
     }
 
-    fn complete(&mut self, seq: u64, response: Response, env: &mut Env<'_>) {
-        // A slot already answered (or dropped by a close) ignores late completions.
-        if let Some(slot) = self
-            .pending
-            .iter_mut()
-            .find(|s| s.seq == seq && s.response.is_none())
-        {
-            slot.response = Some(response);
-            self.encode_ready(env);
+    fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) {
+        // Parts for a slot already answered (or dropped by a close) are ignored.
+        let Some(slot) = self.pending.iter_mut().find(|s| s.seq == seq) else { return };
+        match (&mut slot.state, part) {
+            (SlotState::Waiting, Part::Whole(response)) => slot.state = SlotState::Ready(response),
+            (SlotState::Waiting, Part::Head(head)) => {
+                slot.state =
+                    SlotState::Streaming { head: Some(head), chunks: VecDeque::new(), ended: false, keep_alive: true };
+            }
+            (SlotState::Streaming { chunks, .. }, Part::Chunk(bytes)) => chunks.push_back(bytes),
+            (SlotState::Streaming { ended, .. }, Part::End) => *ended = true,
+            _ => return,
         }
+        self.encode_ready(env);
     }
 
+    /// Encodes the ready prefix of the slots; a stream at the front is
+    /// encoded as far as it has come and holds back the slots behind it.
     fn encode_ready(&mut self, env: &mut Env<'_>) {
-        while self.pending.front().is_some_and(|s| s.response.is_some()) {
-            let Some(Slot {
-                meta,
-                response: Some(response),
-                ..
-            }) = self.pending.pop_front()
-            else {
-                break;
+        let Output { pending, wire, .. } = self;
+        while let Some(front) = pending.front_mut() {
+            let meta = front.meta;
+            let keep_alive = match &mut front.state {
+                SlotState::Waiting => return,
+                SlotState::Ready(response) => wire.encode(response, meta, env),
+                SlotState::Streaming { head, chunks, ended, keep_alive } => {
+                    if let Some(head) = head.take() {
+                        *keep_alive = wire.encode(&head, meta, env) && !meta.http10;
+                    }
+                    for chunk in chunks.drain(..) {
+                        wire.chunk(&chunk, meta, env);
+                    }
+                    if !*ended {
+                        return;
+                    }
+                    wire.end_stream(meta, env);
+                    *keep_alive
+                }
             };
-            self.encode(&response, meta, env);
+            pending.pop_front();
+            if !keep_alive {
+                // Requests after this one will not be answered.
+                wire.close_after = true;
+                pending.clear();
+            }
         }
     }
+}
 
-    fn encode(&mut self, response: &Response, meta: Meta, env: &mut Env<'_>) {
+impl Wire {
+    fn unwritten(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    fn has_unwritten(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Encodes a response head (and body, unless streamed); returns whether
+    /// the connection stays open after it.
+    fn encode(&mut self, response: &Response, meta: Meta, env: &mut Env<'_>) -> bool {
         if self.close_after {
+            return false;
+        }
+        let keep_alive =
+            meta.keep_alive && !response.closes() && !env.draining && !(response.is_streamed() && meta.http10);
+        let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
+        response.encode(how, self.buffer(env.pool, env.now));
+        if !keep_alive && !response.is_streamed() {
+            self.close_after = true;
+        }
+        keep_alive
+    }
+
+    /// One piece of a streamed body, chunk-framed for HTTP/1.1.
+    fn chunk(&mut self, bytes: &[u8], meta: Meta, env: &mut Env<'_>) {
+        if self.close_after || meta.head_only {
             return;
         }
-        let keep_alive = meta.keep_alive && !response.closes() && !env.draining;
-        let how = Encoding {
-            head_only: meta.head_only,
-            keep_alive,
-            http10: meta.http10,
-            date: env.date.get(),
-        };
-        response.encode(how, self.buffer(env.pool, env.now));
-        if !keep_alive {
-            // Requests after this one will not be answered.
-            self.close_after = true;
-            self.pending.clear();
+        let out = self.buffer(env.pool, env.now);
+        if meta.http10 {
+            out.extend_from_slice(bytes);
+        } else {
+            out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(b"\r\n");
         }
     }
 
-    /// Writes an interim (1xx) response.
-    fn interim(&mut self, bytes: &[u8], env: &mut Env<'_>) {
-        self.buffer(env.pool, env.now).extend_from_slice(bytes);
+    fn end_stream(&mut self, meta: Meta, env: &mut Env<'_>) {
+        if !self.close_after && !meta.head_only && !meta.http10 {
+            self.buffer(env.pool, env.now).extend_from_slice(b"0\r\n\r\n");
+        }
     }
 
     /// The write buffer, taken from the pool if none is held.

@@ -90,8 +90,7 @@ impl EventLoop {
         config: LoopConfig,
         server: Arc<ServerState>,
     ) -> io::Result<Self> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -154,31 +153,18 @@ impl EventLoop {
         if !self.busy.is_empty() {
             return Some(Duration::ZERO);
         }
-        [
-            self.timers.next(),
-            self.accept_paused_until,
-            self.drain_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(now))
+        [self.timers.next(), self.accept_paused_until, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
     }
 
     /// Runs `step` on the connection behind `token`, then files it by the
     /// status it returns: dropped, queued for another turn, or re-armed.
-    fn with_conn(
-        &mut self,
-        token: Token,
-        now: Instant,
-        step: impl FnOnce(&mut Connection, &mut Env<'_>) -> Status,
-    ) {
+    fn with_conn(&mut self, token: Token, now: Instant, step: impl FnOnce(&mut Connection, &mut Env<'_>) -> Status) {
         let (index, generation) = split_token(token);
-        let Some(entry) = self
-            .conns
-            .get_mut(index)
-            .filter(|e| e.generation == generation)
-        else {
+        let Some(entry) = self.conns.get_mut(index).filter(|e| e.generation == generation) else {
             return;
         };
         let mut env = Env {
@@ -213,11 +199,7 @@ impl EventLoop {
     fn expire(&mut self, now: Instant) {
         while let Some((at, token)) = self.timers.pop_due(now) {
             let (index, generation) = split_token(token);
-            let Some(entry) = self
-                .conns
-                .get_mut(index)
-                .filter(|e| e.generation == generation)
-            else {
+            let Some(entry) = self.conns.get_mut(index).filter(|e| e.generation == generation) else {
                 continue;
             };
             if entry.conn.armed != Some(at) {
@@ -234,9 +216,7 @@ impl EventLoop {
         }
         let mailbox = Arc::clone(&self.mailbox);
         mailbox.drain(|done| {
-            self.with_conn(done.token, now, |conn, env| {
-                conn.complete(done.seq, done.response, env)
-            });
+            self.with_conn(done.token, now, |conn, env| conn.complete(done.seq, done.part, env));
         });
     }
 
@@ -247,11 +227,7 @@ impl EventLoop {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let tokens: Vec<Token> = self
-            .conns
-            .iter()
-            .map(|(i, e)| token_of(i, e.generation))
-            .collect();
+        let tokens: Vec<Token> = self.conns.iter().map(|(i, e)| token_of(i, e.generation)).collect();
         for token in tokens {
             self.with_conn(token, now, |conn, env| conn.drive(env));
         }
@@ -307,19 +283,11 @@ impl EventLoop {
         let token = token_of(slot.key(), generation);
         // Edge-triggered: registering both once is cheaper than
         // re-registering on every change of interest.
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
+        if self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_err() {
             self.server.close();
             return;
         }
-        let entry = slot.insert(Entry {
-            generation,
-            conn: Connection::new(stream, token, now),
-        });
+        let entry = slot.insert(Entry { generation, conn: Connection::new(stream, token, now) });
         if let Some(at) = entry.conn.next_deadline(&self.config.limits) {
             self.timers.arm(token, at, &mut entry.conn.armed);
         }

@@ -13,15 +13,28 @@ use mio::{Token, Waker};
 
 use crate::http::response::Response;
 
-/// A response finished off the reactor thread.
+/// A piece of a response produced off the reactor thread.
+#[derive(Debug)]
+pub enum Part {
+    /// A whole response.
+    Whole(Response),
+    /// The head of a streamed (chunked) response; chunks follow.
+    Head(Response),
+    /// The next piece of a streamed body.
+    Chunk(Vec<u8>),
+    /// The end of a streamed body.
+    End,
+}
+
+/// A response (or part of one) finished off the reactor thread.
 #[derive(Debug)]
 pub struct Completion {
     /// The connection's token, generation included.
     pub token: Token,
     /// The request's sequence number on that connection.
     pub seq: u64,
-    /// The response to send.
-    pub response: Response,
+    /// What arrived.
+    pub part: Part,
 }
 
 /// One reactor's inbound queue.
@@ -41,12 +54,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// A mailbox that wakes the poll `waker` belongs to.
     pub fn new(waker: Waker) -> Self {
-        Mailbox {
-            queue: SegQueue::new(),
-            pending: AtomicBool::new(false),
-            shutdown: AtomicBool::new(false),
-            waker,
-        }
+        Mailbox { queue: SegQueue::new(), pending: AtomicBool::new(false), shutdown: AtomicBool::new(false), waker }
     }
 
     /// Posts a completion and wakes the reactor unless a wake is already pending.
@@ -99,38 +107,71 @@ pub struct Responder {
 
 impl Responder {
     pub(crate) fn new(mailbox: Arc<Mailbox>, token: Token, seq: u64) -> Self {
-        Responder {
-            mailbox,
-            token,
-            seq,
-            sent: false,
-        }
+        Responder { mailbox, token, seq, sent: false }
     }
 
     /// Sends the response to the connection, in its request order.
     pub fn send(mut self, response: Response) {
         self.sent = true;
-        self.mailbox.post(Completion {
-            token: self.token,
-            seq: self.seq,
-            response,
-        });
+        self.post(Part::Whole(response));
+    }
+
+    /// Starts a streamed response: `head` goes out with
+    /// `Transfer-Encoding: chunked`, then whatever the sender sends.
+    pub fn stream(mut self, head: Response) -> StreamSender {
+        self.sent = true;
+        self.post(Part::Head(head));
+        StreamSender { mailbox: Arc::clone(&self.mailbox), token: self.token, seq: self.seq, ended: false }
+    }
+
+    fn post(&self, part: Part) {
+        self.mailbox.post(Completion { token: self.token, seq: self.seq, part });
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.sent {
-            let response = Response::problem(
-                500,
-                "internal",
-                "the request's handler ended without answering",
-            );
-            self.mailbox.post(Completion {
-                token: self.token,
-                seq: self.seq,
-                response,
-            });
+            let response = Response::problem(500, "internal", "the request's handler ended without answering");
+            self.post(Part::Whole(response));
         }
+    }
+}
+
+/// The body of a streamed response, sent piece by piece from any thread.
+/// Dropping it ends the stream.
+#[derive(Debug)]
+pub struct StreamSender {
+    mailbox: Arc<Mailbox>,
+    token: Token,
+    seq: u64,
+    ended: bool,
+}
+
+impl StreamSender {
+    /// Sends one piece of the body (empty pieces are skipped: an empty
+    /// chunk would end the stream on the wire).
+    pub fn send(&self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.mailbox.post(Completion { token: self.token, seq: self.seq, part: Part::Chunk(bytes) });
+        }
+    }
+
+    /// Ends the body.
+    pub fn finish(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.mailbox.post(Completion { token: self.token, seq: self.seq, part: Part::End });
+        }
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        self.end();
     }
 }

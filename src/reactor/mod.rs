@@ -22,7 +22,7 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 
 pub use connection::{Limits, MAX_PIPELINE};
-pub use mailbox::Responder;
+pub use mailbox::{Responder, StreamSender};
 pub use service::{Context, Reply, Service};
 pub use state::ServerState;
 
@@ -65,16 +65,8 @@ impl Server {
             listeners.push(listener::bind(addr)?);
         }
         let state = Arc::new(ServerState::new(reactors, config.max_connections));
-        let loop_config = LoopConfig {
-            limits: config.limits.clone(),
-            shutdown_timeout: config.shutdown_timeout,
-        };
-        let mut server = Server {
-            addr,
-            mailboxes: Vec::new(),
-            threads: Vec::new(),
-            state: Arc::clone(&state),
-        };
+        let loop_config = LoopConfig { limits: config.limits.clone(), shutdown_timeout: config.shutdown_timeout };
+        let mut server = Server { addr, mailboxes: Vec::new(), threads: Vec::new(), state: Arc::clone(&state) };
         for (i, listener) in listeners.into_iter().enumerate() {
             let poll = Poll::new()?;
             let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
@@ -86,9 +78,8 @@ impl Server {
                 loop_config.clone(),
                 Arc::clone(&state),
             )?;
-            let thread = std::thread::Builder::new()
-                .name(format!("pagelens-reactor-{i}"))
-                .spawn(move || reactor.run())?;
+            let thread =
+                std::thread::Builder::new().name(format!("pagelens-reactor-{i}")).spawn(move || reactor.run())?;
             server.mailboxes.push(mailbox);
             server.threads.push(thread);
         }
@@ -121,9 +112,7 @@ impl Server {
     fn join_threads(&mut self) -> io::Result<()> {
         let mut result = Ok(());
         for thread in self.threads.drain(..) {
-            let outcome = thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a reactor thread panicked")));
+            let outcome = thread.join().unwrap_or_else(|_| Err(io::Error::other("a reactor thread panicked")));
             if result.is_ok() {
                 result = outcome;
             }

@@ -41,19 +41,8 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(
-        mailbox: &'a Arc<Mailbox>,
-        token: Token,
-        seq: u64,
-        server: &'a ServerState,
-    ) -> Self {
-        Context {
-            mailbox,
-            token,
-            seq,
-            server,
-            deferred: false,
-        }
+    pub(crate) fn new(mailbox: &'a Arc<Mailbox>, token: Token, seq: u64, server: &'a ServerState) -> Self {
+        Context { mailbox, token, seq, server, deferred: false }
     }
 
     /// A handle through which another thread answers this request later.

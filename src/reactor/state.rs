@@ -34,9 +34,7 @@ impl ServerState {
     pub(crate) fn try_open(&self) -> bool {
         let claimed = self
             .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_connections).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_connections).then_some(n + 1))
             .is_ok();
         if claimed {
             self.accepted.fetch_add(1, Ordering::Relaxed);

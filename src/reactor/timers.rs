@@ -39,9 +39,7 @@ impl Timers {
     /// Takes the earliest entry if it is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, Token)> {
         match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => {
-                self.heap.pop().map(|Reverse((at, t))| (at, Token(t)))
-            }
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((at, t))| (at, Token(t))),
             _ => None,
         }
     }

@@ -281,16 +281,9 @@ fn classify(raw: &str, resolved: Option<&Url>, page_host: Option<&str>) -> LinkK
 /// recommendations are added by the caller).
 pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     let base = document_base(options.url.as_ref(), page.base_href.as_deref());
-    let page_host = options
-        .url
-        .as_ref()
-        .and_then(|u| u.host_str())
-        .map(str::to_string);
+    let page_host = options.url.as_ref().and_then(|u| u.host_str()).map(str::to_string);
 
-    let mut links = Links {
-        script_only: page.script_only_anchors,
-        ..Links::default()
-    };
+    let mut links = Links { script_only: page.script_only_anchors, ..Links::default() };
     let mut items = Vec::new();
     for anchor in page.anchors {
         let resolved = resolve(base.as_ref(), &anchor.href);
@@ -309,10 +302,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         links.external_nofollow += usize::from(has("nofollow") && kind == LinkKind::External);
         links.sponsored += usize::from(has("sponsored"));
         links.ugc += usize::from(has("ugc"));
-        let lowered = anchor
-            .text
-            .trim_matches(|c: char| !c.is_alphanumeric())
-            .to_lowercase();
+        let lowered = anchor.text.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         links.generic_text += usize::from(GENERIC_LINK_TEXT.contains(&lowered.as_str()));
         links.empty_text += usize::from(anchor.text.is_empty());
         if options.include_links {
@@ -327,24 +317,15 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     }
     links.items = options.include_links.then_some(items);
 
-    let mut images = Images {
-        total: page.images.len(),
-        ..Images::default()
-    };
+    let mut images = Images { total: page.images.len(), ..Images::default() };
     let mut image_items = Vec::new();
     for image in page.images {
         images.missing_alt += usize::from(image.alt.is_none());
         images.empty_alt += usize::from(image.alt.as_deref() == Some(""));
         images.missing_dimensions += usize::from(!image.has_dimensions);
         if options.include_images {
-            let src = image
-                .src
-                .map(|s| resolve(base.as_ref(), &s).map_or(s, String::from));
-            image_items.push(ImageItem {
-                src,
-                alt: image.alt,
-                has_dimensions: image.has_dimensions,
-            });
+            let src = image.src.map(|s| resolve(base.as_ref(), &s).map_or(s, String::from));
+            image_items.push(ImageItem { src, alt: image.alt, has_dimensions: image.has_dimensions });
         }
     }
     images.items = options.include_images.then_some(image_items);
@@ -364,31 +345,17 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     }
 
     let canonical_raw = page.canonicals.first().cloned();
-    let resolved_canonicals: Vec<Option<Url>> = page
-        .canonicals
-        .iter()
-        .map(|raw| resolve(base.as_ref(), raw))
-        .collect();
+    let resolved_canonicals: Vec<Option<Url>> = page.canonicals.iter().map(|raw| resolve(base.as_ref(), raw)).collect();
     let canonical_conflict = resolved_canonicals.windows(2).any(|w| w[0] != w[1]);
-    let canonical = canonical_raw
-        .as_deref()
-        .and_then(|raw| resolve(base.as_ref(), raw))
-        .map(String::from);
+    let canonical = canonical_raw.as_deref().and_then(|raw| resolve(base.as_ref(), raw)).map(String::from);
     let hreflang = page
         .hreflang
         .into_iter()
-        .map(|(lang, raw)| Hreflang {
-            lang,
-            href: resolve(base.as_ref(), &raw).map(String::from),
-            raw,
-        })
+        .map(|(lang, raw)| Hreflang { lang, href: resolve(base.as_ref(), &raw).map(String::from), raw })
         .collect();
     let json_ld = page.json_ld.iter().map(|block| json_ld(block)).collect();
 
-    let mut robots = Robots {
-        x_robots_tag: options.x_robots_tag.clone(),
-        ..Robots::default()
-    };
+    let mut robots = Robots { x_robots_tag: options.x_robots_tag.clone(), ..Robots::default() };
     for (agent, content) in page.robots {
         if agent == "robots" {
             robots.content.get_or_insert(content);
@@ -441,9 +408,7 @@ fn robots_flags(robots: &Robots) -> (bool, bool) {
             match value.split_once(':') {
                 // `unavailable_after: date` is a directive, not an agent.
                 Some((agent, rest))
-                    if !agent.contains(',')
-                        && !agent.trim().contains(' ')
-                        && agent.trim() != "unavailable_after" =>
+                    if !agent.contains(',') && !agent.trim().contains(' ') && agent.trim() != "unavailable_after" =>
                 {
                     matches!(agent.trim(), "googlebot" | "robots" | "*").then(|| rest.to_string())
                 }
@@ -452,15 +417,8 @@ fn robots_flags(robots: &Robots) -> (bool, bool) {
         })
         .collect();
     rules.extend(header_rules.iter().map(String::as_str));
-    let has = |directive: &str| {
-        rules
-            .iter()
-            .any(|r| r.split(',').any(|t| t.trim() == directive))
-    };
-    (
-        has("noindex") || has("none"),
-        has("nofollow") || has("none"),
-    )
+    let has = |directive: &str| rules.iter().any(|r| r.split(',').any(|t| t.trim() == directive));
+    (has("noindex") || has("none"), has("nofollow") || has("none"))
 }
 
 fn json_ld(block: &str) -> JsonLd {
@@ -484,17 +442,9 @@ fn json_ld(block: &str) -> JsonLd {
                     graph.iter().for_each(&mut collect);
                 }
             }
-            JsonLd {
-                valid: true,
-                types,
-                error: None,
-            }
+            JsonLd { valid: true, types, error: None }
         }
-        Err(e) => JsonLd {
-            valid: false,
-            types: Vec::new(),
-            error: Some(e.to_string()),
-        },
+        Err(e) => JsonLd { valid: false, types: Vec::new(), error: Some(e.to_string()) },
     }
 }
 
@@ -525,40 +475,23 @@ mod tests {
     fn base_href_moves_relative_links() {
         let page = Url::parse("https://example.com/a/b.html").unwrap();
         let base = document_base(Some(&page), Some("/docs/")).unwrap();
-        assert_eq!(
-            resolve(Some(&base), "x.html").unwrap().as_str(),
-            "https://example.com/docs/x.html"
-        );
+        assert_eq!(resolve(Some(&base), "x.html").unwrap().as_str(), "https://example.com/docs/x.html");
         let base = document_base(Some(&page), Some("https://other.org/")).unwrap();
-        assert_eq!(
-            classify("p", resolve(Some(&base), "p").as_ref(), Some("example.com")),
-            LinkKind::External
-        );
+        assert_eq!(classify("p", resolve(Some(&base), "p").as_ref(), Some("example.com")), LinkKind::External);
     }
 
     #[test]
     fn robots_rules_from_meta_and_header() {
-        let mut r = Robots {
-            content: Some("index, follow".into()),
-            ..Robots::default()
-        };
+        let mut r = Robots { content: Some("index, follow".into()), ..Robots::default() };
         assert_eq!(robots_flags(&r), (false, false));
         r.agents.insert("googlebot".into(), "noindex".into());
         assert_eq!(robots_flags(&r), (true, false));
-        let h = Robots {
-            x_robots_tag: vec!["bingbot: noindex".into(), "googlebot: nofollow".into()],
-            ..Robots::default()
-        };
+        let h =
+            Robots { x_robots_tag: vec!["bingbot: noindex".into(), "googlebot: nofollow".into()], ..Robots::default() };
         assert_eq!(robots_flags(&h), (false, true));
-        let h = Robots {
-            x_robots_tag: vec!["none".into()],
-            ..Robots::default()
-        };
+        let h = Robots { x_robots_tag: vec!["none".into()], ..Robots::default() };
         assert_eq!(robots_flags(&h), (true, true));
-        let h = Robots {
-            x_robots_tag: vec!["unavailable_after: 25 Jun 2010".into()],
-            ..Robots::default()
-        };
+        let h = Robots { x_robots_tag: vec!["unavailable_after: 25 Jun 2010".into()], ..Robots::default() };
         assert_eq!(robots_flags(&h), (false, false));
     }
 

@@ -29,16 +29,10 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
         (encoding, "bom", &bytes[bom_len..])
     } else if let Some(encoding) = content_type.and_then(http_charset) {
         (encoding, "http", bytes)
-    } else if let Some(encoding) = declared
-        .as_deref()
-        .and_then(|l| Encoding::for_label(l.as_bytes()))
-    {
+    } else if let Some(encoding) = declared.as_deref().and_then(|l| Encoding::for_label(l.as_bytes())) {
         // A page that says UTF-16 in ASCII bytes cannot be UTF-16 (HTML §13.2.3.2).
-        let encoding = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
-            UTF_8
-        } else {
-            encoding
-        };
+        let encoding =
+            if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE { UTF_8 } else { encoding };
         (encoding, "meta", bytes)
     } else if let Ok(text) = std::str::from_utf8(bytes) {
         return Decoded {
@@ -53,13 +47,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
         (WINDOWS_1252, "default", bytes)
     };
     let (text, had_errors) = encoding.decode_without_bom_handling(body);
-    Decoded {
-        text: text.into_owned(),
-        encoding: encoding.name(),
-        source,
-        declared,
-        had_errors,
-    }
+    Decoded { text: text.into_owned(), encoding: encoding.name(), source, declared, had_errors }
 }
 
 /// `charset=` in a Content-Type value.
@@ -79,21 +67,13 @@ fn meta_charset(head: &[u8]) -> Option<String> {
     let mut at = 0;
     while let Some(offset) = lower[at..].windows(5).position(|w| w == b"<meta") {
         let start = at + offset;
-        let end = lower[start..]
-            .iter()
-            .position(|&b| b == b'>')
-            .map_or(lower.len(), |e| start + e);
+        let end = lower[start..].iter().position(|&b| b == b'>').map_or(lower.len(), |e| start + e);
         let tag = &lower[start..end];
         if let Some(pos) = tag.windows(8).position(|w| w == b"charset=") {
             let value = &tag[pos + 8..];
-            let value = value
-                .strip_prefix(b"\"")
-                .or_else(|| value.strip_prefix(b"'"))
-                .unwrap_or(value);
-            let len = value
-                .iter()
-                .position(|b| matches!(b, b'"' | b'\'' | b';' | b'/' | b' ' | b'>'))
-                .unwrap_or(value.len());
+            let value = value.strip_prefix(b"\"").or_else(|| value.strip_prefix(b"'")).unwrap_or(value);
+            let len =
+                value.iter().position(|b| matches!(b, b'"' | b'\'' | b';' | b'/' | b' ' | b'>')).unwrap_or(value.len());
             if len > 0 {
                 return Some(String::from_utf8_lossy(&value[..len]).into_owned());
             }
@@ -110,10 +90,7 @@ mod tests {
     #[test]
     fn utf8_by_default() {
         let d = decode("<p>héllo</p>".as_bytes(), None);
-        assert_eq!(
-            (d.text.as_str(), d.encoding, d.source),
-            ("<p>héllo</p>", "UTF-8", "default")
-        );
+        assert_eq!((d.text.as_str(), d.encoding, d.source), ("<p>héllo</p>", "UTF-8", "default"));
     }
 
     #[test]
@@ -124,8 +101,7 @@ mod tests {
         assert_eq!(d.source, "meta");
         assert_eq!(d.declared.as_deref(), Some("iso-8859-1"));
         assert!(d.text.contains("café"));
-        let http_equiv =
-            b"<meta http-equiv=Content-Type content='text/html; charset=Shift_JIS'>\x82\xa0";
+        let http_equiv = b"<meta http-equiv=Content-Type content='text/html; charset=Shift_JIS'>\x82\xa0";
         let d = decode(http_equiv, None);
         assert_eq!(d.encoding, "Shift_JIS");
         assert!(d.text.ends_with('あ'));
@@ -135,14 +111,8 @@ mod tests {
     fn bom_beats_http_beats_meta() {
         let mut page = vec![0xEF, 0xBB, 0xBF];
         page.extend_from_slice("<meta charset=windows-1252>é".as_bytes());
-        assert_eq!(
-            decode(&page, Some("text/html; charset=iso-8859-2")).source,
-            "bom"
-        );
-        let d = decode(
-            b"<meta charset=utf-8>\xe9",
-            Some("text/html; charset=ISO-8859-1"),
-        );
+        assert_eq!(decode(&page, Some("text/html; charset=iso-8859-2")).source, "bom");
+        let d = decode(b"<meta charset=utf-8>\xe9", Some("text/html; charset=ISO-8859-1"));
         assert_eq!((d.source, d.text.ends_with('é')), ("http", true));
     }
 

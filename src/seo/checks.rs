@@ -56,43 +56,23 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
     let a = &*analysis;
     let mut checks = Vec::new();
     let mut check = |id, severity, weight, passed: bool, message: String| {
-        checks.push(Check {
-            id,
-            passed,
-            severity,
-            weight,
-            message,
-        });
+        checks.push(Check { id, passed, severity, weight, message });
     };
     use Severity::{High, Low, Medium};
 
     if let Some(status) = a.status_code {
-        check(
-            "http-status-code",
-            High,
-            10,
-            (200..400).contains(&status),
-            format!("HTTP status {status}"),
-        );
+        check("http-status-code", High, 10, (200..400).contains(&status), format!("HTTP status {status}"));
     }
     let crawl_message = match (a.robots.noindex, a.robots.nofollow) {
         (true, _) => "robots directives forbid indexing (noindex)".to_string(),
-        (false, true) => {
-            "indexable, but robots directives forbid following links (nofollow)".to_string()
-        }
+        (false, true) => "indexable, but robots directives forbid following links (nofollow)".to_string(),
         (false, false) => "no robots directive blocks indexing".to_string(),
     };
     check("is-crawlable", High, 10, !a.robots.noindex, crawl_message);
 
     match &a.title {
         Some(title) => {
-            check(
-                "document-title",
-                High,
-                10,
-                true,
-                format!("title: {title:?}"),
-            );
+            check("document-title", High, 10, true, format!("title: {title:?}"));
             let n = title.chars().count();
             let ok = (TITLE_RANGE.0..=TITLE_RANGE.1).contains(&n);
             check(
@@ -100,51 +80,22 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
                 Low,
                 3,
                 ok,
-                format!(
-                    "title is {n} characters (aim for {}-{})",
-                    TITLE_RANGE.0, TITLE_RANGE.1
-                ),
+                format!("title is {n} characters (aim for {}-{})", TITLE_RANGE.0, TITLE_RANGE.1),
             );
         }
-        None => check(
-            "document-title",
-            High,
-            10,
-            false,
-            "the page has no <title>".into(),
-        ),
+        None => check("document-title", High, 10, false, "the page has no <title>".into()),
     }
     match &a.meta_description {
         Some(d) if !d.is_empty() => {
-            check(
-                "meta-description",
-                High,
-                8,
-                true,
-                "meta description present".into(),
-            );
+            check("meta-description", High, 8, true, "meta description present".into());
             let n = d.chars().count();
             let ok = (DESCRIPTION_RANGE.0..=DESCRIPTION_RANGE.1).contains(&n);
-            let msg = format!(
-                "meta description is {n} characters (aim for {}-{})",
-                DESCRIPTION_RANGE.0, DESCRIPTION_RANGE.1
-            );
+            let msg =
+                format!("meta description is {n} characters (aim for {}-{})", DESCRIPTION_RANGE.0, DESCRIPTION_RANGE.1);
             check("meta-description-length", Low, 3, ok, msg);
         }
-        Some(_) => check(
-            "meta-description",
-            High,
-            8,
-            false,
-            "the meta description is empty".into(),
-        ),
-        None => check(
-            "meta-description",
-            High,
-            8,
-            false,
-            "the page has no meta description".into(),
-        ),
+        Some(_) => check("meta-description", High, 8, false, "the meta description is empty".into()),
+        None => check("meta-description", High, 8, false, "the page has no meta description".into()),
     }
 
     let (canonical_ok, canonical_msg) = canonical(a, page_url);
@@ -159,7 +110,9 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
     let hreflang_msg = match (a.hreflang.len(), bad_hreflang.len()) {
         (0, _) => "no hreflang alternates".to_string(),
         (n, 0) => format!("{n} hreflang alternates, all valid"),
-        (_, _) => format!("invalid hreflang entries (bad language code or href that is not absolute): {bad_hreflang:?}"),
+        (_, _) => {
+            format!("invalid hreflang entries (bad language code or href that is not absolute): {bad_hreflang:?}")
+        }
     };
     check("hreflang", Medium, 4, bad_hreflang.is_empty(), hreflang_msg);
 
@@ -169,20 +122,14 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         4,
         l.generic_text == 0,
-        format!(
-            "{} of {} links have text that does not describe their target",
-            l.generic_text, l.total
-        ),
+        format!("{} of {} links have text that does not describe their target", l.generic_text, l.total),
     );
     check(
         "crawlable-anchors",
         Medium,
         4,
         l.javascript == 0 && l.script_only == 0,
-        format!(
-            "{} javascript: links and {} script-only anchors",
-            l.javascript, l.script_only
-        ),
+        format!("{} javascript: links and {} script-only anchors", l.javascript, l.script_only),
     );
     let external_nofollow_heavy = l.external >= 5 && l.external_nofollow * 2 > l.external;
     check(
@@ -190,10 +137,7 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         1,
         !external_nofollow_heavy,
-        format!(
-            "{} of {} external links are nofollow",
-            l.external_nofollow, l.external
-        ),
+        format!("{} of {} external links are nofollow", l.external_nofollow, l.external),
     );
 
     let i = &a.images;
@@ -202,36 +146,23 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         6,
         i.missing_alt == 0,
-        format!(
-            "{} of {} images have no alt attribute",
-            i.missing_alt, i.total
-        ),
+        format!("{} of {} images have no alt attribute", i.missing_alt, i.total),
     );
     check(
         "image-dimensions",
         Low,
         2,
         i.missing_dimensions == 0,
-        format!(
-            "{} of {} images lack width or height",
-            i.missing_dimensions, i.total
-        ),
+        format!("{} of {} images lack width or height", i.missing_dimensions, i.total),
     );
 
-    let viewport_ok = a
-        .viewport
-        .as_deref()
-        .is_some_and(|v| v.contains("width") || v.contains("initial-scale"));
+    let viewport_ok = a.viewport.as_deref().is_some_and(|v| v.contains("width") || v.contains("initial-scale"));
     check(
         "viewport",
         Medium,
         6,
         viewport_ok,
-        a.viewport
-            .as_ref()
-            .map_or("no <meta name=viewport>".into(), |v| {
-                format!("viewport: {v:?}")
-            }),
+        a.viewport.as_ref().map_or("no <meta name=viewport>".into(), |v| format!("viewport: {v:?}")),
     );
     let lang_ok = a.lang.as_deref().is_some_and(valid_language_tag);
     check(
@@ -239,19 +170,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         4,
         lang_ok,
-        a.lang
-            .as_ref()
-            .map_or("<html> has no lang".into(), |l| format!("lang: {l:?}")),
+        a.lang.as_ref().map_or("<html> has no lang".into(), |l| format!("lang: {l:?}")),
     );
 
     let h = &a.headings;
-    check(
-        "single-h1",
-        Medium,
-        4,
-        h.h1.len() == 1,
-        format!("{} <h1> elements", h.h1.len()),
-    );
+    check("single-h1", Medium, 4, h.h1.len() == 1, format!("{} <h1> elements", h.h1.len()));
     let skipped = skipped_heading_level(a);
     check(
         "heading-order",
@@ -269,11 +192,7 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
             Low,
             1,
             !same,
-            if same {
-                "title and h1 are identical".into()
-            } else {
-                "title and h1 differ".into()
-            },
+            if same { "title and h1 are identical".into() } else { "title and h1 differ".into() },
         );
     }
     check(
@@ -281,16 +200,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         3,
         a.word_count >= MIN_WORDS,
-        format!(
-            "{} words of visible text (thin under {MIN_WORDS})",
-            a.word_count
-        ),
+        format!("{} words of visible text (thin under {MIN_WORDS})", a.word_count),
     );
 
-    let missing_og: Vec<&str> = ["og:title", "og:description", "og:image"]
-        .into_iter()
-        .filter(|k| !a.open_graph.contains_key(*k))
-        .collect();
+    let missing_og: Vec<&str> =
+        ["og:title", "og:description", "og:image"].into_iter().filter(|k| !a.open_graph.contains_key(*k)).collect();
     check(
         "open-graph",
         Low,
@@ -307,9 +221,7 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         1,
         a.twitter.contains_key("twitter:card"),
-        a.twitter
-            .get("twitter:card")
-            .map_or("no twitter:card".into(), |c| format!("twitter:card {c:?}")),
+        a.twitter.get("twitter:card").map_or("no twitter:card".into(), |c| format!("twitter:card {c:?}")),
     );
     let invalid_ld = a.json_ld.iter().filter(|j| !j.valid).count();
     check(
@@ -320,23 +232,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         format!("{} JSON-LD blocks, {invalid_ld} invalid", a.json_ld.len()),
     );
     let declared = !a.charset.is_empty();
-    check(
-        "charset",
-        Low,
-        2,
-        declared,
-        format!("charset: {}", a.charset),
-    );
+    check("charset", Low, 2, declared, format!("charset: {}", a.charset));
 
     let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
-    let passed: u32 = checks
-        .iter()
-        .filter(|c| c.passed)
-        .map(|c| u32::from(c.weight))
-        .sum();
-    analysis.score = (passed * 100 + total / 2)
-        .checked_div(total)
-        .map_or(100, |s| s as u8);
+    let passed: u32 = checks.iter().filter(|c| c.passed).map(|c| u32::from(c.weight)).sum();
+    analysis.score = (passed * 100 + total / 2).checked_div(total).map_or(100, |s| s as u8);
     let mut failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
     failed.sort_by_key(|c| (c.severity, std::cmp::Reverse(c.weight)));
     analysis.recommendations = failed.iter().map(|c| advice(c)).collect();
@@ -356,34 +256,19 @@ fn canonical(a: &Analysis, page_url: Option<&Url>) -> (bool, String) {
         return (false, "several different canonical links".into());
     }
     if is_relative(raw) {
-        return (
-            false,
-            format!("canonical {raw:?} is relative; use an absolute URL"),
-        );
+        return (false, format!("canonical {raw:?} is relative; use an absolute URL"));
     }
     if let Some(page) = page_url {
         if canonical.host_str() != page.host_str() {
-            return (
-                false,
-                format!("canonical points to another host: {canonical}"),
-            );
+            return (false, format!("canonical points to another host: {canonical}"));
         }
         if canonical.path() == "/" && page.path() != "/" {
-            return (
-                false,
-                "canonical points to the site root, not this page".into(),
-            );
+            return (false, "canonical points to the site root, not this page".into());
         }
-        let points_at_alternate = a
-            .hreflang
-            .iter()
-            .any(|h| h.href.as_deref() == Some(canonical.as_str()))
+        let points_at_alternate = a.hreflang.iter().any(|h| h.href.as_deref() == Some(canonical.as_str()))
             && canonical.as_str() != page.as_str();
         if points_at_alternate {
-            return (
-                false,
-                "canonical points to another language version (an hreflang alternate)".into(),
-            );
+            return (false, "canonical points to another language version (an hreflang alternate)".into());
         }
     }
     (true, format!("canonical: {canonical}"))
@@ -397,14 +282,12 @@ fn valid_hreflang(code: &str) -> bool {
 
 fn valid_language_tag(code: &str) -> bool {
     let mut parts = code.split(['-', '_']);
-    let lang_ok = parts
-        .next()
-        .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    let lang_ok =
+        parts.next().is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
     let mut rest_ok = true;
     let mut seen_region = false;
     for part in parts {
-        let script =
-            part.len() == 4 && part.chars().all(|c| c.is_ascii_alphabetic()) && !seen_region;
+        let script = part.len() == 4 && part.chars().all(|c| c.is_ascii_alphabetic()) && !seen_region;
         let region = (part.len() == 2 && part.chars().all(|c| c.is_ascii_alphabetic()))
             || (part.len() == 3 && part.chars().all(|c| c.is_ascii_digit()));
         seen_region |= region;
@@ -430,7 +313,9 @@ fn skipped_heading_level(a: &Analysis) -> Option<(u8, u8)> {
 fn advice(check: &Check) -> String {
     let what = match check.id {
         "http-status-code" => "Serve the page with a 2xx status; search engines drop pages that answer with errors",
-        "is-crawlable" => "Remove the noindex directive (meta robots or X-Robots-Tag) if this page should appear in search",
+        "is-crawlable" => {
+            "Remove the noindex directive (meta robots or X-Robots-Tag) if this page should appear in search"
+        }
         "document-title" => "Add a <title> that says what the page is about",
         "title-length" => "Rewrite the title to 30-60 characters so it is neither vague nor cut off in results",
         "meta-description" => "Add a meta description that summarises the page; it often becomes the search snippet",
@@ -438,7 +323,9 @@ fn advice(check: &Check) -> String {
         "canonical" => "Fix the canonical link: one absolute URL pointing at this page's preferred address",
         "hreflang" => "Use valid language codes (e.g. en, en-GB, x-default) and absolute URLs in hreflang links",
         "link-text" => "Replace link text such as \"click here\" with words that describe the target",
-        "crawlable-anchors" => "Give every link a real href; javascript: links and onclick-only anchors cannot be crawled",
+        "crawlable-anchors" => {
+            "Give every link a real href; javascript: links and onclick-only anchors cannot be crawled"
+        }
         "external-nofollow" => "Review why most external links are nofollow; use sponsored or ugc where they apply",
         "image-alt" => "Add alt text to images that carry meaning (alt=\"\" for decorative ones)",
         "image-dimensions" => "Give images width and height to prevent layout shift",

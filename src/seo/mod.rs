@@ -55,8 +55,7 @@ pub fn analyze(bytes: &[u8], options: &Options) -> Result<Analysis, AnalyzeError
     // The prescan lowercases ASCII letters and blanks whole element bodies
     // (cut at ASCII '<' and '>'), so the text is still UTF-8; the lossy
     // branch is a guard that never runs.
-    let html = String::from_utf8(text)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let html = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let page = page::extract(&html, &lifted);
     let mut analysis = analysis::build(page, options, decoded.encoding.to_string());
     checks::judge(&mut analysis, options.url.as_ref());

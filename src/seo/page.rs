@@ -152,11 +152,7 @@ fn subtree_ends(dom: &tl::VDom<'_>) -> Vec<usize> {
             if let Some(last) = tag.children().top().as_slice().last() {
                 let last = last.get_inner() as usize;
                 // A child always has a larger index; `get` guards the invariant.
-                ends[index] = ends
-                    .get(last)
-                    .copied()
-                    .filter(|&e| e > index)
-                    .unwrap_or(index);
+                ends[index] = ends.get(last).copied().filter(|&e| e > index).unwrap_or(index);
             }
         }
     }
@@ -179,8 +175,7 @@ fn text_of<'h>(html: &'h str, slice: &[u8]) -> Cow<'h, str> {
 fn attr(tag: &HTMLTag<'_>, name: &str) -> Option<String> {
     match tag.attributes().get(name)? {
         Some(value) => {
-            let raw = std::str::from_utf8(value.as_bytes())
-                .map_or_else(|_| value.as_utf8_str(), Cow::Borrowed);
+            let raw = std::str::from_utf8(value.as_bytes()).map_or_else(|_| value.as_utf8_str(), Cow::Borrowed);
             Some(decode_entities(&raw).trim().to_string())
         }
         None => Some(String::new()),
@@ -192,22 +187,17 @@ impl Walker {
         for element in lifted {
             match element.name {
                 // <svg> contents were lifted whole, so an SVG <title> never gets here.
-                "title" => self
-                    .page
-                    .titles
-                    .extend(element.content.as_deref().and_then(clean)),
+                "title" => self.page.titles.extend(element.content.as_deref().and_then(clean)),
                 "script" => {
                     let Some(content) = &element.content else {
                         continue;
                     };
-                    let is_json_ld = tl::parse(&element.start_tag, ParserOptions::default())
-                        .ok()
-                        .and_then(|dom| {
-                            let parser = dom.parser();
-                            let tag = dom.children().first()?.get(parser)?.as_tag()?;
-                            let kind = attr(tag, "type")?;
-                            Some(kind.trim().eq_ignore_ascii_case("application/ld+json"))
-                        });
+                    let is_json_ld = tl::parse(&element.start_tag, ParserOptions::default()).ok().and_then(|dom| {
+                        let parser = dom.parser();
+                        let tag = dom.children().first()?.get(parser)?.as_tag()?;
+                        let kind = attr(tag, "type")?;
+                        Some(kind.trim().eq_ignore_ascii_case("application/ld+json"))
+                    });
                     if is_json_ld == Some(true) {
                         self.page.json_ld.push(content.clone());
                     }
@@ -247,9 +237,7 @@ impl Walker {
     fn enter(&mut self, tag: &HTMLTag<'_>, id: usize) -> Closes {
         let name = tag.name().as_bytes();
         match name {
-            b"html" if self.page.lang.is_none() => {
-                self.page.lang = attr(tag, "lang").filter(|l| !l.is_empty())
-            }
+            b"html" if self.page.lang.is_none() => self.page.lang = attr(tag, "lang").filter(|l| !l.is_empty()),
             b"head" => {
                 self.in_head = true;
                 return Closes::Head;
@@ -267,8 +255,7 @@ impl Walker {
                 self.page.images.push(Image {
                     src: attr(tag, "src"),
                     alt,
-                    has_dimensions: tag.attributes().get("width").is_some()
-                        && tag.attributes().get("height").is_some(),
+                    has_dimensions: tag.attributes().get("width").is_some() && tag.attributes().get("height").is_some(),
                 });
             }
             b"a" => {
@@ -284,10 +271,7 @@ impl Walker {
                 let mut anchor = Anchor {
                     href,
                     text: String::new(),
-                    rel: rel
-                        .split_ascii_whitespace()
-                        .map(str::to_ascii_lowercase)
-                        .collect(),
+                    rel: rel.split_ascii_whitespace().map(str::to_ascii_lowercase).collect(),
                 };
                 if let Some(label) = attr(tag, "aria-label").filter(|l| !l.is_empty()) {
                     anchor.text = label;
@@ -308,12 +292,8 @@ impl Walker {
     fn exit(&mut self, closes: Closes) {
         match closes {
             Closes::Head => self.in_head = false,
-            Closes::Heading(id) if self.heading.as_ref().is_some_and(|h| h.0 == id) => {
-                self.end_heading()
-            }
-            Closes::Anchor(id) if self.anchor.as_ref().is_some_and(|a| a.0 == id) => {
-                self.end_anchor()
-            }
+            Closes::Heading(id) if self.heading.as_ref().is_some_and(|h| h.0 == id) => self.end_heading(),
+            Closes::Anchor(id) if self.anchor.as_ref().is_some_and(|a| a.0 == id) => self.end_anchor(),
             _ => {}
         }
     }
@@ -340,39 +320,26 @@ impl Walker {
             if equiv.eq_ignore_ascii_case("content-type") {
                 let value = content();
                 if let Some((_, charset)) = value.to_ascii_lowercase().split_once("charset=") {
-                    self.page
-                        .meta_charset
-                        .get_or_insert(charset.trim().to_string());
+                    self.page.meta_charset.get_or_insert(charset.trim().to_string());
                 }
             }
         }
-        let key = attr(tag, "name")
-            .or_else(|| attr(tag, "property"))
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let key = attr(tag, "name").or_else(|| attr(tag, "property")).unwrap_or_default().to_ascii_lowercase();
         match key.as_str() {
-            "description" => self
-                .page
-                .descriptions
-                .push(clean(&content()).unwrap_or_default()),
+            "description" => self.page.descriptions.push(clean(&content()).unwrap_or_default()),
             "viewport" => {
                 self.page.viewport.get_or_insert_with(content);
             }
             "" => {}
             k if k.starts_with("og:") => {
-                self.page
-                    .open_graph
-                    .entry(key.clone())
-                    .or_insert_with(content);
+                self.page.open_graph.entry(key.clone()).or_insert_with(content);
             }
             k if k.starts_with("twitter:") => {
                 self.page.twitter.entry(key.clone()).or_insert_with(content);
             }
             // `robots` for every crawler; `googlebot`, `bingbot`, ... for one.
             k if k == "robots" || k.ends_with("bot") || k.starts_with("googlebot") => {
-                self.page
-                    .robots
-                    .push((key.clone(), content().to_ascii_lowercase()));
+                self.page.robots.push((key.clone(), content().to_ascii_lowercase()));
             }
             _ => {}
         }
@@ -421,18 +388,9 @@ mod tests {
         assert_eq!(p.descriptions, ["Best \"fish\""]);
         assert_eq!(p.viewport.as_deref(), Some("width=device-width"));
         assert_eq!(p.meta_charset.as_deref(), Some("utf-8"));
-        assert_eq!(
-            p.robots,
-            [
-                ("robots".into(), "noindex, follow".into()),
-                ("googlebot".into(), "nofollow".into())
-            ]
-        );
+        assert_eq!(p.robots, [("robots".into(), "noindex, follow".into()), ("googlebot".into(), "nofollow".into())]);
         assert_eq!(p.open_graph.get("og:title").map(String::as_str), Some("OG"));
-        assert_eq!(
-            p.twitter.get("twitter:card").map(String::as_str),
-            Some("summary")
-        );
+        assert_eq!(p.twitter.get("twitter:card").map(String::as_str), Some("summary"));
         assert_eq!(p.canonicals, ["/fish"]);
         assert_eq!(p.hreflang, [("de".into(), "https://x.de/".into())]);
         assert_eq!(p.base_href.as_deref(), Some("https://example.com/dir/"));
@@ -446,18 +404,11 @@ mod tests {
             <a onclick="go()">js</a><a>no href</a><img src="x.png" width=1 height=2><img src=y alt="">
             <script>var words = "not counted";</script><template><p>inert words</template><p>four</p></body>"##,
         );
-        assert_eq!(
-            p.headings,
-            [(1, "Main title".into()), (3, "Skipped".into())]
-        );
+        assert_eq!(p.headings, [(1, "Main title".into()), (3, "Skipped".into())]);
         assert_eq!(p.anchors.len(), 2);
         assert_eq!(
             p.anchors[0],
-            Anchor {
-                href: "/about".into(),
-                text: "About us".into(),
-                rel: vec!["nofollow".into(), "ugc".into()]
-            }
+            Anchor { href: "/about".into(), text: "About us".into(), rel: vec!["nofollow".into(), "ugc".into()] }
         );
         assert_eq!(p.anchors[1].text, "Top");
         assert_eq!(p.script_only_anchors, 1);
@@ -471,8 +422,7 @@ mod tests {
 
     #[test]
     fn svg_titles_and_head_text_are_not_the_page() {
-        let p =
-            page("<html><head><title>Real</title><body><svg><title>Icon</title></svg>word</body>");
+        let p = page("<html><head><title>Real</title><body><svg><title>Icon</title></svg>word</body>");
         assert_eq!(p.titles, ["Real"]);
         assert_eq!(p.word_count, 1);
     }

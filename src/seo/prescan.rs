@@ -12,8 +12,8 @@
 /// Elements whose contents are text to the tokenizer (RCDATA / raw text) or
 /// are not part of the visible, crawlable document.
 const LIFTED: &[&str] = &[
-    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript",
-    "template", "svg", "math",
+    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template", "svg",
+    "math",
 ];
 
 /// One lifted element. Contents are kept only where the analysis reads
@@ -31,9 +31,7 @@ pub struct RawElement {
 
 /// Whether the contents of this element are needed later.
 fn keeps_content(name: &str, start_tag: &[u8]) -> bool {
-    name == "title"
-        || (name == "script"
-            && memchr::memmem::find(&start_tag.to_ascii_lowercase(), b"ld+json").is_some())
+    name == "title" || (name == "script" && memchr::memmem::find(&start_tag.to_ascii_lowercase(), b"ld+json").is_some())
 }
 
 /// Normalises `page` in place and returns the lifted elements in document order.
@@ -54,10 +52,8 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         }
         let closing = rest.first() == Some(&b'/');
         let name_start = lt + 1 + usize::from(closing);
-        let name_len = page[name_start..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b':')
-            .count();
+        let name_len =
+            page[name_start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b':').count();
         if name_len == 0 || !page[name_start].is_ascii_alphabetic() {
             // `<!DOCTYPE`, `<?xml`, a stray `<`: not a tag we care about.
             at = lt + 1;
@@ -72,10 +68,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         if closing {
             continue;
         }
-        let Some(&name) = LIFTED
-            .iter()
-            .find(|n| n.as_bytes() == &page[name_start..name_end])
-        else {
+        let Some(&name) = LIFTED.iter().find(|n| n.as_bytes() == &page[name_start..name_end]) else {
             continue;
         };
         if page[..tag_end].ends_with(b"/") && (name == "svg" || name == "math") {
@@ -85,11 +78,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         let start_tag = &page[lt..=tag_end];
         let content = keeps_content(name, start_tag)
             .then(|| String::from_utf8_lossy(&page[tag_end + 1..content_end]).into_owned());
-        lifted.push(RawElement {
-            name,
-            start_tag: String::from_utf8_lossy(start_tag).into_owned(),
-            content,
-        });
+        lifted.push(RawElement { name, start_tag: String::from_utf8_lossy(start_tag).into_owned(), content });
         cuts.push(tag_end + 1..content_end);
         at = close_at;
     }
@@ -155,9 +144,7 @@ fn closing_tag(page: &[u8], from: usize, name: &str) -> (usize, usize) {
         let matches = page
             .get(name_start..name_start + name.len())
             .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-            && page
-                .get(name_start + name.len())
-                .is_none_or(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
+            && page.get(name_start + name.len()).is_none_or(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
         if matches && closing {
             depth -= 1;
             if depth == 0 {
@@ -193,7 +180,8 @@ mod tests {
 
     #[test]
     fn lifts_and_blanks_script_bodies_with_markup_inside() {
-        let (page, lifted) = run("<script>if (a<b) { x = '</head><title>no</title>' }</script><title>Yes &amp; no</title>");
+        let (page, lifted) =
+            run("<script>if (a<b) { x = '</head><title>no</title>' }</script><title>Yes &amp; no</title>");
         assert_eq!(lifted.len(), 2);
         assert_eq!(lifted[0].name, "script");
         assert_eq!(lifted[0].content, None, "a plain script's body is not kept");
@@ -204,8 +192,7 @@ mod tests {
 
     #[test]
     fn svg_nests_and_hides_its_title() {
-        let (_, lifted) =
-            run("<svg><svg><title>icon</title></svg><text>x</text></svg><title>Page</title>");
+        let (_, lifted) = run("<svg><svg><title>icon</title></svg><text>x</text></svg><title>Page</title>");
         let names: Vec<&str> = lifted.iter().map(|e| e.name).collect();
         assert_eq!(names, ["svg", "title"]);
         assert_eq!(lifted[1].content.as_deref(), Some("Page"));
@@ -213,8 +200,7 @@ mod tests {
 
     #[test]
     fn comments_are_skipped_and_unclosed_elements_swallow_the_rest() {
-        let (page, lifted) =
-            run("<!-- <script>x</script> --><STYLE>a{}</STYLE><title>never closed <p>");
+        let (page, lifted) = run("<!-- <script>x</script> --><STYLE>a{}</STYLE><title>never closed <p>");
         assert_eq!(lifted.len(), 2);
         assert!(page.contains("<style></style><title>"), "{page}");
         assert_eq!(lifted[1].content.as_deref(), Some("never closed <p>"));
@@ -224,8 +210,7 @@ mod tests {
 
     #[test]
     fn quoted_gt_does_not_end_a_tag() {
-        let (_, lifted) =
-            run(r#"<script data-x="a>b" type="application/ld+json">{"a":1}</script>"#);
+        let (_, lifted) = run(r#"<script data-x="a>b" type="application/ld+json">{"a":1}</script>"#);
         assert_eq!(lifted[0].content.as_deref(), Some(r#"{"a":1}"#));
         assert!(lifted[0].start_tag.contains("ld+json"));
     }

@@ -25,8 +25,8 @@ pub fn push_collapsed(out: &mut String, raw: &str) {
         }
         out.push_str(word);
         // A space after every word but the last, and after the last if the text goes on with one.
-        let more = words.peek().is_some()
-            && (words.clone().any(|w| !w.is_empty()) || raw.ends_with(char::is_whitespace));
+        let more =
+            words.peek().is_some() && (words.clone().any(|w| !w.is_empty()) || raw.ends_with(char::is_whitespace));
         if more {
             out.push(' ');
         }
@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn cleans_text() {
-        assert_eq!(
-            clean("  Fish &amp; Chips&nbsp;&#39;x&#39;\n\t "),
-            Some("Fish & Chips 'x'".to_string())
-        );
+        assert_eq!(clean("  Fish &amp; Chips&nbsp;&#39;x&#39;\n\t "), Some("Fish & Chips 'x'".to_string()));
         assert_eq!(clean("caf&eacute; &lt;b&gt;"), Some("café <b>".to_string()));
         assert_eq!(clean(" \n "), None);
     }
@@ -133,10 +130,7 @@ mod tests {
         assert_eq!(count_words("a\u{a0}b\u{2003}c d"), 4);
         assert_eq!(count_words(""), 0);
         for sample in ["x  y", " -- a1 ", "über straße ½", "tab\tsep\nnl"] {
-            let reference = sample
-                .split_whitespace()
-                .filter(|w| w.chars().any(char::is_alphanumeric))
-                .count();
+            let reference = sample.split_whitespace().filter(|w| w.chars().any(char::is_alphanumeric)).count();
             assert_eq!(count_words(sample), reference, "{sample:?}");
         }
     }
