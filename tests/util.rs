@@ -147,7 +147,8 @@ impl Reader {
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
                     .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
-                let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+                let chunked =
+                    headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
                 if chunked && !head_only {
                     self.buf.drain(..len);
                     let body = self.chunked_body()?;

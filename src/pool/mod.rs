@@ -99,9 +99,15 @@ struct Shared {
     panicked: AtomicU64,
 }
 
+/// A worker thread's own deque, and the pool it belongs to.
+struct Local {
+    shared: Arc<Shared>,
+    deque: Worker<Job>,
+}
+
 thread_local! {
     /// The local deque of the pool worker running on this thread, if any.
-    static LOCAL: RefCell<Option<(Arc<Shared>, Worker<Job>, usize)>> = const { RefCell::new(None) };
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
 /// The work-stealing pool.
@@ -137,7 +143,7 @@ impl Pool {
         for (index, (local, parker)) in locals.into_iter().zip(parkers).enumerate() {
             let shared = Arc::clone(&shared);
             threads.push(std::thread::Builder::new().name(format!("pagelens-worker-{index}")).spawn(move || {
-                LOCAL.with(|l| *l.borrow_mut() = Some((Arc::clone(&shared), local, index)));
+                LOCAL.with(|l| *l.borrow_mut() = Some(Local { shared: Arc::clone(&shared), deque: local }));
                 run_worker(&shared, index, &parker);
                 LOCAL.with(|l| l.borrow_mut().take());
             })?);
@@ -150,8 +156,8 @@ impl Pool {
     /// injector of `priority`.
     pub fn spawn(&self, priority: Priority, job: Job) {
         let job = LOCAL.with(|l| match &*l.borrow() {
-            Some((shared, local, _)) if Arc::ptr_eq(shared, &self.shared) => {
-                local.push(job);
+            Some(local) if Arc::ptr_eq(&local.shared, &self.shared) => {
+                local.deque.push(job);
                 None
             }
             _ => Some(job),
@@ -263,7 +269,7 @@ fn find_job(shared: &Shared, me: usize, round: u64) -> Option<Job> {
     if let Some(job) = shared.take_injected(first) {
         return Some(job);
     }
-    let local = LOCAL.with(|l| l.borrow().as_ref().and_then(|(_, local, _)| local.pop()));
+    let local = LOCAL.with(|l| l.borrow().as_ref().and_then(|local| local.deque.pop()));
     local
         .or_else(|| shared.take_injected(second))
         .or_else(|| shared.take_injected(third))

@@ -579,8 +579,9 @@ impl Wire {
         if self.close_after {
             return false;
         }
-        let keep_alive =
-            meta.keep_alive && !response.closes() && !env.draining && !(response.is_streamed() && meta.http10);
+        // HTTP/1.0 has no chunked coding: a streamed body ends with the connection.
+        let streamed_to_http10 = response.is_streamed() && meta.http10;
+        let keep_alive = meta.keep_alive && !response.closes() && !env.draining && !streamed_to_http10;
         let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
         response.encode(how, self.buffer(env.pool, env.now));
         if !keep_alive && !response.is_streamed() {
