@@ -8,6 +8,7 @@ use clap::Parser;
 
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, ServeArgs};
+use pagelens::jobs::{Engine, MemoryStore};
 use pagelens::reactor::Server;
 use pagelens::seo;
 use pagelens::signals::{raise_fd_limit, TerminationSignals};
@@ -34,14 +35,22 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     // Before any thread starts, so that all of them inherit the mask.
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
-    let server = Server::start(config.clone(), Arc::new(App::new())).map_err(|e| e.to_string())?;
-    println!("pagelens listening on http://{} ({} reactors)", server.local_addr(), config.reactors);
+    let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::default()))
+        .map_err(|e| format!("cannot start the worker pool: {e}"))?;
+    let app = Arc::new(App::new(engine, config.api));
+    let server = Server::start(config.server.clone(), app).map_err(|e| e.to_string())?;
+    println!(
+        "pagelens listening on http://{} ({} reactors, {} workers)",
+        server.local_addr(),
+        config.server.reactors,
+        config.engine.workers
+    );
     let _ = std::io::stdout().flush();
 
     let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
     eprintln!(
         "pagelens: signal {signal}: draining connections (up to {:?}); send it again to stop at once",
-        config.shutdown_timeout
+        config.server.shutdown_timeout
     );
     let signals = Arc::new(signals);
     std::thread::spawn(move || {

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagelens::api::App;
+use pagelens::api::input::InputLimits;
+use pagelens::api::{ApiConfig, App};
+use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
 use pagelens::reactor::{Limits, Server, ServerConfig};
 
 struct Counting;
@@ -71,7 +73,20 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
             max_body_bytes: 1024 * 1024,
         },
     };
-    let server = Server::start(config, Arc::new(App::new())).unwrap();
+    let engine_config = EngineConfig {
+        workers: 1,
+        queue_capacity: 10,
+        default_timeout: Duration::from_secs(10),
+        max_timeout: Duration::from_secs(10),
+        result_ttl: Duration::from_secs(60),
+        max_finished: 10,
+    };
+    let engine = Engine::start(engine_config, Arc::new(MemoryStore::default())).unwrap();
+    let api = ApiConfig {
+        sync_wait: Duration::from_secs(1),
+        limits: InputLimits { max_timeout: Duration::from_secs(10), max_bulk_items: 10 },
+    };
+    let server = Server::start(config, Arc::new(App::new(engine, api))).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.set_nodelay(true).unwrap();
 

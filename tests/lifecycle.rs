@@ -198,6 +198,14 @@ fn help_explains_every_flag() {
         "--shutdown-timeout",
         "--max-header-bytes",
         "--max-body-bytes",
+        "--workers",
+        "--queue-capacity",
+        "--sync-wait",
+        "--task-timeout",
+        "--max-task-timeout",
+        "--result-ttl",
+        "--max-finished-tasks",
+        "--max-bulk-items",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -231,7 +239,7 @@ fn flags_can_come_from_the_environment() {
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("127.0.0.1:") && line.contains("(1 reactors)"), "{line}");
+    assert!(line.contains("127.0.0.1:") && line.contains("(1 reactors,"), "{line}");
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
 }

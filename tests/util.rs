@@ -6,9 +6,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagelens::api::App;
+use pagelens::api::input::InputLimits;
+use pagelens::api::{ApiConfig, App};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
+use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
 use pagelens::reactor::{Context, Limits, Reply, Server, ServerConfig, Service};
 
 /// How long any single read in a test may wait.
@@ -71,9 +73,35 @@ impl Service for TestService {
     }
 }
 
-/// Starts the test service with `config`.
+/// Engine settings for tests: two workers, a roomy queue.
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        workers: 2,
+        queue_capacity: 1000,
+        default_timeout: Duration::from_secs(30),
+        max_timeout: Duration::from_secs(60),
+        result_ttl: Duration::from_secs(3600),
+        max_finished: 10_000,
+    }
+}
+
+/// API settings for tests.
+pub fn api_config() -> ApiConfig {
+    ApiConfig {
+        sync_wait: Duration::from_secs(5),
+        limits: InputLimits { max_timeout: Duration::from_secs(60), max_bulk_items: 100 },
+    }
+}
+
+/// Starts the test service with `config` and default engine settings.
 pub fn start(config: ServerConfig) -> Server {
-    Server::start(config, Arc::new(TestService { app: App::new() })).expect("server starts")
+    start_with(config, engine_config(), api_config())
+}
+
+/// Starts the test service with every setting given.
+pub fn start_with(config: ServerConfig, engine: EngineConfig, api: ApiConfig) -> Server {
+    let engine = Engine::start(engine, Arc::new(MemoryStore::default())).expect("engine starts");
+    Server::start(config, Arc::new(TestService { app: App::new(engine, api) })).expect("server starts")
 }
 
 /// A client socket with read and write timeouts.

@@ -23,7 +23,7 @@ pub fn readyz(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> 
 }
 
 /// `GET /health`: the server's state as JSON.
-pub fn health(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+pub fn health(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let server = cx.server();
     let status = if server.is_draining() { "draining" } else { "ok" };
     Reply::Now(Response::json(
@@ -40,6 +40,7 @@ pub fn health(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> 
                 "refused_total": server.connections_refused(),
                 "timed_out_total": server.connections_timed_out(),
             },
+            "work": super::tasks::figures(app),
         }),
     ))
 }

@@ -1,39 +1,67 @@
 //! The HTTP API of `pagelens serve`: which path means what.
 //!
-//! [`App`] is the [`Service`] the reactors call. Handlers here run on a
-//! reactor thread and answer at once; anything that could take time is
-//! handed to another thread.
+//! [`App`] is the [`Service`] the reactors call. Handlers run on a reactor
+//! thread and answer at once from memory; anything that takes time
+//! (parsing a body, analysing a page) goes to the pool through the engine.
 
+mod analyze;
+mod bulk;
 mod health;
+pub mod input;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
+use crate::jobs::Engine;
 use crate::reactor::{Context, Reply, Service};
+use input::InputLimits;
 
 /// A request handler: the app, the request, its path parameters, the context.
 type Handler = fn(&App, &Request<'_>, Params<'_>, &mut Context<'_>) -> Reply;
+
+/// Settings of the API layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiConfig {
+    /// How long `POST /analyze` waits before answering `202` with a task.
+    pub sync_wait: Duration,
+    /// Limits on request bodies.
+    pub limits: InputLimits,
+}
 
 /// The pagelens HTTP API.
 #[derive(Debug)]
 pub struct App {
     router: Router<Handler>,
+    engine: Arc<Engine>,
+    config: ApiConfig,
 }
 
 impl App {
-    /// The API with all its routes.
-    pub fn new() -> Self {
+    /// The API with all its routes, running work on `engine`.
+    pub fn new(engine: Arc<Engine>, config: ApiConfig) -> Self {
         let router = Router::new()
             .route("GET", "/livez", health::livez as Handler)
             .route("GET", "/readyz", health::readyz)
-            .route("GET", "/health", health::health);
-        App { router }
+            .route("GET", "/health", health::health)
+            .route("POST", "/analyze", analyze::analyze)
+            .route("POST", "/analyze/async", analyze::analyze_async)
+            .route("GET", "/analyze/status/{id}", tasks::status)
+            .route("DELETE", "/tasks/{id}", tasks::cancel)
+            .route("POST", "/tasks/{id}/revoke", tasks::cancel)
+            .route("GET", "/tasks/active", tasks::active)
+            .route("GET", "/tasks/stats", tasks::stats)
+            .route("POST", "/bulk/analyze/async", bulk::submit)
+            .route("GET", "/bulk/{id}/results", bulk::results);
+        App { router, engine, config }
     }
-}
 
-impl Default for App {
-    fn default() -> Self {
-        Self::new()
+    /// The engine tasks run on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 }
 

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::input::InputLimits;
+use crate::api::ApiConfig;
+use crate::jobs::EngineConfig;
 use crate::reactor::{Limits, ServerConfig};
 use units::{parse_duration, parse_size};
 
@@ -102,11 +105,54 @@ pub struct ServeArgs {
     /// Largest request body, e.g. 10MiB; larger is 413.
     #[arg(long, env = "PAGELENS_MAX_BODY_BYTES", default_value = "10MiB", value_parser = parse_size)]
     pub max_body_bytes: usize,
+
+    /// Worker threads for analysis; 0 means one per available core.
+    #[arg(long, env = "PAGELENS_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Most tasks (and batch items) waiting for a worker; past it, 503 with Retry-After.
+    #[arg(long, env = "PAGELENS_QUEUE_CAPACITY", default_value_t = 10_000)]
+    pub queue_capacity: usize,
+
+    /// How long POST /analyze waits for its result before answering 202 with a task.
+    #[arg(long, env = "PAGELENS_SYNC_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub sync_wait: Duration,
+
+    /// Timeout of a task that asks for none.
+    #[arg(long, env = "PAGELENS_TASK_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub task_timeout: Duration,
+
+    /// Longest timeout (timeout_ms) a task may ask for.
+    #[arg(long, env = "PAGELENS_MAX_TASK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub max_task_timeout: Duration,
+
+    /// How long finished tasks and their results are kept.
+    #[arg(long, env = "PAGELENS_RESULT_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub result_ttl: Duration,
+
+    /// Most finished tasks kept; the oldest are forgotten first.
+    #[arg(long, env = "PAGELENS_MAX_FINISHED_TASKS", default_value_t = 100_000)]
+    pub max_finished_tasks: usize,
+
+    /// Most items in one POST /bulk/analyze/async; more is 413.
+    #[arg(long, env = "PAGELENS_MAX_BULK_ITEMS", default_value_t = 1000)]
+    pub max_bulk_items: usize,
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The reactors.
+    pub server: ServerConfig,
+    /// The task engine.
+    pub engine: EngineConfig,
+    /// The API layer.
+    pub api: ApiConfig,
 }
 
 impl ServeArgs {
-    /// Checks the flags together and builds the server configuration.
-    pub fn config(&self) -> Result<ServerConfig, String> {
+    /// Checks the flags together and builds the configuration.
+    pub fn config(&self) -> Result<ServeConfig, String> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
@@ -119,12 +165,33 @@ impl ServeArgs {
             ("--body-timeout", self.body_timeout),
             ("--idle-timeout", self.idle_timeout),
             ("--write-timeout", self.write_timeout),
+            ("--sync-wait", self.sync_wait),
+            ("--task-timeout", self.task_timeout),
+            ("--max-task-timeout", self.max_task_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{name} must be more than zero"));
             }
         }
-        Ok(ServerConfig {
+        if self.queue_capacity == 0 || self.max_bulk_items == 0 {
+            return Err("--queue-capacity and --max-bulk-items must be at least 1".into());
+        }
+        if self.task_timeout > self.max_task_timeout {
+            return Err("--task-timeout must not exceed --max-task-timeout".into());
+        }
+        let engine = EngineConfig {
+            workers: if self.workers == 0 { cores } else { self.workers },
+            queue_capacity: self.queue_capacity,
+            default_timeout: self.task_timeout,
+            max_timeout: self.max_task_timeout,
+            result_ttl: self.result_ttl,
+            max_finished: self.max_finished_tasks,
+        };
+        let api = ApiConfig {
+            sync_wait: self.sync_wait,
+            limits: InputLimits { max_timeout: self.max_task_timeout, max_bulk_items: self.max_bulk_items },
+        };
+        let server = ServerConfig {
             listen: self.listen,
             reactors: if self.reactors == 0 { cores } else { self.reactors },
             max_connections: self.max_connections,
@@ -137,6 +204,7 @@ impl ServeArgs {
                 max_header_bytes: self.max_header_bytes,
                 max_body_bytes: self.max_body_bytes,
             },
-        })
+        };
+        Ok(ServeConfig { server, engine, api })
     }
 }

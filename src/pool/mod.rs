@@ -199,7 +199,11 @@ impl Drop for Pool {
             unparker.unpark();
         }
         for thread in self.threads.drain(..) {
-            let _ = thread.join();
+            // The last owner may be a job on one of our own workers; that
+            // worker exits by itself once it returns.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

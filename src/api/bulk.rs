@@ -1,0 +1,73 @@
+//! Batches: `POST /bulk/analyze/async` and the streamed NDJSON of
+//! `GET /bulk/{id}/results`.
+
+use std::sync::Arc;
+
+use super::analyze::{accepted, body_kind, idempotency_key, problem, queue_full};
+use super::input::{analysis_work, parse_bulk};
+use super::App;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::http::router::Params;
+use crate::jobs::engine::BatchEvent;
+use crate::jobs::{SubmitError, Submitted, TaskId};
+use crate::reactor::{Context, Reply};
+
+/// `POST /bulk/analyze/async`.
+pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    // A batch is JSON only: body_kind refuses text/html here.
+    let key = match body_kind(request, false).and_then(|_| idempotency_key(request)) {
+        Ok(key) => key,
+        Err(response) => return Reply::Now(response),
+    };
+    if app.engine.waiting() >= app.engine.config().queue_capacity {
+        return Reply::Now(queue_full(&SubmitError::Full { retry_after: 1 }));
+    }
+    let body = request.body.to_vec();
+    let limits = app.config.limits;
+    let engine = Arc::clone(&app.engine);
+    let responder = cx.defer();
+    app.engine.spawn_intake(Box::new(move || {
+        let response = match parse_bulk(&body, limits) {
+            Err(e) => problem(&e),
+            Ok(bulk) => {
+                let items = bulk.items.into_iter().map(analysis_work).collect();
+                match engine.submit_batch(bulk.priority, bulk.timeout, key, items) {
+                    Ok(Submitted::Created(view)) => accepted(&engine, 202, &view),
+                    Ok(Submitted::Existing(view)) => accepted(&engine, 200, &view),
+                    Err(e) => queue_full(&e),
+                }
+            }
+        };
+        responder.send(response);
+    }));
+    Reply::Later
+}
+
+/// `GET /bulk/{id}/results`: one NDJSON line per finished item, streamed
+/// with chunked encoding while the batch runs; ends when the batch does.
+pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let id: Option<TaskId> = params.get("id").and_then(|id| id.parse().ok());
+    let Some(id) = id.filter(|id| app.engine.has_batch(*id)) else {
+        return Reply::Now(Response::problem(404, "batch-not-found", "no batch with this id (it may have expired)"));
+    };
+    let mut sender = Some(cx.defer().stream(Response::streaming(200, "application/x-ndjson")));
+    app.engine.batch_results(
+        id,
+        Box::new(move |event| match event {
+            BatchEvent::Line(lines) => {
+                if let Some(sender) = &sender {
+                    sender.send(lines.to_vec());
+                }
+                true
+            }
+            BatchEvent::End => {
+                if let Some(sender) = sender.take() {
+                    sender.finish();
+                }
+                false
+            }
+        }),
+    );
+    Reply::Later
+}

@@ -1,0 +1,287 @@
+//! Request bodies of the analysis endpoints: parsed and checked on a pool
+//! worker (a 10 MB JSON body is not parsed on a reactor), turned into work.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::jobs::{TaskError, Work};
+use crate::pool::Priority;
+use crate::seo;
+
+/// What the request body is, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`.
+    Json,
+    /// `text/html`: the page itself.
+    Html,
+}
+
+impl BodyKind {
+    /// The kind for a `Content-Type` value; `None` for an unsupported one.
+    /// A missing header is taken as JSON, as curl's `-d` users expect.
+    pub fn from_content_type(value: Option<&[u8]>) -> Option<BodyKind> {
+        let Some(value) = value else { return Some(BodyKind::Json) };
+        let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+        let essence = String::from_utf8_lossy(essence).trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "" => Some(BodyKind::Json),
+            "text/html" | "application/xhtml+xml" => Some(BodyKind::Html),
+            _ => None,
+        }
+    }
+}
+
+/// One page to analyse.
+#[derive(Debug, Clone)]
+pub struct PageInput {
+    /// The page's bytes.
+    pub html: Vec<u8>,
+    /// What is known about it.
+    pub options: seo::Options,
+}
+
+/// A checked analysis request.
+#[derive(Debug)]
+pub struct AnalyzeRequest {
+    /// The page.
+    pub page: PageInput,
+    /// Requested priority.
+    pub priority: Priority,
+    /// Requested timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A checked batch request.
+#[derive(Debug)]
+pub struct BulkRequest {
+    /// The pages.
+    pub items: Vec<PageInput>,
+    /// Requested priority.
+    pub priority: Priority,
+    /// Requested timeout for the whole batch.
+    pub timeout: Option<Duration>,
+}
+
+/// Limits the checks apply.
+#[derive(Debug, Clone, Copy)]
+pub struct InputLimits {
+    /// Longest timeout a client may ask for.
+    pub max_timeout: Duration,
+    /// Most items in a batch.
+    pub max_bulk_items: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    html: Option<String>,
+    url: Option<String>,
+    page_url: Option<String>,
+    priority: Option<String>,
+    timeout_ms: Option<serde_json::Number>,
+    callback_url: Option<String>,
+    include_links: Option<bool>,
+    include_images: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkFields {
+    items: Vec<ItemFields>,
+    priority: Option<String>,
+    timeout_ms: Option<serde_json::Number>,
+    callback_url: Option<String>,
+    include_links: Option<bool>,
+    include_images: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemFields {
+    html: Option<String>,
+    url: Option<String>,
+    page_url: Option<String>,
+}
+
+fn unprocessable(code: &str, detail: impl Into<String>) -> TaskError {
+    TaskError::new(422, code, detail)
+}
+
+fn malformed(e: serde_json::Error) -> TaskError {
+    if e.is_data() {
+        // Valid JSON of the wrong shape (unknown field, wrong type).
+        unprocessable("invalid-field", e.to_string())
+    } else {
+        TaskError::new(400, "malformed-json", format!("the body is not valid JSON: {e}"))
+    }
+}
+
+fn priority(name: Option<&str>) -> Result<Priority, TaskError> {
+    match name {
+        None | Some("normal") => Ok(Priority::Normal),
+        Some("high") => Ok(Priority::High),
+        Some("low") => Ok(Priority::Low),
+        Some(other) => {
+            Err(unprocessable("bad-priority", format!("priority must be high, normal or low, not {other:?}")))
+        }
+    }
+}
+
+fn timeout(ms: Option<&serde_json::Number>, limits: InputLimits) -> Result<Option<Duration>, TaskError> {
+    let Some(ms) = ms else { return Ok(None) };
+    let max = limits.max_timeout.as_millis();
+    match ms.as_u64() {
+        Some(ms) if ms > 0 && u128::from(ms) <= max => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(unprocessable("bad-timeout", format!("timeout_ms must be a whole number from 1 to {max}, not {ms}"))),
+    }
+}
+
+fn no_callbacks(callback_url: Option<&String>) -> Result<(), TaskError> {
+    match callback_url {
+        None => Ok(()),
+        Some(_) => Err(unprocessable(
+            "callbacks-unavailable",
+            "callback_url needs the outbound HTTP client, which this build does not have yet",
+        )),
+    }
+}
+
+fn page(
+    html: Option<String>,
+    url: Option<String>,
+    page_url: Option<String>,
+) -> Result<(Vec<u8>, Option<url::Url>), TaskError> {
+    let page_url = match page_url {
+        Some(u) => {
+            Some(url::Url::parse(&u).map_err(|e| unprocessable("bad-page-url", format!("page_url {u:?}: {e}")))?)
+        }
+        None => None,
+    };
+    match (html, url) {
+        (Some(html), None) if html.trim().is_empty() => Err(unprocessable("empty-page", "html is empty")),
+        (Some(html), None) => Ok((html.into_bytes(), page_url)),
+        (None, Some(_)) => Err(unprocessable(
+            "fetch-unavailable",
+            "fetching pages by url needs the outbound HTTP client, which this build does not have yet; send the page as html",
+        )),
+        (None, None) => Err(unprocessable("missing-input", "give either html or url")),
+        (Some(_), Some(_)) => Err(unprocessable("conflicting-input", "give either html or url, not both")),
+    }
+}
+
+fn options(url: Option<url::Url>, include_links: Option<bool>, include_images: Option<bool>) -> seo::Options {
+    seo::Options {
+        url,
+        include_links: include_links.unwrap_or(true),
+        include_images: include_images.unwrap_or(true),
+        ..seo::Options::default()
+    }
+}
+
+/// Parses and checks the body of `POST /analyze` and `/analyze/async`.
+pub fn parse_analyze(kind: BodyKind, body: &[u8], limits: InputLimits) -> Result<AnalyzeRequest, TaskError> {
+    if kind == BodyKind::Html {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(unprocessable("empty-page", "the request body is empty"));
+        }
+        let page = PageInput { html: body.to_vec(), options: options(None, None, None) };
+        return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None });
+    }
+    let fields: Fields = serde_json::from_slice(body).map_err(malformed)?;
+    no_callbacks(fields.callback_url.as_ref())?;
+    let priority = priority(fields.priority.as_deref())?;
+    let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
+    let (html, url) = page(fields.html, fields.url, fields.page_url)?;
+    let page = PageInput { html, options: options(url, fields.include_links, fields.include_images) };
+    Ok(AnalyzeRequest { page, priority, timeout })
+}
+
+/// Parses and checks the body of `POST /bulk/analyze/async`.
+pub fn parse_bulk(body: &[u8], limits: InputLimits) -> Result<BulkRequest, TaskError> {
+    let fields: BulkFields = serde_json::from_slice(body).map_err(malformed)?;
+    no_callbacks(fields.callback_url.as_ref())?;
+    if fields.items.is_empty() {
+        return Err(unprocessable("empty-batch", "items is empty"));
+    }
+    if fields.items.len() > limits.max_bulk_items {
+        return Err(TaskError::new(
+            413,
+            "too-many-items",
+            format!("{} items; at most {} per batch", fields.items.len(), limits.max_bulk_items),
+        ));
+    }
+    let priority = priority(fields.priority.as_deref())?;
+    let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
+    let mut items = Vec::with_capacity(fields.items.len());
+    for (index, item) in fields.items.into_iter().enumerate() {
+        let (html, url) = page(item.html, item.url, item.page_url)
+            .map_err(|e| TaskError::new(e.status, &e.code, format!("item {index}: {}", e.detail)))?;
+        items.push(PageInput { html, options: options(url, fields.include_links, fields.include_images) });
+    }
+    Ok(BulkRequest { items, priority, timeout })
+}
+
+/// The analysis of one page as pool work.
+pub fn analysis_work(page: PageInput) -> Work {
+    Box::new(move |cx| {
+        cx.stage(10, "parsing")?;
+        let analysis =
+            seo::analyze(&page.html, &page.options).map_err(|e| unprocessable("unanalysable", e.to_string()))?;
+        cx.stage(90, "encoding")?;
+        let json = serde_json::to_string(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))?;
+        RawValue::from_string(json).map_err(|e| TaskError::new(500, "internal", e.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: InputLimits = InputLimits { max_timeout: Duration::from_secs(60), max_bulk_items: 3 };
+
+    fn code(result: Result<AnalyzeRequest, TaskError>) -> (u16, String) {
+        let e = result.unwrap_err();
+        (e.status, e.code)
+    }
+
+    #[test]
+    fn bad_bodies_have_clear_codes() {
+        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes(), LIMITS);
+        assert_eq!(code(j("{")), (400, "malformed-json".into()));
+        assert_eq!(code(j("{}")), (422, "missing-input".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","url":"https://a"}"#)), (422, "conflicting-input".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","priority":"urgent"}"#)), (422, "bad-priority".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":-5}"#)), (422, "bad-timeout".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":1e12}"#)), (422, "bad-timeout".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":99999999}"#)), (422, "bad-timeout".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","colour":"red"}"#)), (422, "invalid-field".into()));
+        assert_eq!(code(j(r#"{"html":"  "}"#)), (422, "empty-page".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","page_url":"::"}"#)), (422, "bad-page-url".into()));
+        let ok = j(r#"{"html":"<p>","priority":"high","timeout_ms":500,"include_links":false}"#).unwrap();
+        assert_eq!((ok.priority, ok.timeout), (Priority::High, Some(Duration::from_millis(500))));
+        assert!(!ok.page.options.include_links);
+    }
+
+    #[test]
+    fn bulk_bodies() {
+        let b = |s: &str| parse_bulk(s.as_bytes(), LIMITS).map(|r| r.items.len()).map_err(|e| (e.status, e.code));
+        assert_eq!(b(r#"{"items":[]}"#), Err((422, "empty-batch".into())));
+        assert_eq!(
+            b(r#"{"items":[{"html":"a"},{"html":"b"},{"html":"c"},{"html":"d"}]}"#),
+            Err((413, "too-many-items".into()))
+        );
+        assert_eq!(b(r#"{"items":[{"html":"a"},{}]}"#), Err((422, "missing-input".into())));
+        assert_eq!(b(r#"{"items":[{"html":"a"},{"html":"b"}],"priority":"low"}"#), Ok(2));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(BodyKind::from_content_type(Some(b"application/json; charset=utf-8")), Some(BodyKind::Json));
+        assert_eq!(BodyKind::from_content_type(Some(b"Text/HTML")), Some(BodyKind::Html));
+        assert_eq!(BodyKind::from_content_type(None), Some(BodyKind::Json));
+        assert_eq!(BodyKind::from_content_type(Some(b"image/png")), None);
+    }
+}
