@@ -75,7 +75,7 @@ pub fn body_kind(request: &Request<'_>, allow_html: bool) -> Result<BodyKind, Re
 }
 
 fn unsupported_type() -> Response {
-    Response::problem(415, "unsupported-media-type", "send application/json (or text/html for a raw page)")
+    Response::problem(415, "unsupported-media-type", "send Content-Type: application/json (or text/html with the raw page as the body)")
 }
 
 /// `POST /analyze`.

@@ -21,7 +21,7 @@ pub enum BodyKind {
 
 impl BodyKind {
     /// The kind for a `Content-Type` value; `None` for an unsupported one.
-    /// A missing header is taken as JSON, as curl's `-d` users expect.
+    /// A missing header is taken as JSON.
     pub fn from_content_type(value: Option<&[u8]>) -> Option<BodyKind> {
         let Some(value) = value else { return Some(BodyKind::Json) };
         let essence = value.split(|&b| b == b';').next().unwrap_or_default();
