@@ -8,3 +8,4 @@ mod lifecycle;
 mod pipelining;
 mod rejects;
 mod seo;
+mod tasks;

@@ -75,7 +75,11 @@ pub fn body_kind(request: &Request<'_>, allow_html: bool) -> Result<BodyKind, Re
 }
 
 fn unsupported_type() -> Response {
-    Response::problem(415, "unsupported-media-type", "send Content-Type: application/json (or text/html with the raw page as the body)")
+    Response::problem(
+        415,
+        "unsupported-media-type",
+        "send Content-Type: application/json (or text/html with the raw page as the body)",
+    )
 }
 
 /// `POST /analyze`.
@@ -117,14 +121,14 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
         (Ok(kind), Ok(key)) => (kind, key),
         (Err(response), _) | (_, Err(response)) => return Reply::Now(response),
     };
-    if app.engine.waiting() >= app.engine.config().queue_capacity {
-        return Reply::Now(queue_full(&SubmitError::Full { retry_after: 1 }));
+    if let Err(e) = app.engine.has_room() {
+        return Reply::Now(queue_full(&e));
     }
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let responder = cx.defer();
-    app.engine.spawn_intake(Box::new(move || {
+    let intake = app.engine.spawn_intake(Box::new(move || {
         let response = match parse_analyze(kind, &body, limits) {
             Err(e) => problem(&e),
             Ok(parsed) => {
@@ -144,5 +148,10 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
         };
         responder.send(response);
     }));
-    Reply::Later
+    match intake {
+        Ok(()) => Reply::Later,
+        // The refused job (and its responder) was dropped; this answer fills
+        // the request's slot first, so the responder's fallback is ignored.
+        Err(e) => Reply::Now(queue_full(&e)),
+    }
 }

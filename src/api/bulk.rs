@@ -10,7 +10,7 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
 use crate::jobs::engine::BatchEvent;
-use crate::jobs::{SubmitError, Submitted, TaskId};
+use crate::jobs::{Submitted, TaskId};
 use crate::reactor::{Context, Reply};
 
 /// `POST /bulk/analyze/async`.
@@ -20,14 +20,14 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
         Ok(key) => key,
         Err(response) => return Reply::Now(response),
     };
-    if app.engine.waiting() >= app.engine.config().queue_capacity {
-        return Reply::Now(queue_full(&SubmitError::Full { retry_after: 1 }));
+    if let Err(e) = app.engine.has_room() {
+        return Reply::Now(queue_full(&e));
     }
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let responder = cx.defer();
-    app.engine.spawn_intake(Box::new(move || {
+    let intake = app.engine.spawn_intake(Box::new(move || {
         let response = match parse_bulk(&body, limits) {
             Err(e) => problem(&e),
             Ok(bulk) => {
@@ -41,7 +41,12 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
         };
         responder.send(response);
     }));
-    Reply::Later
+    match intake {
+        Ok(()) => Reply::Later,
+        // The refused job (and its responder) was dropped; this answer fills
+        // the request's slot first, so the responder's fallback is ignored.
+        Err(e) => Reply::Now(queue_full(&e)),
+    }
 }
 
 /// `GET /bulk/{id}/results`: one NDJSON line per finished item, streamed

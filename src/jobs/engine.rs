@@ -22,6 +22,8 @@ use crate::pool::{Pool, PoolStats, Priority};
 
 /// How often the timer thread looks at deadlines.
 const TICK: Duration = Duration::from_millis(10);
+/// Request bodies waiting to be parsed; more and intake answers 503.
+const MAX_INTAKE: usize = 1024;
 /// How often finished tasks are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -133,7 +135,9 @@ pub struct JobContext {
     id: TaskId,
     cancel: Arc<AtomicBool>,
     deadline: Instant,
-    store: Arc<dyn TaskStore>,
+    /// Where progress goes; `None` for a batch item, whose batch reports
+    /// items done instead.
+    store: Option<Arc<dyn TaskStore>>,
 }
 
 impl JobContext {
@@ -146,11 +150,13 @@ impl JobContext {
     /// the task was cancelled or ran out of time. Call between stages.
     pub fn stage(&self, percent: u8, stage: &str) -> Result<(), TaskError> {
         self.check()?;
-        self.store.update(self.id, &mut |r| {
-            if r.state == TaskState::Processing {
-                r.progress = Progress { percent: percent.min(99), stage: stage.to_string() };
-            }
-        });
+        if let Some(store) = &self.store {
+            store.update(self.id, &mut |r| {
+                if r.state == TaskState::Processing {
+                    r.progress = Progress { percent: percent.min(99), stage: stage.to_string() };
+                }
+            });
+        }
         Ok(())
     }
 
@@ -215,6 +221,10 @@ type SyncWait = (Instant, TaskId, Arc<Mutex<Option<SyncReply>>>);
 /// The engine.
 pub struct Engine {
     pool: Pool,
+    /// One thread that parses request bodies, so that submitting never
+    /// waits for a busy worker and a reactor never parses a large body.
+    intake: Pool,
+    intake_waiting: Arc<AtomicUsize>,
     store: Arc<dyn TaskStore>,
     config: EngineConfig,
     /// Tasks and batch items accepted but not yet taken by a worker.
@@ -245,7 +255,9 @@ impl Engine {
     /// Starts the pool and the timer thread.
     pub fn start(config: EngineConfig, store: Arc<dyn TaskStore>) -> std::io::Result<Arc<Engine>> {
         let engine = Arc::new(Engine {
-            pool: Pool::new(config.workers)?,
+            pool: Pool::new("pagelens-worker", config.workers)?,
+            intake: Pool::new("pagelens-intake", 1)?,
+            intake_waiting: Arc::new(AtomicUsize::new(0)),
             store,
             config,
             waiting: AtomicUsize::new(0),
@@ -275,6 +287,16 @@ impl Engine {
     /// Tasks and items waiting for a worker.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A cheap early check, before any work on a request: refused (and
+    /// counted) when the queue is already full.
+    pub fn has_room(&self) -> Result<(), SubmitError> {
+        if self.waiting() < self.config.queue_capacity {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Err(SubmitError::Full { retry_after: 1 })
     }
 
     /// Submissions refused because the queue was full.
@@ -391,10 +413,23 @@ impl Engine {
         true
     }
 
-    /// Runs short, urgent work on the pool (request intake: parsing and
-    /// checking a body before a task exists).
-    pub fn spawn_intake(&self, job: crate::pool::Job) {
-        self.pool.spawn(Priority::High, job);
+    /// Runs request intake (parsing and checking a body before a task
+    /// exists) on the intake thread. Refused past `MAX_INTAKE` waiting.
+    pub fn spawn_intake(&self, job: crate::pool::Job) -> Result<(), SubmitError> {
+        if self.intake_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_INTAKE {
+            self.intake_waiting.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Full { retry_after: 1 });
+        }
+        let waiting = Arc::clone(&self.intake_waiting);
+        self.intake.spawn(
+            Priority::Normal,
+            Box::new(move || {
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                job();
+            }),
+        );
+        Ok(())
     }
 
     /// Cancels a queued or running task.
@@ -478,7 +513,7 @@ impl Engine {
             self.waiting.fetch_sub(body.extra_slots(), Ordering::AcqRel);
             return;
         }
-        let cx = JobContext { id, cancel, deadline, store: Arc::clone(&self.store) };
+        let cx = JobContext { id, cancel, deadline, store: Some(Arc::clone(&self.store)) };
         match body {
             Body::Work(work) => {
                 let began = Instant::now();
@@ -545,14 +580,14 @@ impl Engine {
             let engine = Arc::clone(self);
             let batch = Arc::clone(&batch);
             let cancel = Arc::clone(&cancel);
-            // Spawned from a worker: the item goes to this worker's deque and idle workers steal it.
-            self.pool.spawn(
+            // The item goes to this worker's deque and idle workers steal it.
+            self.pool.spawn_local(
                 Priority::Normal,
                 Box::new(move || {
                     if index < extra {
                         engine.waiting.fetch_sub(1, Ordering::AcqRel);
                     }
-                    let item_cx = JobContext { id, cancel, deadline, store: Arc::clone(&engine.store) };
+                    let item_cx = JobContext { id, cancel, deadline, store: None };
                     let outcome = match item_cx.check() {
                         Ok(()) => catch_unwind(AssertUnwindSafe(|| work(&item_cx)))
                             .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the item's job failed"))),

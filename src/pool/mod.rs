@@ -1,9 +1,9 @@
 //! The CPU pool: worker threads taking jobs from one `Injector` per
 //! priority and from each other's local deques (crossbeam-deque).
 //!
-//! - Jobs from outside the pool go to the injector of their priority; jobs a
-//!   worker spawns while running (a batch's items) go to its local deque,
-//!   where idle workers steal them.
+//! - Jobs go to the injector of their priority; sub-jobs a running job
+//!   spawns with [`Pool::spawn_local`] (a batch's items) go to its worker's
+//!   local deque, where idle workers steal them.
 //! - Each worker looks at high before anything else, but every 4th pick
 //!   looks at normal first and every 16th at low first, so a stream of high
 //!   jobs slows low ones down but never starves them.
@@ -123,8 +123,8 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads (at least one).
-    pub fn new(workers: usize) -> std::io::Result<Pool> {
+    /// Starts `workers` threads (at least one), named `{name}-{index}`.
+    pub fn new(name: &str, workers: usize) -> std::io::Result<Pool> {
         let workers = workers.max(1);
         let locals: Vec<Worker<Job>> = (0..workers).map(|_| Worker::new_fifo()).collect();
         let parkers: Vec<Parker> = (0..workers).map(|_| Parker::new()).collect();
@@ -142,7 +142,7 @@ impl Pool {
         let mut threads = Vec::with_capacity(workers);
         for (index, (local, parker)) in locals.into_iter().zip(parkers).enumerate() {
             let shared = Arc::clone(&shared);
-            threads.push(std::thread::Builder::new().name(format!("pagelens-worker-{index}")).spawn(move || {
+            threads.push(std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
                 LOCAL.with(|l| *l.borrow_mut() = Some(Local { shared: Arc::clone(&shared), deque: local }));
                 run_worker(&shared, index, &parker);
                 LOCAL.with(|l| l.borrow_mut().take());
@@ -151,10 +151,16 @@ impl Pool {
         Ok(Pool { shared, threads })
     }
 
-    /// Queues a job. From a worker of this pool, the job goes to the
-    /// worker's own deque (others may steal it); from anywhere else, to the
-    /// injector of `priority`.
+    /// Queues a job at `priority`.
     pub fn spawn(&self, priority: Priority, job: Job) {
+        self.shared.injectors[priority.index()].push(job);
+        self.shared.wake_one();
+    }
+
+    /// Queues a sub-job of the running job: on a worker of this pool it goes
+    /// to the worker's own deque, where idle workers steal it; elsewhere it
+    /// is queued at `priority`.
+    pub fn spawn_local(&self, priority: Priority, job: Job) {
         let job = LOCAL.with(|l| match &*l.borrow() {
             Some(local) if Arc::ptr_eq(&local.shared, &self.shared) => {
                 local.deque.push(job);
@@ -316,7 +322,7 @@ mod tests {
 
     #[test]
     fn runs_every_job_and_never_strands_one() {
-        let pool = Pool::new(3).unwrap();
+        let pool = Pool::new("test", 3).unwrap();
         let (tx, rx) = mpsc::channel();
         // Bursts separated by idle gaps exercise the park/wake path; a lost
         // wake-up would show as a job waiting for the 1 s backstop.
@@ -336,7 +342,7 @@ mod tests {
 
     #[test]
     fn high_runs_before_queued_low_and_low_is_not_starved() {
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::new("test", 1).unwrap();
         let (tx, rx) = mpsc::channel();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         // Hold the only worker so that the queue fills up.
@@ -359,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_does_not_kill_its_worker() {
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::new("test", 1).unwrap();
         pool.spawn(Priority::Normal, Box::new(|| panic!("job panics on purpose")));
         let (tx, rx) = mpsc::channel();
         pool.spawn(Priority::Normal, Box::new(move || tx.send(()).unwrap()));
@@ -368,8 +374,8 @@ mod tests {
     }
 
     #[test]
-    fn jobs_spawned_by_a_job_are_stolen_by_idle_workers() {
-        let pool = Arc::new(Pool::new(2).unwrap());
+    fn local_sub_jobs_are_stolen_by_idle_workers() {
+        let pool = Arc::new(Pool::new("test", 2).unwrap());
         let (tx, rx) = mpsc::channel();
         let inner = Arc::clone(&pool);
         pool.spawn(
@@ -377,7 +383,7 @@ mod tests {
             Box::new(move || {
                 for _ in 0..20 {
                     let tx = tx.clone();
-                    inner.spawn(
+                    inner.spawn_local(
                         Priority::Normal,
                         Box::new(move || {
                             std::thread::sleep(Duration::from_millis(5));
