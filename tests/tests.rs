@@ -3,6 +3,7 @@
 mod util;
 
 mod clients;
+mod engine;
 mod http_basics;
 mod lifecycle;
 mod pipelining;
