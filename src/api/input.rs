@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::jobs::{TaskError, Work};
 use crate::pool::Priority;
@@ -231,8 +230,8 @@ pub fn analysis_work(page: PageInput) -> Work {
         let analysis =
             seo::analyze(&page.html, &page.options).map_err(|e| unprocessable("unanalysable", e.to_string()))?;
         cx.stage(90, "encoding")?;
-        let json = serde_json::to_string(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))?;
-        RawValue::from_string(json).map_err(|e| TaskError::new(500, "internal", e.to_string()))
+        // Serialised straight into a RawValue: no second parse to validate it.
+        serde_json::value::to_raw_value(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))
     })
 }
 
