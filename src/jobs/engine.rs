@@ -539,24 +539,27 @@ impl Engine {
     /// tells whoever waits.
     fn finish(&self, id: TaskId, outcome: Result<Box<RawValue>, TaskError>) {
         let Some(live) = lock(&self.live).remove(&id) else { return };
+        // Moved, not cloned, into the record: results can be large.
+        let mut outcome = Some(outcome);
         self.store.update(id, &mut |r| {
             if r.state.is_final() {
                 return;
             }
-            match &outcome {
-                Ok(result) => {
+            match outcome.take() {
+                Some(Ok(result)) => {
                     r.state = TaskState::Completed;
-                    r.result = Some(result.clone());
+                    r.result = Some(result);
                     r.progress = Progress { percent: 100, stage: "done".into() };
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     r.state = match e.code.as_str() {
                         "cancelled" => TaskState::Cancelled,
                         "timed-out" => TaskState::TimedOut,
                         _ => TaskState::Error,
                     };
-                    r.error = Some(e.clone());
+                    r.error = Some(e);
                 }
+                None => {}
             }
         });
         if let (Some(on_done), Some(view)) = (live.on_done, self.store.get(id)) {

@@ -10,11 +10,25 @@
 //!   not parse what is often half of a page's bytes.
 
 /// Elements whose contents are text to the tokenizer (RCDATA / raw text) or
-/// are not part of the visible, crawlable document.
-const LIFTED: &[&str] = &[
-    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript", "template", "svg",
-    "math",
-];
+/// are not part of the visible, crawlable document. A `match` rather than a
+/// list search: it runs for every tag of every page.
+fn lifted_name(name: &[u8]) -> Option<&'static str> {
+    Some(match name {
+        b"script" => "script",
+        b"style" => "style",
+        b"title" => "title",
+        b"textarea" => "textarea",
+        b"xmp" => "xmp",
+        b"iframe" => "iframe",
+        b"noembed" => "noembed",
+        b"noframes" => "noframes",
+        b"noscript" => "noscript",
+        b"template" => "template",
+        b"svg" => "svg",
+        b"math" => "math",
+        _ => return None,
+    })
+}
 
 /// One lifted element. Contents are kept only where the analysis reads
 /// them (titles, and scripts that may be JSON-LD); a page's other scripts
@@ -68,9 +82,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         if closing {
             continue;
         }
-        let Some(&name) = LIFTED.iter().find(|n| n.as_bytes() == &page[name_start..name_end]) else {
-            continue;
-        };
+        let Some(name) = lifted_name(&page[name_start..name_end]) else { continue };
         if page[..tag_end].ends_with(b"/") && (name == "svg" || name == "math") {
             continue; // `<svg/>`: foreign elements may self-close
         }
