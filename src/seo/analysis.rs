@@ -260,7 +260,8 @@ fn classify(raw: &str, resolved: Option<&Url>, page_host: Option<&str>) -> LinkK
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return LinkKind::SamePage;
     }
-    if trimmed.len() >= 11 && trimmed[..11].eq_ignore_ascii_case("javascript:") {
+    // Compared as bytes: slicing the str at 11 could split a character.
+    if trimmed.as_bytes().get(..11).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"javascript:")) {
         return LinkKind::Javascript;
     }
     match resolved {
@@ -469,6 +470,9 @@ mod tests {
         assert_eq!(kind("mailto:a@b.c"), LinkKind::OtherScheme);
         assert_eq!(kind("tel:+1"), LinkKind::OtherScheme);
         assert_eq!(kind("http://[bad"), LinkKind::Invalid);
+        // Found by fuzzing: a multi-byte character across byte 11 once panicked.
+        assert_eq!(kind("contri\u{fffd}\u{fffd}html"), LinkKind::Internal);
+        assert_eq!(kind("javascript\u{e9}:x"), LinkKind::Internal);
     }
 
     #[test]
