@@ -46,12 +46,13 @@ pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
 }
 
 /// The answer to a task that has ended: its result, or its error.
-fn finished(view: &TaskView) -> Response {
-    match (&view.status, &view.result, &view.error) {
+fn finished(view: TaskView) -> Response {
+    match (view.status, view.result, view.error) {
+        // The result's JSON becomes the body without another copy.
         (TaskState::Completed, Some(result), _) => {
-            Response::with_body(200, "application/json", result.get().as_bytes().to_vec())
+            Response::with_body(200, "application/json", String::from(Box::<str>::from(result)).into_bytes())
         }
-        (_, _, Some(error)) => problem(error),
+        (_, _, Some(error)) => problem(&error),
         _ => Response::problem(500, "internal", "the task ended without a result"),
     }
 }
@@ -97,13 +98,13 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     };
     let body = request.body.to_vec();
     let limits = app.config.limits;
-    let work: Work = Box::new(move |job| analysis_work(parse_analyze(kind, &body, limits)?.page)(job));
+    let work: Work = Box::new(move |job| analysis_work(parse_analyze(kind, body, limits)?.page)(job));
     let spec = TaskSpec { kind: "analyze", priority: Default::default(), timeout: None, idempotency_key: None, work };
     let responder = cx.defer();
     let engine = Arc::clone(&app.engine);
     let reply = Box::new(move |outcome| {
         responder.send(match outcome {
-            SyncOutcome::Finished(view) => finished(&view),
+            SyncOutcome::Finished(view) => finished(view),
             SyncOutcome::Accepted(view) => accepted(&engine, 202, &view),
         })
     });
@@ -121,37 +122,46 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
         (Ok(kind), Ok(key)) => (kind, key),
         (Err(response), _) | (_, Err(response)) => return Reply::Now(response),
     };
-    if let Err(e) = app.engine.has_room() {
-        return Reply::Now(queue_full(&e));
-    }
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
+    via_intake(app, cx, move || match parse_analyze(kind, body, limits) {
+        Err(e) => problem(&e),
+        Ok(parsed) => {
+            let work = analysis_work(parsed.page);
+            let spec = TaskSpec {
+                kind: "analyze",
+                priority: parsed.priority,
+                timeout: parsed.timeout,
+                idempotency_key: key,
+                work,
+            };
+            submitted(&engine, engine.delay(spec))
+        }
+    })
+}
+
+/// Parses a request body on the intake thread (`intake` builds the answer)
+/// and answers the request with what it returns.
+pub fn via_intake(app: &App, cx: &mut Context<'_>, intake: impl FnOnce() -> Response + Send + 'static) -> Reply {
+    if let Err(e) = app.engine.has_room() {
+        return Reply::Now(queue_full(&e));
+    }
     let responder = cx.defer();
-    let intake = app.engine.spawn_intake(Box::new(move || {
-        let response = match parse_analyze(kind, &body, limits) {
-            Err(e) => problem(&e),
-            Ok(parsed) => {
-                let spec = TaskSpec {
-                    kind: "analyze",
-                    priority: parsed.priority,
-                    timeout: parsed.timeout,
-                    idempotency_key: key,
-                    work: analysis_work(parsed.page),
-                };
-                match engine.delay(spec) {
-                    Ok(Submitted::Created(view)) => accepted(&engine, 202, &view),
-                    Ok(Submitted::Existing(view)) => accepted(&engine, 200, &view),
-                    Err(e) => queue_full(&e),
-                }
-            }
-        };
-        responder.send(response);
-    }));
-    match intake {
+    match app.engine.spawn_intake(Box::new(move || responder.send(intake()))) {
         Ok(()) => Reply::Later,
         // The refused job (and its responder) was dropped; this answer fills
         // the request's slot first, so the responder's fallback is ignored.
         Err(e) => Reply::Now(queue_full(&e)),
+    }
+}
+
+/// The answer to a submission: `202` for a new task, `200` for the one
+/// already stored under the same idempotency key, `503` when full.
+pub fn submitted(engine: &Engine, result: Result<Submitted, SubmitError>) -> Response {
+    match result {
+        Ok(Submitted::Created(view)) => accepted(engine, 202, &view),
+        Ok(Submitted::Existing(view)) => accepted(engine, 200, &view),
+        Err(e) => queue_full(&e),
     }
 }

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use super::analyze::{accepted, body_kind, idempotency_key, problem, queue_full};
+use super::analyze::{body_kind, idempotency_key, problem, submitted, via_intake};
 use super::input::{analysis_work, parse_bulk};
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
 use crate::jobs::engine::BatchEvent;
-use crate::jobs::{Submitted, TaskId};
+use crate::jobs::TaskId;
 use crate::reactor::{Context, Reply};
 
 /// `POST /bulk/analyze/async`.
@@ -20,33 +20,16 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
         Ok(key) => key,
         Err(response) => return Reply::Now(response),
     };
-    if let Err(e) = app.engine.has_room() {
-        return Reply::Now(queue_full(&e));
-    }
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    let responder = cx.defer();
-    let intake = app.engine.spawn_intake(Box::new(move || {
-        let response = match parse_bulk(&body, limits) {
-            Err(e) => problem(&e),
-            Ok(bulk) => {
-                let items = bulk.items.into_iter().map(analysis_work).collect();
-                match engine.submit_batch(bulk.priority, bulk.timeout, key, items) {
-                    Ok(Submitted::Created(view)) => accepted(&engine, 202, &view),
-                    Ok(Submitted::Existing(view)) => accepted(&engine, 200, &view),
-                    Err(e) => queue_full(&e),
-                }
-            }
-        };
-        responder.send(response);
-    }));
-    match intake {
-        Ok(()) => Reply::Later,
-        // The refused job (and its responder) was dropped; this answer fills
-        // the request's slot first, so the responder's fallback is ignored.
-        Err(e) => Reply::Now(queue_full(&e)),
-    }
+    via_intake(app, cx, move || match parse_bulk(&body, limits) {
+        Err(e) => problem(&e),
+        Ok(bulk) => {
+            let items = bulk.items.into_iter().map(analysis_work).collect();
+            submitted(&engine, engine.submit_batch(bulk.priority, bulk.timeout, key, items))
+        }
+    })
 }
 
 /// `GET /bulk/{id}/results`: one NDJSON line per finished item, streamed

@@ -180,16 +180,17 @@ fn options(url: Option<url::Url>, include_links: Option<bool>, include_images: O
     }
 }
 
-/// Parses and checks the body of `POST /analyze` and `/analyze/async`.
-pub fn parse_analyze(kind: BodyKind, body: &[u8], limits: InputLimits) -> Result<AnalyzeRequest, TaskError> {
+/// Parses and checks the body of `POST /analyze` and `/analyze/async`. The
+/// body is taken by value: a raw page becomes the input without a copy.
+pub fn parse_analyze(kind: BodyKind, body: Vec<u8>, limits: InputLimits) -> Result<AnalyzeRequest, TaskError> {
     if kind == BodyKind::Html {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable("empty-page", "the request body is empty"));
         }
-        let page = PageInput { html: body.to_vec(), options: options(None, None, None) };
+        let page = PageInput { html: body, options: options(None, None, None) };
         return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None });
     }
-    let fields: Fields = serde_json::from_slice(body).map_err(malformed)?;
+    let fields: Fields = serde_json::from_slice(&body).map_err(malformed)?;
     no_callbacks(fields.callback_url.as_ref())?;
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
@@ -248,7 +249,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_have_clear_codes() {
-        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes(), LIMITS);
+        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS);
         assert_eq!(code(j("{")), (400, "malformed-json".into()));
         assert_eq!(code(j("{}")), (422, "missing-input".into()));
         assert_eq!(code(j(r#"{"html":"<p>","url":"https://a"}"#)), (422, "conflicting-input".into()));
