@@ -4,11 +4,62 @@
 use std::borrow::Cow;
 
 /// Decodes character references (`&amp;`, `&#39;`, `&eacute;`).
+///
+/// The references that make up nearly all real use (`&amp; &lt; &gt; &quot;
+/// &apos; &nbsp;` and numeric ones) are decoded here; any other is handed to
+/// html-escape's full WHATWG table. Profiles showed its table search for
+/// `&lt;` as 8 % of the walk on pages with code samples.
 pub fn decode_entities(raw: &str) -> Cow<'_, str> {
-    if raw.contains('&') {
-        html_escape::decode_html_entities(raw)
+    let Some(first) = raw.find('&') else { return Cow::Borrowed(raw) };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..first]);
+    let mut rest = &raw[first..];
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let (decoded, used) = common_reference(rest).unwrap_or_else(|| full_table_reference(rest));
+        out.push_str(&decoded);
+        rest = &rest[used..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// `text` starts with `&`: the common named and numeric references.
+fn common_reference(text: &str) -> Option<(Cow<'static, str>, usize)> {
+    const NAMED: [(&str, &str); 6] =
+        [("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&apos;", "'"), ("&nbsp;", "\u{a0}")];
+    if let Some((name, value)) = NAMED.iter().find(|(name, _)| text.starts_with(name)) {
+        return Some((Cow::Borrowed(value), name.len()));
+    }
+    let digits = text.strip_prefix("&#")?;
+    let (hex, digits) = match digits.strip_prefix(['x', 'X']) {
+        Some(d) => (true, d),
+        None => (false, digits),
+    };
+    let end = digits.find(';')?;
+    let number = u32::from_str_radix(&digits[..end], if hex { 16 } else { 10 }).ok()?;
+    // NUL, surrogates and out-of-range values become U+FFFD, as the HTML standard says.
+    let c = char::from_u32(number).filter(|&c| c != '\0').unwrap_or('\u{fffd}');
+    let used = text.len() - digits.len() + end + 1;
+    Some((Cow::Owned(c.to_string()), used))
+}
+
+/// `text` starts with `&`: any other reference, through the full table; a
+/// lone `&` stays as it is.
+fn full_table_reference(text: &str) -> (Cow<'static, str>, usize) {
+    // A reference is `&` + up to 32 name characters + `;` (or a legacy name without `;`).
+    let end = text[1..]
+        .char_indices()
+        .take(33)
+        .find(|(_, c)| !c.is_ascii_alphanumeric() && *c != '#')
+        .map_or(text.len().min(34), |(i, c)| 1 + i + usize::from(c == ';'));
+    let candidate = &text[..end];
+    let decoded = html_escape::decode_html_entities(candidate);
+    if decoded == candidate {
+        ("&".into(), 1)
     } else {
-        Cow::Borrowed(raw)
+        (Cow::Owned(decoded.into_owned()), end)
     }
 }
 
@@ -108,6 +159,22 @@ mod tests {
         assert_eq!(clean("  Fish &amp; Chips&nbsp;&#39;x&#39;\n\t "), Some("Fish & Chips 'x'".to_string()));
         assert_eq!(clean("caf&eacute; &lt;b&gt;"), Some("café <b>".to_string()));
         assert_eq!(clean(" \n "), None);
+    }
+
+    #[test]
+    fn decodes_references_like_the_full_table() {
+        for sample in [
+            "a &amp; b &lt;c&gt; &quot;q&quot; &apos;s&apos;&nbsp;!",
+            "&#39;&#x41;&#X42;",
+            "caf&eacute; &hellip; &notin; &copy 2024 &AMP; &unknown; & alone &",
+            "&#;&#x;&#12a;&;&amp",
+            "日本&amp;語",
+        ] {
+            assert_eq!(decode_entities(sample), html_escape::decode_html_entities(sample), "{sample:?}");
+        }
+        // NUL, surrogates and values past U+10FFFF are U+FFFD (HTML standard
+        // §13.2.5.80); html-escape leaves them undecoded.
+        assert_eq!(decode_entities("&#0;&#xD800;&#1114112;"), "\u{fffd}\u{fffd}\u{fffd}");
     }
 
     #[test]
