@@ -216,7 +216,33 @@ type SyncReply = Box<dyn FnOnce(SyncOutcome) + Send>;
 
 /// A synchronous request waiting: its hand-over time, its task, and the
 /// reply slot that whichever comes first (the result or the hand-over) takes.
-type SyncWait = (Instant, TaskId, Arc<Mutex<Option<SyncReply>>>);
+/// Ordered by hand-over time alone, so the timer pops only what is due
+/// instead of scanning every request in flight each tick.
+struct SyncWait {
+    at: Instant,
+    id: TaskId,
+    slot: Arc<Mutex<Option<SyncReply>>>,
+}
+
+impl PartialEq for SyncWait {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.id) == (other.at, other.id)
+    }
+}
+
+impl Eq for SyncWait {}
+
+impl PartialOrd for SyncWait {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SyncWait {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.id).cmp(&(other.at, other.id))
+    }
+}
 
 /// The engine.
 pub struct Engine {
@@ -234,7 +260,7 @@ pub struct Engine {
     mean_job_micros: AtomicU64,
     live: Mutex<HashMap<TaskId, Live>>,
     deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
-    sync_waits: Mutex<Vec<SyncWait>>,
+    sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
     stopping: AtomicBool,
 }
@@ -265,7 +291,7 @@ impl Engine {
             mean_job_micros: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(BinaryHeap::new()),
-            sync_waits: Mutex::new(Vec::new()),
+            sync_waits: Mutex::new(BinaryHeap::new()),
             batches: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         });
@@ -367,7 +393,7 @@ impl Engine {
         let id = match self.enqueue(spec, Some(on_done))? {
             Submitted::Created(view) | Submitted::Existing(view) => view.task_id,
         };
-        lock(&self.sync_waits).push((Instant::now() + sync_wait, id, slot));
+        lock(&self.sync_waits).push(Reverse(SyncWait { at: Instant::now() + sync_wait, id, slot }));
         Ok(())
     }
 
@@ -664,13 +690,14 @@ impl Engine {
             self.finish(id, Err(timed_out()));
             self.end_batch(id);
         }
-        let due: Vec<_> = {
+        let mut due = Vec::new();
+        {
             let mut waits = lock(&self.sync_waits);
-            let (due, keep): (Vec<_>, Vec<_>) = waits.drain(..).partition(|(at, _, _)| *at <= now);
-            *waits = keep;
-            due
-        };
-        for (_, id, slot) in due {
+            while waits.peek().is_some_and(|Reverse(w)| w.at <= now) {
+                due.extend(waits.pop());
+            }
+        }
+        for Reverse(SyncWait { id, slot, .. }) in due {
             if let Some(reply) = lock(&slot).take() {
                 if let Some(view) = self.store.get(id) {
                     reply(SyncOutcome::Accepted(view));
