@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::analyze::{body_kind, idempotency_key, problem, submitted, via_intake};
+use super::analyze::{body_kind, idempotency_key, problem, queue_full, submitted, via_intake};
 use super::input::{analysis_work, parse_bulk};
 use super::App;
 use crate::http::request::Request;
@@ -39,23 +39,32 @@ pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<
     let Some(id) = id.filter(|id| app.engine.has_batch(*id)) else {
         return Reply::Now(Response::problem(404, "batch-not-found", "no batch with this id (it may have expired)"));
     };
-    let mut sender = Some(cx.defer().stream(Response::streaming(200, "application/x-ndjson")));
-    app.engine.batch_results(
-        id,
-        Box::new(move |event| match event {
-            BatchEvent::Line(lines) => {
-                if let Some(sender) = &sender {
-                    sender.send(lines.to_vec());
+    // The lines so far can be megabytes: they are copied off the reactor.
+    let engine = Arc::clone(&app.engine);
+    let responder = cx.defer();
+    let intake = app.engine.spawn_intake(Box::new(move || {
+        let mut sender = Some(responder.stream(Response::streaming(200, "application/x-ndjson")));
+        engine.batch_results(
+            id,
+            Box::new(move |event| match event {
+                BatchEvent::Line(lines) => {
+                    if let Some(sender) = &sender {
+                        sender.send(lines.to_vec());
+                    }
+                    true
                 }
-                true
-            }
-            BatchEvent::End => {
-                if let Some(sender) = sender.take() {
-                    sender.finish();
+                BatchEvent::End => {
+                    if let Some(sender) = sender.take() {
+                        sender.finish();
+                    }
+                    false
                 }
-                false
-            }
-        }),
-    );
-    Reply::Later
+            }),
+        );
+    }));
+    match intake {
+        Ok(()) => Reply::Later,
+        // As in `via_intake`: this answer fills the slot before the dropped responder's fallback.
+        Err(e) => Reply::Now(queue_full(&e)),
+    }
 }
