@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod pool;
 pub mod reactor;
 pub mod seo;

@@ -9,6 +9,7 @@ use clap::Parser;
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, ServeArgs};
 use pagelens::jobs::{Engine, MemoryStore};
+use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::Server;
 use pagelens::seo;
 use pagelens::signals::{raise_fd_limit, TerminationSignals};
@@ -37,8 +38,12 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::default()))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
-    let app = Arc::new(App::new(engine, config.api));
-    let server = Server::start(config.server.clone(), app).map_err(|e| e.to_string())?;
+    let metrics = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    metrics.add_collector(collectors::engine(Arc::clone(&engine)));
+    let app = Arc::new(App::new(engine, config.api).with_metrics(Arc::clone(&metrics)));
+    let server =
+        Server::start_with_metrics(config.server.clone(), app, Some(metrics.sink())).map_err(|e| e.to_string())?;
+    metrics.add_collector(collectors::server(Arc::clone(server.state())));
     println!(
         "pagelens listening on http://{} ({} reactors, {} workers)",
         server.local_addr(),

@@ -6,6 +6,7 @@ mod clients;
 mod engine;
 mod http_basics;
 mod lifecycle;
+mod metrics;
 mod pipelining;
 mod rejects;
 mod seo;

@@ -11,6 +11,7 @@ use pagelens::api::{ApiConfig, App};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
+use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::{Context, Limits, Reply, Server, ServerConfig, Service};
 
 /// How long any single read in a test may wait.
@@ -96,6 +97,18 @@ pub fn api_config() -> ApiConfig {
 /// Starts the test service with `config` and default engine settings.
 pub fn start(config: ServerConfig) -> Server {
     start_with(config, engine_config(), api_config())
+}
+
+/// Starts the test service with metrics recorded and served at `/metrics`.
+pub fn start_with_metrics(config: ServerConfig) -> Server {
+    let engine = Engine::start(engine_config(), Arc::new(MemoryStore::default())).expect("engine starts");
+    let metrics = Metrics::start().expect("metrics start");
+    metrics.add_collector(collectors::engine(Arc::clone(&engine)));
+    let app = App::new(engine, api_config()).with_metrics(Arc::clone(&metrics));
+    let server =
+        Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
+    metrics.add_collector(collectors::server(Arc::clone(server.state())));
+    server
 }
 
 /// Starts the test service with every setting given.

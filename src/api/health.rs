@@ -44,3 +44,14 @@ pub fn health(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -
         }),
     ))
 }
+
+/// `GET /metrics`: the Prometheus text exposition, rendered once a second
+/// by the metrics thread (never on a reactor).
+pub fn metrics(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
+    Reply::Now(match &app.metrics {
+        Some(metrics) => {
+            Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", metrics.rendered().as_bytes().to_vec())
+        }
+        None => Response::problem(404, "metrics-off", "this server records no metrics"),
+    })
+}

@@ -17,6 +17,7 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
 use crate::jobs::Engine;
+use crate::metrics::Metrics;
 use crate::reactor::{Context, Reply, Service};
 use input::InputLimits;
 
@@ -38,6 +39,7 @@ pub struct App {
     router: Router<Handler>,
     engine: Arc<Engine>,
     config: ApiConfig,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl App {
@@ -47,6 +49,7 @@ impl App {
             .route("GET", "/livez", health::livez as Handler)
             .route("GET", "/readyz", health::readyz)
             .route("GET", "/health", health::health)
+            .route("GET", "/metrics", health::metrics)
             .route("POST", "/analyze", analyze::analyze)
             .route("POST", "/analyze/async", analyze::analyze_async)
             .route("GET", "/analyze/status/{id}", tasks::status)
@@ -56,7 +59,13 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, config }
+        App { router, engine, config, metrics: None }
+    }
+
+    /// Serves `GET /metrics` from `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The engine tasks run on.
@@ -68,7 +77,10 @@ impl App {
 impl Service for App {
     fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply {
         match self.router.find(request.head.method, request.head.path) {
-            Match::Found(handler, params) => handler(self, request, params, cx),
+            Match::Found(handler, params, pattern) => {
+                cx.set_route(pattern);
+                handler(self, request, params, cx)
+            }
             Match::MethodNotAllowed(allow) => Reply::Now(
                 Response::problem(405, "method-not-allowed", &format!("{} is not allowed here", request.head.method))
                     .header("Allow", allow),

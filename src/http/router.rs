@@ -15,6 +15,7 @@ enum Segment {
 #[derive(Debug)]
 struct Route<H> {
     method: &'static str,
+    pattern: &'static str,
     segments: Vec<Segment>,
     handler: H,
 }
@@ -42,8 +43,8 @@ impl<'p> Params<'p> {
 /// The outcome of routing one request.
 #[derive(Debug)]
 pub enum Match<'r, 'p, H> {
-    /// A route matched method and path.
-    Found(&'r H, Params<'p>),
+    /// A route matched method and path: its handler, parameters and pattern.
+    Found(&'r H, Params<'p>, &'static str),
     /// The path exists but not for this method; the value is the `Allow` list.
     MethodNotAllowed(String),
     /// No route has this path.
@@ -78,7 +79,7 @@ impl<H> Router<H> {
             .collect();
         let params = segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
         assert!(params <= MAX_PARAMS, "route {pattern} has more than {MAX_PARAMS} parameters");
-        self.routes.push(Route { method, segments, handler });
+        self.routes.push(Route { method, pattern, segments, handler });
         self
     }
 
@@ -90,7 +91,7 @@ impl<H> Router<H> {
                 continue;
             };
             if route.method == method || (method == "HEAD" && route.method == "GET") {
-                return Match::Found(&route.handler, params);
+                return Match::Found(&route.handler, params, route.pattern);
             }
             path_known = true;
         }
@@ -143,11 +144,14 @@ mod tests {
     #[test]
     fn matches_literals_and_params() {
         let r = router();
-        assert!(matches!(r.find("GET", "/livez"), Match::Found(1, _)));
-        assert!(matches!(r.find("HEAD", "/livez"), Match::Found(1, _)));
-        assert!(matches!(r.find("GET", "/"), Match::Found(5, _)));
+        assert!(matches!(r.find("GET", "/livez"), Match::Found(1, _, _)));
+        assert!(matches!(r.find("HEAD", "/livez"), Match::Found(1, _, _)));
+        assert!(matches!(r.find("GET", "/"), Match::Found(5, _, _)));
         match r.find("POST", "/tasks/abc/revoke") {
-            Match::Found(4, params) => assert_eq!(params.get("id"), Some("abc")),
+            Match::Found(4, params, pattern) => {
+                assert_eq!(params.get("id"), Some("abc"));
+                assert_eq!(pattern, "/tasks/{id}/revoke");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -24,6 +24,7 @@ use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::request::{header_slots, parse_head, Framing, Head, Parsed, Request, Version};
 use crate::http::response::{Encoding, Response};
+use crate::metrics::recorder::{method_label, Recorder};
 
 /// Most requests one connection may have waiting for their responses;
 /// past that, reading pauses until responses go out.
@@ -101,6 +102,7 @@ pub struct Env<'a> {
     pub server: &'a ServerState,
     pub now: Instant,
     pub draining: bool,
+    pub recorder: &'a mut Recorder,
 }
 
 /// What the reactor does with a connection after driving it.
@@ -120,6 +122,10 @@ struct Meta {
     head_only: bool,
     keep_alive: bool,
     http10: bool,
+    /// Metrics labels and the time the request was complete.
+    route: &'static str,
+    method: &'static str,
+    started: Instant,
 }
 
 /// A response owed, in request order.
@@ -420,7 +426,8 @@ impl Connection {
         if error == HttpError::Timeout {
             env.server.count_timeout();
         }
-        let meta = Meta { head_only: false, keep_alive: false, http10: false };
+        let meta =
+            Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
         self.out.push(meta, Some(Response::from_http_error(error)), env);
         self.state = State::Closing;
     }
@@ -477,15 +484,18 @@ impl Output {
     /// Calls the service for one request and queues or encodes its answer.
     /// Returns whether the connection stays open for further requests.
     fn dispatch(&mut self, request: Request<'_>, token: Token, env: &mut Env<'_>) -> bool {
+        let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server);
+        let service = env.service;
+        let reply = catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut cx)));
         let head: &Head<'_> = &request.head;
         let meta = Meta {
             head_only: head.method == "HEAD",
             keep_alive: head.keep_alive && !env.draining,
             http10: head.version == Version::Http10,
+            route: cx.route(),
+            method: method_label(head.method),
+            started: env.now,
         };
-        let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server);
-        let service = env.service;
-        let reply = catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut cx)));
         let response = match reply {
             Ok(Reply::Now(response)) => Some(response),
             Ok(Reply::Later) if cx.was_deferred() => None,
@@ -584,6 +594,8 @@ impl Wire {
         let keep_alive = meta.keep_alive && !response.closes() && !env.draining && !streamed_to_http10;
         let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
         response.encode(how, self.buffer(env.pool, env.now));
+        let micros = env.now.saturating_duration_since(meta.started).as_micros();
+        env.recorder.record(meta.route, meta.method, response.status, u64::try_from(micros).unwrap_or(u64::MAX));
         if !keep_alive && !response.is_streamed() {
             self.close_after = true;
         }

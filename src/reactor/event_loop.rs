@@ -21,6 +21,8 @@ use super::service::Service;
 use super::state::ServerState;
 use super::timers::Timers;
 use crate::http::date::DateCache;
+use crate::metrics::recorder::Recorder;
+use crate::metrics::INTERVAL as METRICS_INTERVAL;
 
 /// Token of the listening socket.
 const LISTENER: Token = Token(usize::MAX);
@@ -78,6 +80,8 @@ pub struct EventLoop {
     /// Connections that used up their read budget and have more to read.
     busy: Vec<Token>,
     drain_deadline: Option<Instant>,
+    recorder: Recorder,
+    next_flush: Instant,
 }
 
 impl EventLoop {
@@ -89,6 +93,7 @@ impl EventLoop {
         service: Arc<dyn Service>,
         config: LoopConfig,
         server: Arc<ServerState>,
+        recorder: Recorder,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(EventLoop {
@@ -107,6 +112,8 @@ impl EventLoop {
             accept_paused_until: None,
             busy: Vec::new(),
             drain_deadline: None,
+            recorder,
+            next_flush: Instant::now() + METRICS_INTERVAL,
         })
     }
 
@@ -137,6 +144,10 @@ impl EventLoop {
                 self.accept(now);
             }
             self.expire(now);
+            if now >= self.next_flush {
+                self.next_flush = now + METRICS_INTERVAL;
+                self.recorder.flush();
+            }
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     break;
@@ -146,6 +157,7 @@ impl EventLoop {
         for _ in self.conns.drain() {
             self.server.close();
         }
+        self.recorder.flush();
         Ok(())
     }
 
@@ -153,7 +165,7 @@ impl EventLoop {
         if !self.busy.is_empty() {
             return Some(Duration::ZERO);
         }
-        [self.timers.next(), self.accept_paused_until, self.drain_deadline]
+        [self.timers.next(), self.accept_paused_until, self.drain_deadline, Some(self.next_flush)]
             .into_iter()
             .flatten()
             .min()
@@ -176,6 +188,7 @@ impl EventLoop {
             server: &self.server,
             now,
             draining: self.drain_deadline.is_some(),
+            recorder: &mut self.recorder,
         };
         match step(&mut entry.conn, &mut env) {
             Status::Closed => {

@@ -19,7 +19,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::sync::mpsc::Sender;
+
 use mio::{Poll, Waker};
+
+use crate::metrics::recorder::{Handoff, Recorder};
 
 pub use connection::{Limits, MAX_PIPELINE};
 pub use mailbox::{Responder, StreamSender};
@@ -54,8 +58,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners and starts the reactor threads.
+    /// Binds the listeners and starts the reactor threads, recording no metrics.
     pub fn start(config: ServerConfig, service: Arc<dyn Service>) -> io::Result<Server> {
+        Server::start_with_metrics(config, service, None)
+    }
+
+    /// Binds the listeners and starts the reactor threads; each records its
+    /// requests and sends the figures to `metrics` once a second.
+    pub fn start_with_metrics(
+        config: ServerConfig,
+        service: Arc<dyn Service>,
+        metrics: Option<Sender<Handoff>>,
+    ) -> io::Result<Server> {
         let reactors = config.reactors.max(1);
         listener::ensure_free(config.listen)?;
         let first = listener::bind(config.listen)?;
@@ -77,6 +91,7 @@ impl Server {
                 Arc::clone(&service),
                 loop_config.clone(),
                 Arc::clone(&state),
+                Recorder::new(metrics.clone()),
             )?;
             let thread =
                 std::thread::Builder::new().name(format!("pagelens-reactor-{i}")).spawn(move || reactor.run())?;

@@ -38,11 +38,12 @@ pub struct Context<'a> {
     seq: u64,
     server: &'a ServerState,
     deferred: bool,
+    route: &'static str,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn new(mailbox: &'a Arc<Mailbox>, token: Token, seq: u64, server: &'a ServerState) -> Self {
-        Context { mailbox, token, seq, server, deferred: false }
+        Context { mailbox, token, seq, server, deferred: false, route: "unmatched" }
     }
 
     /// A handle through which another thread answers this request later.
@@ -59,5 +60,15 @@ impl<'a> Context<'a> {
 
     pub(crate) fn was_deferred(&self) -> bool {
         self.deferred
+    }
+
+    /// Names the route this request matched (a pattern such as
+    /// `/tasks/{id}`), the label its metrics are recorded under.
+    pub fn set_route(&mut self, route: &'static str) {
+        self.route = route;
+    }
+
+    pub(crate) fn route(&self) -> &'static str {
+        self.route
     }
 }

@@ -1,0 +1,85 @@
+//! Collectors for the figures the server and the task engine already keep.
+
+use std::sync::Arc;
+
+use super::{Collector, Exposition};
+use crate::jobs::{Engine, TaskState};
+use crate::pool::Priority;
+use crate::reactor::ServerState;
+
+/// Connection figures of the reactors.
+pub fn server(state: Arc<ServerState>) -> Collector {
+    Box::new(move |out: &mut Exposition| {
+        out.single(
+            "pagelens_http_connections_open",
+            "gauge",
+            "Open client connections.",
+            state.connections_open() as f64,
+        );
+        out.single(
+            "pagelens_http_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            state.connections_accepted() as f64,
+        );
+        out.single(
+            "pagelens_http_connections_refused_total",
+            "counter",
+            "Connections refused (over --max-connections or out of descriptors).",
+            state.connections_refused() as f64,
+        );
+        out.single(
+            "pagelens_http_connections_timed_out_total",
+            "counter",
+            "Connections closed because the client was too slow.",
+            state.connections_timed_out() as f64,
+        );
+    })
+}
+
+/// Task, queue and pool figures of the engine.
+pub fn engine(engine: Arc<Engine>) -> Collector {
+    Box::new(move |out: &mut Exposition| {
+        let counts = engine.store().counts();
+        out.family("pagelens_tasks", "gauge", "Tasks kept, by state and priority.");
+        for state in TaskState::ALL {
+            for priority in Priority::ALL {
+                let n = counts.get(&state).and_then(|p| p.get(&priority)).copied().unwrap_or(0);
+                out.sample("pagelens_tasks", &[("state", state.name()), ("priority", priority.name())], n as f64);
+            }
+        }
+        let pool = engine.pool_stats();
+        out.family("pagelens_jobs_queued", "gauge", "Jobs waiting in the pool's injectors, by priority.");
+        for (priority, n) in [("high", pool.queued.high), ("normal", pool.queued.normal), ("low", pool.queued.low)] {
+            out.sample("pagelens_jobs_queued", &[("priority", priority)], n as f64);
+        }
+        out.single(
+            "pagelens_task_queue_waiting",
+            "gauge",
+            "Tasks and batch items accepted, not yet started.",
+            engine.waiting() as f64,
+        );
+        out.single(
+            "pagelens_task_queue_capacity",
+            "gauge",
+            "The --queue-capacity limit.",
+            engine.config().queue_capacity as f64,
+        );
+        out.single(
+            "pagelens_tasks_refused_total",
+            "counter",
+            "Submissions refused with 503 (queue full).",
+            engine.refused() as f64,
+        );
+        out.single("pagelens_pool_workers", "gauge", "Worker threads.", pool.workers as f64);
+        out.single("pagelens_pool_workers_busy", "gauge", "Workers running a job.", pool.busy as f64);
+        out.single(
+            "pagelens_pool_steals_total",
+            "counter",
+            "Jobs taken from another worker's deque.",
+            pool.steals as f64,
+        );
+        out.single("pagelens_pool_jobs_completed_total", "counter", "Jobs run to the end.", pool.completed as f64);
+        out.single("pagelens_pool_jobs_panicked_total", "counter", "Jobs that panicked.", pool.panicked as f64);
+    })
+}

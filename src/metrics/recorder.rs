@@ -1,0 +1,159 @@
+//! Per-thread recording of request durations: no locks, no allocation in
+//! steady state.
+//!
+//! Each reactor owns a [`Recorder`] holding one [`Interval`] it records
+//! into. Once a second it swaps in an empty interval handed back by the
+//! metrics thread and sends the full one there; the metrics thread merges
+//! it, resets it (keeping its memory) and hands it back. So a recording is
+//! a map lookup and a histogram increment, and a scrape never touches a reactor.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender};
+
+use hdrhistogram::Histogram;
+
+/// Highest latency recorded, in microseconds (one hour).
+pub const MAX_MICROS: u64 = 3_600_000_000;
+
+/// A new latency histogram: 1 µs to 1 h at 3 significant figures. Fixed
+/// bounds, so recording never resizes (allocates).
+pub fn latency_histogram() -> Histogram<u64> {
+    // This expect cannot fire: the bounds are constants hdrhistogram accepts
+    // (low >= 1, high >= 2 * low, significant figures <= 5), checked by a test.
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant, valid histogram bounds")
+}
+
+/// What one request series is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// The route pattern, e.g. `/analyze/status/{id}`.
+    pub route: &'static str,
+    /// The method, or `OTHER`.
+    pub method: &'static str,
+    /// Status class: 1 to 5.
+    pub class: u8,
+}
+
+/// One series' figures for an interval.
+#[derive(Debug, Clone)]
+pub struct SeriesStats {
+    /// Durations in microseconds.
+    pub latency: Histogram<u64>,
+    /// Exact sum of durations in microseconds (HDR keeps no exact sum).
+    pub sum_micros: u64,
+}
+
+/// What a thread recorded during one interval.
+#[derive(Debug, Default)]
+pub struct Interval {
+    /// Figures by series.
+    pub series: HashMap<SeriesKey, SeriesStats>,
+}
+
+impl Interval {
+    /// Records one request.
+    pub fn record(&mut self, key: SeriesKey, micros: u64) {
+        let stats =
+            self.series.entry(key).or_insert_with(|| SeriesStats { latency: latency_histogram(), sum_micros: 0 });
+        stats.latency.saturating_record(micros.clamp(1, MAX_MICROS));
+        stats.sum_micros = stats.sum_micros.saturating_add(micros);
+    }
+
+    /// Empties every series, keeping their memory for reuse.
+    pub fn reset(&mut self) {
+        for stats in self.series.values_mut() {
+            stats.latency.reset();
+            stats.sum_micros = 0;
+        }
+    }
+}
+
+/// A full interval on its way to the metrics thread, with the way back.
+pub type Handoff = (Interval, Sender<Interval>);
+
+/// A thread's recorder.
+#[derive(Debug)]
+pub struct Recorder {
+    current: Interval,
+    sink: Option<Sender<Handoff>>,
+    back: Sender<Interval>,
+    returned: Receiver<Interval>,
+}
+
+impl Recorder {
+    /// A recorder sending its intervals to `sink`; `None` records nothing.
+    pub fn new(sink: Option<Sender<Handoff>>) -> Self {
+        let (back, returned) = std::sync::mpsc::channel();
+        Recorder { current: Interval::default(), sink, back, returned }
+    }
+
+    /// Records one request of `micros` microseconds.
+    pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, micros: u64) {
+        if self.sink.is_some() {
+            let class = (status / 100).clamp(1, 5) as u8;
+            self.current.record(SeriesKey { route, method, class }, micros);
+        }
+    }
+
+    /// Hands the interval so far to the metrics thread.
+    pub fn flush(&mut self) {
+        let Some(sink) = &self.sink else { return };
+        if self.current.series.is_empty() {
+            return;
+        }
+        // The emptied interval the metrics thread handed back, if it has; a
+        // new one only until the first comes back.
+        let fresh = self.returned.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.current, fresh);
+        if sink.send((full, self.back.clone())).is_err() {
+            self.sink = None; // the metrics thread is gone: stop recording
+        }
+    }
+}
+
+/// The HTTP method as a static label.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_travel_and_come_back_empty() {
+        let (sink, source) = std::sync::mpsc::channel::<Handoff>();
+        let mut recorder = Recorder::new(Some(sink));
+        recorder.record("/livez", "GET", 200, 120);
+        recorder.record("/livez", "GET", 204, 80);
+        recorder.record("/x", "POST", 503, 5_000);
+        recorder.flush();
+        let (mut interval, back) = source.recv().unwrap();
+        let key = SeriesKey { route: "/livez", method: "GET", class: 2 };
+        assert_eq!(interval.series[&key].latency.len(), 2);
+        assert_eq!(interval.series[&key].sum_micros, 200);
+        assert_eq!(interval.series[&SeriesKey { route: "/x", method: "POST", class: 5 }].latency.len(), 1);
+        interval.reset();
+        back.send(interval).unwrap();
+        recorder.record("/livez", "GET", 200, 1);
+        recorder.flush();
+        let (second, _) = source.recv().unwrap();
+        assert_eq!(second.series[&key].latency.len(), 1);
+    }
+
+    #[test]
+    fn without_a_sink_nothing_is_kept() {
+        let mut recorder = Recorder::new(None);
+        recorder.record("/livez", "GET", 200, 10);
+        assert!(recorder.current.series.is_empty());
+    }
+}

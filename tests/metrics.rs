@@ -1,0 +1,141 @@
+//! Metrics through real sockets: counts that match a known request mix,
+//! quantiles of known delays, and `promtool check metrics` on a scrape.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::{config, connect, get, request, start_with_metrics, Reader};
+
+/// The samples of a scrape: `name{labels}` to value.
+fn scrape(addr: std::net::SocketAddr) -> (String, HashMap<String, f64>) {
+    let resp = request(addr, &get("/metrics"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = resp.text();
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap_or(f64::NAN))))
+        .collect();
+    (text, samples)
+}
+
+/// Scrapes until `ready` holds (figures are merged once a second).
+fn scrape_until(
+    addr: std::net::SocketAddr,
+    ready: impl Fn(&HashMap<String, f64>) -> bool,
+) -> (String, HashMap<String, f64>) {
+    let started = Instant::now();
+    loop {
+        let (text, samples) = scrape(addr);
+        if ready(&samples) {
+            return (text, samples);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "metrics never caught up:\n{text}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const LIVEZ: &str = r#"pagelens_http_request_duration_seconds_count{route="/livez",method="GET",status_class="2xx"}"#;
+
+#[test]
+fn counts_match_a_known_request_mix() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let mut client = Reader::new(connect(addr));
+    for _ in 0..7 {
+        client.send(&get("/livez"));
+        assert_eq!(client.response(false).status, 200);
+    }
+    for _ in 0..3 {
+        client.send(&get("/no/such/page"));
+        assert_eq!(client.response(false).status, 404);
+    }
+    for _ in 0..2 {
+        client.send(b"POST /livez HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(client.response(false).status, 405);
+    }
+    client.send(&get("/health"));
+    assert_eq!(client.response(false).status, 200);
+
+    let (_, samples) = scrape_until(addr, |s| s.get(LIVEZ) == Some(&7.0));
+    let count = |route: &str, method: &str, class: &str| {
+        let key = format!(
+            r#"pagelens_http_request_duration_seconds_count{{route="{route}",method="{method}",status_class="{class}"}}"#
+        );
+        samples.get(&key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(count("/livez", "GET", "2xx"), 7.0);
+    assert_eq!(count("unmatched", "GET", "4xx"), 3.0);
+    assert_eq!(count("unmatched", "POST", "4xx"), 2.0);
+    assert_eq!(count("/health", "GET", "2xx"), 1.0);
+    let inf =
+        r#"pagelens_http_request_duration_seconds_bucket{route="/livez",method="GET",status_class="2xx",le="+Inf"}"#;
+    assert_eq!(samples[inf], 7.0);
+    assert!(samples["pagelens_http_connections_accepted_total"] >= 2.0);
+    assert!(samples["pagelens_http_connections_open"] >= 1.0);
+    assert_eq!(samples["pagelens_pool_workers"], 2.0);
+    assert!(samples["pagelens_process_resident_memory_bytes"] > 1e6);
+    assert!(samples["pagelens_process_open_fds"] > 3.0);
+}
+
+#[test]
+fn quantiles_reflect_known_delays() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    // 18 requests of 50 ms and 2 of 400 ms, all at once: p50 is 50 ms, p99 400 ms.
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            thread::spawn(move || {
+                let ms = if i < 18 { 50 } else { 400 };
+                assert_eq!(request(addr, &get(&format!("/delay/{ms}"))).status, 200);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let key = |q: &str| {
+        format!(
+            r#"pagelens_http_request_latency_seconds{{route="unmatched",method="GET",status_class="2xx",quantile="{q}"}}"#
+        )
+    };
+    let count = r#"pagelens_http_request_latency_seconds_count{route="unmatched",method="GET",status_class="2xx"}"#;
+    let (_, samples) = scrape_until(addr, |s| s.get(count) == Some(&20.0) && s.contains_key(&key("0.5")));
+    // Thread sleeps overshoot by a few milliseconds; HDR adds at most 0.1 %.
+    let p50 = samples[&key("0.5")];
+    let p99 = samples[&key("0.99")];
+    assert!((0.050..0.065).contains(&p50), "p50 {p50}");
+    assert!((0.400..0.430).contains(&p99), "p99 {p99}");
+    let sum =
+        samples[r#"pagelens_http_request_latency_seconds_sum{route="unmatched",method="GET",status_class="2xx"}"#];
+    assert!((1.7..2.0).contains(&sum), "sum {sum}");
+}
+
+#[test]
+fn a_scrape_passes_promtool() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    for path in ["/livez", "/health", "/nope"] {
+        request(addr, &get(path));
+    }
+    let (text, _) = scrape_until(addr, |s| s.keys().any(|k| k.contains("route=\"/livez\"")));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (.ci/install-test-tools installs Debian's prometheus package)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
