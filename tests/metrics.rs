@@ -139,3 +139,33 @@ fn a_scrape_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn openmetrics_when_the_scraper_asks_for_it() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    scrape_until(addr, |s| s.contains_key("pagelens_http_connections_accepted_total"));
+    let raw = b"GET /metrics HTTP/1.1\r\nHost: t\r\nAccept: application/openmetrics-text; version=1.0.0,text/plain;q=0.5\r\n\r\n";
+    let resp = request(addr, raw);
+    assert_eq!(resp.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    let text = resp.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Counter families drop `_total`; their samples keep it.
+    assert!(text.contains("# TYPE pagelens_http_connections_accepted counter\n"), "{text}");
+    assert!(text.contains("\npagelens_http_connections_accepted_total "), "{text}");
+    assert!(!text.contains("# TYPE pagelens_http_connections_accepted_total"), "{text}");
+}
+
+#[test]
+fn the_runtime_snapshot_is_json() {
+    let server = start_with_metrics(config());
+    let resp = request(server.local_addr(), &get("/non-blocking/metrics"));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let doc: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(doc["connections"]["open"].as_u64().unwrap() >= 1);
+    assert_eq!(doc["connections"]["max"], 10_000);
+    assert_eq!(doc["work"]["pool"]["workers"], 2);
+    assert_eq!(doc["work"]["queue"]["capacity_left"], 1000);
+    assert_eq!(doc["system"]["reactors"], 2);
+    assert!(doc["system"]["cores"].as_u64().unwrap() >= 1);
+}

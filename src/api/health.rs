@@ -45,13 +45,50 @@ pub fn health(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -
     ))
 }
 
-/// `GET /metrics`: the Prometheus text exposition, rendered once a second
-/// by the metrics thread (never on a reactor).
-pub fn metrics(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
-    Reply::Now(match &app.metrics {
-        Some(metrics) => {
-            Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", metrics.rendered().as_bytes().to_vec())
-        }
-        None => Response::problem(404, "metrics-off", "this server records no metrics"),
-    })
+/// `GET /metrics`: the Prometheus text exposition (OpenMetrics 1.0 when the
+/// scraper's `Accept` asks for it), rendered once a second by the metrics
+/// thread, never on a reactor.
+pub fn metrics(app: &App, request: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
+    let Some(metrics) = &app.metrics else {
+        return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
+    };
+    let openmetrics = request
+        .head
+        .header("accept")
+        .is_some_and(|accept| String::from_utf8_lossy(accept).contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Reply::Now(Response::with_body(200, content_type, metrics.rendered(openmetrics).as_bytes().to_vec()))
+}
+
+/// `GET /non-blocking/metrics`: the runtime snapshot as JSON.
+pub fn snapshot(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let server = cx.server();
+    let mut work = super::tasks::figures(app);
+    let capacity = app.engine.config().queue_capacity;
+    work["queue"]["capacity_left"] = json!(capacity.saturating_sub(app.engine.waiting()));
+    Reply::Now(Response::json(
+        200,
+        &json!({
+            "connections": {
+                "open": server.connections_open(),
+                "max": server.max_connections(),
+                "capacity_left": server.max_connections().saturating_sub(server.connections_open()),
+                "accepted_total": server.connections_accepted(),
+                "refused_total": server.connections_refused(),
+                "timed_out_total": server.connections_timed_out(),
+            },
+            "work": work,
+            "system": {
+                "pid": std::process::id(),
+                "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "reactors": server.reactors(),
+                "uptime_seconds": server.uptime().as_secs_f64(),
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+        }),
+    ))
 }

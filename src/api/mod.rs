@@ -50,6 +50,7 @@ impl App {
             .route("GET", "/readyz", health::readyz)
             .route("GET", "/health", health::health)
             .route("GET", "/metrics", health::metrics)
+            .route("GET", "/non-blocking/metrics", health::snapshot)
             .route("POST", "/analyze", analyze::analyze)
             .route("POST", "/analyze/async", analyze::analyze_async)
             .route("GET", "/analyze/status/{id}", tasks::status)

@@ -1,5 +1,7 @@
-//! The Prometheus text exposition format (0.0.4), written by hand: families
-//! with HELP and TYPE, samples with escaped label values.
+//! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0,
+//! written by hand: families with HELP and TYPE, samples with escaped label
+//! values. The two differ, for what we write, in that an OpenMetrics counter
+//! family is named without its `_total` suffix and the text ends in `# EOF`.
 
 use std::fmt::Write;
 
@@ -7,11 +9,21 @@ use std::fmt::Write;
 #[derive(Debug, Default)]
 pub struct Exposition {
     out: String,
+    openmetrics: bool,
 }
 
 impl Exposition {
+    /// An empty exposition in OpenMetrics 1.0 (`true`) or Prometheus 0.0.4 format.
+    pub fn new(openmetrics: bool) -> Self {
+        Exposition { out: String::new(), openmetrics }
+    }
+
     /// Starts a metric family.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let name = match (self.openmetrics, kind) {
+            (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
         // Writing to a String cannot fail.
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
@@ -47,7 +59,10 @@ impl Exposition {
     }
 
     /// The finished text.
-    pub fn finish(self) -> String {
+    pub fn finish(mut self) -> String {
+        if self.openmetrics {
+            self.out.push_str("# EOF\n");
+        }
         self.out
     }
 }
@@ -89,5 +104,12 @@ mod tests {
              pagelens_x_total{route=\"/a\\\"b\\\\c\"} 3\npagelens_y_bucket{m=\"GET\",le=\"0.5\"} 1.5\n\
              # HELP pagelens_z Z.\n# TYPE pagelens_z gauge\npagelens_z +Inf\n"
         );
+    }
+
+    #[test]
+    fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+        let mut e = Exposition::new(true);
+        e.single("pagelens_x_total", "counter", "X.", 1.0);
+        assert_eq!(e.finish(), "# HELP pagelens_x X.\n# TYPE pagelens_x counter\npagelens_x_total 1\n# EOF\n");
     }
 }

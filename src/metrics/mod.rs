@@ -33,6 +33,13 @@ const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"),
 /// Adds a part's figures to the exposition.
 pub type Collector = Box<dyn Fn(&mut Exposition) + Send>;
 
+/// The latest renderings in both formats.
+#[derive(Debug, Default)]
+struct Rendered {
+    prometheus: Arc<String>,
+    openmetrics: Arc<String>,
+}
+
 /// A series' running totals.
 struct Totals {
     /// All durations since start (for the cumulative buckets).
@@ -45,7 +52,7 @@ struct Totals {
 /// The metrics hub.
 pub struct Metrics {
     sink: Sender<Handoff>,
-    rendered: Mutex<Arc<String>>,
+    rendered: Mutex<Rendered>,
     collectors: Mutex<Vec<Collector>>,
 }
 
@@ -65,7 +72,7 @@ impl Metrics {
         let (sink, source) = channel();
         let metrics = Arc::new(Metrics {
             sink,
-            rendered: Mutex::new(Arc::new(String::new())),
+            rendered: Mutex::new(Rendered::default()),
             collectors: Mutex::new(vec![Box::new(process::collect)]),
         });
         let weak = Arc::downgrade(&metrics);
@@ -83,9 +90,10 @@ impl Metrics {
         lock(&self.collectors).push(collector);
     }
 
-    /// The latest rendering of the text exposition (format 0.0.4).
-    pub fn rendered(&self) -> Arc<String> {
-        Arc::clone(&lock(&self.rendered))
+    /// The latest rendering, in OpenMetrics 1.0 (`true`) or Prometheus 0.0.4 text format.
+    pub fn rendered(&self, openmetrics: bool) -> Arc<String> {
+        let rendered = lock(&self.rendered);
+        Arc::clone(if openmetrics { &rendered.openmetrics } else { &rendered.prometheus })
     }
 }
 
@@ -118,12 +126,16 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
         }
         next += INTERVAL;
         let Some(metrics) = metrics.upgrade() else { return };
-        let mut out = Exposition::default();
-        requests(&mut out, &totals);
-        for collector in lock(&metrics.collectors).iter() {
-            collector(&mut out);
-        }
-        *lock(&metrics.rendered) = Arc::new(out.finish());
+        let render = |openmetrics| {
+            let mut out = Exposition::new(openmetrics);
+            requests(&mut out, &totals);
+            for collector in lock(&metrics.collectors).iter() {
+                collector(&mut out);
+            }
+            Arc::new(out.finish())
+        };
+        let rendered = Rendered { prometheus: render(false), openmetrics: render(true) };
+        *lock(&metrics.rendered) = rendered;
         for t in totals.values_mut() {
             t.last.reset();
         }
