@@ -38,12 +38,19 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::default()))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
-    let metrics = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
-    metrics.add_collector(collectors::engine(Arc::clone(&engine)));
-    let app = Arc::new(App::new(engine, config.api).with_metrics(Arc::clone(&metrics)));
-    let server =
-        Server::start_with_metrics(config.server.clone(), app, Some(metrics.sink())).map_err(|e| e.to_string())?;
-    metrics.add_collector(collectors::server(Arc::clone(server.state())));
+    let mut app = App::new(Arc::clone(&engine), config.api);
+    let mut metrics = None;
+    if !args.no_metrics {
+        let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        hub.add_collector(collectors::engine(engine));
+        app = app.with_metrics(Arc::clone(&hub));
+        metrics = Some(hub);
+    }
+    let sink = metrics.as_ref().map(|m| m.sink());
+    let server = Server::start_with_metrics(config.server.clone(), Arc::new(app), sink).map_err(|e| e.to_string())?;
+    if let Some(hub) = &metrics {
+        hub.add_collector(collectors::server(Arc::clone(server.state())));
+    }
     println!(
         "pagelens listening on http://{} ({} reactors, {} workers)",
         server.local_addr(),

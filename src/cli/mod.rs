@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// Most items in one POST /bulk/analyze/async; more is 413.
     #[arg(long, env = "PAGELENS_MAX_BULK_ITEMS", default_value_t = 1000)]
     pub max_bulk_items: usize,
+
+    /// Record no metrics (GET /metrics answers 404); for measuring their cost.
+    #[arg(long, env = "PAGELENS_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 /// Everything `serve` needs, checked.
