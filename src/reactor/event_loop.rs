@@ -228,7 +228,7 @@ impl EventLoop {
             self.begin_drain(now);
         }
         let mailbox = Arc::clone(&self.mailbox);
-        mailbox.drain(|done| {
+        mailbox.drain(|done, now| {
             self.with_conn(done.token, now, |conn, env| conn.complete(done.seq, done.part, env));
         });
     }

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 use mio::{Token, Waker};
@@ -82,13 +83,22 @@ impl Mailbox {
         }
     }
 
-    /// Takes every posted completion. Called by the reactor on its waker event.
-    pub fn drain(&self, mut each: impl FnMut(Completion)) {
-        // Clear first: a post racing with this drain either lands in the loop
-        // below or sets `pending` again and wakes us once more.
+    /// Takes the completions posted so far, with a clock reading taken
+    /// after all of them were posted. Called by the reactor on its waker event.
+    pub fn drain(&self, mut each: impl FnMut(Completion, Instant)) {
+        // Clear first: a post racing with this drain sets `pending` again
+        // and wakes us once more.
         self.pending.swap(false, Ordering::AcqRel);
-        while let Some(c) = self.queue.pop() {
-            each(c);
+        // Only what is queued now: a completion posted during the drain
+        // would otherwise be stamped with a time before it existed, and its
+        // recorded duration would come out short. It waits for the next wake.
+        let queued = self.queue.len();
+        let now = Instant::now();
+        for _ in 0..queued {
+            match self.queue.pop() {
+                Some(c) => each(c, now),
+                None => break,
+            }
         }
     }
 }
