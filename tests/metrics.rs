@@ -39,8 +39,6 @@ fn scrape_until(
     }
 }
 
-const LIVEZ: &str = r#"pagelens_http_request_duration_seconds_count{route="/livez",method="GET",status_class="2xx"}"#;
-
 #[test]
 fn counts_match_a_known_request_mix() {
     let server = start_with_metrics(config());
@@ -60,18 +58,37 @@ fn counts_match_a_known_request_mix() {
     }
     client.send(&get("/health"));
     assert_eq!(client.response(false).status, 200);
+    // A request the codec rejects: counted by its problem code.
+    let mut bad = Reader::new(connect(addr));
+    bad.send(b"GET /livez HTTP/1.1\r\n\r\n");
+    assert_eq!(bad.response(false).status, 400);
 
-    let (_, samples) = scrape_until(addr, |s| s.get(LIVEZ) == Some(&7.0));
-    let count = |route: &str, method: &str, class: &str| {
-        let key = format!(
+    let series = |route: &str, method: &str, class: &str| {
+        format!(
             r#"pagelens_http_request_duration_seconds_count{{route="{route}",method="{method}",status_class="{class}"}}"#
-        );
-        samples.get(&key).copied().unwrap_or(0.0)
+        )
     };
+    let expected = [
+        (series("/livez", "GET", "2xx"), 7.0),
+        (series("unmatched", "GET", "4xx"), 3.0),
+        (series("unmatched", "POST", "4xx"), 2.0),
+        (series("/health", "GET", "2xx"), 1.0),
+        (series("-", "OTHER", "4xx"), 1.0),
+        (r#"pagelens_http_protocol_errors_total{code="bad-host"}"#.to_string(), 1.0),
+    ];
+    // Each reactor flushes once a second: wait until every figure is in.
+    let (_, samples) = scrape_until(addr, |s| expected.iter().all(|(k, v)| s.get(k) == Some(v)));
+    let count =
+        |route: &str, method: &str, class: &str| samples.get(&series(route, method, class)).copied().unwrap_or(0.0);
     assert_eq!(count("/livez", "GET", "2xx"), 7.0);
     assert_eq!(count("unmatched", "GET", "4xx"), 3.0);
     assert_eq!(count("unmatched", "POST", "4xx"), 2.0);
     assert_eq!(count("/health", "GET", "2xx"), 1.0);
+    assert_eq!(count("-", "OTHER", "4xx"), 1.0);
+    assert_eq!(samples[r#"pagelens_http_protocol_errors_total{code="bad-host"}"#], 1.0);
+    // 13 requests of this test plus the scrapes: at least 13 heads in, 13 responses out.
+    assert!(samples["pagelens_http_received_bytes_total"] >= 13.0 * 30.0);
+    assert!(samples["pagelens_http_sent_bytes_total"] >= 13.0 * 100.0);
     let inf =
         r#"pagelens_http_request_duration_seconds_bucket{route="/livez",method="GET",status_class="2xx",le="+Inf"}"#;
     assert_eq!(samples[inf], 7.0);

@@ -142,6 +142,10 @@ impl Metrics {
 #[derive(Default)]
 pub struct Aggregate {
     totals: BTreeMap<SeriesKey, Totals>,
+    bytes_in: u64,
+    bytes_out: u64,
+    requests_started: u64,
+    protocol_errors: BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Debug for Aggregate {
@@ -164,16 +168,54 @@ impl Aggregate {
             let _ = t.last.add(&stats.latency);
             t.sum_micros = t.sum_micros.saturating_add(stats.sum_micros);
         }
+        self.bytes_in += interval.bytes_in;
+        self.bytes_out += interval.bytes_out;
+        self.requests_started += interval.requests_started;
+        for (code, n) in &interval.protocol_errors {
+            *self.protocol_errors.entry(code).or_default() += n;
+        }
     }
 
     /// Writes the request families, then whatever `collectors` add.
     pub fn render(&self, openmetrics: bool, collectors: &[Collector]) -> String {
         let mut out = Exposition::new(openmetrics);
         requests(&mut out, &self.totals);
+        self.traffic(&mut out);
         for collector in collectors {
             collector(&mut out);
         }
         out.finish()
+    }
+
+    fn traffic(&self, out: &mut Exposition) {
+        out.single(
+            "pagelens_http_received_bytes_total",
+            "counter",
+            "Request bytes read from clients.",
+            self.bytes_in as f64,
+        );
+        out.single(
+            "pagelens_http_sent_bytes_total",
+            "counter",
+            "Response bytes written to clients.",
+            self.bytes_out as f64,
+        );
+        // Codec rejections (route "-") never reached the service.
+        let answered: u64 = self.totals.iter().filter(|(k, _)| k.route != "-").map(|(_, t)| t.all.len()).sum();
+        out.single(
+            "pagelens_http_requests_in_flight",
+            "gauge",
+            "Requests handed to the service and not yet answered (as of the last interval).",
+            self.requests_started.saturating_sub(answered) as f64,
+        );
+        out.family(
+            "pagelens_http_protocol_errors_total",
+            "counter",
+            "Requests rejected by the HTTP codec, by problem code.",
+        );
+        for (code, n) in &self.protocol_errors {
+            out.sample("pagelens_http_protocol_errors_total", &[("code", code)], *n as f64);
+        }
     }
 
     /// Starts a new quantile interval.

@@ -72,6 +72,14 @@ impl Hasher for Fnv {
 pub struct Interval {
     /// Figures by series.
     pub series: HashMap<SeriesKey, SeriesStats, BuildHasherDefault<Fnv>>,
+    /// Request bytes read.
+    pub bytes_in: u64,
+    /// Response bytes written.
+    pub bytes_out: u64,
+    /// Requests handed to the service.
+    pub requests_started: u64,
+    /// Requests that fail to parse or frame, by problem code.
+    pub protocol_errors: HashMap<&'static str, u64, BuildHasherDefault<Fnv>>,
 }
 
 impl Interval {
@@ -89,6 +97,14 @@ impl Interval {
             stats.latency.reset();
             stats.sum_micros = 0;
         }
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+        self.requests_started = 0;
+        self.protocol_errors.values_mut().for_each(|n| *n = 0);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.bytes_in == 0 && self.bytes_out == 0
     }
 }
 
@@ -111,7 +127,7 @@ impl Recorder {
         Recorder { current: Interval::default(), sink, back, returned }
     }
 
-    /// Records one request of `micros` microseconds.
+    /// Records one response, `micros` after its request was complete.
     pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, micros: u64) {
         if self.sink.is_some() {
             let class = (status / 100).clamp(1, 5) as u8;
@@ -119,10 +135,28 @@ impl Recorder {
         }
     }
 
+    /// Counts a request handed to the service.
+    pub fn request_started(&mut self) {
+        self.current.requests_started += 1;
+    }
+
+    /// Counts bytes read from and written to clients.
+    pub fn bytes(&mut self, read: usize, written: usize) {
+        self.current.bytes_in += read as u64;
+        self.current.bytes_out += written as u64;
+    }
+
+    /// Counts a request rejected by the codec, by its problem code.
+    pub fn protocol_error(&mut self, code: &'static str) {
+        if self.sink.is_some() {
+            *self.current.protocol_errors.entry(code).or_default() += 1;
+        }
+    }
+
     /// Hands the interval so far to the metrics thread.
     pub fn flush(&mut self) {
         let Some(sink) = &self.sink else { return };
-        if self.current.series.is_empty() {
+        if self.current.is_empty() {
             return;
         }
         // The emptied interval the metrics thread handed back, if it has; a

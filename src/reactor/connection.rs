@@ -221,6 +221,7 @@ impl Connection {
                         progressed = true;
                         drained = empty;
                         budget = budget.saturating_sub(n);
+                        env.recorder.bytes(n, 0);
                     }
                     Ok(Fill::Eof) => {
                         self.peer_closed = true;
@@ -231,8 +232,9 @@ impl Connection {
                 }
             }
             progressed |= self.process(env);
-            if self.out.wire.write_to(&mut self.stream, env.now).is_err() {
-                self.state = State::Closed;
+            match self.out.wire.write_to(&mut self.stream, env.now) {
+                Ok(written) => env.recorder.bytes(0, written),
+                Err(_) => self.state = State::Closed,
             }
             progressed |= self.settle(env);
             if progressed {
@@ -426,6 +428,7 @@ impl Connection {
         if error == HttpError::Timeout {
             env.server.count_timeout();
         }
+        env.recorder.protocol_error(error.code());
         let meta =
             Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
         self.out.push(meta, Some(Response::from_http_error(error)), env);
@@ -484,6 +487,7 @@ impl Output {
     /// Calls the service for one request and queues or encodes its answer.
     /// Returns whether the connection stays open for further requests.
     fn dispatch(&mut self, request: Request<'_>, token: Token, env: &mut Env<'_>) -> bool {
+        env.recorder.request_started();
         let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server);
         let service = env.service;
         let reply = catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut cx)));
@@ -634,22 +638,24 @@ impl Wire {
         &mut self.wbuf
     }
 
-    /// Writes buffered bytes until done or the socket is full.
-    fn write_to(&mut self, stream: &mut TcpStream, now: Instant) -> io::Result<()> {
+    /// Writes buffered bytes until done or the socket is full; returns how many went out.
+    fn write_to(&mut self, stream: &mut TcpStream, now: Instant) -> io::Result<usize> {
+        let mut written = 0;
         while self.wpos < self.wbuf.len() {
             match stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.wpos += n;
+                    written += n;
                     self.write_since = now;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         self.wbuf.clear();
         self.wpos = 0;
-        Ok(())
+        Ok(written)
     }
 }
