@@ -119,7 +119,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
     // process-wide counter cannot tell threads apart.)
     let (sink, source) = std::sync::mpsc::channel::<Handoff>();
     let mut recorder = Recorder::new(Some(sink));
-    let mut round = |recorder: &mut Recorder| {
+    let round = |recorder: &mut Recorder| {
         for i in 0..1000u64 {
             recorder.record("/livez", "GET", 200, 40 + i % 100);
             recorder.request_started();
