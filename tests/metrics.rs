@@ -192,3 +192,27 @@ fn the_runtime_snapshot_is_json() {
     assert_eq!(doc["system"]["reactors"], 2);
     assert!(doc["system"]["cores"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn task_waits_and_stage_durations_are_recorded() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let body = r#"{"html": "<title>timed</title>"}"#;
+    let raw = format!(
+        "POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..4 {
+        assert_eq!(request(addr, raw.as_bytes()).status, 200);
+    }
+    let want = [
+        r#"pagelens_task_wait_seconds_count"#,
+        r#"pagelens_job_duration_seconds_count{stage="started"}"#,
+        r#"pagelens_job_duration_seconds_count{stage="parsing"}"#,
+        r#"pagelens_job_duration_seconds_count{stage="encoding"}"#,
+    ];
+    let (text, samples) = scrape_until(addr, |s| want.iter().all(|k| s.get(*k) == Some(&4.0)));
+    let parsing_sum = samples[r#"pagelens_job_duration_seconds_sum{stage="parsing"}"#];
+    assert!(parsing_sum > 0.0 && parsing_sum < 1.0, "{text}");
+    assert!(text.contains("# TYPE pagelens_job_duration_seconds histogram\n"));
+}

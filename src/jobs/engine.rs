@@ -7,6 +7,7 @@
 //! job does; the job sees its cancel token at its next checkpoint), hands
 //! slow sync requests over as `202`, and sweeps finished tasks.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,6 +19,7 @@ use serde_json::value::RawValue;
 
 use super::store::{TaskRecord, TaskStore};
 use super::task::{ItemCounts, Progress, TaskError, TaskId, TaskState, TaskView};
+use crate::metrics::tasks::TaskTimes;
 use crate::pool::{Pool, PoolStats, Priority};
 
 /// How often the timer thread looks at deadlines.
@@ -138,6 +140,9 @@ pub struct JobContext {
     /// Where progress goes; `None` for a batch item, whose batch reports
     /// items done instead.
     store: Option<Arc<dyn TaskStore>>,
+    times: Arc<TaskTimes>,
+    /// The stage under way and when it began.
+    current: Cell<(&'static str, Instant)>,
 }
 
 impl JobContext {
@@ -148,7 +153,8 @@ impl JobContext {
 
     /// Records progress, and stops the work (with the error to return) if
     /// the task was cancelled or ran out of time. Call between stages.
-    pub fn stage(&self, percent: u8, stage: &str) -> Result<(), TaskError> {
+    pub fn stage(&self, percent: u8, stage: &'static str) -> Result<(), TaskError> {
+        self.end_stage(stage);
         self.check()?;
         if let Some(store) = &self.store {
             store.update(self.id, &mut |r| {
@@ -158,6 +164,22 @@ impl JobContext {
             });
         }
         Ok(())
+    }
+
+    fn new(
+        id: TaskId,
+        cancel: Arc<AtomicBool>,
+        deadline: Instant,
+        store: Option<Arc<dyn TaskStore>>,
+        times: Arc<TaskTimes>,
+    ) -> Self {
+        JobContext { id, cancel, deadline, store, times, current: Cell::new(("started", Instant::now())) }
+    }
+
+    /// Times the stage under way and starts `next`.
+    fn end_stage(&self, next: &'static str) {
+        let (stage, began) = self.current.replace((next, Instant::now()));
+        self.times.stage(stage, began.elapsed());
     }
 
     /// Whether to stop now; cheap enough for inner loops.
@@ -262,6 +284,7 @@ pub struct Engine {
     deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
     sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
+    times: Arc<TaskTimes>,
     stopping: AtomicBool,
 }
 
@@ -293,6 +316,7 @@ impl Engine {
             deadlines: Mutex::new(BinaryHeap::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
             batches: Mutex::new(HashMap::new()),
+            times: Arc::new(TaskTimes::default()),
             stopping: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&engine);
@@ -333,6 +357,11 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Arc<dyn TaskStore> {
         &self.store
+    }
+
+    /// Queue waits and stage durations.
+    pub fn times(&self) -> &TaskTimes {
+        &self.times
     }
 
     /// When a task submitted now would likely finish, from the queue depth
@@ -515,18 +544,19 @@ impl Engine {
         let view = self.store.get(id).ok_or(SubmitError::Full { retry_after: 1 })?;
         let engine = Arc::clone(self);
         let body = spec.body;
+        let queued_at = Instant::now();
         self.pool.spawn(
             spec.priority,
             Box::new(move || {
                 engine.waiting.fetch_sub(1, Ordering::AcqRel);
-                engine.run(id, cancel, deadline, body);
+                engine.run(id, cancel, deadline, queued_at, body);
             }),
         );
         Ok(Submitted::Created(view))
     }
 
     /// Runs one task on a worker.
-    fn run(self: &Arc<Self>, id: TaskId, cancel: Arc<AtomicBool>, deadline: Instant, body: Body) {
+    fn run(self: &Arc<Self>, id: TaskId, cancel: Arc<AtomicBool>, deadline: Instant, queued_at: Instant, body: Body) {
         let started = self.store.update(id, &mut |r| {
             if r.state == TaskState::Queued {
                 r.state = TaskState::Processing;
@@ -539,12 +569,14 @@ impl Engine {
             self.waiting.fetch_sub(body.extra_slots(), Ordering::AcqRel);
             return;
         }
-        let cx = JobContext { id, cancel, deadline, store: Some(Arc::clone(&self.store)) };
+        self.times.waited(queued_at.elapsed());
+        let cx = JobContext::new(id, cancel, deadline, Some(Arc::clone(&self.store)), Arc::clone(&self.times));
         match body {
             Body::Work(work) => {
                 let began = Instant::now();
                 let outcome = catch_unwind(AssertUnwindSafe(|| work(&cx)))
                     .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the task's job failed")));
+                cx.end_stage("done");
                 self.record_duration(began.elapsed());
                 self.finish(id, outcome);
             }
@@ -616,12 +648,13 @@ impl Engine {
                     if index < extra {
                         engine.waiting.fetch_sub(1, Ordering::AcqRel);
                     }
-                    let item_cx = JobContext { id, cancel, deadline, store: None };
+                    let item_cx = JobContext::new(id, cancel, deadline, None, Arc::clone(&engine.times));
                     let outcome = match item_cx.check() {
                         Ok(()) => catch_unwind(AssertUnwindSafe(|| work(&item_cx)))
                             .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the item's job failed"))),
                         Err(e) => Err(e),
                     };
+                    item_cx.end_stage("done");
                     engine.item_done(id, &batch, index, outcome);
                 }),
             );

@@ -81,5 +81,6 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
         );
         out.single("pagelens_pool_jobs_completed_total", "counter", "Jobs run to the end.", pool.completed as f64);
         out.single("pagelens_pool_jobs_panicked_total", "counter", "Jobs that panicked.", pool.panicked as f64);
+        engine.times().write(out);
     })
 }

@@ -9,6 +9,7 @@ pub mod collectors;
 mod exposition;
 mod process;
 pub mod recorder;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -45,6 +46,25 @@ const BUCKETS: [(u64, &str); 18] = [
     (30_000_000, "30"),
     (60_000_000, "60"),
 ];
+
+/// The `_bucket`, `_sum` and `_count` samples of one histogram series
+/// recorded in microseconds.
+pub fn histogram_samples(
+    out: &mut Exposition,
+    name: &str,
+    labels: &[(&str, &str)],
+    histogram: &Histogram<u64>,
+    sum_micros: u64,
+) {
+    let bucket = format!("{name}_bucket");
+    for ((_, le), count) in BUCKETS.iter().zip(bucket_counts(histogram)) {
+        out.sample_le(&bucket, labels, le, count as f64);
+    }
+    let count = histogram.len() as f64;
+    out.sample_le(&bucket, labels, "+Inf", count);
+    out.sample(&format!("{name}_sum"), labels, sum_micros as f64 / 1e6);
+    out.sample(&format!("{name}_count"), labels, count);
+}
 
 /// Cumulative counts per bucket in one pass over the recorded values
 /// (`count_between` per bucket walks every HDR counter each time: 74 ms for
@@ -266,13 +286,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     for (key, t) in totals {
         let class = class_label(key.class);
         let labels = [("route", key.route), ("method", key.method), ("status_class", class.as_str())];
-        for ((_, le), count) in BUCKETS.iter().zip(bucket_counts(&t.all)) {
-            out.sample_le("pagelens_http_request_duration_seconds_bucket", &labels, le, count as f64);
-        }
-        let count = t.all.len() as f64;
-        out.sample_le("pagelens_http_request_duration_seconds_bucket", &labels, "+Inf", count);
-        out.sample("pagelens_http_request_duration_seconds_sum", &labels, t.sum_micros as f64 / 1e6);
-        out.sample("pagelens_http_request_duration_seconds_count", &labels, count);
+        histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_micros);
     }
     out.family(
         "pagelens_http_request_latency_seconds",
