@@ -42,7 +42,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
-        hub.add_collector(collectors::engine(engine));
+        hub.add_collector(collectors::engine(Arc::clone(&engine)));
+        hub.add_snapshot_part(collectors::engine_snapshot(engine));
         app = app.with_metrics(Arc::clone(&hub));
         metrics = Some(hub);
     }
@@ -50,6 +51,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let server = Server::start_with_metrics(config.server.clone(), Arc::new(app), sink).map_err(|e| e.to_string())?;
     if let Some(hub) = &metrics {
         hub.add_collector(collectors::server(Arc::clone(server.state())));
+        hub.add_snapshot_part(collectors::server_snapshot(Arc::clone(server.state())));
     }
     println!(
         "pagelens listening on http://{} ({} reactors, {} workers)",

@@ -216,3 +216,57 @@ fn task_waits_and_stage_durations_are_recorded() {
     assert!(parsing_sum > 0.0 && parsing_sum < 1.0, "{text}");
     assert!(text.contains("# TYPE pagelens_job_duration_seconds histogram\n"));
 }
+
+/// Reads the live stream on `client` until it has `n` events; returns their JSON.
+fn events(client: &mut std::net::TcpStream, n: usize) -> Vec<serde_json::Value> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let found: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|json| serde_json::from_str(json).expect("each event is one JSON document"))
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        let got = client.read(&mut chunk).expect("the stream stays open");
+        assert!(got > 0, "the server ended the stream: {text}");
+        raw.extend_from_slice(&chunk[..got]);
+    }
+}
+
+#[test]
+fn the_live_stream_sends_a_snapshot_a_second_and_drops_watchers_that_leave() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let mut watchers: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = connect(addr);
+            c.write_all(&get("/performance/real-time")).unwrap();
+            c
+        })
+        .collect();
+    for _ in 0..5 {
+        request(addr, &get("/livez"));
+    }
+    let first = events(&mut watchers[0], 2);
+    let head_seen = first.iter().all(|e| e["latency_seconds"]["p99"].is_number());
+    assert!(head_seen, "{first:?}");
+    assert_eq!(first[1]["watchers"], 3);
+    assert!(first[1]["queue"]["workers"].as_u64() == Some(2), "{first:?}");
+    assert!(first[1]["connections"]["open"].as_u64().unwrap() >= 3);
+    // Two watchers leave; within a couple of seconds only one is counted.
+    drop(watchers.pop());
+    drop(watchers.pop());
+    let started = Instant::now();
+    loop {
+        let latest = events(&mut watchers[0], 1).pop().unwrap();
+        if latest["watchers"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "gone watchers were never dropped: {latest}");
+    }
+}

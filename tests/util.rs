@@ -104,10 +104,12 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
     let engine = Engine::start(engine_config(), Arc::new(MemoryStore::default())).expect("engine starts");
     let metrics = Metrics::start().expect("metrics start");
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
+    metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
     let app = App::new(engine, api_config()).with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
     metrics.add_collector(collectors::server(Arc::clone(server.state())));
+    metrics.add_snapshot_part(collectors::server_snapshot(Arc::clone(server.state())));
     server
 }
 

@@ -92,3 +92,15 @@ pub fn snapshot(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>)
         }),
     ))
 }
+
+/// `GET /performance/real-time`: Server-Sent Events, one JSON snapshot a
+/// second (requests/s, 5xx, latency, connections, queue), built once for all
+/// watchers by the metrics thread.
+pub fn real_time(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let Some(metrics) = &app.metrics else {
+        return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
+    };
+    let head = Response::streaming(200, "text/event-stream").header("Cache-Control", "no-cache");
+    metrics.watch(cx.defer().stream(head));
+    Reply::Later
+}

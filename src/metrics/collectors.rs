@@ -84,3 +84,22 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
         engine.times().write(out);
     })
 }
+
+/// The connection part of the live snapshot.
+pub fn server_snapshot(state: Arc<ServerState>) -> super::SnapshotPart {
+    Box::new(move || ("connections", serde_json::json!({ "open": state.connections_open() })))
+}
+
+/// The queue part of the live snapshot.
+pub fn engine_snapshot(engine: Arc<Engine>) -> super::SnapshotPart {
+    Box::new(move || {
+        let pool = engine.pool_stats();
+        let queue = serde_json::json!({
+            "waiting": engine.waiting(),
+            "capacity": engine.config().queue_capacity,
+            "workers_busy": pool.busy,
+            "workers": pool.workers,
+        });
+        ("queue", queue)
+    })
+}

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::reactor::StreamSender;
+
 pub use exposition::Exposition;
 use recorder::{latency_histogram, Handoff, SeriesKey};
 
@@ -93,6 +95,9 @@ const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"),
 /// Adds a part's figures to the exposition.
 pub type Collector = Box<dyn Fn(&mut Exposition) + Send>;
 
+/// Adds a named part to the live snapshot, e.g. `("queue", {...})`.
+pub type SnapshotPart = Box<dyn Fn() -> (&'static str, serde_json::Value) + Send>;
+
 /// The latest renderings in both formats.
 #[derive(Debug, Default)]
 struct Rendered {
@@ -114,6 +119,9 @@ pub struct Metrics {
     sink: Sender<Handoff>,
     rendered: Mutex<Rendered>,
     collectors: Mutex<Vec<Collector>>,
+    snapshot_parts: Mutex<Vec<SnapshotPart>>,
+    /// Clients of the live stream; one snapshot a second goes to all of them.
+    watchers: Mutex<Vec<StreamSender>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -134,6 +142,8 @@ impl Metrics {
             sink,
             rendered: Mutex::new(Rendered::default()),
             collectors: Mutex::new(vec![Box::new(process::collect)]),
+            snapshot_parts: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&metrics);
         std::thread::Builder::new().name("pagelens-metrics".into()).spawn(move || run(&weak, &source))?;
@@ -148,6 +158,37 @@ impl Metrics {
     /// Adds a collector, read at every rendering.
     pub fn add_collector(&self, collector: Collector) {
         lock(&self.collectors).push(collector);
+    }
+
+    /// Adds a part to the live snapshot.
+    pub fn add_snapshot_part(&self, part: SnapshotPart) {
+        lock(&self.snapshot_parts).push(part);
+    }
+
+    /// Sends the live snapshot to `watcher` once a second, as Server-Sent
+    /// Events, until it is gone.
+    pub fn watch(&self, watcher: StreamSender) {
+        watcher.send(b": pagelens live metrics, one event a second\n\n".to_vec());
+        lock(&self.watchers).push(watcher);
+    }
+
+    /// Builds one snapshot and sends the same bytes to every watcher;
+    /// watchers whose connection is gone are dropped.
+    fn broadcast(&self, mut snapshot: serde_json::Value) {
+        let mut watchers = lock(&self.watchers);
+        watchers.retain(|w| !w.is_gone());
+        if watchers.is_empty() {
+            return;
+        }
+        for part in lock(&self.snapshot_parts).iter() {
+            let (name, value) = part();
+            snapshot[name] = value;
+        }
+        snapshot["watchers"] = watchers.len().into();
+        let event = format!("data: {snapshot}\n\n").into_bytes();
+        for watcher in watchers.iter() {
+            watcher.send(event.clone());
+        }
     }
 
     /// The latest rendering, in OpenMetrics 1.0 (`true`) or Prometheus 0.0.4 text format.
@@ -238,6 +279,26 @@ impl Aggregate {
         }
     }
 
+    /// The last interval in brief: requests per second, 5xx responses, and
+    /// latency quantiles over every series.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let mut all = latency_histogram();
+        let mut errors = 0;
+        for (key, t) in &self.totals {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = all.add(&t.last);
+            if key.class == 5 {
+                errors += t.last.len();
+            }
+        }
+        let seconds = |q: f64| if all.is_empty() { 0.0 } else { all.value_at_quantile(q) as f64 / 1e6 };
+        serde_json::json!({
+            "requests_per_second": all.len() as f64 / INTERVAL.as_secs_f64(),
+            "errors_5xx": errors,
+            "latency_seconds": { "p50": seconds(0.5), "p99": seconds(0.99), "p999": seconds(0.999) },
+        })
+    }
+
     /// Starts a new quantile interval.
     pub fn next_interval(&mut self) {
         for t in self.totals.values_mut() {
@@ -272,6 +333,7 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
             }
         };
         *lock(&metrics.rendered) = rendered;
+        metrics.broadcast(aggregate.snapshot());
         aggregate.next_interval();
     }
 }

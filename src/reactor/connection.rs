@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,7 +147,18 @@ enum SlotState {
     /// A streamed response: the head until encoded, pieces received but not
     /// yet encoded, whether the stream has ended, and whether the
     /// connection stays open after it (known once the head is encoded).
-    Streaming { head: Option<Response>, chunks: VecDeque<Vec<u8>>, ended: bool, keep_alive: bool },
+    Streaming { head: Option<Response>, chunks: VecDeque<Vec<u8>>, ended: bool, keep_alive: bool, _gone: GoneOnDrop },
+}
+
+/// Tells a stream's sender, when its slot is dropped (the stream ended, or
+/// the connection closed under it), that nobody is listening any more.
+#[derive(Debug)]
+struct GoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The write half: responses owed in order, and the wire they go out on.
@@ -534,10 +546,16 @@ impl Output {
         let Some(slot) = self.pending.iter_mut().find(|s| s.seq == seq) else { return };
         match (&mut slot.state, part) {
             (SlotState::Waiting, Part::Whole(response)) => slot.state = SlotState::Ready(response),
-            (SlotState::Waiting, Part::Head(head)) => {
-                slot.state =
-                    SlotState::Streaming { head: Some(head), chunks: VecDeque::new(), ended: false, keep_alive: true };
+            (SlotState::Waiting, Part::Head(head, gone)) => {
+                slot.state = SlotState::Streaming {
+                    head: Some(head),
+                    chunks: VecDeque::new(),
+                    ended: false,
+                    keep_alive: true,
+                    _gone: GoneOnDrop(gone),
+                };
             }
+
             (SlotState::Streaming { chunks, .. }, Part::Chunk(bytes)) => chunks.push_back(bytes),
             (SlotState::Streaming { ended, .. }, Part::End) => *ended = true,
             _ => return,
@@ -554,7 +572,7 @@ impl Output {
             let keep_alive = match &mut front.state {
                 SlotState::Waiting => return,
                 SlotState::Ready(response) => wire.encode(response, meta, env),
-                SlotState::Streaming { head, chunks, ended, keep_alive } => {
+                SlotState::Streaming { head, chunks, ended, keep_alive, .. } => {
                     if let Some(head) = head.take() {
                         *keep_alive = wire.encode(&head, meta, env) && !meta.http10;
                     }

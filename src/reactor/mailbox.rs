@@ -19,8 +19,9 @@ use crate::http::response::Response;
 pub enum Part {
     /// A whole response.
     Whole(Response),
-    /// The head of a streamed (chunked) response; chunks follow.
-    Head(Response),
+    /// The head of a streamed (chunked) response; chunks follow. The flag
+    /// is set once the connection no longer carries the stream.
+    Head(Response, Arc<AtomicBool>),
     /// The next piece of a streamed body.
     Chunk(Vec<u8>),
     /// The end of a streamed body.
@@ -130,8 +131,9 @@ impl Responder {
     /// `Transfer-Encoding: chunked`, then whatever the sender sends.
     pub fn stream(mut self, head: Response) -> StreamSender {
         self.sent = true;
-        self.post(Part::Head(head));
-        StreamSender { mailbox: Arc::clone(&self.mailbox), token: self.token, seq: self.seq, ended: false }
+        let gone = Arc::new(AtomicBool::new(false));
+        self.post(Part::Head(head, Arc::clone(&gone)));
+        StreamSender { mailbox: Arc::clone(&self.mailbox), token: self.token, seq: self.seq, ended: false, gone }
     }
 
     fn post(&self, part: Part) {
@@ -156,6 +158,7 @@ pub struct StreamSender {
     token: Token,
     seq: u64,
     ended: bool,
+    gone: Arc<AtomicBool>,
 }
 
 impl StreamSender {
@@ -165,6 +168,12 @@ impl StreamSender {
         if !bytes.is_empty() {
             self.mailbox.post(Completion { token: self.token, seq: self.seq, part: Part::Chunk(bytes) });
         }
+    }
+
+    /// Whether the client is gone (connection closed, or the stream was
+    /// cut off): stop producing for it.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 
     /// Ends the body.
