@@ -42,6 +42,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        hub.enable_alerts(config.alerts);
         hub.add_collector(collectors::engine(Arc::clone(&engine)));
         hub.add_snapshot_part(collectors::engine_snapshot(engine));
         app = app.with_metrics(Arc::clone(&hub));

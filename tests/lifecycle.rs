@@ -206,6 +206,14 @@ fn help_explains_every_flag() {
         "--result-ttl",
         "--max-finished-tasks",
         "--max-bulk-items",
+        "--no-metrics",
+        "--alert-p99",
+        "--alert-error-rate",
+        "--alert-queue-fill",
+        "--alert-connection-fill",
+        "--alert-timeout-rate",
+        "--alert-for",
+        "--alert-window",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -219,6 +227,7 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--max-body-bytes", "3 furlongs"][..], "unknown size unit"),
         (&["serve", "--listen", "nowhere"][..], "invalid socket address"),
         (&["serve", "--idle-timeout", "0s"][..], "must be more than zero"),
+        (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");

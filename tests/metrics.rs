@@ -270,3 +270,56 @@ fn the_live_stream_sends_a_snapshot_a_second_and_drops_watchers_that_leave() {
         assert!(started.elapsed() < Duration::from_secs(10), "gone watchers were never dropped: {latest}");
     }
 }
+
+fn alert(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
+    let resp = request(addr, &get("/alerts"));
+    assert_eq!(resp.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    doc["alerts"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned().expect("rule listed")
+}
+
+#[test]
+fn an_alert_fires_on_a_latency_spike_and_resolves() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    assert_eq!(alert(addr, "high_latency")["state"], "inactive");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    request(addr, &get("/delay/300"));
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let rule = alert(addr, "high_latency");
+        seen.insert(rule["state"].as_str().unwrap().to_string());
+        if rule["state"] == "firing" {
+            assert!(rule["value"].as_f64().unwrap() > 0.1, "{rule}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never fired: {rule}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.contains("pending"), "went through pending first: {seen:?}");
+    let (_, samples) = scrape_until(addr, |s| s.get(r#"pagelens_alerts_firing{alert="high_latency"}"#) == Some(&1.0));
+    assert_eq!(samples[r#"pagelens_alerts_firing{alert="error_rate"}"#], 0.0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.join().unwrap();
+    }
+    let started = Instant::now();
+    loop {
+        let rule = alert(addr, "high_latency");
+        if rule["state"] == "resolved" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never resolved: {rule}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -11,6 +11,7 @@ use pagelens::api::{ApiConfig, App};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
+use pagelens::metrics::alerts::AlertConfig;
 use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::{Context, Limits, Reply, Server, ServerConfig, Service};
 
@@ -103,6 +104,16 @@ pub fn start(config: ServerConfig) -> Server {
 pub fn start_with_metrics(config: ServerConfig) -> Server {
     let engine = Engine::start(engine_config(), Arc::new(MemoryStore::default())).expect("engine starts");
     let metrics = Metrics::start().expect("metrics start");
+    // Alerts that trip easily: p99 over 100 ms, held for 1 s.
+    metrics.enable_alerts(AlertConfig {
+        p99: Duration::from_millis(100),
+        error_rate: 0.01,
+        queue_fill: 0.8,
+        connection_fill: 0.9,
+        timeout_rate: 0.05,
+        hold: Duration::from_secs(1),
+        window: Duration::from_secs(5),
+    });
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
     metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
     let app = App::new(engine, api_config()).with_metrics(Arc::clone(&metrics));

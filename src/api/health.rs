@@ -104,3 +104,11 @@ pub fn real_time(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>
     metrics.watch(cx.defer().stream(head));
     Reply::Later
 }
+
+/// `GET /alerts`: the alert rules, their thresholds, latest values and states.
+pub fn alerts(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
+    let Some(metrics) = &app.metrics else {
+        return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
+    };
+    Reply::Now(Response::json(200, &json!({ "alerts": metrics.alerts().unwrap_or_default() })))
+}

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::input::InputLimits;
 use crate::api::ApiConfig;
 use crate::jobs::EngineConfig;
+use crate::metrics::alerts::AlertConfig;
 use crate::reactor::{Limits, ServerConfig};
 use units::{parse_duration, parse_size};
 
@@ -141,6 +142,34 @@ pub struct ServeArgs {
     /// Record no metrics (GET /metrics answers 404); for measuring their cost.
     #[arg(long, env = "PAGELENS_NO_METRICS")]
     pub no_metrics: bool,
+
+    /// Alert when a route's p99 latency over the last second exceeds this.
+    #[arg(long, env = "PAGELENS_ALERT_P99", default_value = "2s", value_parser = parse_duration)]
+    pub alert_p99: Duration,
+
+    /// Alert when the share of 5xx responses over the window exceeds this (0-1).
+    #[arg(long, env = "PAGELENS_ALERT_ERROR_RATE", default_value_t = 0.01)]
+    pub alert_error_rate: f64,
+
+    /// Alert when the share of the task queue in use exceeds this (0-1).
+    #[arg(long, env = "PAGELENS_ALERT_QUEUE_FILL", default_value_t = 0.8)]
+    pub alert_queue_fill: f64,
+
+    /// Alert when the share of --max-connections in use exceeds this (0-1).
+    #[arg(long, env = "PAGELENS_ALERT_CONNECTION_FILL", default_value_t = 0.9)]
+    pub alert_connection_fill: f64,
+
+    /// Alert when the share of ended tasks that timed out over the window exceeds this (0-1).
+    #[arg(long, env = "PAGELENS_ALERT_TIMEOUT_RATE", default_value_t = 0.05)]
+    pub alert_timeout_rate: f64,
+
+    /// How long a condition must hold before its alert fires.
+    #[arg(long, env = "PAGELENS_ALERT_FOR", default_value = "30s", value_parser = parse_duration)]
+    pub alert_for: Duration,
+
+    /// The sliding window over which alert rates are computed.
+    #[arg(long, env = "PAGELENS_ALERT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub alert_window: Duration,
 }
 
 /// Everything `serve` needs, checked.
@@ -152,6 +181,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// The API layer.
     pub api: ApiConfig,
+    /// Alert rules.
+    pub alerts: AlertConfig,
 }
 
 impl ServeArgs {
@@ -209,6 +240,25 @@ impl ServeArgs {
                 max_body_bytes: self.max_body_bytes,
             },
         };
-        Ok(ServeConfig { server, engine, api })
+        for (name, value) in [
+            ("--alert-error-rate", self.alert_error_rate),
+            ("--alert-queue-fill", self.alert_queue_fill),
+            ("--alert-connection-fill", self.alert_connection_fill),
+            ("--alert-timeout-rate", self.alert_timeout_rate),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{name} is a share: from 0 to 1"));
+            }
+        }
+        let alerts = AlertConfig {
+            p99: self.alert_p99,
+            error_rate: self.alert_error_rate,
+            queue_fill: self.alert_queue_fill,
+            connection_fill: self.alert_connection_fill,
+            timeout_rate: self.alert_timeout_rate,
+            hold: self.alert_for,
+            window: self.alert_window,
+        };
+        Ok(ServeConfig { server, engine, api, alerts })
     }
 }

@@ -87,18 +87,30 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
 
 /// The connection part of the live snapshot.
 pub fn server_snapshot(state: Arc<ServerState>) -> super::SnapshotPart {
-    Box::new(move || ("connections", serde_json::json!({ "open": state.connections_open() })))
+    Box::new(move || {
+        ("connections", serde_json::json!({ "open": state.connections_open(), "max": state.max_connections() }))
+    })
 }
 
 /// The queue part of the live snapshot.
 pub fn engine_snapshot(engine: Arc<Engine>) -> super::SnapshotPart {
     Box::new(move || {
         let pool = engine.pool_stats();
+        let counts = engine.store().counts();
+        let total = |state: TaskState| counts.get(&state).map_or(0, |p| p.values().sum::<usize>());
+        // Counted from the tasks kept, so the sweep can lower it: rules read
+        // its rises, not its level.
+        let ended: usize = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut]
+            .into_iter()
+            .map(total)
+            .sum();
         let queue = serde_json::json!({
             "waiting": engine.waiting(),
             "capacity": engine.config().queue_capacity,
             "workers_busy": pool.busy,
             "workers": pool.workers,
+            "tasks_ended_total": ended,
+            "tasks_timed_out_total": total(TaskState::TimedOut),
         });
         ("queue", queue)
     })

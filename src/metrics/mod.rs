@@ -5,6 +5,7 @@
 //! A scrape returns the latest rendering: it never waits on a reactor and
 //! never renders on one.
 
+pub mod alerts;
 pub mod collectors;
 mod exposition;
 mod process;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::reactor::StreamSender;
+use alerts::{AlertConfig, AlertState, Alerts, Inputs, Rule};
 
 pub use exposition::Exposition;
 use recorder::{latency_histogram, Handoff, SeriesKey};
@@ -122,6 +124,8 @@ pub struct Metrics {
     snapshot_parts: Mutex<Vec<SnapshotPart>>,
     /// Clients of the live stream; one snapshot a second goes to all of them.
     watchers: Mutex<Vec<StreamSender>>,
+    /// Alert rules, once enabled.
+    alerts: Arc<Mutex<Option<Alerts>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,6 +148,7 @@ impl Metrics {
             collectors: Mutex::new(vec![Box::new(process::collect)]),
             snapshot_parts: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
+            alerts: Arc::new(Mutex::new(None)),
         });
         let weak = Arc::downgrade(&metrics);
         std::thread::Builder::new().name("pagelens-metrics".into()).spawn(move || run(&weak, &source))?;
@@ -172,22 +177,84 @@ impl Metrics {
         lock(&self.watchers).push(watcher);
     }
 
-    /// Builds one snapshot and sends the same bytes to every watcher;
-    /// watchers whose connection is gone are dropped.
+    /// Evaluates alert rules with `config` every second, from now on.
+    pub fn enable_alerts(&self, config: AlertConfig) {
+        *lock(&self.alerts) = Some(Alerts::new(config));
+        let alerts = Arc::clone(&self.alerts);
+        self.add_collector(Box::new(move |out| {
+            if let Some(alerts) = lock(&alerts).as_ref() {
+                out.family("pagelens_alerts_firing", "gauge", "1 while the alert fires, else 0.");
+                for rule in alerts.rules() {
+                    let firing = f64::from(u8::from(rule.state == AlertState::Firing));
+                    out.sample("pagelens_alerts_firing", &[("alert", rule.name)], firing);
+                }
+            }
+        }));
+    }
+
+    /// The alert rules and their states (`None` when alerts are off).
+    pub fn alerts(&self) -> Option<Vec<Rule>> {
+        lock(&self.alerts).as_ref().map(|a| a.rules().to_vec())
+    }
+
+    /// The live snapshot's parts from the registered sources.
+    fn snapshot_parts(&self, mut snapshot: serde_json::Value) -> serde_json::Value {
+        for part in lock(&self.snapshot_parts).iter() {
+            let (name, value) = part();
+            snapshot[name] = value;
+        }
+        snapshot
+    }
+
+    /// Sends the same snapshot bytes to every watcher; watchers whose
+    /// connection is gone are dropped.
     fn broadcast(&self, mut snapshot: serde_json::Value) {
         let mut watchers = lock(&self.watchers);
         watchers.retain(|w| !w.is_gone());
         if watchers.is_empty() {
             return;
         }
-        for part in lock(&self.snapshot_parts).iter() {
-            let (name, value) = part();
-            snapshot[name] = value;
-        }
         snapshot["watchers"] = watchers.len().into();
+        if let Some(alerts) = lock(&self.alerts).as_ref() {
+            let firing: Vec<&str> =
+                alerts.rules().iter().filter(|r| r.state == AlertState::Firing).map(|r| r.name).collect();
+            snapshot["alerts_firing"] = firing.into();
+        }
         let event = format!("data: {snapshot}\n\n").into_bytes();
         for watcher in watchers.iter() {
             watcher.send(event.clone());
+        }
+    }
+
+    /// Evaluates the alert rules on this second's figures; logs each change.
+    fn evaluate_alerts(&self, aggregate: &Aggregate, snapshot: &serde_json::Value, previous: &mut (u64, u64)) {
+        let mut alerts = lock(&self.alerts);
+        let Some(alerts) = alerts.as_mut() else { return };
+        let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+        let fill = |used: &serde_json::Value, max: &serde_json::Value| {
+            let max = number(max);
+            if max > 0.0 {
+                number(used) / max
+            } else {
+                0.0
+            }
+        };
+        // Task totals are cumulative; the rules want this second's share.
+        let ended = snapshot["queue"]["tasks_ended_total"].as_u64().unwrap_or(0);
+        let timed_out = snapshot["queue"]["tasks_timed_out_total"].as_u64().unwrap_or(0);
+        let (last_ended, last_timed_out) = std::mem::replace(previous, (ended, timed_out));
+        let (responses, errors) = aggregate.interval_counts();
+        let inputs = Inputs {
+            worst_p99: aggregate.worst_p99(),
+            responses,
+            errors,
+            queue_fill: fill(&snapshot["queue"]["waiting"], &snapshot["queue"]["capacity"]),
+            connection_fill: fill(&snapshot["connections"]["open"], &snapshot["connections"]["max"]),
+            tasks_ended: ended.saturating_sub(last_ended),
+            tasks_timed_out: timed_out.saturating_sub(last_timed_out),
+        };
+        for change in alerts.evaluate(Instant::now(), &inputs) {
+            eprintln!("pagelens: {change}");
         }
     }
 
@@ -299,6 +366,23 @@ impl Aggregate {
         })
     }
 
+    /// Responses in the last interval, and how many were 5xx.
+    pub fn interval_counts(&self) -> (u64, u64) {
+        let responses = self.totals.values().map(|t| t.last.len()).sum();
+        let errors = self.totals.iter().filter(|(k, _)| k.class == 5).map(|(_, t)| t.last.len()).sum();
+        (responses, errors)
+    }
+
+    /// The route with the highest p99 over the last interval, and that p99 in seconds.
+    pub fn worst_p99(&self) -> Option<(String, f64)> {
+        self.totals
+            .iter()
+            .filter(|(_, t)| !t.last.is_empty())
+            .map(|(k, t)| (k.route, t.last.value_at_quantile(0.99) as f64 / 1e6))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(route, p99)| (route.to_string(), p99))
+    }
+
     /// Starts a new quantile interval.
     pub fn next_interval(&mut self) {
         for t in self.totals.values_mut() {
@@ -309,6 +393,7 @@ impl Aggregate {
 
 fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
     let mut aggregate = Aggregate::default();
+    let mut task_totals = (0, 0);
     let mut next = Instant::now() + INTERVAL;
     loop {
         match source.recv_timeout(next.saturating_duration_since(Instant::now())) {
@@ -325,6 +410,8 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
         }
         next += INTERVAL;
         let Some(metrics) = metrics.upgrade() else { return };
+        let snapshot = metrics.snapshot_parts(aggregate.snapshot());
+        metrics.evaluate_alerts(&aggregate, &snapshot, &mut task_totals);
         let rendered = {
             let collectors = lock(&metrics.collectors);
             Rendered {
@@ -333,7 +420,7 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
             }
         };
         *lock(&metrics.rendered) = rendered;
-        metrics.broadcast(aggregate.snapshot());
+        metrics.broadcast(snapshot);
         aggregate.next_interval();
     }
 }
