@@ -1,7 +1,8 @@
 //! pagelens: a non-blocking SEO analysis service.
 //!
 //! - [`reactor`]: event loops on mio, connections, deadlines, mailboxes.
-//! - [`http`]: the HTTP/1.1 codec, responses, router.
+//! - [`http`]: the HTTP/1.1 codec (server and client), responses, router.
+//! - [`fetch`]: the outbound client: pools, TLS, the SSRF guard, callbacks.
 //! - [`seo`]: the analysis engine, bytes in, [`seo::Analysis`] out.
 //! - [`api`]: what each path means.
 //! - [`cli`]: the command line.
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod fetch;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

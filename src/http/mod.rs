@@ -2,6 +2,7 @@
 //! cached `Date`, and the router. No sockets here.
 
 pub mod chunked;
+pub mod client;
 pub mod date;
 pub mod error;
 pub mod request;

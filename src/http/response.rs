@@ -192,7 +192,7 @@ impl Response {
 }
 
 /// Appends `n` in decimal; `write!` costs several times more on this path.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -11,7 +11,7 @@ mod listener;
 mod mailbox;
 mod service;
 mod state;
-mod timers;
+pub mod timers;
 
 use std::io;
 use std::net::SocketAddr;

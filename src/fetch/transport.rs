@@ -1,0 +1,152 @@
+//! A client socket, plain or TLS, driven edge-triggered: every call moves
+//! as many bytes as the socket takes before `WouldBlock`.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+
+use super::error::FetchError;
+
+/// What a read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Received {
+    /// Bytes appended.
+    pub bytes: usize,
+    /// The peer closed (or sent `close_notify`).
+    pub eof: bool,
+}
+
+/// A connected (or connecting) socket.
+#[derive(Debug)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(TcpStream, Box<ClientConnection>),
+}
+
+fn tls_error(e: &rustls::Error) -> FetchError {
+    FetchError::new(502, "tls-failed", format!("TLS: {e}"), false)
+}
+
+impl Transport {
+    /// Wraps `stream` in TLS for `host` when `tls` is given.
+    pub fn new(stream: TcpStream, tls: Option<(&Arc<ClientConfig>, &str)>) -> Result<Transport, FetchError> {
+        let Some((config, host)) = tls else { return Ok(Transport::Plain(stream)) };
+        // IP literals arrive bracketed for IPv6; ServerName wants them bare.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| FetchError::new(422, "bad-url", format!("{host:?} is not a valid TLS server name"), false))?;
+        let conn = ClientConnection::new(Arc::clone(config), name).map_err(|e| tls_error(&e))?;
+        Ok(Transport::Tls(stream, Box::new(conn)))
+    }
+
+    /// The socket, to register with the poller.
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(s) | Transport::Tls(s, _) => s,
+        }
+    }
+
+    /// Whether a TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        matches!(self, Transport::Tls(_, tls) if tls.is_handshaking())
+    }
+
+    /// Sends what TLS has queued (handshake messages, encrypted data).
+    pub fn flush(&mut self) -> Result<(), FetchError> {
+        let Transport::Tls(stream, tls) = self else { return Ok(()) };
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FetchError::io(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes as much of `data` as the socket (or TLS's buffer) takes.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, FetchError> {
+        let written = match self {
+            Transport::Plain(stream) => match stream.write(data) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+                Err(e) => return Err(FetchError::io(&e)),
+            },
+            Transport::Tls(_, tls) => tls.writer().write(data).map_err(|e| FetchError::io(&e))?,
+        };
+        self.flush()?;
+        Ok(written)
+    }
+
+    /// Reads into `out` until the socket is drained or `out` holds `limit` bytes.
+    pub fn read(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Received, FetchError> {
+        let mut got = Received::default();
+        match self {
+            Transport::Plain(stream) => {
+                while out.len() < limit {
+                    match read_some(stream, out, limit) {
+                        Ok(0) => {
+                            got.eof = true;
+                            break;
+                        }
+                        Ok(n) => got.bytes += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(FetchError::io(&e)),
+                    }
+                }
+            }
+            Transport::Tls(stream, tls) => {
+                while out.len() < limit && !got.eof {
+                    match tls.read_tls(stream) {
+                        Ok(0) => got.eof = true,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(FetchError::io(&e)),
+                    }
+                    if let Err(e) = tls.process_new_packets() {
+                        // The last gasp: let the alert reach the peer.
+                        let _ = tls.write_tls(stream);
+                        return Err(tls_error(&e));
+                    }
+                    // Drain plaintext every time, or rustls stops reading at 16 KiB.
+                    loop {
+                        match read_some(&mut tls.reader(), out, usize::MAX) {
+                            Ok(0) => {
+                                got.eof = true;
+                                break;
+                            }
+                            Ok(n) => got.bytes += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // Closed without close_notify: the framing decides whether that is an error.
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                got.eof = true;
+                                break;
+                            }
+                            Err(e) => return Err(FetchError::io(&e)),
+                        }
+                    }
+                }
+                self.flush()?;
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// One `read` into the spare capacity of `out`, at most 64 KiB at a time.
+fn read_some(source: &mut impl Read, out: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    let len = out.len();
+    let want = (limit - len.min(limit)).clamp(1, 64 * 1024);
+    out.resize(len + want, 0);
+    let result = source.read(&mut out[len..]);
+    out.truncate(len + *result.as_ref().unwrap_or(&0));
+    result
+}
