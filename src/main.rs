@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use pagelens::api::work::{fetched_page, html_only};
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, ServeArgs};
+use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::{Engine, MemoryStore};
 use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::Server;
@@ -38,7 +40,17 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::default()))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
-    let mut app = App::new(Arc::clone(&engine), config.api);
+    if config.fetch.guard.is_loosened() {
+        let guard = &config.fetch.guard;
+        let opened = if guard.allow_private {
+            "ALL private, loopback and link-local addresses".to_string()
+        } else {
+            guard.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        eprintln!("pagelens: WARNING: the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
+    }
+    let fetcher = Arc::new(Fetcher::start(config.fetch.clone()).map_err(|e| format!("cannot start the fetcher: {e}"))?);
+    let mut app = App::new(Arc::clone(&engine), fetcher, config.api.clone());
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
@@ -81,12 +93,47 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 }
 
 fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
-    if args.page.starts_with("http://") || args.page.starts_with("https://") {
-        return Err(format!(
-            "{}: fetching pages is not built yet; save the page and run `pagelens analyze FILE --url {}`",
-            args.page, args.page
-        ));
+    let options = seo::Options {
+        url: args.url.clone(),
+        include_links: !args.no_links,
+        include_images: !args.no_images,
+        ..seo::Options::default()
+    };
+    let (bytes, options, fetch) = if args.page.starts_with("http://") || args.page.starts_with("https://") {
+        fetch_page(args, options)?
+    } else {
+        (read_page(args)?, options, None)
+    };
+    let mut analysis = seo::analyze(&bytes, &options).map_err(|e| format!("{}: {e}", args.page))?;
+    analysis.fetch = fetch;
+    let json = if args.pretty { serde_json::to_string_pretty(&analysis) } else { serde_json::to_string(&analysis) };
+    let json = json.map_err(|e| format!("cannot encode the analysis: {e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is a normal way to stop reading.
+    match writeln!(stdout, "{json}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the analysis: {e}")),
+        _ => Ok(()),
     }
+}
+
+/// Fetches the page at `args.page`, under the same guard as the service.
+fn fetch_page(args: &AnalyzeArgs, options: seo::Options) -> Result<Page, String> {
+    let url = url::Url::parse(&args.page).map_err(|e| format!("{}: {e}", args.page))?;
+    let config = args.fetch.config()?;
+    let max = config.max_response_bytes;
+    let fetcher = Fetcher::start(config).map_err(|e| format!("cannot start the fetcher: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    fetcher.fetch(FetchRequest::get(url), Box::new(move |result| drop(tx.send(result))));
+    let response = rx.recv().map_err(|_| "the fetcher stopped".to_string())?;
+    let response = response.and_then(html_only).map_err(|e| format!("{}: {e}", args.page))?;
+    let (html, options, fetch) = fetched_page(response, options, max).map_err(|e| format!("{}: {e}", args.page))?;
+    Ok((html, options, Some(fetch)))
+}
+
+/// A page's bytes, the options to analyse it with, and how it was fetched.
+type Page = (Vec<u8>, seo::Options, Option<serde_json::Value>);
+
+fn read_page(args: &AnalyzeArgs) -> Result<Vec<u8>, String> {
     let limit = args.max_page_bytes as u64 + 1;
     let mut bytes = Vec::new();
     let read = if args.page == "-" {
@@ -98,19 +145,5 @@ fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
     if bytes.len() > args.max_page_bytes {
         return Err(format!("{}: larger than --max-page-bytes ({} bytes)", args.page, args.max_page_bytes));
     }
-    let options = seo::Options {
-        url: args.url.clone(),
-        include_links: !args.no_links,
-        include_images: !args.no_images,
-        ..seo::Options::default()
-    };
-    let analysis = seo::analyze(&bytes, &options).map_err(|e| format!("{}: {e}", args.page))?;
-    let json = if args.pretty { serde_json::to_string_pretty(&analysis) } else { serde_json::to_string(&analysis) };
-    let json = json.map_err(|e| format!("cannot encode the analysis: {e}"))?;
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is a normal way to stop reading.
-    match writeln!(stdout, "{json}") {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the analysis: {e}")),
-        _ => Ok(()),
-    }
+    Ok(bytes)
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pagelens::api::input::InputLimits;
 use pagelens::api::{ApiConfig, App};
+use pagelens::fetch::{FetchConfig, Fetcher};
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
 use pagelens::metrics::recorder::{Handoff, Recorder};
 use pagelens::reactor::{Limits, Server, ServerConfig};
@@ -86,8 +87,10 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
     let api = ApiConfig {
         sync_wait: Duration::from_secs(1),
         limits: InputLimits { max_timeout: Duration::from_secs(10), max_bulk_items: 10 },
+        callback_secret: None,
     };
-    let server = Server::start(config, Arc::new(App::new(engine, api))).unwrap();
+    let fetcher = Arc::new(Fetcher::start(FetchConfig::default()).unwrap());
+    let server = Server::start(config, Arc::new(App::new(engine, fetcher, api))).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.set_nodelay(true).unwrap();
 

@@ -25,7 +25,7 @@ fn spec(work: Work) -> TaskSpec {
 }
 
 fn answer(n: u64) -> Work {
-    Box::new(move |cx| {
+    Work::cpu(move |cx| {
         cx.stage(50, "adding")?;
         Ok(RawValue::from_string(format!("{{\"sum\":{}}}", n + 1)).unwrap())
     })
@@ -33,7 +33,7 @@ fn answer(n: u64) -> Work {
 
 /// Work that sleeps in steps, checking for cancellation between them.
 fn sleeper(total: Duration) -> Work {
-    Box::new(move |cx| {
+    Work::cpu(move |cx| {
         let until = Instant::now() + total;
         while Instant::now() < until {
             cx.check()?;
@@ -49,7 +49,7 @@ fn submit_waits_for_the_result() {
     let view = engine.submit(spec(answer(41))).unwrap();
     assert_eq!(view.status, TaskState::Completed);
     assert_eq!(view.result.unwrap().get(), r#"{"sum":42}"#);
-    let failing: Work = Box::new(|_| Err(TaskError::new(422, "nope", "cannot")));
+    let failing = Work::cpu(|_| Err(TaskError::new(422, "nope", "cannot")));
     let view = engine.submit(spec(failing)).unwrap();
     assert_eq!((view.status, view.error.unwrap().code.as_str()), (TaskState::Error, "nope"));
 }
@@ -86,7 +86,7 @@ fn cancel_stops_cooperative_work_and_frees_the_worker() {
 fn timeouts_are_enforced_whatever_the_job_does() {
     let engine = engine(1, 10);
     // This job ignores its cancel token entirely.
-    let stubborn: Work = Box::new(|_| {
+    let stubborn = Work::cpu(|_| {
         std::thread::sleep(Duration::from_millis(400));
         Ok(RawValue::from_string("1".into()).unwrap())
     });

@@ -364,6 +364,9 @@ fn analyze_command_errors_are_clear() {
     let big = vec![b'a'; 2048];
     let (ok, _, err) = pagelens(&["analyze", "-", "--max-page-bytes", "1KiB"], Some(&big));
     assert!(!ok && err.contains("larger than --max-page-bytes"), "{err}");
-    let (ok, _, err) = pagelens(&["analyze", "https://example.com/"], None);
-    assert!(!ok && err.contains("not built yet"), "{err}");
+    // The command line keeps the service's guard: loopback is refused.
+    let (ok, _, err) = pagelens(&["analyze", "http://127.0.0.1/"], None);
+    assert!(!ok && err.contains("blocked-address"), "{err}");
+    let (ok, _, err) = pagelens(&["analyze", "file:///etc/passwd"], None);
+    assert!(!ok && err.contains("No such file"), "{err}");
 }

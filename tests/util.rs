@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pagelens::api::input::InputLimits;
 use pagelens::api::{ApiConfig, App};
+use pagelens::fetch::{FetchConfig, Fetcher};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
@@ -92,6 +93,7 @@ pub fn api_config() -> ApiConfig {
     ApiConfig {
         sync_wait: Duration::from_secs(5),
         limits: InputLimits { max_timeout: Duration::from_secs(60), max_bulk_items: 100 },
+        callback_secret: None,
     }
 }
 
@@ -116,7 +118,7 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
     });
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
     metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
-    let app = App::new(engine, api_config()).with_metrics(Arc::clone(&metrics));
+    let app = App::new(engine, fetcher(FetchConfig::default()), api_config()).with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
     metrics.add_collector(collectors::server(Arc::clone(server.state())));
@@ -124,10 +126,21 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
     server
 }
 
-/// Starts the test service with every setting given.
+/// Starts the test service with every setting given (the fetcher's guard closed, as by default).
 pub fn start_with(config: ServerConfig, engine: EngineConfig, api: ApiConfig) -> Server {
+    start_full(config, engine, api, FetchConfig::default())
+}
+
+/// Starts the test service fetching with `fetch`.
+pub fn start_full(config: ServerConfig, engine: EngineConfig, api: ApiConfig, fetch: FetchConfig) -> Server {
     let engine = Engine::start(engine, Arc::new(MemoryStore::default())).expect("engine starts");
-    Server::start(config, Arc::new(TestService { app: App::new(engine, api) })).expect("server starts")
+    let app = App::new(engine, fetcher(fetch), api);
+    Server::start(config, Arc::new(TestService { app })).expect("server starts")
+}
+
+/// A fetcher.
+pub fn fetcher(config: FetchConfig) -> Arc<Fetcher> {
+    Arc::new(Fetcher::start(config).expect("fetcher starts"))
 }
 
 /// A client socket with read and write timeouts.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::input::{analysis_work, parse_analyze, BodyKind};
+use super::input::{parse_analyze, BodyKind};
+use super::work::{callback_on_done, page_work};
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -98,7 +99,15 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     };
     let body = request.body.to_vec();
     let limits = app.config.limits;
-    let work: Work = Box::new(move |job| analysis_work(parse_analyze(kind, body, limits)?.page)(job));
+    let fetcher = Arc::clone(&app.fetcher);
+    // The body is parsed on a worker; a URL then waits for its fetch off the pool.
+    let work = Work::Io(Box::new(move |resume| {
+        match parse_analyze(kind, body, limits, fetcher.guard()).map(|r| page_work(r.page, &fetcher)) {
+            Err(e) => resume.fail(e),
+            Ok(Work::Cpu(work)) => resume.then(work),
+            Ok(Work::Io(start)) => start(resume),
+        }
+    }));
     let spec = TaskSpec { kind: "analyze", priority: Default::default(), timeout: None, idempotency_key: None, work };
     let responder = cx.defer();
     let engine = Arc::clone(&app.engine);
@@ -125,18 +134,23 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    via_intake(app, cx, move || match parse_analyze(kind, body, limits) {
+    let fetcher = Arc::clone(&app.fetcher);
+    let secret = app.config.callback_secret.clone();
+    via_intake(app, cx, move || match parse_analyze(kind, body, limits, fetcher.guard()) {
         Err(e) => problem(&e),
         Ok(parsed) => {
-            let work = analysis_work(parsed.page);
             let spec = TaskSpec {
                 kind: "analyze",
                 priority: parsed.priority,
                 timeout: parsed.timeout,
                 idempotency_key: key,
-                work,
+                work: page_work(parsed.page, &fetcher),
             };
-            submitted(&engine, engine.delay(spec))
+            let result = match parsed.callback {
+                Some(url) => engine.delay_with_callback(spec, callback_on_done(&fetcher, url, secret)),
+                None => engine.delay(spec),
+            };
+            submitted(&engine, result)
         }
     })
 }

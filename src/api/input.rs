@@ -1,11 +1,14 @@
-//! Request bodies of the analysis endpoints: parsed and checked on a pool
-//! worker (a 10 MB JSON body is not parsed on a reactor), turned into work.
+//! Request bodies of the analysis endpoints: parsed and checked off the
+//! reactors (a 10 MB JSON body is not parsed on a reactor).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::jobs::{TaskError, Work};
+use url::Url;
+
+use crate::fetch::{FetchError, Guard};
+use crate::jobs::TaskError;
 use crate::pool::Priority;
 use crate::seo;
 
@@ -33,11 +36,20 @@ impl BodyKind {
     }
 }
 
+/// Where a page comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The client sent it.
+    Html(Vec<u8>),
+    /// It is fetched from here.
+    Url(Url),
+}
+
 /// One page to analyse.
 #[derive(Debug, Clone)]
 pub struct PageInput {
-    /// The page's bytes.
-    pub html: Vec<u8>,
+    /// The page, or where to fetch it.
+    pub source: Source,
     /// What is known about it.
     pub options: seo::Options,
 }
@@ -51,6 +63,8 @@ pub struct AnalyzeRequest {
     pub priority: Priority,
     /// Requested timeout.
     pub timeout: Option<Duration>,
+    /// Where to post the final status.
+    pub callback: Option<Url>,
 }
 
 /// A checked batch request.
@@ -62,6 +76,8 @@ pub struct BulkRequest {
     pub priority: Priority,
     /// Requested timeout for the whole batch.
     pub timeout: Option<Duration>,
+    /// Where to post the final status.
+    pub callback: Option<Url>,
 }
 
 /// Limits the checks apply.
@@ -138,40 +154,47 @@ fn timeout(ms: Option<&serde_json::Number>, limits: InputLimits) -> Result<Optio
     }
 }
 
-fn no_callbacks(callback_url: Option<&String>) -> Result<(), TaskError> {
-    match callback_url {
-        None => Ok(()),
-        Some(_) => Err(unprocessable(
-            "callbacks-unavailable",
-            "callback_url needs the outbound HTTP client, which this build does not have yet",
-        )),
+impl From<FetchError> for TaskError {
+    fn from(e: FetchError) -> Self {
+        TaskError::new(e.status, e.code, e.detail)
     }
+}
+
+/// A URL the fetcher will be asked to reach: parsed, and checked by the
+/// guard as far as it can be before resolving (scheme, credentials, port).
+fn fetchable(field: &str, value: &str, guard: &Guard) -> Result<Url, TaskError> {
+    let url = Url::parse(value).map_err(|e| unprocessable("bad-url", format!("{field} {value:?}: {e}")))?;
+    guard.check_url(&url).map_err(|e| TaskError::new(e.status, e.code, format!("{field}: {}", e.detail)))?;
+    Ok(url)
+}
+
+fn callback(value: Option<&str>, guard: &Guard) -> Result<Option<Url>, TaskError> {
+    value.map(|v| fetchable("callback_url", v, guard)).transpose()
 }
 
 fn page(
     html: Option<String>,
     url: Option<String>,
     page_url: Option<String>,
-) -> Result<(Vec<u8>, Option<url::Url>), TaskError> {
+    guard: &Guard,
+) -> Result<(Source, Option<Url>), TaskError> {
     let page_url = match page_url {
-        Some(u) => {
-            Some(url::Url::parse(&u).map_err(|e| unprocessable("bad-page-url", format!("page_url {u:?}: {e}")))?)
-        }
+        Some(u) => Some(Url::parse(&u).map_err(|e| unprocessable("bad-page-url", format!("page_url {u:?}: {e}")))?),
         None => None,
     };
     match (html, url) {
         (Some(html), None) if html.trim().is_empty() => Err(unprocessable("empty-page", "html is empty")),
-        (Some(html), None) => Ok((html.into_bytes(), page_url)),
-        (None, Some(_)) => Err(unprocessable(
-            "fetch-unavailable",
-            "fetching pages by url needs the outbound HTTP client, which this build does not have yet; send the page as html",
-        )),
+        (Some(html), None) => Ok((Source::Html(html.into_bytes()), page_url)),
+        (None, Some(_)) if page_url.is_some() => {
+            Err(unprocessable("conflicting-input", "page_url goes with html; a fetched page's URL is its own"))
+        }
+        (None, Some(url)) => Ok((Source::Url(fetchable("url", &url, guard)?), None)),
         (None, None) => Err(unprocessable("missing-input", "give either html or url")),
         (Some(_), Some(_)) => Err(unprocessable("conflicting-input", "give either html or url, not both")),
     }
 }
 
-fn options(url: Option<url::Url>, include_links: Option<bool>, include_images: Option<bool>) -> seo::Options {
+fn options(url: Option<Url>, include_links: Option<bool>, include_images: Option<bool>) -> seo::Options {
     seo::Options {
         url,
         include_links: include_links.unwrap_or(true),
@@ -182,27 +205,32 @@ fn options(url: Option<url::Url>, include_links: Option<bool>, include_images: O
 
 /// Parses and checks the body of `POST /analyze` and `/analyze/async`. The
 /// body is taken by value: a raw page becomes the input without a copy.
-pub fn parse_analyze(kind: BodyKind, body: Vec<u8>, limits: InputLimits) -> Result<AnalyzeRequest, TaskError> {
+pub fn parse_analyze(
+    kind: BodyKind,
+    body: Vec<u8>,
+    limits: InputLimits,
+    guard: &Guard,
+) -> Result<AnalyzeRequest, TaskError> {
     if kind == BodyKind::Html {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable("empty-page", "the request body is empty"));
         }
-        let page = PageInput { html: body, options: options(None, None, None) };
-        return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None });
+        let page = PageInput { source: Source::Html(body), options: options(None, None, None) };
+        return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None, callback: None });
     }
     let fields: Fields = serde_json::from_slice(&body).map_err(malformed)?;
-    no_callbacks(fields.callback_url.as_ref())?;
+    let callback = callback(fields.callback_url.as_deref(), guard)?;
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
-    let (html, url) = page(fields.html, fields.url, fields.page_url)?;
-    let page = PageInput { html, options: options(url, fields.include_links, fields.include_images) };
-    Ok(AnalyzeRequest { page, priority, timeout })
+    let (source, url) = page(fields.html, fields.url, fields.page_url, guard)?;
+    let page = PageInput { source, options: options(url, fields.include_links, fields.include_images) };
+    Ok(AnalyzeRequest { page, priority, timeout, callback })
 }
 
 /// Parses and checks the body of `POST /bulk/analyze/async`.
-pub fn parse_bulk(body: &[u8], limits: InputLimits) -> Result<BulkRequest, TaskError> {
+pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<BulkRequest, TaskError> {
     let fields: BulkFields = serde_json::from_slice(body).map_err(malformed)?;
-    no_callbacks(fields.callback_url.as_ref())?;
+    let callback = callback(fields.callback_url.as_deref(), guard)?;
     if fields.items.is_empty() {
         return Err(unprocessable("empty-batch", "items is empty"));
     }
@@ -217,23 +245,11 @@ pub fn parse_bulk(body: &[u8], limits: InputLimits) -> Result<BulkRequest, TaskE
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
     let mut items = Vec::with_capacity(fields.items.len());
     for (index, item) in fields.items.into_iter().enumerate() {
-        let (html, url) = page(item.html, item.url, item.page_url)
+        let (source, url) = page(item.html, item.url, item.page_url, guard)
             .map_err(|e| TaskError::new(e.status, &e.code, format!("item {index}: {}", e.detail)))?;
-        items.push(PageInput { html, options: options(url, fields.include_links, fields.include_images) });
+        items.push(PageInput { source, options: options(url, fields.include_links, fields.include_images) });
     }
-    Ok(BulkRequest { items, priority, timeout })
-}
-
-/// The analysis of one page as pool work.
-pub fn analysis_work(page: PageInput) -> Work {
-    Box::new(move |cx| {
-        cx.stage(10, "parsing")?;
-        let analysis =
-            seo::analyze(&page.html, &page.options).map_err(|e| unprocessable("unanalysable", e.to_string()))?;
-        cx.stage(90, "encoding")?;
-        // Serialised straight into a RawValue: no second parse to validate it.
-        serde_json::value::to_raw_value(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))
-    })
+    Ok(BulkRequest { items, priority, timeout, callback })
 }
 
 #[cfg(test)]
@@ -249,7 +265,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_have_clear_codes() {
-        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS);
+        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS, &Guard::default());
         assert_eq!(code(j("{")), (400, "malformed-json".into()));
         assert_eq!(code(j("{}")), (422, "missing-input".into()));
         assert_eq!(code(j(r#"{"html":"<p>","url":"https://a"}"#)), (422, "conflicting-input".into()));
@@ -260,6 +276,15 @@ mod tests {
         assert_eq!(code(j(r#"{"html":"<p>","colour":"red"}"#)), (422, "invalid-field".into()));
         assert_eq!(code(j(r#"{"html":"  "}"#)), (422, "empty-page".into()));
         assert_eq!(code(j(r#"{"html":"<p>","page_url":"::"}"#)), (422, "bad-page-url".into()));
+        assert_eq!(code(j(r#"{"url":"not a url"}"#)), (422, "bad-url".into()));
+        assert_eq!(code(j(r#"{"url":"file:///etc/passwd"}"#)), (403, "blocked-scheme".into()));
+        assert_eq!(code(j(r#"{"url":"gopher://example.com/"}"#)), (403, "blocked-scheme".into()));
+        assert_eq!(code(j(r#"{"url":"http://u:p@example.com/"}"#)), (422, "url-has-credentials".into()));
+        assert_eq!(code(j(r#"{"url":"http://example.com:22/"}"#)), (403, "blocked-port".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","callback_url":"ftp://example.com/"}"#)), (403, "blocked-scheme".into()));
+        let fetch = j(r#"{"url":"https://example.com/a","callback_url":"https://example.com/cb"}"#).unwrap();
+        assert!(matches!(fetch.page.source, Source::Url(ref u) if u.as_str() == "https://example.com/a"));
+        assert_eq!(fetch.callback.unwrap().as_str(), "https://example.com/cb");
         let ok = j(r#"{"html":"<p>","priority":"high","timeout_ms":500,"include_links":false}"#).unwrap();
         assert_eq!((ok.priority, ok.timeout), (Priority::High, Some(Duration::from_millis(500))));
         assert!(!ok.page.options.include_links);
@@ -267,7 +292,9 @@ mod tests {
 
     #[test]
     fn bulk_bodies() {
-        let b = |s: &str| parse_bulk(s.as_bytes(), LIMITS).map(|r| r.items.len()).map_err(|e| (e.status, e.code));
+        let b = |s: &str| {
+            parse_bulk(s.as_bytes(), LIMITS, &Guard::default()).map(|r| r.items.len()).map_err(|e| (e.status, e.code))
+        };
         assert_eq!(b(r#"{"items":[]}"#), Err((422, "empty-batch".into())));
         assert_eq!(
             b(r#"{"items":[{"html":"a"},{"html":"b"},{"html":"c"},{"html":"d"}]}"#),

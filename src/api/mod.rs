@@ -9,10 +9,12 @@ mod bulk;
 mod health;
 pub mod input;
 mod tasks;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fetch::Fetcher;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
@@ -25,12 +27,14 @@ use input::InputLimits;
 type Handler = fn(&App, &Request<'_>, Params<'_>, &mut Context<'_>) -> Reply;
 
 /// Settings of the API layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// How long `POST /analyze` waits before answering `202` with a task.
     pub sync_wait: Duration,
     /// Limits on request bodies.
     pub limits: InputLimits,
+    /// The key callbacks are signed with (`--callback-secret`).
+    pub callback_secret: Option<Arc<[u8]>>,
 }
 
 /// The pagelens HTTP API.
@@ -38,13 +42,14 @@ pub struct ApiConfig {
 pub struct App {
     router: Router<Handler>,
     engine: Arc<Engine>,
+    fetcher: Arc<Fetcher>,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl App {
-    /// The API with all its routes, running work on `engine`.
-    pub fn new(engine: Arc<Engine>, config: ApiConfig) -> Self {
+    /// The API with all its routes, running work on `engine` and fetching with `fetcher`.
+    pub fn new(engine: Arc<Engine>, fetcher: Arc<Fetcher>, config: ApiConfig) -> Self {
         let router = Router::new()
             .route("GET", "/livez", health::livez as Handler)
             .route("GET", "/readyz", health::readyz)
@@ -62,7 +67,7 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, config, metrics: None }
+        App { router, engine, fetcher, config, metrics: None }
     }
 
     /// Serves `GET /metrics` from `metrics`.

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::input::InputLimits;
 use crate::api::ApiConfig;
+use crate::fetch::{Cidr, FetchConfig, Guard};
 use crate::jobs::EngineConfig;
 use crate::metrics::alerts::AlertConfig;
 use crate::reactor::{Limits, ServerConfig};
@@ -57,6 +58,10 @@ pub struct AnalyzeArgs {
     /// Leave out the list of images (counts stay).
     #[arg(long)]
     pub no_images: bool,
+
+    /// Fetching, when the page is a URL.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 
     /// Largest page accepted, e.g. 10MiB.
     #[arg(long, default_value = "10MiB", value_parser = parse_size)]
@@ -170,6 +175,139 @@ pub struct ServeArgs {
     /// The sliding window over which alert rates are computed.
     #[arg(long, env = "PAGELENS_ALERT_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub alert_window: Duration,
+
+    /// Fetching pages by URL.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+
+    /// Key for the HMAC-SHA256 signature of callbacks (header X-Pagelens-Signature: sha256=HEX). Unsigned without it.
+    #[arg(long, env = "PAGELENS_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+}
+
+/// Flags of the outbound client.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Allow fetching private, loopback, link-local and other special-purpose addresses. For local use and tests only.
+    #[arg(long, env = "PAGELENS_ALLOW_PRIVATE_FETCH")]
+    pub allow_private_fetch: bool,
+
+    /// Open one address range (CIDR, e.g. 10.1.0.0/16) to fetching; repeatable. Nothing else is opened.
+    #[arg(long = "fetch-allow", value_name = "CIDR", value_parser = parse_cidr)]
+    pub fetch_allow: Vec<Cidr>,
+
+    /// Ports URLs may name: a comma-separated list, or `any`.
+    #[arg(long, env = "PAGELENS_FETCH_PORTS", default_value = "80,443,8080,8443", value_parser = parse_ports)]
+    pub fetch_ports: Ports,
+
+    /// PEM file of extra CA certificates to trust beside the web PKI roots.
+    #[arg(long, env = "PAGELENS_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Redirects followed per fetch.
+    #[arg(long, env = "PAGELENS_MAX_REDIRECTS", default_value_t = 5)]
+    pub max_redirects: u32,
+
+    /// Retries of transient fetch failures (refused, reset, timeouts, 429, 502-504).
+    #[arg(long, env = "PAGELENS_FETCH_RETRIES", default_value_t = 2)]
+    pub fetch_retries: u32,
+
+    /// TCP connect timeout (and, separately, the TLS handshake's).
+    #[arg(long, env = "PAGELENS_FETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub fetch_connect_timeout: Duration,
+
+    /// Wait for the first byte of a response.
+    #[arg(long, env = "PAGELENS_FETCH_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub fetch_first_byte_timeout: Duration,
+
+    /// A whole fetch, redirects and retries included.
+    #[arg(long, env = "PAGELENS_FETCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Largest response body, as sent and as decoded.
+    #[arg(long, env = "PAGELENS_FETCH_MAX_BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub fetch_max_bytes: usize,
+
+    /// Concurrent connections per origin.
+    #[arg(long, env = "PAGELENS_FETCH_PER_ORIGIN", default_value_t = 6)]
+    pub fetch_per_origin: usize,
+
+    /// Requests per second per origin; halved on 429/503 and recovered gradually.
+    #[arg(long, env = "PAGELENS_FETCH_RATE", default_value_t = 20.0)]
+    pub fetch_rate: f64,
+
+    /// How long an idle upstream connection is kept for reuse.
+    #[arg(long, env = "PAGELENS_FETCH_IDLE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub fetch_idle_timeout: Duration,
+
+    /// Open a new connection for every fetch (for comparison; keep-alive is the default).
+    #[arg(long)]
+    pub fetch_no_keepalive: bool,
+}
+
+/// Allowed ports: a list, or any.
+#[derive(Debug, Clone)]
+pub struct Ports(Option<Vec<u16>>);
+
+fn parse_ports(text: &str) -> Result<Ports, String> {
+    if text.eq_ignore_ascii_case("any") {
+        return Ok(Ports(None));
+    }
+    let ports: Result<Vec<u16>, _> = text.split(',').map(|p| p.trim().parse::<u16>()).collect();
+    match ports {
+        Ok(ports) if !ports.is_empty() && !ports.contains(&0) => Ok(Ports(Some(ports))),
+        _ => Err(format!("{text:?}: give ports 1-65535 separated by commas, or `any`")),
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    text.parse()
+}
+
+impl FetchArgs {
+    /// The fetcher's configuration; reads `--ca-file`.
+    pub fn config(&self) -> Result<FetchConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let extra_roots = match &self.ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?
+                    .collect();
+                let certs = certs.map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("--ca-file {}: no certificates in it", path.display()));
+                }
+                certs
+            }
+        };
+        if !(self.fetch_rate > 0.0 && self.fetch_rate.is_finite()) {
+            return Err("--fetch-rate must be a positive number".into());
+        }
+        if self.fetch_per_origin == 0 {
+            return Err("--fetch-per-origin must be at least 1".into());
+        }
+        Ok(FetchConfig {
+            guard: Guard {
+                allow_private: self.allow_private_fetch,
+                allow: self.fetch_allow.clone(),
+                ports: self.fetch_ports.0.clone(),
+            },
+            connect_timeout: self.fetch_connect_timeout,
+            first_byte_timeout: self.fetch_first_byte_timeout,
+            total_timeout: self.fetch_timeout,
+            max_redirects: self.max_redirects,
+            retries: self.fetch_retries,
+            max_response_bytes: self.fetch_max_bytes,
+            per_origin_connections: self.fetch_per_origin,
+            per_origin_rate: self.fetch_rate,
+            idle_timeout: self.fetch_idle_timeout,
+            keep_alive: !self.fetch_no_keepalive,
+            extra_roots,
+            ..FetchConfig::default()
+        })
+    }
 }
 
 /// Everything `serve` needs, checked.
@@ -183,6 +321,8 @@ pub struct ServeConfig {
     pub api: ApiConfig,
     /// Alert rules.
     pub alerts: AlertConfig,
+    /// The outbound client.
+    pub fetch: FetchConfig,
 }
 
 impl ServeArgs {
@@ -225,6 +365,7 @@ impl ServeArgs {
         let api = ApiConfig {
             sync_wait: self.sync_wait,
             limits: InputLimits { max_timeout: self.max_task_timeout, max_bulk_items: self.max_bulk_items },
+            callback_secret: self.callback_secret.as_ref().map(|s| s.as_bytes().into()),
         };
         let server = ServerConfig {
             listen: self.listen,
@@ -259,6 +400,7 @@ impl ServeArgs {
             hold: self.alert_for,
             window: self.alert_window,
         };
-        Ok(ServeConfig { server, engine, api, alerts })
+        let fetch = self.fetch.config()?;
+        Ok(ServeConfig { server, engine, api, alerts, fetch })
     }
 }

@@ -216,6 +216,7 @@ struct Shared {
 pub struct Fetcher {
     shared: Arc<Shared>,
     guard: Guard,
+    max_response_bytes: usize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -239,6 +240,7 @@ impl Fetcher {
         let tls = tls_config(&config.extra_roots)?;
         let resolver = Resolver::start(2, config.dns_ttl)?;
         let guard = config.guard.clone();
+        let max_response_bytes = config.max_response_bytes;
         let mut event_loop = Loop {
             poll,
             shared: Arc::clone(&shared),
@@ -256,12 +258,17 @@ impl Fetcher {
             seed: SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1,
         };
         let thread = std::thread::Builder::new().name("pagelens-fetch".into()).spawn(move || event_loop.run())?;
-        Ok(Fetcher { shared, guard, thread: Some(thread) })
+        Ok(Fetcher { shared, guard, max_response_bytes, thread: Some(thread) })
     }
 
     /// The guard in force, to check URLs before accepting work.
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// The response size cap (decoded bodies are held to it too).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
     }
 
     /// Counters.

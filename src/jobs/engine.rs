@@ -29,9 +29,134 @@ const MAX_INTAKE: usize = 1024;
 /// How often finished tasks are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// What a task does. It reports progress and checks for cancellation
-/// through the [`JobContext`], and returns its result as JSON.
-pub type Work = Box<dyn FnOnce(&JobContext) -> Result<Box<RawValue>, TaskError> + Send>;
+/// CPU work: runs on a pool worker, reports progress and checks for
+/// cancellation through the [`JobContext`], and returns its result as JSON.
+pub type CpuWork = Box<dyn FnOnce(&JobContext) -> Result<Box<RawValue>, TaskError> + Send>;
+
+/// Work that waits for I/O first: called on a worker with a [`Resume`], it
+/// starts the I/O and returns at once, so no worker waits on a socket. The
+/// I/O's completion hands the [`Resume`] the CPU work that follows, or an error.
+pub type IoWork = Box<dyn FnOnce(Resume) + Send>;
+
+/// What a task does.
+pub enum Work {
+    /// CPU work only.
+    Cpu(CpuWork),
+    /// I/O, then CPU work.
+    Io(IoWork),
+}
+
+impl Work {
+    /// CPU work from a closure.
+    pub fn cpu(f: impl FnOnce(&JobContext) -> Result<Box<RawValue>, TaskError> + Send + 'static) -> Work {
+        Work::Cpu(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Work::Cpu(_) => "Work::Cpu",
+            Work::Io(_) => "Work::Io",
+        })
+    }
+}
+
+/// Where a task's outcome goes: the task's record, or its batch.
+type Finish = Box<dyn FnOnce(&Arc<Engine>, Result<Box<RawValue>, TaskError>) + Send>;
+
+/// A task (or batch item) waiting on I/O, without a worker. Hand it the CPU
+/// work that follows with [`then`](Resume::then), or end it with
+/// [`fail`](Resume::fail); dropped unused, it ends the task with an error.
+pub struct Resume {
+    engine: Arc<Engine>,
+    id: TaskId,
+    cancel: Arc<AtomicBool>,
+    deadline: Instant,
+    priority: Priority,
+    /// Whether progress is the task's own (not a batch item's).
+    reports: bool,
+    began: Instant,
+    finish: Option<Finish>,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume").field("id", &self.id).field("deadline", &self.deadline).finish()
+    }
+}
+
+impl Resume {
+    /// The task's deadline: I/O should give up by then.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the task was cancelled or timed out meanwhile.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// Records the time since the I/O began as stage `stage` (`fetching`).
+    pub fn record_stage(&self, stage: &'static str) {
+        self.engine.times.stage(stage, self.began.elapsed());
+    }
+
+    /// A handle that records progress from another thread (the I/O's).
+    pub fn progress(&self) -> impl Fn(u8, String) + Send + 'static {
+        let store = self.reports.then(|| Arc::clone(&self.engine.store));
+        let id = self.id;
+        move |percent, stage| {
+            if let Some(store) = &store {
+                store.update(id, &mut |r| {
+                    if r.state == TaskState::Processing {
+                        r.progress = Progress { percent: percent.min(99), stage: stage.clone() };
+                    }
+                });
+            }
+        }
+    }
+
+    /// Runs `work` on the pool, at the task's priority.
+    pub fn then(mut self, work: CpuWork) {
+        let Some(finish) = self.finish.take() else { return };
+        let engine = Arc::clone(&self.engine);
+        let (id, cancel, deadline, reports) = (self.id, Arc::clone(&self.cancel), self.deadline, self.reports);
+        // Already admitted: counted as waiting, never refused.
+        engine.waiting.fetch_add(1, Ordering::AcqRel);
+        let pool_engine = Arc::clone(&engine);
+        engine.pool.spawn(
+            self.priority,
+            Box::new(move || {
+                let engine = pool_engine;
+                engine.waiting.fetch_sub(1, Ordering::AcqRel);
+                let store = reports.then(|| Arc::clone(&engine.store));
+                let cx = JobContext::new(id, cancel, deadline, store, Arc::clone(&engine.times));
+                let outcome = cx.check().and_then(|()| {
+                    catch_unwind(AssertUnwindSafe(|| work(&cx)))
+                        .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the task's job failed")))
+                });
+                cx.end_stage("done");
+                finish(&engine, outcome);
+            }),
+        );
+    }
+
+    /// Ends the task with `error`.
+    pub fn fail(mut self, error: TaskError) {
+        if let Some(finish) = self.finish.take() {
+            finish(&self.engine, Err(error));
+        }
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish(&self.engine, Err(TaskError::new(500, "internal", "the task's I/O ended without an outcome")));
+        }
+    }
+}
 
 /// Called once when a task ends, with its final status.
 pub type OnDone = Box<dyn FnOnce(TaskView) + Send>;
@@ -427,19 +552,20 @@ impl Engine {
     }
 
     /// Queues a batch: `items` run concurrently on the pool, each adding one
-    /// NDJSON line to the batch's results.
+    /// NDJSON line to the batch's results; `on_done` hears of its end.
     pub fn submit_batch(
         self: &Arc<Self>,
         priority: Priority,
         timeout: Option<Duration>,
         idempotency_key: Option<String>,
         items: Vec<Work>,
+        on_done: Option<OnDone>,
     ) -> Result<Submitted, SubmitError> {
         let total = items.len();
         let batch = Arc::new(Mutex::new(Batch { total, ..Batch::default() }));
         let spec =
             Spec { kind: "bulk", priority, timeout, idempotency_key, body: Body::Batch(Arc::clone(&batch), items) };
-        let submitted = self.enqueue_body(spec, None)?;
+        let submitted = self.enqueue_body(spec, on_done)?;
         if let Submitted::Created(view) = &submitted {
             self.store.update(view.task_id, &mut |r| r.items = Some(ItemCounts { done: 0, failed: 0, total }));
             lock(&self.batches).insert(view.task_id, batch);
@@ -543,20 +669,28 @@ impl Engine {
         lock(&self.deadlines).push(Reverse((deadline, id)));
         let view = self.store.get(id).ok_or(SubmitError::Full { retry_after: 1 })?;
         let engine = Arc::clone(self);
-        let body = spec.body;
+        let (body, priority) = (spec.body, spec.priority);
         let queued_at = Instant::now();
         self.pool.spawn(
-            spec.priority,
+            priority,
             Box::new(move || {
                 engine.waiting.fetch_sub(1, Ordering::AcqRel);
-                engine.run(id, cancel, deadline, queued_at, body);
+                engine.run(id, cancel, deadline, queued_at, priority, body);
             }),
         );
         Ok(Submitted::Created(view))
     }
 
     /// Runs one task on a worker.
-    fn run(self: &Arc<Self>, id: TaskId, cancel: Arc<AtomicBool>, deadline: Instant, queued_at: Instant, body: Body) {
+    fn run(
+        self: &Arc<Self>,
+        id: TaskId,
+        cancel: Arc<AtomicBool>,
+        deadline: Instant,
+        queued_at: Instant,
+        priority: Priority,
+        body: Body,
+    ) {
         let started = self.store.update(id, &mut |r| {
             if r.state == TaskState::Queued {
                 r.state = TaskState::Processing;
@@ -572,7 +706,13 @@ impl Engine {
         self.times.waited(queued_at.elapsed());
         let cx = JobContext::new(id, cancel, deadline, Some(Arc::clone(&self.store)), Arc::clone(&self.times));
         match body {
-            Body::Work(work) => {
+            Body::Work(Work::Io(start)) => {
+                let resume =
+                    self.resume(cx, priority, true, Box::new(move |engine, outcome| engine.finish(id, outcome)));
+                // A panic drops the Resume, which ends the task with an error.
+                let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+            }
+            Body::Work(Work::Cpu(work)) => {
                 let began = Instant::now();
                 let outcome = catch_unwind(AssertUnwindSafe(|| work(&cx)))
                     .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the task's job failed")));
@@ -582,6 +722,21 @@ impl Engine {
             }
             // The batch ends when its last item does; see `item_done`.
             Body::Batch(batch, items) => self.run_batch(cx, batch, items),
+        }
+    }
+
+    /// The hand-back for work waiting on I/O.
+    fn resume(self: &Arc<Self>, cx: JobContext, priority: Priority, reports: bool, finish: Finish) -> Resume {
+        let JobContext { id, cancel, deadline, .. } = cx;
+        Resume {
+            engine: Arc::clone(self),
+            id,
+            cancel,
+            deadline,
+            priority,
+            reports,
+            began: Instant::now(),
+            finish: Some(finish),
         }
     }
 
@@ -649,11 +804,20 @@ impl Engine {
                         engine.waiting.fetch_sub(1, Ordering::AcqRel);
                     }
                     let item_cx = JobContext::new(id, cancel, deadline, None, Arc::clone(&engine.times));
-                    let outcome = match item_cx.check() {
-                        Ok(()) => catch_unwind(AssertUnwindSafe(|| work(&item_cx)))
-                            .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the item's job failed"))),
-                        Err(e) => Err(e),
+                    let work = match (item_cx.check(), work) {
+                        (Err(e), _) => return engine.item_done(id, &batch, index, Err(e)),
+                        (Ok(()), Work::Io(start)) => {
+                            let finish: Finish =
+                                Box::new(move |engine, outcome| engine.item_done(id, &batch, index, outcome));
+                            let resume = engine.resume(item_cx, Priority::Normal, false, finish);
+                            // A panic drops the Resume, which ends the item with an error.
+                            let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+                            return;
+                        }
+                        (Ok(()), Work::Cpu(work)) => work,
                     };
+                    let outcome = catch_unwind(AssertUnwindSafe(|| work(&item_cx)))
+                        .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the item's job failed")));
                     item_cx.end_stage("done");
                     engine.item_done(id, &batch, index, outcome);
                 }),

@@ -42,6 +42,18 @@ const BINARY_SNIFF: usize = 8 * 1024;
 
 /// Analyses one page.
 pub fn analyze(bytes: &[u8], options: &Options) -> Result<Analysis, AnalyzeError> {
+    parse(bytes, options).map(|parsed| score(parsed, options))
+}
+
+/// A page parsed into its model, ready to be scored.
+#[derive(Debug)]
+pub struct Parsed {
+    page: page::Page,
+    charset: String,
+}
+
+/// The first half of [`analyze`]: decodes the bytes and extracts the page model.
+pub fn parse(bytes: &[u8], options: &Options) -> Result<Parsed, AnalyzeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AnalyzeError::Empty);
     }
@@ -56,10 +68,14 @@ pub fn analyze(bytes: &[u8], options: &Options) -> Result<Analysis, AnalyzeError
     // (cut at ASCII '<' and '>'), so the text is still UTF-8; the lossy
     // branch is a guard that never runs.
     let html = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    let page = page::extract(&html, &lifted);
-    let mut analysis = analysis::build(page, options, decoded.encoding.to_string());
+    Ok(Parsed { page: page::extract(&html, &lifted), charset: decoded.encoding.to_string() })
+}
+
+/// The second half of [`analyze`]: resolves URLs, judges the checks, scores.
+pub fn score(parsed: Parsed, options: &Options) -> Analysis {
+    let mut analysis = analysis::build(parsed.page, options, parsed.charset);
     checks::judge(&mut analysis, options.url.as_ref());
-    Ok(analysis)
+    analysis
 }
 
 fn floor_char_boundary(s: &str, mut at: usize) -> usize {

@@ -1,0 +1,122 @@
+//! Checked requests turned into task work: a sent page is analysed on the
+//! pool; a URL is fetched first (on the fetcher, holding no worker), then
+//! analysed on the pool. And the callback a task posts when it ends.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::input::{PageInput, Source};
+use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::jobs::engine::OnDone;
+use crate::jobs::{TaskError, TaskView, Work};
+use crate::seo;
+
+/// The work of analysing `page`.
+pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>) -> Work {
+    let PageInput { source, options } = page;
+    let url = match source {
+        Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
+        Source::Url(url) => url,
+    };
+    let fetcher = Arc::clone(fetcher);
+    Work::Io(Box::new(move |resume| {
+        let progress = resume.progress();
+        progress(5, "fetching".into());
+        let request = FetchRequest {
+            deadline: Some(resume.deadline()),
+            on_attempt: Some(Box::new(move |n| progress(5, format!("fetching (attempt {n})")))),
+            ..FetchRequest::get(url)
+        };
+        let max = fetcher.max_response_bytes();
+        fetcher.fetch(
+            request,
+            Box::new(move |result| {
+                resume.record_stage("fetching");
+                let response = match result.and_then(html_only) {
+                    Ok(response) => response,
+                    Err(e) => return resume.fail(e.into()),
+                };
+                resume.then(Box::new(move |cx| {
+                    let (html, options, fetch) = fetched_page(response, options, max)?;
+                    analyse(cx, &html, &options, Some(fetch))
+                }));
+            }),
+        );
+    }))
+}
+
+/// Refuses responses that are not HTML (an image, a PDF, JSON). A missing
+/// Content-Type is given the benefit of the doubt.
+pub fn html_only(response: FetchResponse) -> Result<FetchResponse, FetchError> {
+    let Some(content_type) = response.head.header("content-type") else { return Ok(response) };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "text/html" | "application/xhtml+xml" | "" => Ok(response),
+        _ => Err(FetchError::new(422, "not-html", format!("{} is {essence}, not HTML", response.final_url), false)),
+    }
+}
+
+/// What the analysis needs of a fetched page: the decoded bytes, the
+/// options filled in from the response, and the `fetch` section of the
+/// result. Decoding is CPU work: call it on the pool.
+pub fn fetched_page(
+    response: FetchResponse,
+    mut options: seo::Options,
+    max: usize,
+) -> Result<(Vec<u8>, seo::Options, serde_json::Value), FetchError> {
+    let FetchResponse { status, final_url, head, body, timings, attempts, redirects, reused_connection } = response;
+    options.status_code = Some(status);
+    options.content_type = head.header("content-type").map(str::to_string);
+    options.x_robots_tag = head.all("x-robots-tag").map(str::to_string).collect();
+    let json = json!({
+        "final_url": final_url.as_str(),
+        "status_code": status,
+        "content_type": options.content_type,
+        "bytes": body.len(),
+        "attempts": attempts,
+        "redirects": redirects,
+        "reused_connection": reused_connection,
+        "timings": timings,
+    });
+    options.url = Some(final_url);
+    let html = decode_body(head.header("content-encoding"), body, max)?;
+    Ok((html, options, json))
+}
+
+fn analyse(
+    cx: &crate::jobs::JobContext,
+    html: &[u8],
+    options: &seo::Options,
+    fetch: Option<serde_json::Value>,
+) -> Result<Box<serde_json::value::RawValue>, TaskError> {
+    cx.stage(10, "parsing")?;
+    let parsed = seo::parse(html, options).map_err(|e| TaskError::new(422, "unanalysable", e.to_string()))?;
+    cx.stage(70, "scoring")?;
+    let mut analysis = seo::score(parsed, options);
+    analysis.fetch = fetch;
+    cx.stage(90, "encoding")?;
+    // Serialised straight into a RawValue: no second parse to validate it.
+    serde_json::value::to_raw_value(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))
+}
+
+/// Posts a task's final status to `url` when it ends, signed with `secret`.
+pub fn callback_on_done(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Arc<[u8]>>) -> OnDone {
+    let fetcher = Arc::clone(fetcher);
+    Box::new(move |view: TaskView| {
+        let body = serde_json::to_vec(&view).unwrap_or_default();
+        let target = url.to_string();
+        let id = view.task_id;
+        callback::deliver(
+            &fetcher,
+            url,
+            body,
+            secret.as_deref(),
+            Box::new(move |outcome| {
+                if let Err(e) = outcome {
+                    eprintln!("pagelens: task {id}: callback to {target} failed after retries: {e}");
+                }
+            }),
+        );
+    })
+}
