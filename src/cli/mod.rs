@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
     Analyze(AnalyzeArgs),
 }
