@@ -34,7 +34,7 @@ pub enum Command {
     /// Run the HTTP service.
     Serve(Box<ServeArgs>),
     /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
 }
 
 /// Flags of `pagelens analyze`.
