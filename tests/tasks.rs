@@ -2,13 +2,14 @@
 //! timeouts, sync-wait hand-over, a full queue, batches, TTL, ordering, and
 //! bad input.
 
-use std::net::SocketAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{api_config, config, connect, engine_config, get, start_with, Reader, Resp};
+use crate::util::{
+    api_config, call, config, connect, engine_config, get, json_of, post, start_with, status, submit, wait_for, Reader,
+};
 use pagelens::reactor::{Server, ServerConfig};
 
 /// A page the debug build takes the better part of a second to analyse.
@@ -26,51 +27,6 @@ fn one_worker() -> Server {
     let mut engine = engine_config();
     engine.workers = 1;
     start_with(big_bodies(), engine, api_config())
-}
-
-fn post(path: &str, body: &Value, extra: &str) -> Vec<u8> {
-    let body = body.to_string();
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn call(addr: SocketAddr, raw: &[u8]) -> Resp {
-    let mut client = Reader::new(connect(addr));
-    client.send(raw);
-    client.response(false)
-}
-
-fn json_of(resp: &Resp) -> Value {
-    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()))
-}
-
-/// Submits `body` to `POST /analyze/async`; returns the task id.
-fn submit(addr: SocketAddr, body: Value) -> String {
-    let resp = call(addr, &post("/analyze/async", &body, ""));
-    assert_eq!(resp.status, 202, "{}", resp.text());
-    json_of(&resp)["task_id"].as_str().unwrap().to_string()
-}
-
-fn status(addr: SocketAddr, id: &str) -> Value {
-    let resp = call(addr, &get(&format!("/analyze/status/{id}")));
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    json_of(&resp)
-}
-
-/// Polls until the task's status is one of `states`.
-fn wait_for(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
-    let started = Instant::now();
-    loop {
-        let s = status(addr, id);
-        if states.contains(&s["status"].as_str().unwrap()) {
-            return s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "task {id} stuck in {}", s["status"]);
-        sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! The integration tests: one binary, so CI links once.
 
+mod origin;
 mod util;
 
 mod clients;
 mod engine;
+mod fetch;
 mod http_basics;
 mod lifecycle;
 mod metrics;

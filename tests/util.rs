@@ -4,7 +4,9 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use pagelens::api::input::InputLimits;
 use pagelens::api::{ApiConfig, App};
@@ -289,4 +291,50 @@ pub fn request(addr: SocketAddr, raw: &[u8]) -> Resp {
 /// `GET path` with keep-alive.
 pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// A JSON `POST` with `extra` header lines.
+pub fn post(path: &str, body: &Value, extra: &str) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub fn call(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut client = Reader::new(connect(addr));
+    client.send(raw);
+    client.response(false)
+}
+
+pub fn json_of(resp: &Resp) -> Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()))
+}
+
+/// Submits `body` to `POST /analyze/async`; returns the task id.
+pub fn submit(addr: SocketAddr, body: Value) -> String {
+    let resp = call(addr, &post("/analyze/async", &body, ""));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    json_of(&resp)["task_id"].as_str().unwrap().to_string()
+}
+
+pub fn status(addr: SocketAddr, id: &str) -> Value {
+    let resp = call(addr, &get(&format!("/analyze/status/{id}")));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    json_of(&resp)
+}
+
+/// Polls until the task's status is one of `states`.
+pub fn wait_for(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
+    let started = Instant::now();
+    loop {
+        let s = status(addr, id);
+        if states.contains(&s["status"].as_str().unwrap()) {
+            return s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "task {id} stuck in {}", s["status"]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

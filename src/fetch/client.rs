@@ -773,8 +773,12 @@ impl Loop {
         if fetch.attempt > retries {
             return false;
         }
-        let backoff = RETRY_BASE * 2u32.pow(fetch.attempt - 1);
-        let delay = hint.unwrap_or(backoff).mul_f64(0.5 + jitter);
+        let backoff = RETRY_BASE * 2u32.saturating_pow(fetch.attempt - 1);
+        // Retry-After is a floor; jitter only spreads retries after it.
+        let delay = match hint {
+            Some(after) => after.max(backoff).mul_f64(1.0 + jitter / 4.0),
+            None => backoff.mul_f64(0.5 + jitter),
+        };
         let until = now + delay;
         if until >= fetch.deadline {
             return false;
