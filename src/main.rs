@@ -50,12 +50,13 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         eprintln!("pagelens: WARNING: the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
     }
     let fetcher = Arc::new(Fetcher::start(config.fetch.clone()).map_err(|e| format!("cannot start the fetcher: {e}"))?);
-    let mut app = App::new(Arc::clone(&engine), fetcher, config.api.clone());
+    let mut app = App::new(Arc::clone(&engine), Arc::clone(&fetcher), config.api.clone());
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
         hub.enable_alerts(config.alerts);
         hub.add_collector(collectors::engine(Arc::clone(&engine)));
+        hub.add_collector(collectors::fetch(fetcher));
         hub.add_snapshot_part(collectors::engine_snapshot(engine));
         app = app.with_metrics(Arc::clone(&hub));
         metrics = Some(hub);

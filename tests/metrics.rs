@@ -217,6 +217,26 @@ fn task_waits_and_stage_durations_are_recorded() {
     assert!(text.contains("# TYPE pagelens_job_duration_seconds histogram\n"));
 }
 
+#[test]
+fn fetches_are_counted_and_timed() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    // The guard refuses loopback after resolving: a fetch that ends in an error.
+    let body = r#"{"url": "http://localhost:8080/"}"#;
+    let raw = format!(
+        "POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(request(addr, raw.as_bytes()).status, 403);
+    let want = [
+        "pagelens_fetch_requests_total",
+        "pagelens_fetch_failures_total",
+        r#"pagelens_fetch_duration_seconds_count{outcome="error"}"#,
+    ];
+    let (text, samples) = scrape_until(addr, |s| want.iter().all(|k| s.get(*k) == Some(&1.0)));
+    assert_eq!(samples["pagelens_fetch_connections_opened_total"], 0.0, "{text}");
+}
+
 /// Reads the live stream on `client` until it has `n` events; returns their JSON.
 fn events(client: &mut std::net::TcpStream, n: usize) -> Vec<serde_json::Value> {
     use std::io::Read;

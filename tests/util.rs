@@ -120,7 +120,9 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
     });
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
     metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
-    let app = App::new(engine, fetcher(FetchConfig::default()), api_config()).with_metrics(Arc::clone(&metrics));
+    let fetcher = fetcher(FetchConfig::default());
+    metrics.add_collector(collectors::fetch(Arc::clone(&fetcher)));
+    let app = App::new(engine, fetcher, api_config()).with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
     metrics.add_collector(collectors::server(Arc::clone(server.state())));

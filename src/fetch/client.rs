@@ -26,6 +26,7 @@ use super::error::FetchError;
 use super::guard::Guard;
 use super::origin::Origin;
 use crate::http::client::{encode_request, ResponseHead, ResponseReader};
+use crate::metrics::durations::Durations;
 use crate::reactor::timers::Timers;
 
 const WAKER: Token = Token(0);
@@ -203,6 +204,10 @@ pub struct FetchStats {
     pub failed: AtomicU64,
     /// Retries made.
     pub retries: AtomicU64,
+    /// Whole fetches, by outcome (`ok`, `error`).
+    pub durations: Durations,
+    /// Steps of successful fetches (`dns`, `connect`, `tls`, `first_byte`).
+    pub steps: Durations,
 }
 
 struct Shared {
@@ -810,12 +815,21 @@ impl Loop {
                 self.close(conn, now);
             }
         }
+        let took = now - fetch.started;
+        let stats = &self.shared.stats;
         let result = result.map(|mut r| {
-            r.timings.total_ms = ms(now - fetch.started);
+            r.timings.total_ms = ms(took);
+            let t = &r.timings;
+            for (step, millis) in
+                [("dns", t.dns_ms), ("connect", t.connect_ms), ("tls", t.tls_ms), ("first_byte", t.first_byte_ms)]
+            {
+                stats.steps.record(step, Duration::from_secs_f64(millis / 1000.0));
+            }
             r
         });
+        stats.durations.record(if result.is_ok() { "ok" } else { "error" }, took);
         if result.is_err() {
-            self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+            stats.failed.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(on_done) = fetch.on_done.take() {
             on_done(result);

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use super::{Collector, Exposition};
+use crate::fetch::Fetcher;
 use crate::jobs::{Engine, TaskState};
 use crate::pool::Priority;
 use crate::reactor::ServerState;
@@ -82,6 +85,35 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
         out.single("pagelens_pool_jobs_completed_total", "counter", "Jobs run to the end.", pool.completed as f64);
         out.single("pagelens_pool_jobs_panicked_total", "counter", "Jobs that panicked.", pool.panicked as f64);
         engine.times().write(out);
+    })
+}
+
+/// Figures of the outbound client.
+pub fn fetch(fetcher: Arc<Fetcher>) -> Collector {
+    Box::new(move |out: &mut Exposition| {
+        let stats = fetcher.stats();
+        let counters = [
+            ("pagelens_fetch_requests_total", "Fetches started.", &stats.fetches),
+            ("pagelens_fetch_failures_total", "Fetches that ended in an error.", &stats.failed),
+            ("pagelens_fetch_retries_total", "Retries of transient failures.", &stats.retries),
+            ("pagelens_fetch_connections_opened_total", "Upstream connections opened.", &stats.connections_opened),
+            ("pagelens_fetch_connections_reused_total", "Exchanges on a kept-alive connection.", &stats.reused),
+        ];
+        for (name, help, counter) in counters {
+            out.single(name, "counter", help, counter.load(Ordering::Relaxed) as f64);
+        }
+        stats.durations.write(
+            out,
+            "pagelens_fetch_duration_seconds",
+            "outcome",
+            "Whole fetches, redirects and retries included.",
+        );
+        stats.steps.write(
+            out,
+            "pagelens_fetch_step_seconds",
+            "step",
+            "DNS, connect, TLS and first-byte time of successful fetches.",
+        );
     })
 }
 

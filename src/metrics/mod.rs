@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod collectors;
+pub mod durations;
 mod exposition;
 mod process;
 pub mod recorder;
