@@ -424,3 +424,51 @@ fn a_batch_of_urls_runs_through_the_fetcher() {
     assert_eq!(done["result"], json!({"total": 7, "completed": 6, "failed": 1}), "{done}");
     assert!(origin.connections() <= 6, "per-origin cap holds for batches");
 }
+
+#[test]
+fn cancelling_a_task_closes_its_upstream_connection() {
+    let origin = Origin::start(|_| Action::Hang);
+    let server = serve(FetchConfig {
+        first_byte_timeout: Duration::from_secs(30),
+        total_timeout: Duration::from_secs(60),
+        ..open()
+    });
+    let addr = server.local_addr();
+    let id = submit(addr, json!({"url": origin.url("/hang")}));
+    let started = Instant::now();
+    while origin.open() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the fetch never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let resp = call(addr, format!("DELETE /tasks/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let cancelled = Instant::now();
+    while origin.open() > 0 {
+        assert!(cancelled.elapsed() < Duration::from_secs(2), "the upstream connection outlived the task");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_retry_shows_in_the_task_status() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    let origin = Origin::start(move |_| match h.fetch_add(1, Ordering::SeqCst) {
+        0 => Action::Send(response(503, &[("Retry-After", "1")], b"busy")),
+        _ => ok("text/html", PAGE),
+    });
+    let server = serve(open());
+    let addr = server.local_addr();
+    let id = submit(addr, json!({"url": origin.url("/")}));
+    let started = Instant::now();
+    loop {
+        let s = crate::util::status(addr, &id);
+        if s["progress"]["stage"] == "fetching (attempt 2)" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no attempt 2 in {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = wait_for(addr, &id, &["completed", "error"]);
+    assert_eq!((done["status"].as_str(), done["result"]["fetch"]["attempts"].as_u64()), (Some("completed"), Some(2)));
+}

@@ -176,6 +176,11 @@ impl Origin {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// The most connections open at once.
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Acquire)

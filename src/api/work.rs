@@ -25,6 +25,7 @@ pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>) -> Work {
         progress(5, "fetching".into());
         let request = FetchRequest {
             deadline: Some(resume.deadline()),
+            cancel: Some(resume.cancel_flag()),
             on_attempt: Some(Box::new(move |n| progress(5, format!("fetching (attempt {n})")))),
             ..FetchRequest::get(url)
         };

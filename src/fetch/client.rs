@@ -32,6 +32,8 @@ use crate::reactor::timers::Timers;
 const WAKER: Token = Token(0);
 /// Longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// How often fetches are checked for cancellation.
+pub const CANCEL_CHECK: Duration = Duration::from_millis(100);
 /// First retry delay; doubled each attempt, with jitter.
 const RETRY_BASE: Duration = Duration::from_millis(250);
 
@@ -122,6 +124,9 @@ pub struct FetchRequest {
     pub retries: Option<u32>,
     /// Told when a retry starts.
     pub on_attempt: Option<OnAttempt>,
+    /// Set when the caller no longer wants the answer (a cancelled task): the
+    /// fetch ends within [`CANCEL_CHECK`] and its connection is closed.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for FetchRequest {
@@ -142,6 +147,7 @@ impl FetchRequest {
             retry_on: RetryOn::Transient,
             retries: None,
             on_attempt: None,
+            cancel: None,
         }
     }
 }
@@ -261,6 +267,7 @@ impl Fetcher {
             next_id: 1,
             idle: 0,
             seed: SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1,
+            cancel_checked: Instant::now(),
         };
         let thread = std::thread::Builder::new().name("pagelens-fetch".into()).spawn(move || event_loop.run())?;
         Ok(Fetcher { shared, guard, max_response_bytes, thread: Some(thread) })
@@ -375,6 +382,8 @@ struct Loop {
     next_id: u64,
     idle: usize,
     seed: u64,
+    /// When fetches were last checked for cancellation.
+    cancel_checked: Instant,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -406,6 +415,10 @@ impl Loop {
                 }
             }
             self.fire_timers(now);
+            if now >= self.cancel_checked + CANCEL_CHECK {
+                self.cancel_checked = now;
+                self.end_cancelled(now);
+            }
             if self.shared.stopping.load(Ordering::Acquire) {
                 let ids: Vec<u64> = self.fetches.keys().copied().collect();
                 for id in ids {
@@ -425,7 +438,9 @@ impl Loop {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let cancel_check = (!self.fetches.is_empty()).then_some(self.cancel_checked + CANCEL_CHECK);
         [
+            cancel_check,
             self.conn_timers.next(),
             self.fetch_timers.peek().map(|Reverse((at, _))| *at),
             self.origin_timers.peek().map(|Reverse((at, _))| *at),
@@ -433,6 +448,19 @@ impl Loop {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Ends the fetches whose callers gave up.
+    fn end_cancelled(&mut self, now: Instant) {
+        let cancelled: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.request.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cancelled {
+            self.finish(id, Err(FetchError::new(499, "cancelled", "the fetch was cancelled", false)), now);
+        }
     }
 
     fn begin(&mut self, request: FetchRequest, on_done: OnDone, now: Instant) {

@@ -97,6 +97,11 @@ impl Resume {
         self.cancel.load(Ordering::Acquire)
     }
 
+    /// The flag set when the task is cancelled or times out, for the I/O to watch.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
     /// Records the time since the I/O began as stage `stage` (`fetching`).
     pub fn record_stage(&self, stage: &'static str) {
         self.engine.times.stage(stage, self.began.elapsed());
