@@ -5,6 +5,7 @@
 //! - [`fetch`]: the outbound client: pools, TLS, the SSRF guard, callbacks.
 //! - [`seo`]: the analysis engine, bytes in, [`seo::Analysis`] out.
 //! - [`api`]: what each path means.
+//! - [`loadtest`]: the load generator of `pagelens loadtest`.
 //! - [`cli`]: the command line.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod fetch;
 pub mod http;
 pub mod jobs;
+pub mod loadtest;
 pub mod metrics;
 pub mod pool;
 pub mod reactor;

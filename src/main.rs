@@ -8,9 +8,10 @@ use clap::Parser;
 
 use pagelens::api::work::{fetched_page, html_only};
 use pagelens::api::App;
-use pagelens::cli::{AnalyzeArgs, Cli, Command, ServeArgs};
+use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, ServeArgs};
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::{Engine, MemoryStore};
+use pagelens::loadtest;
 use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::Server;
 use pagelens::seo;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Analyze(args) => analyze(&args),
+        Command::Loadtest(args) => return loadtest(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,4 +149,58 @@ fn read_page(args: &AnalyzeArgs) -> Result<Vec<u8>, String> {
         return Err(format!("{}: larger than --max-page-bytes ({} bytes)", args.page, args.max_page_bytes));
     }
     Ok(bytes)
+}
+
+/// `pagelens loadtest`: exit 0 when every request was answered, 1 when it
+/// could not run, 3 when requests failed or no rate met the SLO.
+fn loadtest(args: &LoadtestArgs) -> ExitCode {
+    match run_loadtest(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
+        Err(message) => {
+            eprintln!("pagelens loadtest: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_loadtest(args: &LoadtestArgs) -> Result<bool, String> {
+    let config = args.config()?;
+    if args.find_max {
+        let slo = args.slo_p99.ok_or("--find-max needs --slo-p99")?;
+        eprintln!("finding the highest rate with p99 <= {:?} and no errors ({:?} a step)", slo, config.duration);
+        let (steps, best) = loadtest::find_max(&config, slo, args.max_steps)?;
+        match best {
+            Some(rate) => println!("knee: {rate:.0} req/s sustained with p99 <= {slo:?} and no errors"),
+            None => println!(
+                "no rate tried met p99 <= {slo:?} without errors (lowest tried: {:.0} req/s)",
+                steps.last().map_or(0.0, |s| s.rate)
+            ),
+        }
+        if let Some(path) = &args.json {
+            let json = serde_json::json!({
+                "slo_p99_ms": slo.as_secs_f64() * 1000.0,
+                "knee_rate": best,
+                "steps": steps.iter().map(|s| serde_json::json!({"rate": s.rate, "pass": s.pass, "report": s.report.json()})).collect::<Vec<_>>(),
+            });
+            write_file(path, serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+        }
+        return Ok(best.is_some());
+    }
+    let report = loadtest::run(&config)?;
+    print!("{}", report.text(args.latency));
+    if let Some(path) = &args.json {
+        write_file(path, serde_json::to_string_pretty(&report.json()).unwrap_or_default().as_bytes())?;
+    }
+    if let Some(path) = &args.hgrm {
+        write_file(path, loadtest::report::hgrm(&report.stats.corrected).as_bytes())?;
+    }
+    if !report.connected {
+        return Err(format!("{} is unreachable: no connection succeeded", report.url));
+    }
+    Ok(report.stats.errors.total() == 0)
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

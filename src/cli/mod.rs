@@ -35,6 +35,167 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
     Analyze(Box<AnalyzeArgs>),
+    /// Load-test an HTTP/1.1 server (closed or open loop, coordinated omission corrected).
+    ///
+    /// Exit status: 0 all requests answered; 1 could not run (bad file, unreachable target);
+    /// 2 bad flags; 3 ran, but some requests failed (or --find-max found no rate within the SLO).
+    Loadtest(Box<LoadtestArgs>),
+}
+
+/// Flags of `pagelens loadtest`.
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// The target: http://host:port/path (https too). With --urls or --scenario, the origin their paths are on.
+    pub url: String,
+
+    /// Connections to keep open.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub connections: usize,
+
+    /// Threads (0: one per core, at most one per connection).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+
+    /// How long to measure.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Send exactly this many measured requests instead of running for a duration.
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+
+    /// Request method.
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+
+    /// A request header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+
+    /// A file whose bytes are the request body.
+    #[arg(long)]
+    pub body: Option<std::path::PathBuf>,
+
+    /// A request without a complete response after this long counts as a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Requests in flight per connection (HTTP/1.1 pipelining).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// Close the connection after each request (keep-alive is the default).
+    #[arg(long)]
+    pub no_keepalive: bool,
+
+    /// Unmeasured load at full rate before measuring.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Open loop: this many requests per second, spread evenly; latency counts from the intended send time.
+    #[arg(short = 'R', long)]
+    pub rate: Option<f64>,
+
+    /// With --rate: halve the rate on 429, 503 and timeouts; recover gradually.
+    #[arg(long, requires = "rate")]
+    pub adaptive: bool,
+
+    /// Raise the rate (open loop) or the active connections (closed loop) from zero over this long first.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp: Duration,
+
+    /// A scenario file (TOML): weighted [[request]]s and [[task]] flows (submit, poll until done).
+    #[arg(long, conflicts_with = "urls")]
+    pub scenario: Option<std::path::PathBuf>,
+
+    /// A file of URLs on the target, one a line, each optionally followed by a weight.
+    #[arg(long)]
+    pub urls: Option<std::path::PathBuf>,
+
+    /// Step the open-loop rate up (from --rate, default 1000) until p99 breaks --slo-p99 or errors appear; report the knee.
+    #[arg(long, requires = "slo_p99")]
+    pub find_max: bool,
+
+    /// The p99 latency a rate must keep to pass, for --find-max.
+    #[arg(long, value_parser = parse_duration)]
+    pub slo_p99: Option<Duration>,
+
+    /// Most steps of --find-max (each lasts --duration).
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
+
+    /// Print the detailed percentile spectrum.
+    #[arg(long)]
+    pub latency: bool,
+
+    /// Write the whole report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+
+    /// Write the HDR percentile distribution (HdrHistogram's .hgrm) to this file.
+    #[arg(long)]
+    pub hgrm: Option<std::path::PathBuf>,
+}
+
+impl LoadtestArgs {
+    /// The load test's settings; reads the body, URL and scenario files.
+    pub fn config(&self) -> Result<crate::loadtest::LoadConfig, String> {
+        use crate::loadtest::plan::{Plan, RequestOptions, Target};
+        if self.connections == 0 {
+            return Err("-c must be at least 1".into());
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
+        }
+        if let Some(rate) = self.rate {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err("--rate must be a positive number".into());
+            }
+        }
+        if self.requests == Some(0) {
+            return Err("-n must be at least 1".into());
+        }
+        if self.duration.is_zero() && self.requests.is_none() {
+            return Err("-d must be above zero".into());
+        }
+        let target = Target::parse(&self.url)?;
+        let body = match &self.body {
+            Some(path) => std::fs::read(path).map_err(|e| format!("--body {}: {e}", path.display()))?,
+            None => Vec::new(),
+        };
+        let options = RequestOptions {
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            body,
+            close: self.no_keepalive,
+        };
+        let plan = match (&self.scenario, &self.urls) {
+            (Some(file), _) => Plan::scenario(target, file, self.no_keepalive)?,
+            (None, Some(file)) => Plan::urls(target, file, &options)?,
+            (None, None) => Plan::single(target, &options)?,
+        };
+        if !plan.flows.is_empty() && self.pipeline > 1 {
+            return Err(
+                "task flows poll on their connection: use --pipeline 1 with a scenario that has [[task]]s".into()
+            );
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(crate::loadtest::LoadConfig {
+            plan,
+            threads: if self.threads == 0 { cores } else { self.threads },
+            connections: self.connections,
+            duration: self.duration,
+            requests: self.requests,
+            rate: self.rate,
+            adaptive: self.adaptive,
+            pipeline: self.pipeline,
+            timeout: self.timeout,
+            warmup: self.warmup,
+            ramp: self.ramp,
+            // SAFETY: isatty only inspects the descriptor.
+            progress: unsafe { libc::isatty(2) } == 1,
+        })
+    }
 }
 
 /// Flags of `pagelens analyze`.

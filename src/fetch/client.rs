@@ -313,7 +313,8 @@ fn shutting_down() -> FetchError {
     FetchError::new(503, "shutting-down", "the fetcher is stopping", false)
 }
 
-fn tls_config(extra: &[CertificateDer<'static>]) -> std::io::Result<Arc<ClientConfig>> {
+/// A client TLS configuration: the web PKI roots plus `extra`.
+pub fn tls_config(extra: &[CertificateDer<'static>]) -> std::io::Result<Arc<ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra {

@@ -43,6 +43,12 @@ impl Bucket {
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
     }
 
+    /// The rate now, after recovery since the last look.
+    pub fn rate_at(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.rate
+    }
+
     /// Takes a token, or says when one will be there.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
         self.refill(now);

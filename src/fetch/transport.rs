@@ -17,6 +17,8 @@ pub struct Received {
     pub bytes: usize,
     /// The peer closed (or sent `close_notify`).
     pub eof: bool,
+    /// The socket has nothing more for now (`WouldBlock`).
+    pub drained: bool,
 }
 
 /// A connected (or connecting) socket.
@@ -137,6 +139,52 @@ impl Transport {
                 self.flush()?;
             }
         }
+        Ok(got)
+    }
+}
+
+impl Transport {
+    /// Reads into `buf` until it is full, the socket is drained, or the peer
+    /// closed; the load tester's path, which keeps its buffer initialised.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Received, FetchError> {
+        let mut got = Received::default();
+        while got.bytes < buf.len() && !got.eof {
+            let result = match self {
+                Transport::Plain(stream) => stream.read(&mut buf[got.bytes..]),
+                Transport::Tls(stream, tls) => {
+                    match tls.reader().read(&mut buf[got.bytes..]) {
+                        Ok(n) => Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // No plaintext: fetch more records from the socket.
+                            match tls.read_tls(stream) {
+                                Ok(0) => Ok(0),
+                                Ok(_) => {
+                                    if let Err(e) = tls.process_new_packets() {
+                                        let _ = tls.write_tls(stream);
+                                        return Err(tls_error(&e));
+                                    }
+                                    continue;
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Ok(0) => got.eof = true,
+                Ok(n) => got.bytes += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    got.drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FetchError::io(&e)),
+            }
+        }
+        self.flush()?;
         Ok(got)
     }
 }

@@ -47,9 +47,9 @@ impl ResponseHead {
     }
 }
 
-/// How the body is delimited.
+/// Where the reader is in the body.
 #[derive(Debug, Clone)]
-enum Framing {
+enum Body {
     Length {
         remaining: u64,
     },
@@ -71,7 +71,7 @@ enum Head {
 #[derive(Debug)]
 enum State {
     Head,
-    Body(Framing),
+    Body(Body),
     Done,
 }
 
@@ -138,7 +138,7 @@ impl ResponseReader {
                     // An interim response was dropped; the real one may be in the buffer already.
                     Head::Interim | Head::Complete => {}
                 },
-                State::Body(Framing::Length { remaining }) => {
+                State::Body(Body::Length { remaining }) => {
                     let have = (self.buf.len() - self.body_start) as u64;
                     if have < *remaining {
                         return Ok(Progress::More);
@@ -148,7 +148,7 @@ impl ResponseReader {
                     self.buf.truncate(end);
                     self.state = State::Done;
                 }
-                State::Body(Framing::Chunked { decoder, decoded }) => {
+                State::Body(Body::Chunked { decoder, decoded }) => {
                     let progress = decoder.decode(&mut self.buf[self.body_start..], *decoded).map_err(|e| match e {
                         HttpError::BodyTooLarge => ResponseError::TooLarge("body"),
                         _ => ResponseError::Malformed("bad chunked encoding".into()),
@@ -165,7 +165,7 @@ impl ResponseReader {
                     self.buf.truncate(decoded_end);
                     self.state = State::Done;
                 }
-                State::Body(Framing::UntilClose) => {
+                State::Body(Body::UntilClose) => {
                     if self.buf.len() - self.body_start > self.max_body {
                         return Err(ResponseError::TooLarge("body"));
                     }
@@ -180,7 +180,7 @@ impl ResponseReader {
     /// an error anywhere else.
     pub fn eof(&mut self) -> Result<(), ResponseError> {
         match self.state {
-            State::Body(Framing::UntilClose) => {
+            State::Body(Body::UntilClose) => {
                 self.state = State::Done;
                 Ok(())
             }
@@ -202,63 +202,110 @@ impl ResponseReader {
 
     /// Parses the head if it is all there; drops an interim (1xx) response.
     fn parse_head(&mut self) -> Result<Head, ResponseError> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let n = match response.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return match self.buf.len() > self.max_head {
-                    true => Err(ResponseError::TooLarge("head")),
-                    false => Ok(Head::Partial),
-                };
+        let mut headers = Vec::new();
+        let parsed = parse_head(&self.buf, self.max_head, self.max_body, self.no_body, &mut |name, value| {
+            headers.push((name.to_ascii_lowercase(), value.to_vec()))
+        })?;
+        let info = match parsed {
+            ParsedHead::Partial => return Ok(Head::Partial),
+            ParsedHead::Interim(n) => {
+                self.buf.drain(..n);
+                return Ok(Head::Interim);
             }
-            Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge("head")),
-            Err(e) => return Err(ResponseError::Malformed(format!("bad response head: {e}"))),
+            ParsedHead::Complete(info) => info,
         };
-        if n > self.max_head {
-            return Err(ResponseError::TooLarge("head"));
-        }
-        let status = response.code.unwrap_or(0);
-        let http10 = response.version == Some(0);
-        let headers: Vec<(String, Vec<u8>)> =
-            response.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
-        if (100..200).contains(&status) {
-            // 100 Continue and friends: the real response follows.
-            if status == 101 {
-                return Err(ResponseError::Malformed("unexpected protocol switch".into()));
-            }
-            self.buf.drain(..n);
-            return Ok(Head::Interim);
-        }
-        let head = ResponseHead { status, headers, keep_alive: false };
-        let connection = head.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect::<Vec<_>>();
-        let close = connection.iter().any(|t| t.eq_ignore_ascii_case("close"));
-        let keep_alive = connection.iter().any(|t| t.eq_ignore_ascii_case("keep-alive"));
-        let framing = self.framing(&head, status)?;
-        self.head = ResponseHead { keep_alive: !close && (!http10 || keep_alive), ..head };
-        if matches!(framing, Framing::UntilClose) {
-            self.head.keep_alive = false;
-        }
-        self.body_start = n;
-        self.state = State::Body(framing);
+        self.head = ResponseHead { status: info.status, headers, keep_alive: info.keep_alive };
+        self.body_start = info.len;
+        self.state = State::Body(match info.framing {
+            Framing::Length(remaining) => Body::Length { remaining },
+            Framing::Chunked => Body::Chunked { decoder: ChunkedDecoder::new(self.max_body), decoded: 0 },
+            Framing::UntilClose => Body::UntilClose,
+        });
         Ok(Head::Complete)
     }
+}
 
-    fn framing(&self, head: &ResponseHead, status: u16) -> Result<Framing, ResponseError> {
-        if self.no_body || status == 204 || status == 304 {
-            return Ok(Framing::Length { remaining: 0 });
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// This many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes.
+    UntilClose,
+}
+
+/// A response head's meaning, without its header values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadInfo {
+    /// The status code.
+    pub status: u16,
+    /// The head's length in bytes; the body starts there.
+    pub len: usize,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// What [`parse_head`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParsedHead {
+    /// More bytes are needed.
+    Partial,
+    /// An interim (1xx) response of this many bytes, to skip.
+    Interim(usize),
+    /// A final response head.
+    Complete(HeadInfo),
+}
+
+/// Parses a response head at the start of `buf` without allocating, frames
+/// its body (RFC 9112 §6.3) and shows each header to `visit`. Shared by the
+/// fetcher (through [`ResponseReader`]) and the load tester.
+pub fn parse_head(
+    buf: &[u8],
+    max_head: usize,
+    max_body: usize,
+    head_request: bool,
+    visit: &mut dyn FnMut(&str, &[u8]),
+) -> Result<ParsedHead, ResponseError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let n = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(ResponseError::TooLarge("head")),
+        Ok(httparse::Status::Partial) => return Ok(ParsedHead::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge("head")),
+        Err(e) => return Err(ResponseError::Malformed(format!("bad response head: {e}"))),
+    };
+    if n > max_head {
+        return Err(ResponseError::TooLarge("head"));
+    }
+    let status = response.code.unwrap_or(0);
+    if (100..200).contains(&status) {
+        // 100 Continue and friends: the real response follows.
+        if status == 101 {
+            return Err(ResponseError::Malformed("unexpected protocol switch".into()));
         }
-        let te: Vec<&str> = head.all("transfer-encoding").collect();
-        if !te.is_empty() {
-            let last = te.last().and_then(|v| v.rsplit(',').next()).map(str::trim).unwrap_or_default();
-            return match last.eq_ignore_ascii_case("chunked") {
-                true => Ok(Framing::Chunked { decoder: ChunkedDecoder::new(self.max_body), decoded: 0 }),
-                // Not chunked last: the body runs to the close (RFC 9112 §6.3).
-                false => Ok(Framing::UntilClose),
-            };
-        }
-        let mut length = None;
-        for value in head.all("content-length") {
+        return Ok(ParsedHead::Interim(n));
+    }
+    let (mut close, mut keep_alive, mut chunked, mut other_coding) = (false, false, false, false);
+    let mut length: Option<u64> = None;
+    for h in response.headers.iter() {
+        visit(h.name, h.value);
+        let value = std::str::from_utf8(h.value).unwrap_or_default();
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                close |= token.eq_ignore_ascii_case("close");
+                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding of the last line decides.
+            let last = value.rsplit(',').next().unwrap_or_default().trim();
+            chunked = last.eq_ignore_ascii_case("chunked");
+            other_coding = !chunked;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             for part in value.split(',') {
                 let n: u64 = part
                     .trim()
@@ -270,12 +317,24 @@ impl ResponseReader {
                 length = Some(n);
             }
         }
-        match length {
-            Some(n) if n > self.max_body as u64 => Err(ResponseError::TooLarge("body")),
-            Some(n) => Ok(Framing::Length { remaining: n }),
-            None => Ok(Framing::UntilClose),
-        }
     }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if other_coding {
+        // Not chunked last: the body runs to the close (RFC 9112 §6.3).
+        Framing::UntilClose
+    } else {
+        match length {
+            Some(n) if n > max_body as u64 => return Err(ResponseError::TooLarge("body")),
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let http10 = response.version == Some(0);
+    let keep_alive = !close && (!http10 || keep_alive) && framing != Framing::UntilClose;
+    Ok(ParsedHead::Complete(HeadInfo { status, len: n, framing, keep_alive }))
 }
 
 /// Writes a request head (and body) for `method` `target` on `host`.

@@ -1,0 +1,832 @@
+//! One load-generating thread: its own mio `Poll`, its share of the
+//! connections and of the rate, its own stats.
+//!
+//! Closed loop: every connection keeps `--pipeline` requests in flight.
+//! Open loop: requests are due at evenly spaced intended times; each goes
+//! out on a connection with room, and waits in a backlog when none has.
+//! Latency counts from the intended time (coordinated omission corrected,
+//! as wrk2 does) and, separately, from the actual send.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
+
+use super::plan::{Pick, Plan};
+use super::stats::{ErrorKind, Stats};
+use crate::fetch::origin::Bucket;
+use crate::fetch::transport::Transport;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::client::{parse_head, Framing, HeadInfo, ParsedHead};
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest response body accepted.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// First size of a connection's read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// How often deadlines are checked.
+const SWEEP: Duration = Duration::from_millis(20);
+/// Wait before reconnecting after a failed connect.
+const RECONNECT: Duration = Duration::from_millis(100);
+/// Token of the schedule's timer.
+const TIMER: Token = Token(usize::MAX);
+/// Adaptive rate: at most one decrease per this long.
+const DECREASE_EVERY: Duration = Duration::from_millis(250);
+
+/// Settings every thread shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// What to send.
+    pub plan: Plan,
+    /// TLS for https targets.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// How long a request may wait for its response.
+    pub timeout: Duration,
+    /// Adaptive open-loop rate.
+    pub adaptive: bool,
+    /// Stop after this many measured requests (`-n`).
+    pub limit: Option<u64>,
+    /// Measured requests started (for `-n`).
+    pub issued: AtomicU64,
+    /// Responses and errors so far, for the progress line.
+    pub done: AtomicU64,
+    /// Errors so far, for the progress line.
+    pub failed: AtomicU64,
+    /// The worst thread's p99 of the last second, in microseconds.
+    pub last_p99: AtomicU64,
+    /// Connections that ever connected.
+    pub connected: AtomicU64,
+    /// Set to stop early (Ctrl-C, `-n` reached).
+    pub stop: AtomicBool,
+}
+
+/// When the run's parts begin and end.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// Load begins: the ramp (from zero to full), then the warm-up at full load.
+    pub start: Instant,
+    /// How long the ramp takes.
+    pub ramp: Duration,
+    /// Measurement begins (after ramp and warm-up).
+    pub measure_from: Instant,
+    /// Load ends; `None` with `-n` (ends when the count is reached).
+    pub end: Option<Instant>,
+}
+
+/// One thread's share.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    /// Its number.
+    pub index: usize,
+    /// Its connections.
+    pub connections: usize,
+    /// Its open-loop rate; `None` for closed loop.
+    pub rate: Option<f64>,
+}
+
+/// What a request in flight is.
+#[derive(Debug, Clone)]
+enum What {
+    Request(usize),
+    Submit { flow: usize },
+    Poll { flow: usize, began: Instant, path: String },
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    intended: Instant,
+    sent: Instant,
+    what: What,
+}
+
+/// Where the response at the front is.
+#[derive(Debug)]
+enum Body {
+    Length(usize),
+    Chunked { decoder: ChunkedDecoder, decoded: usize, raw: usize },
+    UntilClose,
+}
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not yet active (ramping), or waiting to reconnect.
+    Down { at: Instant },
+    /// TCP connect (and TLS handshake) under way.
+    Connecting,
+    /// Ready for requests.
+    Open,
+}
+
+#[derive(Debug)]
+struct Conn {
+    state: State,
+    transport: Option<Transport>,
+    out: Vec<u8>,
+    written: usize,
+    inflight: VecDeque<Sent>,
+    buf: Vec<u8>,
+    filled: usize,
+    head: Option<(HeadInfo, Body)>,
+    /// A task flow waiting to poll: when, which flow, when it began, the path.
+    poll: Option<(Instant, usize, Instant, String)>,
+    /// The peer said `Connection: close`: reconnect once the front is answered.
+    closing: bool,
+}
+
+impl Conn {
+    fn new(at: Instant) -> Conn {
+        Conn {
+            state: State::Down { at },
+            transport: None,
+            out: Vec::new(),
+            written: 0,
+            inflight: VecDeque::new(),
+            buf: vec![0; READ_BUF],
+            filled: 0,
+            head: None,
+            poll: None,
+            closing: false,
+        }
+    }
+
+    fn has_room(&self, pipeline: usize) -> bool {
+        self.state == State::Open && !self.closing && self.poll.is_none() && self.inflight.len() < pipeline
+    }
+}
+
+/// A thread's run.
+struct Worker<'a> {
+    shared: &'a Shared,
+    phases: Phases,
+    share: Share,
+    poll: Poll,
+    conns: Vec<Conn>,
+    stats: Stats,
+    backlog: VecDeque<Instant>,
+    next_due: Option<Instant>,
+    bucket: Option<Bucket>,
+    last_decrease: Option<Instant>,
+    rng: u64,
+    cursor: usize,
+    done_batch: u64,
+    failed_batch: u64,
+    second: usize,
+    /// Open loop: a timerfd for the next due time; epoll's own timeout is
+    /// whole milliseconds, which would send requests up to 1 ms late.
+    timer: Option<std::os::fd::OwnedFd>,
+}
+
+/// A non-blocking monotonic timerfd.
+fn timerfd() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: timerfd_create returns a new descriptor (or -1), owned from here on.
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+    // SAFETY: fd is a valid descriptor nobody else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms `timer` to fire once after `after` (at least 1 ns: zero disarms).
+fn arm_timer(timer: &std::os::fd::OwnedFd, after: Duration) {
+    use std::os::fd::AsRawFd;
+    let after = after.max(Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_nsec: after.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: the descriptor is a timerfd; spec is a valid itimerspec; the old value is not asked for.
+    unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+}
+
+fn drain_timer(timer: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut expirations = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a buffer of 8; non-blocking.
+    unsafe { libc::read(timer.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
+}
+
+/// Runs one thread's share of the load; returns what it measured.
+pub fn run(shared: &Shared, phases: Phases, share: Share) -> Result<Stats, String> {
+    let poll = Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
+    let ramp = phases.ramp;
+    let conns = (0..share.connections)
+        .map(|i| {
+            // Closed loop ramps the connections in; open loop ramps the rate.
+            let delay = match share.rate {
+                None => ramp.mul_f64((i + 1) as f64 / share.connections as f64),
+                Some(_) => Duration::ZERO,
+            };
+            Conn::new(phases.start + delay)
+        })
+        .collect();
+    let bucket = share.rate.filter(|_| shared.adaptive).map(|r| Bucket::new(r, phases.start));
+    let mut worker = Worker {
+        shared,
+        phases,
+        share,
+        poll,
+        conns,
+        stats: Stats::default(),
+        backlog: VecDeque::new(),
+        // Threads start their schedules staggered by a fraction of the interval.
+        next_due: share.rate.map(|r| phases.start + Duration::from_secs_f64(share.index as f64 / (r * 4.0).max(1.0))),
+        bucket,
+        last_decrease: None,
+        rng: 0x9E37_79B9_7F4A_7C15 ^ (share.index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        cursor: 0,
+        done_batch: 0,
+        failed_batch: 0,
+        second: 0,
+        timer: None,
+    };
+    if share.rate.is_some() {
+        use std::os::fd::AsRawFd;
+        let timer = timerfd().ok_or("cannot create a timerfd")?;
+        worker
+            .poll
+            .registry()
+            .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)
+            .map_err(|e| format!("cannot register the timer: {e}"))?;
+        worker.timer = Some(timer);
+    }
+    worker.run();
+    worker.stats.cpu = thread_cpu();
+    Ok(worker.stats)
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Worker<'_> {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP;
+        loop {
+            let now = Instant::now();
+            if self.finished(now) {
+                break;
+            }
+            self.start_connections(now);
+            self.schedule(now);
+            self.dispatch(now);
+            self.publish(now);
+            let mut wake = next_sweep;
+            if let (Some(due), Some(timer)) = (self.next_due, &self.timer) {
+                arm_timer(timer, due.saturating_duration_since(now));
+            }
+            if let Some(end) = self.phases.end {
+                wake = wake.min(end);
+            }
+            for c in &self.conns {
+                match (c.state, &c.poll) {
+                    (State::Down { at }, _) => wake = wake.min(at),
+                    (_, Some((at, ..))) => wake = wake.min(*at),
+                    _ => {}
+                }
+            }
+            let timeout = wake.saturating_duration_since(now);
+            if self.poll.poll(&mut events, Some(timeout)).is_err() {
+                continue; // EINTR; anything else recurs and ends with the run
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let i = event.token().0;
+                if i < self.conns.len() {
+                    self.ready(i, now);
+                } else if event.token() == TIMER {
+                    if let Some(timer) = &self.timer {
+                        drain_timer(timer);
+                    }
+                }
+            }
+            if now >= next_sweep {
+                next_sweep = now + SWEEP;
+                self.sweep(now);
+            }
+        }
+        self.publish(Instant::now());
+    }
+
+    /// Whether the run is over for this thread.
+    fn finished(&self, now: Instant) -> bool {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        match self.phases.end {
+            Some(end) => now >= end,
+            // -n: over when every measured request has been issued and answered.
+            None => {
+                let limit = self.shared.limit.unwrap_or(0);
+                self.shared.issued.load(Ordering::Relaxed) >= limit
+                    && self.conns.iter().all(|c| c.inflight.is_empty() && c.poll.is_none())
+                    && self.backlog.is_empty()
+            }
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn measured(&self, intended: Instant) -> bool {
+        intended >= self.phases.measure_from
+    }
+
+    fn second_of(&self, intended: Instant) -> usize {
+        intended.saturating_duration_since(self.phases.measure_from).as_secs() as usize
+    }
+
+    /// Takes a slot under `-n`; false when the count is reached.
+    fn take_slot(&self, intended: Instant) -> bool {
+        match self.shared.limit {
+            Some(limit) if self.measured(intended) => self.shared.issued.fetch_add(1, Ordering::Relaxed) < limit,
+            _ => true,
+        }
+    }
+
+    /// The open-loop rate at `at`: ramped, and adapted.
+    fn rate_at(&mut self, at: Instant, base: f64) -> f64 {
+        let ramp = self.phases.ramp;
+        let mut rate = base;
+        if let Some(bucket) = &mut self.bucket {
+            rate = bucket.rate_at(at);
+        }
+        if !ramp.is_zero() {
+            let into = at.saturating_duration_since(self.phases.start).as_secs_f64() / ramp.as_secs_f64();
+            rate *= into.clamp(0.01, 1.0);
+        }
+        rate.max(0.01)
+    }
+
+    /// Open loop: puts the requests that are due into the backlog.
+    fn schedule(&mut self, now: Instant) {
+        let (Some(base), Some(mut due)) = (self.share.rate, self.next_due) else { return };
+        while due <= now && self.phases.end.is_none_or(|end| due < end) {
+            if self.shared.limit.is_some()
+                && self.measured(due)
+                && self.shared.issued.load(Ordering::Relaxed) >= self.shared.limit.unwrap_or(0)
+            {
+                self.next_due = None;
+                return;
+            }
+            self.backlog.push_back(due);
+            if self.measured(due) {
+                self.stats.scheduled += 1;
+            }
+            let rate = self.rate_at(due, base);
+            due += Duration::from_secs_f64(1.0 / rate);
+        }
+        self.next_due = Some(due);
+    }
+
+    /// Sends what is due (open loop) or fills every connection (closed loop).
+    fn dispatch(&mut self, now: Instant) {
+        let pipeline = self.shared.pipeline;
+        if self.share.rate.is_some() {
+            while let Some(&intended) = self.backlog.front() {
+                let Some(i) = self.free_conn() else { break };
+                self.backlog.pop_front();
+                if !self.take_slot(intended) {
+                    self.backlog.clear();
+                    break;
+                }
+                self.send_next(i, intended, now);
+            }
+        } else if self.phases.end.is_none_or(|end| now < end) {
+            for i in 0..self.conns.len() {
+                while self.conns[i].has_room(pipeline) {
+                    if !self.take_slot(now) {
+                        return;
+                    }
+                    self.send_next(i, now, now);
+                }
+            }
+        }
+        for i in 0..self.conns.len() {
+            self.poll_flows(i, now);
+            if !self.conns[i].out.is_empty() {
+                self.flush(i, now);
+            }
+        }
+    }
+
+    fn free_conn(&mut self) -> Option<usize> {
+        let n = self.conns.len();
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            if self.conns[i].has_room(self.shared.pipeline) {
+                self.cursor = (i + 1) % n;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Queues the next request of the mix on connection `i`.
+    fn send_next(&mut self, i: usize, intended: Instant, now: Instant) {
+        let r = self.random();
+        let plan = &self.shared.plan;
+        let (bytes, what) = match plan.pick(r) {
+            Pick::Request(t) => (&plan.templates[t].bytes, What::Request(t)),
+            Pick::Flow(f) => (&plan.flows[f].submit.bytes, What::Submit { flow: f }),
+        };
+        let conn = &mut self.conns[i];
+        conn.out.extend_from_slice(bytes);
+        conn.inflight.push_back(Sent { intended, sent: now, what });
+    }
+
+    /// Sends the status polls that are due on connection `i`.
+    fn poll_flows(&mut self, i: usize, now: Instant) {
+        let conn = &mut self.conns[i];
+        if conn.state != State::Open || !conn.inflight.is_empty() {
+            return;
+        }
+        let Some((at, flow, began, path)) = conn.poll.take_if(|(at, ..)| *at <= now) else { return };
+        let bytes = self.shared.plan.poll(&path);
+        conn.out.extend_from_slice(&bytes);
+        conn.inflight.push_back(Sent { intended: at, sent: now, what: What::Poll { flow, began, path } });
+    }
+
+    /// Connects the connections whose time has come.
+    fn start_connections(&mut self, now: Instant) {
+        if self.phases.end.is_some_and(|end| now >= end) {
+            return;
+        }
+        for i in 0..self.conns.len() {
+            let State::Down { at } = self.conns[i].state else { continue };
+            if at > now {
+                continue;
+            }
+            match self.connect(i) {
+                Ok(()) => self.conns[i].state = State::Connecting,
+                Err(()) => {
+                    self.conns[i].state = State::Down { at: now + RECONNECT };
+                    self.stats.error(self.second_of(now), ErrorKind::Connect);
+                    self.failed_batch += 1;
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, i: usize) -> Result<(), ()> {
+        let target = &self.shared.plan.target;
+        let stream = TcpStream::connect(target.addr).map_err(|_| ())?;
+        let _ = stream.set_nodelay(true);
+        let tls = match (&self.shared.tls, &target.tls_name) {
+            (Some(config), Some(name)) => Some((config, name.as_str())),
+            _ => None,
+        };
+        let mut transport = Transport::new(stream, tls).map_err(|_| ())?;
+        self.poll
+            .registry()
+            .register(transport.socket(), Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|_| ())?;
+        let conn = &mut self.conns[i];
+        conn.transport = Some(transport);
+        conn.filled = 0;
+        conn.head = None;
+        conn.closing = false;
+        Ok(())
+    }
+
+    /// A readiness event on connection `i`.
+    fn ready(&mut self, i: usize, now: Instant) {
+        if self.conns[i].state == State::Connecting {
+            let Some(t) = self.conns[i].transport.as_mut() else { return };
+            let socket = t.socket();
+            match socket.take_error() {
+                Ok(None) => {}
+                _ => return self.broken(i, now, ErrorKind::Connect),
+            }
+            match socket.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
+                Err(_) => return self.broken(i, now, ErrorKind::Connect),
+            }
+            if t.flush().is_err() {
+                return self.broken(i, now, ErrorKind::Connect);
+            }
+            if t.handshaking() {
+                // Drive the handshake; a read with no plaintext yet is fine.
+                let mut none = [0u8; 0];
+                if t.read_into(&mut none).is_err() || t.flush().is_err() {
+                    return self.broken(i, now, ErrorKind::Connect);
+                }
+                if t.handshaking() {
+                    return;
+                }
+            }
+            self.conns[i].state = State::Open;
+            self.shared.connected.fetch_add(1, Ordering::Relaxed);
+            self.dispatch(now);
+        }
+        if self.conns[i].state != State::Open {
+            return;
+        }
+        self.flush(i, now);
+        self.read(i, now);
+        // Answers free room: refill at once rather than after the next poll.
+        self.dispatch(now);
+    }
+
+    fn flush(&mut self, i: usize, now: Instant) {
+        let conn = &mut self.conns[i];
+        if conn.state != State::Open {
+            return;
+        }
+        let Some(t) = conn.transport.as_mut() else { return };
+        while conn.written < conn.out.len() {
+            match t.write(&conn.out[conn.written..]) {
+                Ok(0) => return,
+                Ok(n) => conn.written += n,
+                Err(_) => return self.broken(i, now, ErrorKind::Reset),
+            }
+        }
+        conn.out.clear();
+        conn.written = 0;
+    }
+
+    fn read(&mut self, i: usize, now: Instant) {
+        loop {
+            let conn = &mut self.conns[i];
+            let Some(t) = conn.transport.as_mut() else { return };
+            if conn.filled == conn.buf.len() {
+                let grown = conn.buf.len() * 2;
+                conn.buf.resize(grown, 0);
+            }
+            let got = match t.read_into(&mut conn.buf[conn.filled..]) {
+                Ok(got) => got,
+                Err(e) => {
+                    let kind = if e.code == "tls-failed" { ErrorKind::Parse } else { ErrorKind::Reset };
+                    return self.broken(i, now, kind);
+                }
+            };
+            conn.filled += got.bytes;
+            if let Err(kind) = self.responses(i, now, got.eof) {
+                return self.broken(i, now, kind);
+            }
+            if got.eof {
+                let conn = &self.conns[i];
+                if conn.inflight.is_empty() && conn.poll.is_none() {
+                    return self.reconnect(i, now);
+                }
+                return self.broken(i, now, ErrorKind::Reset);
+            }
+            if self.conns[i].closing && self.conns[i].inflight.is_empty() {
+                return self.reconnect(i, now);
+            }
+            if got.drained {
+                return;
+            }
+        }
+    }
+
+    /// Takes every complete response out of connection `i`'s buffer.
+    fn responses(&mut self, i: usize, now: Instant, eof: bool) -> Result<(), ErrorKind> {
+        loop {
+            let conn = &mut self.conns[i];
+            if conn.head.is_none() {
+                if conn.filled == 0 {
+                    return Ok(());
+                }
+                let head_request = conn.inflight.front().is_some_and(|s| match s.what {
+                    What::Request(t) => self.shared.plan.templates[t].head,
+                    _ => false,
+                });
+                match parse_head(&conn.buf[..conn.filled], MAX_HEAD, MAX_BODY, head_request, &mut |_, _| {}) {
+                    Ok(ParsedHead::Partial) => return Ok(()),
+                    Ok(ParsedHead::Interim(n)) => {
+                        consume(conn, n);
+                        continue;
+                    }
+                    Ok(ParsedHead::Complete(info)) => {
+                        let body = match info.framing {
+                            Framing::Length(n) => Body::Length(n as usize),
+                            Framing::Chunked => {
+                                Body::Chunked { decoder: ChunkedDecoder::new(MAX_BODY), decoded: 0, raw: 0 }
+                            }
+                            Framing::UntilClose => Body::UntilClose,
+                        };
+                        conn.head = Some((info, body));
+                    }
+                    Err(_) => return Err(ErrorKind::Parse),
+                }
+            }
+            let Some((info, body)) = conn.head.as_mut() else { return Ok(()) };
+            let start = info.len;
+            // (body end, bytes consumed) once complete.
+            let complete = match body {
+                Body::Length(n) => (conn.filled >= start + *n).then_some((start + *n, start + *n)),
+                Body::Chunked { decoder, decoded, raw } => {
+                    let p = decoder.decode(&mut conn.buf[start..conn.filled], *raw).map_err(|_| ErrorKind::Parse)?;
+                    (*decoded, *raw) = (p.decoded, p.raw);
+                    p.done.then_some((start + p.decoded, start + p.raw))
+                }
+                Body::UntilClose => eof.then_some((conn.filled, conn.filled)),
+            };
+            let Some((body_end, consumed)) = complete else { return Ok(()) };
+            let info = *info;
+            let Some(sent) = conn.inflight.pop_front() else { return Err(ErrorKind::Parse) };
+            if !info.keep_alive {
+                conn.closing = true;
+            }
+            let flow_body = matches!(sent.what, What::Submit { .. } | What::Poll { .. })
+                .then(|| conn.buf[start..body_end].to_vec());
+            consume(conn, consumed);
+            conn.head = None;
+            self.answered(i, sent, info.status, consumed, flow_body, now);
+        }
+    }
+
+    /// A response arrived for `sent`.
+    fn answered(&mut self, i: usize, sent: Sent, status: u16, bytes: usize, body: Option<Vec<u8>>, now: Instant) {
+        self.done_batch += 1;
+        if self.measured(sent.intended) {
+            let second = self.second_of(sent.intended);
+            self.stats.response(second, status, bytes, now - sent.intended, now - sent.sent);
+            let name = match &sent.what {
+                What::Request(t) => &self.shared.plan.templates[*t].name,
+                What::Submit { flow } => &self.shared.plan.flows[*flow].submit.name,
+                What::Poll { flow, .. } => &self.shared.plan.flows[*flow].name,
+            };
+            if let Some(n) = self.stats.by_name.get_mut(name) {
+                *n += 1;
+            } else {
+                self.stats.by_name.insert(name.clone(), 1);
+            }
+        }
+        if status == 429 || status == 503 {
+            self.decrease(now);
+        }
+        match sent.what {
+            What::Request(_) => {}
+            What::Submit { flow } => self.submitted(i, flow, sent.intended, status, body.as_deref(), now),
+            What::Poll { flow, began, path } => self.polled(i, (flow, began, path), status, body.as_deref(), now),
+        }
+    }
+
+    fn submitted(&mut self, i: usize, flow: usize, began: Instant, status: u16, body: Option<&[u8]>, now: Instant) {
+        let url = body
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v["check_status_url"].as_str().map(str::to_string));
+        match (status, url) {
+            (200 | 202, Some(url)) => {
+                let path = match self.shared.plan.target.url.join(&url) {
+                    Ok(u) => u[url::Position::BeforePath..url::Position::AfterQuery].to_string(),
+                    Err(_) => url,
+                };
+                let interval = self.shared.plan.flows[flow].poll_interval;
+                self.conns[i].poll = Some((now + interval, flow, began, path));
+            }
+            (status, _) => self.flow_ended(began, &format!("refused-{status}"), now),
+        }
+    }
+
+    /// A status poll of flow `(flow, began, path)` was answered.
+    fn polled(&mut self, i: usize, poll: (usize, Instant, String), status: u16, body: Option<&[u8]>, now: Instant) {
+        let (flow, began, path) = poll;
+        let state = body
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v["status"].as_str().map(str::to_string));
+        match (status, state.as_deref()) {
+            (200, Some("queued" | "processing")) => {
+                let interval = self.shared.plan.flows[flow].poll_interval;
+                self.conns[i].poll = Some((now + interval, flow, began, path));
+            }
+            (200, Some(state)) => self.flow_ended(began, state, now),
+            (status, _) => self.flow_ended(began, &format!("poll-{status}"), now),
+        }
+    }
+
+    fn flow_ended(&mut self, began: Instant, outcome: &str, now: Instant) {
+        if !self.measured(began) {
+            return;
+        }
+        super::stats::record(&mut self.stats.tasks.latency, now - began);
+        *self.stats.tasks.outcomes.entry(outcome.to_string()).or_default() += 1;
+    }
+
+    /// Adaptive rate: 429, 503 or a timeout halves it (at most every 250 ms).
+    fn decrease(&mut self, now: Instant) {
+        let Some(bucket) = &mut self.bucket else { return };
+        if self.last_decrease.is_some_and(|t| now - t < DECREASE_EVERY) {
+            return;
+        }
+        self.last_decrease = Some(now);
+        bucket.back_off(now, Some(Duration::ZERO));
+    }
+
+    /// Ends requests waiting past `--timeout`.
+    fn sweep(&mut self, now: Instant) {
+        let timeout = self.shared.timeout;
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let overdue = match c.state {
+                State::Connecting => {
+                    c.transport.is_some() && c.inflight.front().is_some_and(|s| now - s.sent > timeout)
+                }
+                State::Open => c.inflight.front().is_some_and(|s| now - s.sent > timeout),
+                State::Down { .. } => false,
+            };
+            if overdue {
+                self.decrease(now);
+                self.broken(i, now, ErrorKind::Timeout);
+            }
+        }
+    }
+
+    /// Connection `i` failed: its requests in flight fail with `kind`; it reconnects.
+    fn broken(&mut self, i: usize, now: Instant, kind: ErrorKind) {
+        let conn = &mut self.conns[i];
+        let lost: Vec<Sent> = conn.inflight.drain(..).collect();
+        let had_poll = conn.poll.take();
+        let connect_failed = conn.state == State::Connecting && lost.is_empty();
+        for sent in &lost {
+            self.failed_batch += 1;
+            self.done_batch += 1;
+            if self.measured(sent.intended) {
+                self.stats.error(self.second_of(sent.intended), kind);
+            }
+            if let What::Submit { .. } | What::Poll { .. } = sent.what {
+                let began = match &sent.what {
+                    What::Poll { began, .. } => *began,
+                    _ => sent.intended,
+                };
+                self.flow_ended(began, "failed", now);
+            }
+        }
+        if let Some((_, _, began, _)) = had_poll {
+            self.flow_ended(began, "failed", now);
+        }
+        if connect_failed {
+            self.failed_batch += 1;
+            self.stats.error(self.second_of(now), ErrorKind::Connect);
+        }
+        self.close(i);
+        let wait = if kind == ErrorKind::Connect { RECONNECT } else { Duration::ZERO };
+        self.conns[i].state = State::Down { at: now + wait };
+    }
+
+    /// Connection `i` ended cleanly (the server closed between responses).
+    fn reconnect(&mut self, i: usize, now: Instant) {
+        self.close(i);
+        self.conns[i].state = State::Down { at: now };
+    }
+
+    fn close(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if let Some(mut t) = conn.transport.take() {
+            let _ = self.poll.registry().deregister(t.socket());
+        }
+        conn.out.clear();
+        conn.written = 0;
+        conn.filled = 0;
+        conn.head = None;
+        conn.closing = false;
+        // Requests queued but not written are re-sent on the new connection by the schedule.
+        conn.inflight.clear();
+    }
+
+    /// Publishes progress figures, and opens a new second.
+    fn publish(&mut self, now: Instant) {
+        if self.done_batch > 0 {
+            self.shared.done.fetch_add(self.done_batch, Ordering::Relaxed);
+            self.shared.failed.fetch_add(self.failed_batch, Ordering::Relaxed);
+            self.done_batch = 0;
+            self.failed_batch = 0;
+        }
+        let second = self.second_of(now);
+        if second > self.second && now > self.phases.measure_from {
+            if let Some(s) = self.stats.seconds.get(self.second) {
+                self.shared.last_p99.fetch_max(s.latency.value_at_quantile(0.99), Ordering::Relaxed);
+            }
+            self.second = second;
+        }
+    }
+}
+
+/// Drops the first `n` bytes of a connection's buffer.
+fn consume(conn: &mut Conn, n: usize) {
+    conn.buf.copy_within(n..conn.filled, 0);
+    conn.filled -= n;
+}
