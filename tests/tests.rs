@@ -8,6 +8,7 @@ mod engine;
 mod fetch;
 mod http_basics;
 mod lifecycle;
+mod loadtest;
 mod metrics;
 mod pipelining;
 mod rejects;

@@ -413,10 +413,10 @@ impl Worker<'_> {
                 self.send_next(i, intended, now);
             }
         } else if self.phases.end.is_none_or(|end| now < end) {
-            for i in 0..self.conns.len() {
+            'fill: for i in 0..self.conns.len() {
                 while self.conns[i].has_room(pipeline) {
                     if !self.take_slot(now) {
-                        return;
+                        break 'fill;
                     }
                     self.send_next(i, now, now);
                 }
