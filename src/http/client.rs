@@ -5,6 +5,8 @@
 //! (RFC 9112 §6.3): no body for `HEAD`, 1xx, 204 and 304; chunked (decoded in
 //! place with the server's decoder); Content-Length; else until close.
 
+use std::mem::MaybeUninit;
+
 use super::chunked::ChunkedDecoder;
 use super::error::HttpError;
 
@@ -270,9 +272,10 @@ pub fn parse_head(
     head_request: bool,
     visit: &mut dyn FnMut(&str, &[u8]),
 ) -> Result<ParsedHead, ResponseError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let n = match response.parse(buf) {
+    // Uninitialised slots: a response is parsed per request in the load tester.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(ResponseError::TooLarge("head")),
         Ok(httparse::Status::Partial) => return Ok(ParsedHead::Partial),
@@ -294,6 +297,12 @@ pub fn parse_head(
     let mut length: Option<u64> = None;
     for h in response.headers.iter() {
         visit(h.name, h.value);
+        let framing_header = ["connection", "transfer-encoding", "content-length"]
+            .iter()
+            .any(|n| h.name.len() == n.len() && h.name.eq_ignore_ascii_case(n));
+        if !framing_header {
+            continue;
+        }
         let value = std::str::from_utf8(h.value).unwrap_or_default();
         if h.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {

@@ -143,11 +143,10 @@ impl Stats {
         &mut self.seconds[index]
     }
 
-    /// A response, in second `second` of the run.
-    pub fn response(&mut self, second: usize, status: u16, bytes: usize, corrected: Duration, uncorrected: Duration) {
+    /// A response, in second `second` of the run (its status is counted by the caller).
+    pub fn response(&mut self, second: usize, bytes: usize, corrected: Duration, uncorrected: Duration) {
         self.requests += 1;
         self.bytes += bytes as u64;
-        *self.statuses.entry(status).or_default() += 1;
         record(&mut self.corrected, corrected);
         record(&mut self.uncorrected, uncorrected);
         let s = self.second(second);

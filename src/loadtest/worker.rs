@@ -180,6 +180,10 @@ struct Worker<'a> {
     done_batch: u64,
     failed_batch: u64,
     second: usize,
+    /// Responses by status (index), folded into the stats at the end.
+    statuses: Vec<u64>,
+    /// Responses by template, then by flow, folded into the stats at the end.
+    names: Vec<u64>,
     /// Open loop: a timerfd for the next due time; epoll's own timeout is
     /// whole milliseconds, which would send requests up to 1 ms late.
     timer: Option<std::os::fd::OwnedFd>,
@@ -248,6 +252,8 @@ pub fn run(shared: &Shared, phases: Phases, share: Share) -> Result<Stats, Strin
         done_batch: 0,
         failed_batch: 0,
         second: 0,
+        statuses: vec![0; 1000],
+        names: vec![0; shared.plan.templates.len() + shared.plan.flows.len()],
         timer: None,
     };
     if share.rate.is_some() {
@@ -261,8 +267,17 @@ pub fn run(shared: &Shared, phases: Phases, share: Share) -> Result<Stats, Strin
         worker.timer = Some(timer);
     }
     worker.run();
-    worker.stats.cpu = thread_cpu();
-    Ok(worker.stats)
+    let mut stats = std::mem::take(&mut worker.stats);
+    stats.cpu = thread_cpu();
+    for (status, n) in worker.statuses.iter().enumerate().filter(|(_, n)| **n > 0) {
+        stats.statuses.insert(status as u16, *n);
+    }
+    let plan = &shared.plan;
+    let names = plan.templates.iter().map(|t| &t.name).chain(plan.flows.iter().map(|f| &f.name));
+    for (name, n) in names.zip(&worker.names).filter(|(_, n)| **n > 0) {
+        *stats.by_name.entry(name.clone()).or_default() += n;
+    }
+    Ok(stats)
 }
 
 fn thread_cpu() -> Duration {
@@ -663,16 +678,17 @@ impl Worker<'_> {
         self.done_batch += 1;
         if self.measured(sent.intended) {
             let second = self.second_of(sent.intended);
-            self.stats.response(second, status, bytes, now - sent.intended, now - sent.sent);
-            let name = match &sent.what {
-                What::Request(t) => &self.shared.plan.templates[*t].name,
-                What::Submit { flow } => &self.shared.plan.flows[*flow].submit.name,
-                What::Poll { flow, .. } => &self.shared.plan.flows[*flow].name,
-            };
-            if let Some(n) = self.stats.by_name.get_mut(name) {
+            self.stats.response(second, bytes, now - sent.intended, now - sent.sent);
+            // parse_head only returns three-digit statuses.
+            if let Some(n) = self.statuses.get_mut(usize::from(status)) {
                 *n += 1;
-            } else {
-                self.stats.by_name.insert(name.clone(), 1);
+            }
+            let name = match &sent.what {
+                What::Request(t) => *t,
+                What::Submit { flow } | What::Poll { flow, .. } => self.shared.plan.templates.len() + flow,
+            };
+            if let Some(n) = self.names.get_mut(name) {
+                *n += 1;
             }
         }
         if status == 429 || status == 503 {
