@@ -338,3 +338,21 @@ fn find_max_reports_the_knee_of_a_server_with_known_capacity() {
     );
     assert!(steps.iter().any(|s| !s.pass), "it went past the knee");
 }
+
+#[test]
+fn the_shipped_scenarios_run_against_pagelens() {
+    let mut c = config();
+    c.limits.max_body_bytes = 1024 * 1024;
+    let server = start(c);
+    let url = format!("http://{}/", server.local_addr());
+    for name in ["pagelens-mix.toml", "task-flow.toml"] {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/scenarios").join(name);
+        let plan = Plan::scenario(Target::parse(&url).unwrap(), &file, false).unwrap();
+        let report =
+            loadtest::run(&LoadConfig { plan, duration: Duration::from_millis(1500), ..settings(&url) }).unwrap();
+        let s = &report.stats;
+        assert_eq!(s.errors.total(), 0, "{name}: {:?}", s.errors);
+        assert!(s.statuses.keys().all(|k| (200..300).contains(k)), "{name}: {:?}", s.statuses);
+        assert!(s.tasks.outcomes.get("completed").is_some_and(|n| *n > 0), "{name}: {:?}", s.tasks.outcomes);
+    }
+}

@@ -112,3 +112,16 @@ pub fn alerts(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) ->
     };
     Reply::Now(Response::json(200, &json!({ "alerts": metrics.alerts().unwrap_or_default() })))
 }
+
+/// The dashboard page: static HTML that draws the live stream.
+const DASHBOARD: &[u8] = include_bytes!("dashboard.html");
+
+/// `GET /dashboard`: a live page drawn from `GET /performance/real-time`.
+pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
+    if app.metrics.is_none() {
+        return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
+    }
+    Reply::Now(
+        Response::with_body(200, "text/html; charset=utf-8", DASHBOARD.to_vec()).header("Cache-Control", "no-cache"),
+    )
+}

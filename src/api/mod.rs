@@ -58,6 +58,7 @@ impl App {
             .route("GET", "/non-blocking/metrics", health::snapshot)
             .route("GET", "/performance/real-time", health::real_time)
             .route("GET", "/alerts", health::alerts)
+            .route("GET", "/dashboard", health::dashboard)
             .route("POST", "/analyze", analyze::analyze)
             .route("POST", "/analyze/async", analyze::analyze_async)
             .route("GET", "/analyze/status/{id}", tasks::status)

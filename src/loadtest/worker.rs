@@ -553,15 +553,40 @@ impl Worker<'_> {
             }
             self.conns[i].state = State::Open;
             self.shared.connected.fetch_add(1, Ordering::Relaxed);
-            self.dispatch(now);
         }
         if self.conns[i].state != State::Open {
             return;
         }
         self.flush(i, now);
         self.read(i, now);
-        // Answers free room: refill at once rather than after the next poll.
-        self.dispatch(now);
+        // Answers free room: refill this connection at once, not after the next poll.
+        self.refill(i, now);
+    }
+
+    /// Gives connection `i` what it has room for, and sends it.
+    fn refill(&mut self, i: usize, now: Instant) {
+        let pipeline = self.shared.pipeline;
+        let open_loop = self.share.rate.is_some();
+        while self.conns[i].has_room(pipeline) {
+            let intended = match (open_loop, self.backlog.front()) {
+                (true, Some(&due)) => due,
+                (true, None) => break,
+                (false, _) if self.phases.end.is_some_and(|end| now >= end) => break,
+                (false, _) => now,
+            };
+            if open_loop {
+                self.backlog.pop_front();
+            }
+            if !self.take_slot(intended) {
+                self.backlog.clear();
+                break;
+            }
+            self.send_next(i, intended, now);
+        }
+        self.poll_flows(i, now);
+        if !self.conns[i].out.is_empty() {
+            self.flush(i, now);
+        }
     }
 
     fn flush(&mut self, i: usize, now: Instant) {
