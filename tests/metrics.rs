@@ -343,3 +343,51 @@ fn an_alert_fires_on_a_latency_spike_and_resolves() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let page = request(addr, &get("/dashboard"));
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    // Slow requests (300 ms, over the test alert's 100 ms p99) until the page shows the alert.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    request(addr, &get("/delay/300"));
+                }
+            })
+        })
+        .collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
+    let wait = "document.getElementById('alerts').textContent.includes('high_latency') \
+                && Number(document.body.dataset.snapshots || 0) >= 3";
+    let state = "({status: document.getElementById('status').textContent, \
+                 rps: document.getElementById('rps').textContent, \
+                 latency: document.getElementById('latency').textContent, \
+                 connections: document.getElementById('connections').textContent, \
+                 alerts: document.getElementById('alerts').textContent, \
+                 drawn: document.getElementById('p99-chart').toDataURL().length, \
+                 blank: Object.assign(document.createElement('canvas'), {width: 600, height: 120}).toDataURL().length})";
+    let out = Command::new("python3")
+        .args([script, &format!("http://{addr}/dashboard"), wait, state, "20"])
+        .output()
+        .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["status"], "live", "{s}");
+    assert!(s["rps"].as_str().unwrap().replace(',', "").parse::<f64>().unwrap() > 0.0, "{s}");
+    let p99: f64 = s["latency"].as_str().unwrap().split(" / ").nth(1).unwrap().replace(',', "").parse().unwrap();
+    assert!(p99 >= 250.0, "the 300 ms requests show in p99: {s}");
+    assert!(s["connections"].as_str().unwrap().ends_with("/ 10,000"), "{s}");
+    assert!(s["alerts"].as_str().unwrap().contains("high_latency"), "{s}");
+    assert!(s["drawn"].as_u64().unwrap() > s["blank"].as_u64().unwrap(), "the chart has a line: {s}");
+}
