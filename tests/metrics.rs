@@ -2,7 +2,7 @@
 //! quantiles of known delays, and `promtool check metrics` on a scrape.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -390,4 +390,40 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     assert!(s["connections"].as_str().unwrap().ends_with("/ 10,000"), "{s}");
     assert!(s["alerts"].as_str().unwrap().contains("high_latency"), "{s}");
     assert!(s["drawn"].as_u64().unwrap() > s["blank"].as_u64().unwrap(), "the chart has a line: {s}");
+}
+
+#[test]
+fn a_watcher_that_stops_reading_is_dropped_not_buffered() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    // A client with the smallest receive buffer the kernel allows, that reads one event and stops.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(1).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stalled: std::net::TcpStream = socket.into();
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stalled.write_all(&get("/performance/real-time")).unwrap();
+    let mut watcher = connect(addr);
+    watcher.write_all(&get("/performance/real-time")).unwrap();
+    events(&mut stalled, 1);
+    // The healthy watcher sees the stalled one counted, then dropped.
+    let started = Instant::now();
+    let mut counts = Vec::new();
+    loop {
+        let latest = events(&mut watcher, 1).pop().unwrap();
+        counts.push(latest["watchers"].as_u64().unwrap());
+        if counts.contains(&2) && latest["watchers"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(40), "the stalled watcher was kept: {counts:?}");
+    }
+    // Its connection was closed: what it did not read ends in EOF (or a reset), not more events.
+    let mut sink = [0u8; 4096];
+    let drained = Instant::now();
+    loop {
+        match stalled.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(drained.elapsed() < Duration::from_secs(10), "the server kept streaming"),
+        }
+    }
 }

@@ -32,6 +32,11 @@ use crate::metrics::recorder::{method_label, Recorder};
 pub const MAX_PIPELINE: usize = 64;
 /// Unsent response bytes past which reading pauses.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// A streamed response whose client has this much unread (in the kernel's
+/// send queue and ours) has stalled: the connection is closed rather than
+/// buffered without bound. For the live stream, about 10 s of snapshots
+/// (a reader over a slow link has a few hundred bytes in flight).
+const STREAM_BACKLOG: usize = 4 * 1024;
 /// Bytes read from one connection per wake-up before others get a turn.
 const READ_BUDGET: usize = 512 * 1024;
 /// How long to keep reading after shutting the write side, so that the
@@ -270,8 +275,27 @@ impl Connection {
 
     /// Takes a response (or part of one) finished on another thread.
     pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
+        // Judged on what is still unread before this chunk joins it.
+        if let Part::Chunk(bytes) = &part {
+            if self.stream_stalled(bytes.len()) {
+                env.server.count_timeout();
+                self.state = State::Closed;
+                return Status::Closed;
+            }
+        }
         self.out.complete(seq, part, env);
         self.drive(env)
+    }
+
+    /// Whether the client of a stream has stopped reading: more than two
+    /// chunks of this size, and at least [`STREAM_BACKLOG`], still unread.
+    fn stream_stalled(&self, chunk: usize) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int: the bytes not yet acknowledged.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        let kernel = if rc == 0 { usize::try_from(queued).unwrap_or(0) } else { 0 };
+        kernel + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * chunk)
     }
 
     /// Acts on a deadline that has passed, then drives on.
