@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use pagelens::api::work::{fetched_page, html_only};
+use pagelens::api::work::{alert_webhook, fetched_page, html_only};
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, ServeArgs};
 use pagelens::fetch::{FetchRequest, Fetcher};
@@ -58,7 +58,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
         hub.enable_alerts(config.alerts);
         hub.add_collector(collectors::engine(Arc::clone(&engine)));
-        hub.add_collector(collectors::fetch(fetcher));
+        hub.add_collector(collectors::fetch(Arc::clone(&fetcher)));
+        if let Some(url) = &config.alert_webhook {
+            hub.on_alert_change(alert_webhook(&fetcher, url.clone(), config.api.callback_secret.clone()));
+        }
         hub.add_snapshot_part(collectors::engine_snapshot(engine));
         app = app.with_metrics(Arc::clone(&hub));
         metrics = Some(hub);

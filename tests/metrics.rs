@@ -427,3 +427,61 @@ fn a_watcher_that_stops_reading_is_dropped_not_buffered() {
         }
     }
 }
+
+#[test]
+fn alert_changes_are_posted_to_the_webhook() {
+    let hooks = crate::origin::Origin::start(|_| crate::origin::Action::Send(crate::origin::response(204, &[], b"")));
+    let fetch = pagelens::fetch::FetchConfig { guard: pagelens::fetch::Guard::open(), ..Default::default() };
+    let server = crate::util::start_with_metrics_and(config(), fetch, Some(hooks.url("/alerts").parse().unwrap()));
+    let addr = server.local_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    request(addr, &get("/delay/300"));
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let changes = loop {
+        let changes: Vec<serde_json::Value> =
+            hooks.seen().iter().map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
+        if changes.iter().any(|c| c["change"]["state"] == "firing") {
+            break changes;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no firing change posted: {changes:?}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let latency: Vec<_> = changes.iter().filter(|c| c["change"]["name"] == "high_latency").collect();
+    assert_eq!(latency[0]["event"], "alert");
+    assert_eq!(
+        (latency[0]["change"]["previous"].as_str(), latency[0]["change"]["state"].as_str()),
+        (Some("inactive"), Some("pending"))
+    );
+    let firing = latency.iter().find(|c| c["change"]["state"] == "firing").unwrap();
+    assert_eq!(firing["change"]["previous"], "pending");
+    assert!(firing["change"]["value"].as_f64().unwrap() > 0.1, "{firing}");
+    assert!(hooks.seen().iter().all(|s| s.method == "POST" && s.header("content-type") == Some("application/json")));
+}
+
+#[test]
+fn a_bad_alerts_file_stops_serve_with_a_clear_message() {
+    let dir = std::env::temp_dir().join(format!("pagelens-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("alerts.toml");
+    std::fs::write(&file, "[rules.no_such_rule]\nthreshold = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("alerts.toml") && err.contains("no rule named \"no_such_rule\""), "{err}");
+}

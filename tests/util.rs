@@ -106,6 +106,11 @@ pub fn start(config: ServerConfig) -> Server {
 
 /// Starts the test service with metrics recorded and served at `/metrics`.
 pub fn start_with_metrics(config: ServerConfig) -> Server {
+    start_with_metrics_and(config, FetchConfig::default(), None)
+}
+
+/// The same, fetching with `fetch`, and posting alert changes to `webhook`.
+pub fn start_with_metrics_and(config: ServerConfig, fetch: FetchConfig, webhook: Option<url::Url>) -> Server {
     let engine = Engine::start(engine_config(), Arc::new(MemoryStore::default())).expect("engine starts");
     let metrics = Metrics::start().expect("metrics start");
     // Alerts that trip easily: p99 over 100 ms, held for 1 s.
@@ -117,11 +122,15 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
         timeout_rate: 0.05,
         hold: Duration::from_secs(1),
         window: Duration::from_secs(5),
+        rules: Default::default(),
     });
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
     metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
-    let fetcher = fetcher(FetchConfig::default());
+    let fetcher = fetcher(fetch);
     metrics.add_collector(collectors::fetch(Arc::clone(&fetcher)));
+    if let Some(url) = webhook {
+        metrics.on_alert_change(pagelens::api::work::alert_webhook(&fetcher, url, None));
+    }
     let app = App::new(engine, fetcher, api_config()).with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");

@@ -10,6 +10,8 @@ use super::input::{PageInput, Source};
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::jobs::engine::OnDone;
 use crate::jobs::{TaskError, TaskView, Work};
+use crate::metrics::alerts::Change;
+use crate::metrics::AlertHook;
 use crate::seo;
 
 /// The work of analysing `page`.
@@ -116,6 +118,27 @@ pub fn callback_on_done(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Ar
             Box::new(move |outcome| {
                 if let Err(e) = outcome {
                     eprintln!("pagelens: task {id}: callback to {target} failed after retries: {e}");
+                }
+            }),
+        );
+    })
+}
+
+/// Posts every alert change to `url` (signed like callbacks, retried the same way).
+pub fn alert_webhook(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Arc<[u8]>>) -> AlertHook {
+    let fetcher = Arc::clone(fetcher);
+    Box::new(move |change: &Change| {
+        let body = serde_json::to_vec(&json!({ "event": "alert", "change": change })).unwrap_or_default();
+        let name = change.rule.name;
+        let target = url.to_string();
+        callback::deliver(
+            &fetcher,
+            url.clone(),
+            body,
+            secret.as_deref(),
+            Box::new(move |outcome| {
+                if let Err(e) = outcome {
+                    eprintln!("pagelens: alert {name}: webhook {target} failed after retries: {e}");
                 }
             }),
         );

@@ -4,6 +4,7 @@
 //! environment variables), then [`ServeArgs::config`] checks them together
 //! and builds the server's configuration.
 
+mod alerts_file;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -337,6 +338,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_ALERT_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub alert_window: Duration,
 
+    /// A TOML file of alert rule settings (thresholds, `for`, enabled) and a webhook URL, over the --alert-* flags.
+    #[arg(long, env = "PAGELENS_ALERTS_FILE")]
+    pub alerts_file: Option<std::path::PathBuf>,
+
     /// Fetching pages by URL.
     #[command(flatten)]
     pub fetch: FetchArgs,
@@ -484,6 +489,8 @@ pub struct ServeConfig {
     pub alerts: AlertConfig,
     /// The outbound client.
     pub fetch: FetchConfig,
+    /// Where alert changes are POSTed (from `--alerts-file`).
+    pub alert_webhook: Option<url::Url>,
 }
 
 impl ServeArgs {
@@ -560,8 +567,17 @@ impl ServeArgs {
             timeout_rate: self.alert_timeout_rate,
             hold: self.alert_for,
             window: self.alert_window,
+            rules: Default::default(),
+        };
+        let mut alerts = alerts;
+        let alert_webhook = match &self.alerts_file {
+            Some(path) => alerts_file::apply(path, &mut alerts)?,
+            None => None,
         };
         let fetch = self.fetch.config()?;
-        Ok(ServeConfig { server, engine, api, alerts, fetch })
+        if let Some(hook) = &alert_webhook {
+            fetch.guard.check_url(hook).map_err(|e| format!("--alerts-file webhook: {e}"))?;
+        }
+        Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook })
     }
 }

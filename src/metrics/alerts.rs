@@ -6,13 +6,27 @@
 //! one simply returns to `inactive`). [`Alerts::evaluate`] is the one
 //! function that moves the states, and time is passed in.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+/// The rules' names, in order.
+pub const RULES: [&str; 5] = ["high_latency", "error_rate", "queue_full", "connections_near_limit", "task_timeouts"];
+
+/// One rule's settings from an alerts file, over the flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleSettings {
+    /// Its threshold, in the rule's unit (seconds or a share).
+    pub threshold: Option<f64>,
+    /// Its `for` duration.
+    pub hold: Option<Duration>,
+    /// False turns the rule off.
+    pub enabled: Option<bool>,
+}
+
 /// Thresholds and timing of the rules.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AlertConfig {
     /// p99 latency of any route over the last interval.
     pub p99: Duration,
@@ -28,6 +42,8 @@ pub struct AlertConfig {
     pub hold: Duration,
     /// The sliding window for rates.
     pub window: Duration,
+    /// Per-rule settings by rule name (from `--alerts-file`).
+    pub rules: BTreeMap<String, RuleSettings>,
 }
 
 /// What the rules look at, once a second.
@@ -78,8 +94,33 @@ pub struct Rule {
     pub state: AlertState,
     /// What the value refers to (the worst route, for latency).
     pub subject: Option<String>,
+    /// How long the condition must hold before firing, in seconds.
+    pub for_seconds: f64,
+    #[serde(skip)]
+    hold: Duration,
     #[serde(skip)]
     since: Option<Instant>,
+}
+
+/// A rule's change of state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The rule, after the change.
+    #[serde(flatten)]
+    pub rule: Rule,
+    /// Its state before.
+    pub previous: AlertState,
+}
+
+impl Change {
+    /// The log line.
+    pub fn line(&self) -> String {
+        let r = &self.rule;
+        format!(
+            "alert {}: {:?} -> {:?} (value {:.4}, threshold {})",
+            r.name, self.previous, r.state, r.value, r.threshold
+        )
+    }
 }
 
 /// One second of counts, for the sliding window.
@@ -100,28 +141,32 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// The default rules with `config`'s thresholds.
+    /// The default rules with `config`'s thresholds and per-rule settings.
     pub fn new(config: AlertConfig) -> Self {
-        let rule = |name, description, threshold| Rule {
-            name,
-            description,
-            threshold,
-            value: 0.0,
-            state: AlertState::Inactive,
-            subject: None,
-            since: None,
+        let rule = |name: &'static str, description, threshold| {
+            let settings = config.rules.get(name).copied().unwrap_or_default();
+            let hold = settings.hold.unwrap_or(config.hold);
+            let rule = Rule {
+                name,
+                description,
+                threshold: settings.threshold.unwrap_or(threshold),
+                value: 0.0,
+                state: AlertState::Inactive,
+                subject: None,
+                for_seconds: hold.as_secs_f64(),
+                hold,
+                since: None,
+            };
+            (settings.enabled != Some(false)).then_some(rule)
         };
-        Alerts {
-            rules: vec![
-                rule("high_latency", "p99 latency of a route over the last second (seconds)", config.p99.as_secs_f64()),
-                rule("error_rate", "share of 5xx responses over the window", config.error_rate),
-                rule("queue_full", "share of the task queue in use", config.queue_fill),
-                rule("connections_near_limit", "share of --max-connections in use", config.connection_fill),
-                rule("task_timeouts", "share of ended tasks that timed out over the window", config.timeout_rate),
-            ],
-            config,
-            window: VecDeque::new(),
-        }
+        let rules = [
+            rule(RULES[0], "p99 latency of a route over the last second (seconds)", config.p99.as_secs_f64()),
+            rule(RULES[1], "share of 5xx responses over the window", config.error_rate),
+            rule(RULES[2], "share of the task queue in use", config.queue_fill),
+            rule(RULES[3], "share of --max-connections in use", config.connection_fill),
+            rule(RULES[4], "share of ended tasks that timed out over the window", config.timeout_rate),
+        ];
+        Alerts { rules: rules.into_iter().flatten().collect(), config, window: VecDeque::new() }
     }
 
     /// The rules and their states.
@@ -129,8 +174,8 @@ impl Alerts {
         &self.rules
     }
 
-    /// Evaluates every rule at `now`; returns one line per state change.
-    pub fn evaluate(&mut self, now: Instant, inputs: &Inputs) -> Vec<String> {
+    /// Evaluates every rule at `now`; returns the changes of state.
+    pub fn evaluate(&mut self, now: Instant, inputs: &Inputs) -> Vec<Change> {
         self.window.push_back(Second {
             responses: inputs.responses,
             errors: inputs.errors,
@@ -147,9 +192,10 @@ impl Alerts {
         let timeout_rate = ratio(sum(|s| s.tasks_timed_out), sum(|s| s.tasks_ended));
         let (worst_route, worst_p99) = inputs.worst_p99.clone().map_or((None, 0.0), |(r, v)| (Some(r), v));
         let values = [worst_p99, error_rate, inputs.queue_fill, inputs.connection_fill, timeout_rate];
-        let hold = self.config.hold;
         let mut changes = Vec::new();
-        for (rule, value) in self.rules.iter_mut().zip(values) {
+        for rule in self.rules.iter_mut() {
+            let value = RULES.iter().position(|n| *n == rule.name).map_or(0.0, |i| values[i]);
+            let hold = rule.hold;
             rule.value = value;
             if rule.name == "high_latency" {
                 rule.subject = worst_route.clone();
@@ -172,11 +218,8 @@ impl Alerts {
                 (state, _) => state,
             };
             if next != rule.state {
-                changes.push(format!(
-                    "alert {}: {:?} -> {:?} (value {value:.4}, threshold {})",
-                    rule.name, rule.state, next, rule.threshold
-                ));
-                rule.state = next;
+                let previous = std::mem::replace(&mut rule.state, next);
+                changes.push(Change { rule: rule.clone(), previous });
             }
         }
         changes
@@ -196,7 +239,24 @@ mod tests {
             timeout_rate: 0.05,
             hold: Duration::from_secs(hold),
             window: Duration::from_secs(10),
+            rules: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn per_rule_settings_override_and_disable() {
+        let mut c = config(5);
+        c.rules.insert(
+            "queue_full".into(),
+            RuleSettings { threshold: Some(0.5), hold: Some(Duration::ZERO), enabled: None },
+        );
+        c.rules.insert("task_timeouts".into(), RuleSettings { enabled: Some(false), ..RuleSettings::default() });
+        let mut alerts = Alerts::new(c);
+        assert!(alerts.rules().iter().all(|r| r.name != "task_timeouts"));
+        let changes = alerts.evaluate(Instant::now(), &Inputs { queue_fill: 0.6, ..Inputs::default() });
+        assert_eq!(state(&alerts, "queue_full"), AlertState::Firing, "threshold 0.5, no hold");
+        assert_eq!((changes[0].previous, changes[0].rule.state), (AlertState::Inactive, AlertState::Firing));
+        assert!(changes[0].line().contains("alert queue_full: Inactive -> Firing"));
     }
 
     fn state(alerts: &Alerts, name: &str) -> AlertState {

@@ -127,7 +127,12 @@ pub struct Metrics {
     watchers: Mutex<Vec<StreamSender>>,
     /// Alert rules, once enabled.
     alerts: Arc<Mutex<Option<Alerts>>>,
+    /// Told of every alert change (the webhook), on the metrics thread.
+    alert_hook: Mutex<Option<AlertHook>>,
 }
+
+/// Told of each alert change, on the metrics thread: keep it short.
+pub type AlertHook = Box<dyn Fn(&alerts::Change) + Send>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +155,7 @@ impl Metrics {
             snapshot_parts: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             alerts: Arc::new(Mutex::new(None)),
+            alert_hook: Mutex::new(None),
         });
         let weak = Arc::downgrade(&metrics);
         std::thread::Builder::new().name("pagelens-metrics".into()).spawn(move || run(&weak, &source))?;
@@ -193,6 +199,11 @@ impl Metrics {
         }));
     }
 
+    /// Calls `hook` on every alert change from now on.
+    pub fn on_alert_change(&self, hook: AlertHook) {
+        *lock(&self.alert_hook) = Some(hook);
+    }
+
     /// The alert rules and their states (`None` when alerts are off).
     pub fn alerts(&self) -> Option<Vec<Rule>> {
         lock(&self.alerts).as_ref().map(|a| a.rules().to_vec())
@@ -229,8 +240,8 @@ impl Metrics {
 
     /// Evaluates the alert rules on this second's figures; logs each change.
     fn evaluate_alerts(&self, aggregate: &Aggregate, snapshot: &serde_json::Value, previous: &mut (u64, u64)) {
-        let mut alerts = lock(&self.alerts);
-        let Some(alerts) = alerts.as_mut() else { return };
+        let mut guard = lock(&self.alerts);
+        let Some(alerts) = guard.as_mut() else { return };
         let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
         let fill = |used: &serde_json::Value, max: &serde_json::Value| {
             let max = number(max);
@@ -254,8 +265,14 @@ impl Metrics {
             tasks_ended: ended.saturating_sub(last_ended),
             tasks_timed_out: timed_out.saturating_sub(last_timed_out),
         };
-        for change in alerts.evaluate(Instant::now(), &inputs) {
-            eprintln!("pagelens: {change}");
+        let changes = alerts.evaluate(Instant::now(), &inputs);
+        drop(guard);
+        let hook = lock(&self.alert_hook);
+        for change in changes {
+            eprintln!("pagelens: {}", change.line());
+            if let Some(hook) = hook.as_ref() {
+                hook(&change);
+            }
         }
     }
 
