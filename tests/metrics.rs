@@ -235,6 +235,7 @@ fn fetches_are_counted_and_timed() {
     ];
     let (text, samples) = scrape_until(addr, |s| want.iter().all(|k| s.get(*k) == Some(&1.0)));
     assert_eq!(samples["pagelens_fetch_connections_opened_total"], 0.0, "{text}");
+    assert_eq!(samples[r#"pagelens_fetch_errors_total{code="blocked-address"}"#], 1.0, "{text}");
 }
 
 /// Reads the live stream on `client` until it has `n` events; returns their JSON.
@@ -372,8 +373,9 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
                  alerts: document.getElementById('alerts').textContent, \
                  drawn: document.getElementById('p99-chart').toDataURL().length, \
                  blank: Object.assign(document.createElement('canvas'), {width: 600, height: 120}).toDataURL().length})";
+    let shot = std::env::temp_dir().join(format!("pagelens-dashboard-{}.png", std::process::id()));
     let out = Command::new("python3")
-        .args([script, &format!("http://{addr}/dashboard"), wait, state, "20"])
+        .args([script, &format!("http://{addr}/dashboard"), wait, state, "20", shot.to_str().unwrap()])
         .output()
         .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -390,6 +392,12 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     assert!(s["connections"].as_str().unwrap().ends_with("/ 10,000"), "{s}");
     assert!(s["alerts"].as_str().unwrap().contains("high_latency"), "{s}");
     assert!(s["drawn"].as_u64().unwrap() > s["blank"].as_u64().unwrap(), "the chart has a line: {s}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "a screenshot of the page: {} bytes",
+        png.len()
+    );
 }
 
 #[test]

@@ -210,6 +210,8 @@ pub struct FetchStats {
     pub failed: AtomicU64,
     /// Retries made.
     pub retries: AtomicU64,
+    /// Failed fetches by error code.
+    pub errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Whole fetches, by outcome (`ok`, `error`).
     pub durations: Durations,
     /// Steps of successful fetches (`dns`, `connect`, `tls`, `first_byte`).
@@ -857,8 +859,10 @@ impl Loop {
             r
         });
         stats.durations.record(if result.is_ok() { "ok" } else { "error" }, took);
-        if result.is_err() {
+        if let Err(e) = &result {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            let mut by_code = stats.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *by_code.entry(e.code).or_default() += 1;
         }
         if let Some(on_done) = fetch.on_done.take() {
             on_done(result);

@@ -102,6 +102,10 @@ pub fn fetch(fetcher: Arc<Fetcher>) -> Collector {
         for (name, help, counter) in counters {
             out.single(name, "counter", help, counter.load(Ordering::Relaxed) as f64);
         }
+        out.family("pagelens_fetch_errors_total", "counter", "Failed fetches by error code.");
+        for (code, n) in stats.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            out.sample("pagelens_fetch_errors_total", &[("code", code)], *n as f64);
+        }
         stats.durations.write(
             out,
             "pagelens_fetch_duration_seconds",
@@ -139,6 +143,7 @@ pub fn engine_snapshot(engine: Arc<Engine>) -> super::SnapshotPart {
         let queue = serde_json::json!({
             "waiting": engine.waiting(),
             "capacity": engine.config().queue_capacity,
+            "capacity_left": engine.config().queue_capacity.saturating_sub(engine.waiting()),
             "workers_busy": pool.busy,
             "workers": pool.workers,
             "tasks_ended_total": ended,

@@ -152,7 +152,7 @@ impl Metrics {
             sink,
             rendered: Mutex::new(Rendered::default()),
             collectors: Mutex::new(vec![Box::new(process::collect)]),
-            snapshot_parts: Mutex::new(Vec::new()),
+            snapshot_parts: Mutex::new(vec![Box::new(process::snapshot)]),
             watchers: Mutex::new(Vec::new()),
             alerts: Arc::new(Mutex::new(None)),
             alert_hook: Mutex::new(None),

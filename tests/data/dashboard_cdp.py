@@ -3,9 +3,10 @@
 over the DevTools protocol (a minimal WebSocket client: the standard
 library has none). Prints the page's state as JSON.
 
-Usage: dashboard_cdp.py URL WAIT_EXPR STATE_EXPR [TIMEOUT_S]
+Usage: dashboard_cdp.py URL WAIT_EXPR STATE_EXPR [TIMEOUT_S [SCREENSHOT.png]]
   WAIT_EXPR  JavaScript that becomes truthy when the page is ready
   STATE_EXPR JavaScript whose JSON-serialisable value is printed
+  SCREENSHOT where a PNG of the ready page is saved
 """
 import base64
 import json
@@ -91,6 +92,7 @@ class WebSocket:
 def main():
     url, wait_expr, state_expr = sys.argv[1:4]
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 15
+    screenshot = sys.argv[5] if len(sys.argv) > 5 else None
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         sys.exit("chromium not found (.ci/install-test-tools installs it)")
@@ -119,6 +121,10 @@ def main():
         ws.call("Page.navigate", url=url)
         while time.time() < deadline:
             if ws.evaluate(wait_expr):
+                if screenshot:
+                    png = ws.call("Page.captureScreenshot", format="png")["data"]
+                    with open(screenshot, "wb") as f:
+                        f.write(base64.b64decode(png))
                 print(json.dumps(ws.evaluate(state_expr)))
                 return
             time.sleep(0.2)
