@@ -2,7 +2,10 @@
 # The cost of metrics on the hot path: GET /livez with metrics on
 # ("pagelens") and off ("off", --no-metrics) in the same run, each pinned to
 # CPU 0 in turn, wrk -t1 on CPU 1, median of ROUNDS (default 3) runs.
-# Reports req/s, p50, p99 and server CPU microseconds per request.
+# Reports req/s, p50, p99 and server CPU microseconds per request. Then the
+# same metrics-on server while a scraper fetches GET /metrics ten times a
+# second ("scraped"; Prometheus scrapes every 15 s or so): a scrape is
+# rendered off the reactors, so other requests' p99 should not move.
 # Usage: loadtest/compare-metrics.sh [DURATION_SECONDS]   (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,9 @@ taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:18084 --reactors
 sleep 1
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
+scraper() {
+  while :; do curl -s -o /dev/null "http://127.0.0.1:18083/metrics"; sleep 0.1; done
+}
 run() {
   local name=$1 pid=$2 port=$3
   taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/livez" >/dev/null
@@ -30,5 +36,14 @@ run() {
 $(awk '$1=="99%" {print $2}' "$work/out") $(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')" >> "$work/rows"
 }
 echo "# $(date -u +%FT%TZ) /livez, metrics on (pagelens) vs off; ${DURATION}s runs, median of $ROUNDS"
-for _ in $(seq "$ROUNDS"); do run off "$OFF" 18084; run pagelens "$ON" 18083; done
-python3 loadtest/medians.py off < "$work/rows"
+for _ in $(seq "$ROUNDS"); do
+  run off "$OFF" 18084
+  run pagelens "$ON" 18083
+  taskset -c 1 bash -c "$(declare -f scraper); scraper" & SCRAPER=$!
+  run scraped "$ON" 18083
+  kill "$SCRAPER"; wait "$SCRAPER" 2>/dev/null || true
+done
+grep -v '^scraped' "$work/rows" | python3 loadtest/medians.py off
+echo "# scraped ten times a second vs not scraped (both metrics on)"
+grep -v '^off' "$work/rows" | python3 loadtest/medians.py pagelens scraped
+echo "# scrape size: $(curl -s http://127.0.0.1:18083/metrics | wc -c) bytes, $(curl -s http://127.0.0.1:18083/metrics | grep -vc '^#') samples"

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, fetched_page, html_only};
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, ServeArgs};
@@ -132,7 +133,13 @@ fn fetch_page(args: &AnalyzeArgs, options: seo::Options) -> Result<Page, String>
     fetcher.fetch(FetchRequest::get(url), Box::new(move |result| drop(tx.send(result))));
     let response = rx.recv().map_err(|_| "the fetcher stopped".to_string())?;
     let response = response.and_then(html_only).map_err(|e| format!("{}: {e}", args.page))?;
-    let (html, options, fetch) = fetched_page(response, options, max).map_err(|e| format!("{}: {e}", args.page))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let robots = Arc::new(RobotsCache::default());
+    robots.get(&fetcher, &response.final_url, deadline, Box::new(move |url, source| drop(tx.send((url, source)))));
+    let robots_txt = rx.recv().map_err(|_| "the fetcher stopped".to_string())?;
+    let (html, mut options, fetch) = fetched_page(response, options, max).map_err(|e| format!("{}: {e}", args.page))?;
+    options.robots_txt = Some(robots_txt);
     Ok((html, options, Some(fetch)))
 }
 

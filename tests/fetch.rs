@@ -472,3 +472,51 @@ fn a_retry_shows_in_the_task_status() {
     let done = wait_for(addr, &id, &["completed", "error"]);
     assert_eq!((done["status"].as_str(), done["result"]["fetch"]["attempts"].as_u64()), (Some("completed"), Some(2)));
 }
+
+#[test]
+fn robots_txt_is_fetched_once_per_origin_and_judged() {
+    let origin = Origin::start(|s| match s.path.as_str() {
+        "/robots.txt" => {
+            ok("text/plain", b"User-agent: *\nDisallow: /private/\nSitemap: http://example.com/sitemap.xml\n")
+        }
+        _ => ok("text/html", PAGE),
+    });
+    let server = serve(open());
+    let (status, open_page) = analyze(&server, json!({"url": origin.url("/public/page")}));
+    assert_eq!(status, 200, "{open_page}");
+    let r = &open_page["robots_txt"];
+    assert_eq!((r["status"].as_str(), r["allowed"].as_bool()), (Some("found"), Some(true)), "{r}");
+    assert_eq!(r["sitemaps"][0], "http://example.com/sitemap.xml");
+    let check = |a: &Value| a["checks"].as_array().unwrap().iter().find(|c| c["id"] == "robots-txt").cloned().unwrap();
+    assert_eq!(check(&open_page)["passed"], true);
+    let (_, blocked) = analyze(&server, json!({"url": origin.url("/private/page")}));
+    assert_eq!(blocked["robots_txt"]["allowed"], false);
+    assert_eq!(blocked["robots_txt"]["matched"]["pattern"], "/private/");
+    assert_eq!(check(&blocked)["passed"], false);
+    assert!(check(&blocked)["message"].as_str().unwrap().contains("blocks this page"), "{}", check(&blocked));
+    assert_eq!(origin.seen().iter().filter(|s| s.path == "/robots.txt").count(), 1, "cached per origin");
+
+    // No robots.txt (404): everything may be crawled.
+    let bare = Origin::start(|s| match s.path.as_str() {
+        "/robots.txt" => Action::Send(response(404, &[], b"")),
+        _ => ok("text/html", PAGE),
+    });
+    let (_, a) = analyze(&server, json!({"url": bare.url("/")}));
+    assert_eq!(
+        (a["robots_txt"]["status"].as_str(), check(&a)["passed"].as_bool()),
+        (Some("missing"), Some(true)),
+        "{a}"
+    );
+    // A robots.txt that answers 503: crawlers treat the site as disallowed.
+    let down = Origin::start(|s| match s.path.as_str() {
+        "/robots.txt" => Action::Send(response(503, &[], b"")),
+        _ => ok("text/html", PAGE),
+    });
+    let fast = serve(FetchConfig { retries: 0, ..open() });
+    let (_, a) = analyze(&fast, json!({"url": down.url("/")}));
+    assert_eq!(
+        (a["robots_txt"]["status"].as_str(), check(&a)["passed"].as_bool()),
+        (Some("unreachable"), Some(false)),
+        "{a}"
+    );
+}

@@ -100,9 +100,10 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let fetcher = Arc::clone(&app.fetcher);
+    let robots = Arc::clone(&app.robots);
     // The body is parsed on a worker; a URL then waits for its fetch off the pool.
     let work = Work::Io(Box::new(move |resume| {
-        match parse_analyze(kind, body, limits, fetcher.guard()).map(|r| page_work(r.page, &fetcher)) {
+        match parse_analyze(kind, body, limits, fetcher.guard()).map(|r| page_work(r.page, &fetcher, &robots)) {
             Err(e) => resume.fail(e),
             Ok(Work::Cpu(work)) => resume.then(work),
             Ok(Work::Io(start)) => start(resume),
@@ -135,6 +136,7 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let fetcher = Arc::clone(&app.fetcher);
+    let robots = Arc::clone(&app.robots);
     let secret = app.config.callback_secret.clone();
     via_intake(app, cx, move || match parse_analyze(kind, body, limits, fetcher.guard()) {
         Err(e) => problem(&e),
@@ -144,7 +146,7 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
                 priority: parsed.priority,
                 timeout: parsed.timeout,
                 idempotency_key: key,
-                work: page_work(parsed.page, &fetcher),
+                work: page_work(parsed.page, &fetcher, &robots),
             };
             let result = match parsed.callback {
                 Some(url) => engine.delay_with_callback(spec, callback_on_done(&fetcher, url, secret)),

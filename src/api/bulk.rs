@@ -25,11 +25,12 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let fetcher = Arc::clone(&app.fetcher);
+    let robots = Arc::clone(&app.robots);
     let secret = app.config.callback_secret.clone();
     via_intake(app, cx, move || match parse_bulk(&body, limits, fetcher.guard()) {
         Err(e) => problem(&e),
         Ok(bulk) => {
-            let items = bulk.items.into_iter().map(|page| page_work(page, &fetcher)).collect();
+            let items = bulk.items.into_iter().map(|page| page_work(page, &fetcher, &robots)).collect();
             let on_done = bulk.callback.map(|url| callback_on_done(&fetcher, url, secret));
             submitted(&engine, engine.submit_batch(bulk.priority, bulk.timeout, key, items, on_done))
         }

@@ -8,6 +8,7 @@ mod analyze;
 mod bulk;
 mod health;
 pub mod input;
+pub mod robots;
 mod tasks;
 pub mod work;
 
@@ -43,6 +44,7 @@ pub struct App {
     router: Router<Handler>,
     engine: Arc<Engine>,
     fetcher: Arc<Fetcher>,
+    robots: Arc<robots::RobotsCache>,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
 }
@@ -68,7 +70,7 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, fetcher, config, metrics: None }
+        App { router, engine, fetcher, robots: Arc::default(), config, metrics: None }
     }
 
     /// Serves `GET /metrics` from `metrics`.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::input::{PageInput, Source};
+use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::jobs::engine::OnDone;
 use crate::jobs::{TaskError, TaskView, Work};
@@ -15,13 +16,13 @@ use crate::metrics::AlertHook;
 use crate::seo;
 
 /// The work of analysing `page`.
-pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>) -> Work {
+pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>, robots: &Arc<RobotsCache>) -> Work {
     let PageInput { source, options } = page;
     let url = match source {
         Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
         Source::Url(url) => url,
     };
-    let fetcher = Arc::clone(fetcher);
+    let (fetcher, robots) = (Arc::clone(fetcher), Arc::clone(robots));
     Work::Io(Box::new(move |resume| {
         let progress = resume.progress();
         progress(5, "fetching".into());
@@ -32,18 +33,31 @@ pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>) -> Work {
             ..FetchRequest::get(url)
         };
         let max = fetcher.max_response_bytes();
-        fetcher.fetch(
+        let page_fetcher = Arc::clone(&fetcher);
+        page_fetcher.fetch(
             request,
             Box::new(move |result| {
-                resume.record_stage("fetching");
                 let response = match result.and_then(html_only) {
                     Ok(response) => response,
-                    Err(e) => return resume.fail(e.into()),
+                    Err(e) => {
+                        resume.record_stage("fetching");
+                        return resume.fail(e.into());
+                    }
                 };
-                resume.then(Box::new(move |cx| {
-                    let (html, options, fetch) = fetched_page(response, options, max)?;
-                    analyse(cx, &html, &options, Some(fetch))
-                }));
+                let (final_url, deadline) = (response.final_url.clone(), resume.deadline());
+                robots.get(
+                    &fetcher,
+                    &final_url,
+                    deadline,
+                    Box::new(move |robots_url, robots_source| {
+                        resume.record_stage("fetching");
+                        resume.then(Box::new(move |cx| {
+                            let (html, mut options, fetch) = fetched_page(response, options, max)?;
+                            options.robots_txt = Some((robots_url, robots_source));
+                            analyse(cx, &html, &options, Some(fetch))
+                        }));
+                    }),
+                );
             }),
         );
     }))

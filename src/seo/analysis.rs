@@ -1,6 +1,7 @@
 //! The analysis result (the shape of DESIGN.md), built from the page model:
 //! URLs resolved against the document base, links classified, counts taken.
 
+use super::robots_txt::{self, RobotsReport, RobotsSource};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -24,6 +25,8 @@ pub struct Options {
     pub include_links: bool,
     /// Include the list of images, not only their counts.
     pub include_images: bool,
+    /// The site's robots.txt (its URL and what fetching it found), when fetched.
+    pub robots_txt: Option<(String, RobotsSource)>,
 }
 
 /// The full analysis of one page.
@@ -36,6 +39,9 @@ pub struct Analysis {
     /// Fetch timings; filled in by the fetcher.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch: Option<serde_json::Value>,
+    /// What the site's robots.txt says about this page (for Googlebot), when fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robots_txt: Option<RobotsReport>,
     /// The first `<title>` outside SVG.
     pub title: Option<String>,
     /// The first `<meta name=description>`.
@@ -368,10 +374,19 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     robots.noindex = noindex;
     robots.nofollow = nofollow;
 
+    let robots_txt = match (&options.robots_txt, &options.url) {
+        (Some((robots_url, source)), Some(url)) => {
+            let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+            Some(robots_txt::judge(robots_url, source, "googlebot", path))
+        }
+        _ => None,
+    };
+
     Analysis {
         url: options.url.as_ref().map(Url::to_string),
         status_code: options.status_code,
         fetch: None,
+        robots_txt,
         title: page.titles.into_iter().next(),
         meta_description: page.descriptions.into_iter().next(),
         canonical,

@@ -3,8 +3,8 @@
 //! Ids are stable: clients match on them. The set covers Lighthouse's SEO
 //! audits (`document-title`, `meta-description`, `http-status-code`,
 //! `is-crawlable`, `link-text`, `crawlable-anchors`, `image-alt`, `hreflang`,
-//! `canonical`; `robots-txt` needs the fetcher and comes with it) and the
-//! usual on-page analysers' checks.
+//! `canonical`, and `robots-txt` for fetched pages) and the usual on-page
+//! analysers' checks.
 //!
 //! The score is the weighted share of checks passed, 0-100. Weights, by
 //! how much a failure costs in search: 10 for what can remove a page from
@@ -69,6 +69,19 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         (false, false) => "no robots directive blocks indexing".to_string(),
     };
     check("is-crawlable", High, 10, !a.robots.noindex, crawl_message);
+    if let Some(r) = &a.robots_txt {
+        let message = match (r.status, r.allowed, &r.matched, r.errors.len()) {
+            ("unreachable", ..) => format!("{} could not be fetched: crawlers treat the site as disallowed", r.url),
+            (_, false, Some(m), _) => {
+                format!("robots.txt blocks this page for Googlebot ({} {} on line {})", m.kind, m.pattern, m.line)
+            }
+            (_, true, _, 0) if r.status == "missing" => "no robots.txt: every page may be crawled".to_string(),
+            (_, true, _, 0) => "robots.txt is valid and allows this page".to_string(),
+            (_, true, _, n) => format!("robots.txt allows this page but has {n} invalid line(s): {}", r.errors[0]),
+            (_, false, None, _) => "robots.txt blocks this page".to_string(),
+        };
+        check("robots-txt", High, 10, r.allowed && r.errors.is_empty(), message);
+    }
 
     match &a.title {
         Some(title) => {
@@ -313,6 +326,9 @@ fn skipped_heading_level(a: &Analysis) -> Option<(u8, u8)> {
 fn advice(check: &Check) -> String {
     let what = match check.id {
         "http-status-code" => "Serve the page with a 2xx status; search engines drop pages that answer with errors",
+        "robots-txt" => {
+            "Fix robots.txt: let crawlers fetch this page, make it reachable, and keep every line a valid directive"
+        }
         "is-crawlable" => {
             "Remove the noindex directive (meta robots or X-Robots-Tag) if this page should appear in search"
         }

@@ -11,6 +11,7 @@ pub mod charset;
 pub mod checks;
 pub mod page;
 pub mod prescan;
+pub mod robots_txt;
 pub mod text;
 
 use std::fmt;
