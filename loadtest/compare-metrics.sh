@@ -3,9 +3,10 @@
 # ("pagelens") and off ("off", --no-metrics) in the same run, each pinned to
 # CPU 0 in turn, wrk -t1 on CPU 1, median of ROUNDS (default 3) runs.
 # Reports req/s, p50, p99 and server CPU microseconds per request. Then the
-# same metrics-on server while a scraper fetches GET /metrics ten times a
-# second ("scraped"; Prometheus scrapes every 15 s or so): a scrape is
-# rendered off the reactors, so other requests' p99 should not move.
+# same metrics-on server while a scraper (loadtest/scrape.py, one kept-alive
+# connection, sharing wrk's core) fetches GET /metrics every SCRAPE_INTERVAL
+# seconds (default 1; Prometheus scrapes every 15 s or so): a scrape is
+# rendered off the reactors and served from a cached string.
 # Usage: loadtest/compare-metrics.sh [DURATION_SECONDS]   (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,6 @@ taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:18084 --reactors
 sleep 1
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-scraper() {
-  while :; do curl -s -o /dev/null "http://127.0.0.1:18083/metrics"; sleep 0.1; done
-}
 run() {
   local name=$1 pid=$2 port=$3
   taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/livez" >/dev/null
@@ -39,11 +37,11 @@ echo "# $(date -u +%FT%TZ) /livez, metrics on (pagelens) vs off; ${DURATION}s ru
 for _ in $(seq "$ROUNDS"); do
   run off "$OFF" 18084
   run pagelens "$ON" 18083
-  taskset -c 1 bash -c "$(declare -f scraper); scraper" & SCRAPER=$!
+  taskset -c 1 python3 loadtest/scrape.py 18083 "${SCRAPE_INTERVAL:-1}" & SCRAPER=$!
   run scraped "$ON" 18083
   kill "$SCRAPER"; wait "$SCRAPER" 2>/dev/null || true
 done
 grep -v '^scraped' "$work/rows" | python3 loadtest/medians.py off
-echo "# scraped ten times a second vs not scraped (both metrics on)"
+echo "# scraped every ${SCRAPE_INTERVAL:-1} s vs not scraped (both metrics on)"
 grep -v '^off' "$work/rows" | python3 loadtest/medians.py pagelens scraped
 echo "# scrape size: $(curl -s http://127.0.0.1:18083/metrics | wc -c) bytes, $(curl -s http://127.0.0.1:18083/metrics | grep -vc '^#') samples"

@@ -520,3 +520,21 @@ fn robots_txt_is_fetched_once_per_origin_and_judged() {
         "{a}"
     );
 }
+
+#[test]
+fn idle_connections_expire() {
+    let origin = Origin::start(|_| ok("text/html", PAGE));
+    let fetcher = fetcher(FetchConfig { idle_timeout: Duration::from_millis(200), ..open() });
+    fetch_now(&fetcher, get(&origin.url("/1"))).unwrap();
+    fetch_now(&fetcher, get(&origin.url("/2"))).unwrap();
+    assert_eq!(origin.connections(), 1, "reused while fresh");
+    let started = Instant::now();
+    while origin.open() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(3), "the idle connection was never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(100), "closed only once idle for its timeout");
+    let r = fetch_now(&fetcher, get(&origin.url("/3"))).unwrap();
+    assert_eq!((r.status, r.reused_connection), (200, false));
+    assert_eq!(origin.connections(), 2);
+}
