@@ -21,38 +21,15 @@ CORPUS=$(realpath -m ../shared/corpus/pages)
 NGX_PORT=18091 KA_PORT=18092 NEW_PORT=18093
 [ -d "$CORPUS" ] || { echo "corpus not found: $CORPUS (needs ../shared beside the checkout)"; exit 0; }
 
-need() { command -v "$1" >/dev/null || { apt-get install -y -qq "$2" >/dev/null || { echo "need $1" >&2; exit 1; }; }; }
+. loadtest/lib.sh
 need wrk wrk
 need nginx nginx-light
 need taskset util-linux
 need curl curl
 
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/logs/error.log crit;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 60s;
-  types { text/html html; }
-  server {
-    listen 127.0.0.1:$NGX_PORT;
-    root $CORPUS;
-  }
-}
-NGX
-taskset -c 1 nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
+start_nginx 1 "$NGX_PORT" "root $CORPUS;"
 ls "$CORPUS" | grep '\.html$' | sed "s|^|http://127.0.0.1:$NGX_PORT/|" > "$work/urls"
 export URLS="$work/urls"
 

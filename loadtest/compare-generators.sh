@@ -24,7 +24,7 @@ NGX_PORT=18101
 PL_PORT=18102
 OHA_ROOT=${OHA_ROOT:-target/oha}
 
-need() { command -v "$1" >/dev/null || { apt-get install -y -qq "$2" >/dev/null || { echo "need $1" >&2; exit 1; }; }; }
+. loadtest/lib.sh
 need wrk wrk
 need nginx nginx-light
 need taskset util-linux
@@ -33,28 +33,7 @@ OHA=$(command -v oha || echo "$OHA_ROOT/bin/oha")
 
 cargo build --release --quiet
 PL=./target/release/pagelens
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/logs/error.log crit;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  server {
-    listen 127.0.0.1:$NGX_PORT reuseport backlog=4096;
-    location / { default_type text/plain; return 200 "ok"; }
-  }
-}
-NGX
-taskset -c 0 nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
+start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }'
 taskset -c 0 "$PL" serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!)
 sleep 0.5
 URL="http://127.0.0.1:$NGX_PORT/"

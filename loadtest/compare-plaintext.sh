@@ -21,39 +21,16 @@ NGX_PORT=18081
 IDLE=${IDLE_CONNS:-10000}
 ROUNDS=${ROUNDS:-3}
 
-need() { command -v "$1" >/dev/null || { apt-get install -y -qq "$2" >/dev/null || { echo "need $1" >&2; exit 1; }; }; }
+. loadtest/lib.sh
 need wrk wrk
 need nginx nginx-light
 need taskset util-linux
 ulimit -n 30000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/logs/error.log crit;
-pid $work/nginx.pid;
-worker_rlimit_nofile 30000;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 60s;
-  server {
-    listen 127.0.0.1:$NGX_PORT reuseport backlog=4096;
-    location / { default_type text/plain; return 200 "ok"; }
-  }
-}
-NGX
+start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }'
 
-taskset -c 0 nginx -p "$work" -c "$work/nginx.conf" & pids+=($!); NGX_PID=$!
 taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!); PL_PID=$!
 sleep 1
 

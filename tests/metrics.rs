@@ -292,6 +292,39 @@ fn the_live_stream_sends_a_snapshot_a_second_and_drops_watchers_that_leave() {
     }
 }
 
+/// Four clients requesting `/delay/300` (over the test alert's 100 ms p99)
+/// until dropped.
+struct SlowLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl SlowLoad {
+    fn start(addr: std::net::SocketAddr) -> SlowLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..4)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        request(addr, &get("/delay/300"));
+                    }
+                })
+            })
+            .collect();
+        SlowLoad { stop, threads }
+    }
+}
+
+impl Drop for SlowLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn alert(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
     let resp = request(addr, &get("/alerts"));
     assert_eq!(resp.status, 200);
@@ -304,17 +337,7 @@ fn an_alert_fires_on_a_latency_spike_and_resolves() {
     let server = start_with_metrics(config());
     let addr = server.local_addr();
     assert_eq!(alert(addr, "high_latency")["state"], "inactive");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = std::sync::Arc::clone(&stop);
-            thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    request(addr, &get("/delay/300"));
-                }
-            })
-        })
-        .collect();
+    let load = SlowLoad::start(addr);
     let started = Instant::now();
     let mut seen = std::collections::BTreeSet::new();
     loop {
@@ -330,10 +353,7 @@ fn an_alert_fires_on_a_latency_spike_and_resolves() {
     assert!(seen.contains("pending"), "went through pending first: {seen:?}");
     let (_, samples) = scrape_until(addr, |s| s.get(r#"pagelens_alerts_firing{alert="high_latency"}"#) == Some(&1.0));
     assert_eq!(samples[r#"pagelens_alerts_firing{alert="error_rate"}"#], 0.0);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for l in load {
-        l.join().unwrap();
-    }
+    drop(load);
     let started = Instant::now();
     loop {
         let rule = alert(addr, "high_latency");
@@ -352,17 +372,7 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     let page = request(addr, &get("/dashboard"));
     assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
     // Slow requests (300 ms, over the test alert's 100 ms p99) until the page shows the alert.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = std::sync::Arc::clone(&stop);
-            thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    request(addr, &get("/delay/300"));
-                }
-            })
-        })
-        .collect();
+    let load = SlowLoad::start(addr);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
     let wait = "document.getElementById('alerts').textContent.includes('high_latency') \
                 && Number(document.body.dataset.snapshots || 0) >= 3";
@@ -378,10 +388,7 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
         .args([script, &format!("http://{addr}/dashboard"), wait, state, "20", shot.to_str().unwrap()])
         .output()
         .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    drop(load);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -442,17 +449,7 @@ fn alert_changes_are_posted_to_the_webhook() {
     let fetch = pagelens::fetch::FetchConfig { guard: pagelens::fetch::Guard::open(), ..Default::default() };
     let server = crate::util::start_with_metrics_and(config(), fetch, Some(hooks.url("/alerts").parse().unwrap()));
     let addr = server.local_addr();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = std::sync::Arc::clone(&stop);
-            thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    request(addr, &get("/delay/300"));
-                }
-            })
-        })
-        .collect();
+    let load = SlowLoad::start(addr);
     let started = Instant::now();
     let changes = loop {
         let changes: Vec<serde_json::Value> =
@@ -463,10 +460,7 @@ fn alert_changes_are_posted_to_the_webhook() {
         assert!(started.elapsed() < Duration::from_secs(15), "no firing change posted: {changes:?}");
         thread::sleep(Duration::from_millis(100));
     };
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    drop(load);
     let latency: Vec<_> = changes.iter().filter(|c| c["change"]["name"] == "high_latency").collect();
     assert_eq!(latency[0]["event"], "alert");
     assert_eq!(

@@ -56,28 +56,18 @@ pub const MAX_BYTES: usize = 500 * 1024;
 
 /// Judges `path` (path and query of the page) for `agent` (lower case).
 pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> RobotsReport {
-    let (text, status) = match source {
-        RobotsSource::Found(text) => (text.as_str(), "found"),
-        RobotsSource::Missing(_) => {
-            return RobotsReport {
-                url: url.into(),
-                status: "missing",
-                allowed: true,
-                matched: None,
-                errors: vec![],
-                sitemaps: vec![],
-            }
-        }
-        RobotsSource::Unreachable(_) => {
-            return RobotsReport {
-                url: url.into(),
-                status: "unreachable",
-                allowed: false,
-                matched: None,
-                errors: vec![],
-                sitemaps: vec![],
-            }
-        }
+    let bare = |status, allowed| RobotsReport {
+        url: url.into(),
+        status,
+        allowed,
+        matched: None,
+        errors: Vec::new(),
+        sitemaps: Vec::new(),
+    };
+    let text = match source {
+        RobotsSource::Found(text) => text.as_str(),
+        RobotsSource::Missing(_) => return bare("missing", true),
+        RobotsSource::Unreachable(_) => return bare("unreachable", false),
     };
     let text = &text[..floor_boundary(text, MAX_BYTES)];
     let (groups, errors, sitemaps) = parse(text);
@@ -107,7 +97,7 @@ pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> Robot
         line,
     });
     let allowed = best.is_none_or(|(_, allow, _, _)| allow) || path == "/robots.txt";
-    RobotsReport { url: url.into(), status, allowed, matched, errors, sitemaps }
+    RobotsReport { url: url.into(), status: "found", allowed, matched, errors, sitemaps }
 }
 
 fn floor_boundary(s: &str, at: usize) -> usize {

@@ -1,0 +1,37 @@
+# Shared by the comparison scripts (sourced): tool checks, a work folder
+# cleaned up on exit with every process started, and a one-worker nginx.
+
+# need CMD PACKAGE: installs PACKAGE with apt-get when CMD is missing.
+need() { command -v "$1" >/dev/null || { apt-get install -y -qq "$2" >/dev/null || { echo "need $1" >&2; exit 1; }; }; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start_nginx CPU PORT SERVER_BODY: one nginx worker pinned to CPU, serving
+# SERVER_BODY (nginx directives inside `server {}`); sets NGX_PID.
+start_nginx() {
+  mkdir -p "$work/logs"
+  cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+error_log $work/logs/error.log crit;
+pid $work/nginx.pid;
+worker_rlimit_nofile 30000;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 60s;
+  types { text/html html; }
+  server {
+    listen 127.0.0.1:$2 reuseport backlog=4096;
+    $3
+  }
+}
+NGX
+  taskset -c "$1" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
+  NGX_PID=$!
+}
