@@ -176,6 +176,14 @@ fn loadtest(args: &LoadtestArgs) -> ExitCode {
 
 fn run_loadtest(args: &LoadtestArgs) -> Result<bool, String> {
     let config = args.config()?;
+    // Ctrl-C (or SIGTERM) ends the run early; what was measured is reported.
+    let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let stop = Arc::clone(&config.stop);
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     if args.find_max {
         let slo = args.slo_p99.ok_or("--find-max needs --slo-p99")?;
         eprintln!("finding the highest rate with p99 <= {:?} and no errors ({:?} a step)", slo, config.duration);

@@ -31,6 +31,7 @@ fn settings(url: &str) -> LoadConfig {
         warmup: Duration::ZERO,
         ramp: Duration::ZERO,
         progress: false,
+        stop: Default::default(),
     }
 }
 
@@ -355,4 +356,25 @@ fn the_shipped_scenarios_run_against_pagelens() {
         assert!(s.statuses.keys().all(|k| (200..300).contains(k)), "{name}: {:?}", s.statuses);
         assert!(s.tasks.outcomes.get("completed").is_some_and(|n| *n > 0), "{name}: {:?}", s.tasks.outcomes);
     }
+}
+
+#[test]
+fn sigint_ends_the_run_early_with_a_report_of_what_was_measured() {
+    let server = start(config());
+    let url = format!("http://{}/livez", server.local_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["loadtest", &url, "-d", "60s", "-c", "2", "-t", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill sends a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "it stopped promptly");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let seconds: f64 = text.split(" requests in ").nth(1).unwrap().split('s').next().unwrap().parse().unwrap();
+    assert!((1.0..5.0).contains(&seconds), "measured for the time it ran: {text}");
 }

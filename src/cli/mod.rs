@@ -195,6 +195,7 @@ impl LoadtestArgs {
             ramp: self.ramp,
             // SAFETY: isatty only inspects the descriptor.
             progress: unsafe { libc::isatty(2) } == 1,
+            stop: Default::default(),
         })
     }
 }

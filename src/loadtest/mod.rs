@@ -10,6 +10,7 @@ pub mod worker;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plan::Plan;
@@ -44,6 +45,8 @@ pub struct LoadConfig {
     pub ramp: Duration,
     /// Print a progress line each second (to a terminal).
     pub progress: bool,
+    /// Set to end the run early (Ctrl-C); what was measured is reported.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Runs one load test.
@@ -64,7 +67,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         failed: AtomicU64::new(0),
         last_p99: AtomicU64::new(0),
         connected: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
+        stop: Arc::clone(&config.stop),
     };
     let threads = config.threads.clamp(1, config.connections.max(1));
     let start = Instant::now();
@@ -99,8 +102,8 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         stats.merge(&result?);
     }
     let elapsed = match end {
-        Some(end) => end.saturating_duration_since(measure_from),
-        None => finished.saturating_duration_since(measure_from),
+        Some(end) if !config.stop.load(Ordering::Relaxed) => end.saturating_duration_since(measure_from),
+        _ => finished.saturating_duration_since(measure_from),
     };
     Ok(Report {
         url: config.plan.target.url.to_string(),

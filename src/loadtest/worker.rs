@@ -64,8 +64,8 @@ pub struct Shared {
     pub last_p99: AtomicU64,
     /// Connections that ever connected.
     pub connected: AtomicU64,
-    /// Set to stop early (Ctrl-C, `-n` reached).
-    pub stop: AtomicBool,
+    /// Set to stop early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// When the run's parts begin and end.
@@ -844,7 +844,7 @@ impl Worker<'_> {
         conn.filled = 0;
         conn.head = None;
         conn.closing = false;
-        // Requests queued but not written are re-sent on the new connection by the schedule.
+        // What was in flight has been counted by the caller.
         conn.inflight.clear();
     }
 
