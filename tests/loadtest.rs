@@ -378,3 +378,25 @@ fn sigint_ends_the_run_early_with_a_report_of_what_was_measured() {
     let seconds: f64 = text.split(" requests in ").nth(1).unwrap().split('s').next().unwrap().parse().unwrap();
     assert!((1.0..5.0).contains(&seconds), "measured for the time it ran: {text}");
 }
+
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_unreachable_rate_is_said_so_and_costs_no_memory() {
+    let server = start(config());
+    let url = format!("http://{}/livez", server.local_addr());
+    let before = resident_kib();
+    let report = loadtest::run(&LoadConfig { rate: Some(10_000_000.0), connections: 2, ..settings(&url) }).unwrap();
+    let grown = resident_kib().saturating_sub(before);
+    let s = &report.stats;
+    // Ten million were due in the second; far fewer could be sent, and nothing was queued for them.
+    assert!(s.scheduled > 5_000_000, "scheduled {}", s.scheduled);
+    assert!(s.requests < s.scheduled / 10, "{} of {}", s.requests, s.scheduled);
+    assert!(grown < 50 * 1024, "memory grew by {grown} KiB");
+    let said = report.recommendations().join("\n");
+    assert!(said.contains("of 10000000 req/s") && said.contains("achieved"), "{said}");
+}

@@ -2,10 +2,12 @@
 //! connections and of the rate, its own stats.
 //!
 //! Closed loop: every connection keeps `--pipeline` requests in flight.
-//! Open loop: requests are due at evenly spaced intended times; each goes
-//! out on a connection with room, and waits in a backlog when none has.
-//! Latency counts from the intended time (coordinated omission corrected,
-//! as wrk2 does) and, separately, from the actual send.
+//! Open loop: the rate is spread evenly over the connections, each with its
+//! own schedule of intended send times (as wrk2 does); a connection that is
+//! still waiting sends its overdue requests as soon as it has room, each
+//! with its own intended time. Latency counts from the intended time
+//! (coordinated omission corrected) and, separately, from the actual send.
+//! Nothing is queued, so an unreachable rate costs no memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -138,6 +140,8 @@ struct Conn {
     head: Option<(HeadInfo, Body)>,
     /// A task flow waiting to poll: when, which flow, when it began, the path.
     poll: Option<(Instant, usize, Instant, String)>,
+    /// Open loop: the intended time of its next request.
+    next_intended: Option<Instant>,
     /// The peer said `Connection: close`: reconnect once the front is answered.
     closing: bool,
 }
@@ -154,6 +158,7 @@ impl Conn {
             filled: 0,
             head: None,
             poll: None,
+            next_intended: None,
             closing: false,
         }
     }
@@ -171,12 +176,9 @@ struct Worker<'a> {
     poll: Poll,
     conns: Vec<Conn>,
     stats: Stats,
-    backlog: VecDeque<Instant>,
-    next_due: Option<Instant>,
     bucket: Option<Bucket>,
     last_decrease: Option<Instant>,
     rng: u64,
-    cursor: usize,
     done_batch: u64,
     failed_batch: u64,
     second: usize,
@@ -242,13 +244,9 @@ pub fn run(shared: &Shared, phases: Phases, share: Share) -> Result<Stats, Strin
         poll,
         conns,
         stats: Stats::default(),
-        backlog: VecDeque::new(),
-        // Threads start their schedules staggered by a fraction of the interval.
-        next_due: share.rate.map(|r| phases.start + Duration::from_secs_f64(share.index as f64 / (r * 4.0).max(1.0))),
         bucket,
         last_decrease: None,
         rng: 0x9E37_79B9_7F4A_7C15 ^ (share.index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
-        cursor: 0,
         done_batch: 0,
         failed_batch: 0,
         second: 0,
@@ -256,7 +254,13 @@ pub fn run(shared: &Shared, phases: Phases, share: Share) -> Result<Stats, Strin
         names: vec![0; shared.plan.templates.len() + shared.plan.flows.len()],
         timer: None,
     };
-    if share.rate.is_some() {
+    if let Some(base) = share.rate {
+        // Each connection's schedule starts a fraction of the interval apart.
+        let interval = Duration::from_secs_f64(share.connections.max(1) as f64 / base);
+        let n = worker.conns.len().max(1);
+        for (i, conn) in worker.conns.iter_mut().enumerate() {
+            conn.next_intended = Some(phases.start + interval.mul_f64(i as f64 / n as f64));
+        }
         use std::os::fd::AsRawFd;
         let timer = timerfd().ok_or("cannot create a timerfd")?;
         worker
@@ -299,11 +303,12 @@ impl Worker<'_> {
                 break;
             }
             self.start_connections(now);
-            self.schedule(now);
             self.dispatch(now);
             self.publish(now);
             let mut wake = next_sweep;
-            if let (Some(due), Some(timer)) = (self.next_due, &self.timer) {
+            let pipeline = self.shared.pipeline;
+            let due = self.conns.iter().filter(|c| c.has_room(pipeline)).filter_map(|c| c.next_intended).min();
+            if let (Some(due), Some(timer)) = (due, &self.timer) {
                 arm_timer(timer, due.saturating_duration_since(now));
             }
             if let Some(end) = self.phases.end {
@@ -337,6 +342,23 @@ impl Worker<'_> {
             }
         }
         self.publish(Instant::now());
+        self.count_missed(Instant::now());
+    }
+
+    /// Open loop: requests whose intended time passed while their
+    /// connection was busy, never sent; counted as scheduled.
+    fn count_missed(&mut self, now: Instant) {
+        let Some(base) = self.share.rate else { return };
+        let until = self.phases.end.map_or(now, |end| end.min(now));
+        for i in 0..self.conns.len() {
+            let Some(next) = self.conns[i].next_intended else { continue };
+            if next >= until {
+                continue;
+            }
+            let from = next.max(self.phases.measure_from);
+            let interval = self.interval_at(from, base).as_secs_f64().max(1e-9);
+            self.stats.scheduled += (until.saturating_duration_since(from).as_secs_f64() / interval) as u64;
+        }
     }
 
     /// Whether the run is over for this thread.
@@ -351,7 +373,6 @@ impl Worker<'_> {
                 let limit = self.shared.limit.unwrap_or(0);
                 self.shared.issued.load(Ordering::Relaxed) >= limit
                     && self.conns.iter().all(|c| c.inflight.is_empty() && c.poll.is_none())
-                    && self.backlog.is_empty()
             }
         }
     }
@@ -379,82 +400,33 @@ impl Worker<'_> {
         }
     }
 
-    /// The open-loop rate at `at`: ramped, and adapted.
-    fn rate_at(&mut self, at: Instant, base: f64) -> f64 {
-        let ramp = self.phases.ramp;
-        let mut rate = base;
-        if let Some(bucket) = &mut self.bucket {
-            rate = bucket.rate_at(at);
+    /// Open loop: the time between one connection's requests from `at`:
+    /// along the linear ramp (so that the count grows as the integral of the
+    /// rate, t^2 / 2), then at the full rate, adapted when `--adaptive`.
+    fn interval_at(&mut self, at: Instant, base: f64) -> Duration {
+        let rate = match &mut self.bucket {
+            Some(bucket) => bucket.rate_at(at),
+            None => base,
         }
-        if !ramp.is_zero() {
-            let into = at.saturating_duration_since(self.phases.start).as_secs_f64() / ramp.as_secs_f64();
-            rate *= into.clamp(0.01, 1.0);
+        .max(0.01);
+        let share = self.share.connections.max(1) as f64;
+        let ramp = self.phases.ramp.as_secs_f64();
+        let t = at.saturating_duration_since(self.phases.start).as_secs_f64();
+        if ramp > 0.0 && t < ramp {
+            // Solve count(next) - count(t) = one request, count(t) = rate t^2 / (2 ramp share).
+            let next = (t * t + 2.0 * ramp * share / rate).sqrt();
+            if next <= ramp {
+                return Duration::from_secs_f64(next - t);
+            }
         }
-        rate.max(0.01)
+        Duration::from_secs_f64(share / rate)
     }
 
-    /// Open loop: puts the requests that are due into the backlog.
-    fn schedule(&mut self, now: Instant) {
-        let (Some(base), Some(mut due)) = (self.share.rate, self.next_due) else { return };
-        while due <= now && self.phases.end.is_none_or(|end| due < end) {
-            if self.shared.limit.is_some()
-                && self.measured(due)
-                && self.shared.issued.load(Ordering::Relaxed) >= self.shared.limit.unwrap_or(0)
-            {
-                self.next_due = None;
-                return;
-            }
-            self.backlog.push_back(due);
-            if self.measured(due) {
-                self.stats.scheduled += 1;
-            }
-            let rate = self.rate_at(due, base);
-            due += Duration::from_secs_f64(1.0 / rate);
-        }
-        self.next_due = Some(due);
-    }
-
-    /// Sends what is due (open loop) or fills every connection (closed loop).
+    /// Fills every connection with what it has room for, and sends it.
     fn dispatch(&mut self, now: Instant) {
-        let pipeline = self.shared.pipeline;
-        if self.share.rate.is_some() {
-            while let Some(&intended) = self.backlog.front() {
-                let Some(i) = self.free_conn() else { break };
-                self.backlog.pop_front();
-                if !self.take_slot(intended) {
-                    self.backlog.clear();
-                    break;
-                }
-                self.send_next(i, intended, now);
-            }
-        } else if self.phases.end.is_none_or(|end| now < end) {
-            'fill: for i in 0..self.conns.len() {
-                while self.conns[i].has_room(pipeline) {
-                    if !self.take_slot(now) {
-                        break 'fill;
-                    }
-                    self.send_next(i, now, now);
-                }
-            }
-        }
         for i in 0..self.conns.len() {
-            self.poll_flows(i, now);
-            if !self.conns[i].out.is_empty() {
-                self.flush(i, now);
-            }
+            self.refill(i, now);
         }
-    }
-
-    fn free_conn(&mut self) -> Option<usize> {
-        let n = self.conns.len();
-        for k in 0..n {
-            let i = (self.cursor + k) % n;
-            if self.conns[i].has_room(self.shared.pipeline) {
-                self.cursor = (i + 1) % n;
-                return Some(i);
-            }
-        }
-        None
     }
 
     /// Queues the next request of the mix on connection `i`.
@@ -563,23 +535,27 @@ impl Worker<'_> {
         self.refill(i, now);
     }
 
-    /// Gives connection `i` what it has room for, and sends it.
+    /// Gives connection `i` what it has room for (closed loop), or what is
+    /// due on its schedule (open loop), and sends it.
     fn refill(&mut self, i: usize, now: Instant) {
         let pipeline = self.shared.pipeline;
-        let open_loop = self.share.rate.is_some();
         while self.conns[i].has_room(pipeline) {
-            let intended = match (open_loop, self.backlog.front()) {
-                (true, Some(&due)) => due,
-                (true, None) => break,
-                (false, _) if self.phases.end.is_some_and(|end| now >= end) => break,
-                (false, _) => now,
+            let intended = match (self.share.rate, self.conns[i].next_intended) {
+                (Some(_), Some(due)) if due <= now && self.phases.end.is_none_or(|end| due < end) => due,
+                (Some(_), _) => break,
+                (None, _) if self.phases.end.is_some_and(|end| now >= end) => break,
+                (None, _) => now,
             };
-            if open_loop {
-                self.backlog.pop_front();
-            }
             if !self.take_slot(intended) {
-                self.backlog.clear();
+                self.conns[i].next_intended = None;
                 break;
+            }
+            if let Some(base) = self.share.rate {
+                let next = intended + self.interval_at(intended, base);
+                self.conns[i].next_intended = Some(next);
+                if self.measured(intended) {
+                    self.stats.scheduled += 1;
+                }
             }
             self.send_next(i, intended, now);
         }
