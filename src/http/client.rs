@@ -126,11 +126,6 @@ impl ResponseReader {
         !self.buf.is_empty() || !matches!(self.state, State::Head)
     }
 
-    /// Whether the head has been read.
-    pub fn has_head(&self) -> bool {
-        !matches!(self.state, State::Head)
-    }
-
     /// Frames what has arrived.
     pub fn advance(&mut self) -> Result<Progress, ResponseError> {
         loop {

@@ -92,11 +92,6 @@ impl Resume {
         self.deadline
     }
 
-    /// Whether the task was cancelled or timed out meanwhile.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Acquire)
-    }
-
     /// The flag set when the task is cancelled or times out, for the I/O to watch.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
