@@ -200,7 +200,7 @@ impl ResponseReader {
     /// Parses the head if it is all there; drops an interim (1xx) response.
     fn parse_head(&mut self) -> Result<Head, ResponseError> {
         let mut headers = Vec::new();
-        let parsed = parse_head(&self.buf, self.max_head, self.max_body, self.no_body, &mut |name, value| {
+        let parsed = parse_head(&self.buf, self.max_head, self.max_body, self.no_body, |name, value| {
             headers.push((name.to_ascii_lowercase(), value.to_vec()))
         })?;
         let info = match parsed {
@@ -265,7 +265,7 @@ pub fn parse_head(
     max_head: usize,
     max_body: usize,
     head_request: bool,
-    visit: &mut dyn FnMut(&str, &[u8]),
+    mut visit: impl FnMut(&str, &[u8]),
 ) -> Result<ParsedHead, ResponseError> {
     // Uninitialised slots: a response is parsed per request in the load tester.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];

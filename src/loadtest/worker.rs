@@ -629,7 +629,7 @@ impl Worker<'_> {
                     What::Request(t) => self.shared.plan.templates[t].head,
                     _ => false,
                 });
-                match parse_head(&conn.buf[..conn.filled], MAX_HEAD, MAX_BODY, head_request, &mut |_, _| {}) {
+                match parse_head(&conn.buf[..conn.filled], MAX_HEAD, MAX_BODY, head_request, |_, _| {}) {
                     Ok(ParsedHead::Partial) => return Ok(()),
                     Ok(ParsedHead::Interim(n)) => {
                         consume(conn, n);
