@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use super::client::{FetchRequest, Fetcher, RetryOn};
+use super::client::Fetcher;
 use super::error::FetchError;
+use super::request::{FetchRequest, RetryOn};
 
 /// Retries after the first attempt.
 pub const RETRIES: u32 = 4;

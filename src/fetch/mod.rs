@@ -13,13 +13,15 @@ pub mod dns;
 pub mod error;
 pub mod guard;
 pub mod origin;
+pub mod request;
 pub mod transport;
 
 use std::io::Read;
 
-pub use client::{FetchConfig, FetchRequest, FetchResponse, Fetcher, RetryOn, Timings};
+pub use client::Fetcher;
 pub use error::FetchError;
 pub use guard::{Cidr, Guard};
+pub use request::{FetchConfig, FetchRequest, FetchResponse, RetryOn, Timings};
 
 /// Undoes `Content-Encoding` (gzip, deflate, identity), refusing output
 /// over `max` bytes (a small gzip can inflate to gigabytes). CPU work: run
