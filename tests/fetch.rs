@@ -545,3 +545,27 @@ fn idle_connections_expire() {
     assert_eq!((r.status, r.reused_connection), (200, false));
     assert_eq!(origin.connections(), 2);
 }
+
+#[test]
+fn a_connect_that_never_completes_times_out() {
+    // A listener that never accepts, its queue already full: further SYNs go unanswered.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..4)
+        .filter_map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.set_nonblocking(true).ok()?;
+            let _ = s.connect(&addr.into());
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let fetcher = fetcher(FetchConfig { connect_timeout: Duration::from_millis(300), retries: 0, ..open() });
+    let started = Instant::now();
+    let e = fetch_now(&fetcher, get(&format!("http://{addr}/"))).unwrap_err();
+    assert_eq!((e.status, e.code), (504, "connect-timeout"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    drop(fillers);
+}
