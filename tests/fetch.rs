@@ -569,3 +569,20 @@ fn a_connect_that_never_completes_times_out() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     drop(fillers);
 }
+
+#[test]
+fn an_absurd_retry_after_is_capped_not_obeyed_past_the_deadline() {
+    let origin = Origin::start(|s| match s.path.as_str() {
+        "/busy" => Action::Send(response(503, &[("Retry-After", "18446744073709551615")], b"")),
+        _ => ok("text/html", PAGE),
+    });
+    let fetcher = fetcher(open());
+    let started = Instant::now();
+    let r = fetch_now(&fetcher, get(&origin.url("/busy"))).unwrap();
+    // A wait past the deadline is not taken: the answer stands at once.
+    assert_eq!((r.status, r.attempts), (503, 1));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // That origin is paused (capped at 5 minutes); others are not.
+    let other = Origin::start(|_| ok("text/html", PAGE));
+    assert_eq!(fetch_now(&fetcher, get(&other.url("/"))).unwrap().status, 200, "the fetcher still works");
+}

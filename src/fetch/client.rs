@@ -34,6 +34,8 @@ const WAKER: Token = Token(0);
 const MAX_HEAD: usize = 64 * 1024;
 /// How often fetches are checked for cancellation.
 pub const CANCEL_CHECK: Duration = Duration::from_millis(100);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// First retry delay; doubled each attempt, with jitter.
 const RETRY_BASE: Duration = Duration::from_millis(250);
 
@@ -777,9 +779,25 @@ fn total_timeout() -> FetchError {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is read too).
+/// Capped at an hour: the value comes from the network, and time
+/// arithmetic on an enormous one would overflow.
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    let after = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(SystemTime::now()).unwrap_or_default(),
+    };
+    Some(after.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
     }
-    httpdate::parse_http_date(value).ok().map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
 }
