@@ -400,3 +400,33 @@ fn an_unreachable_rate_is_said_so_and_costs_no_memory() {
     let said = report.recommendations().join("\n");
     assert!(said.contains("of 10000000 req/s") && said.contains("achieved"), "{said}");
 }
+
+#[test]
+fn large_bodies_are_counted_not_held() {
+    let body = Arc::new(vec![b'x'; 20 << 20]);
+    let origin = Origin::start(move |_| ok("application/octet-stream", &body));
+    let report =
+        loadtest::run(&LoadConfig { requests: Some(3), connections: 1, ..settings(&origin.url("/")) }).unwrap();
+    let s = &report.stats;
+    assert_eq!((s.requests, s.errors.total()), (3, 0));
+    assert!(s.bytes > 3 * (20 << 20), "every byte counted: {}", s.bytes);
+    // The binary's peak resident memory while it reads 5 x 20 MiB: no body is held.
+    let child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["loadtest", &origin.url("/"), "-n", "5", "-c", "1", "-t", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
+                peak_kib = peak_kib.max(line.split_whitespace().nth(1).unwrap().parse().unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(peak_kib > 0, "the child was observed");
+    assert!(peak_kib < 16 * 1024, "peak resident memory {peak_kib} KiB");
+}

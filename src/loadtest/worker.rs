@@ -112,8 +112,17 @@ struct Sent {
 /// Where the response at the front is.
 #[derive(Debug)]
 enum Body {
+    /// A body nobody reads: dropped as it arrives, so a large one costs no memory.
+    Skip {
+        remaining: usize,
+        total: usize,
+    },
     Length(usize),
-    Chunked { decoder: ChunkedDecoder, decoded: usize, raw: usize },
+    Chunked {
+        decoder: ChunkedDecoder,
+        decoded: usize,
+        raw: usize,
+    },
     UntilClose,
 }
 
@@ -629,6 +638,8 @@ impl Worker<'_> {
                     What::Request(t) => self.shared.plan.templates[t].head,
                     _ => false,
                 });
+                // Only task-flow answers are read; other bodies are counted and dropped.
+                let keep = conn.inflight.front().is_some_and(|s| !matches!(s.what, What::Request(_)));
                 match parse_head(&conn.buf[..conn.filled], MAX_HEAD, MAX_BODY, head_request, |_, _| {}) {
                     Ok(ParsedHead::Partial) => return Ok(()),
                     Ok(ParsedHead::Interim(n)) => {
@@ -637,6 +648,10 @@ impl Worker<'_> {
                     }
                     Ok(ParsedHead::Complete(info)) => {
                         let body = match info.framing {
+                            Framing::Length(n) if !keep => {
+                                consume(conn, info.len);
+                                Body::Skip { remaining: n as usize, total: info.len + n as usize }
+                            }
                             Framing::Length(n) => Body::Length(n as usize),
                             Framing::Chunked => {
                                 Body::Chunked { decoder: ChunkedDecoder::new(MAX_BODY), decoded: 0, raw: 0 }
@@ -650,27 +665,35 @@ impl Worker<'_> {
             }
             let Some((info, body)) = conn.head.as_mut() else { return Ok(()) };
             let start = info.len;
-            // (body end, bytes consumed) once complete.
+            // (body end, bytes still to consume, response bytes) once complete.
             let complete = match body {
-                Body::Length(n) => (conn.filled >= start + *n).then_some((start + *n, start + *n)),
+                Body::Skip { remaining, total } => {
+                    let take = (*remaining).min(conn.filled);
+                    conn.buf.copy_within(take..conn.filled, 0);
+                    conn.filled -= take;
+                    *remaining -= take;
+                    (*remaining == 0).then_some((0, 0, *total))
+                }
+                Body::Length(n) => (conn.filled >= start + *n).then_some((start + *n, start + *n, start + *n)),
                 Body::Chunked { decoder, decoded, raw } => {
                     let p = decoder.decode(&mut conn.buf[start..conn.filled], *raw).map_err(|_| ErrorKind::Parse)?;
                     (*decoded, *raw) = (p.decoded, p.raw);
-                    p.done.then_some((start + p.decoded, start + p.raw))
+                    p.done.then_some((start + p.decoded, start + p.raw, start + p.raw))
                 }
-                Body::UntilClose => eof.then_some((conn.filled, conn.filled)),
+                Body::UntilClose => eof.then_some((conn.filled, conn.filled, conn.filled)),
             };
-            let Some((body_end, consumed)) = complete else { return Ok(()) };
+            let Some((body_end, consumed, bytes)) = complete else { return Ok(()) };
             let info = *info;
             let Some(sent) = conn.inflight.pop_front() else { return Err(ErrorKind::Parse) };
             if !info.keep_alive {
                 conn.closing = true;
             }
             let flow_body = matches!(sent.what, What::Submit { .. } | What::Poll { .. })
-                .then(|| conn.buf[start..body_end].to_vec());
+                .then(|| conn.buf.get(start..body_end).map(<[u8]>::to_vec))
+                .flatten();
             consume(conn, consumed);
             conn.head = None;
-            self.answered(i, sent, info.status, consumed, flow_body, now);
+            self.answered(i, sent, info.status, bytes, flow_body, now);
         }
     }
 
