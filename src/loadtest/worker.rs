@@ -648,7 +648,8 @@ impl Worker<'_> {
                     }
                     Ok(ParsedHead::Complete(info)) => {
                         let body = match info.framing {
-                            Framing::Length(n) if !keep => {
+                            // Skipped only when it has not all arrived: else one consume takes it whole.
+                            Framing::Length(n) if !keep && conn.filled < info.len + n as usize => {
                                 consume(conn, info.len);
                                 Body::Skip { remaining: n as usize, total: info.len + n as usize }
                             }
