@@ -122,19 +122,7 @@ pub fn callback_on_done(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Ar
     let fetcher = Arc::clone(fetcher);
     Box::new(move |view: TaskView| {
         let body = serde_json::to_vec(&view).unwrap_or_default();
-        let target = url.to_string();
-        let id = view.task_id;
-        callback::deliver(
-            &fetcher,
-            url,
-            body,
-            secret.as_deref(),
-            Box::new(move |outcome| {
-                if let Err(e) = outcome {
-                    eprintln!("pagelens: task {id}: callback to {target} failed after retries: {e}");
-                }
-            }),
-        );
+        callback::deliver(&fetcher, url, body, secret.as_deref(), format!("task {}: callback", view.task_id));
     })
 }
 
@@ -143,18 +131,7 @@ pub fn alert_webhook(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Arc<[
     let fetcher = Arc::clone(fetcher);
     Box::new(move |change: &Change| {
         let body = serde_json::to_vec(&json!({ "event": "alert", "change": change })).unwrap_or_default();
-        let name = change.rule.name;
-        let target = url.to_string();
-        callback::deliver(
-            &fetcher,
-            url.clone(),
-            body,
-            secret.as_deref(),
-            Box::new(move |outcome| {
-                if let Err(e) = outcome {
-                    eprintln!("pagelens: alert {name}: webhook {target} failed after retries: {e}");
-                }
-            }),
-        );
+        let what = format!("alert {}: webhook", change.rule.name);
+        callback::deliver(&fetcher, url.clone(), body, secret.as_deref(), what);
     })
 }

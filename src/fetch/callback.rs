@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use super::client::Fetcher;
-use super::error::FetchError;
 use super::request::{FetchRequest, RetryOn};
 
 /// Retries after the first attempt.
@@ -28,19 +27,15 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     out
 }
 
-/// Posts `body` (JSON) to `url`, signed with `secret` when there is one;
-/// `on_done` hears the final status or error.
-pub fn deliver(
-    fetcher: &Fetcher,
-    url: Url,
-    body: Vec<u8>,
-    secret: Option<&[u8]>,
-    on_done: Box<dyn FnOnce(Result<u16, FetchError>) + Send>,
-) {
+/// Posts `body` (JSON) to `url`, signed with `secret` when there is one; a
+/// delivery that fails after every retry is logged as `what` (e.g. `task
+/// ID: callback`).
+pub fn deliver(fetcher: &Fetcher, url: Url, body: Vec<u8>, secret: Option<&[u8]>, what: String) {
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
     if let Some(secret) = secret {
         headers.push(("X-Pagelens-Signature".to_string(), signature(secret, &body)));
     }
+    let target = url.to_string();
     let request = FetchRequest {
         method: "POST",
         headers,
@@ -50,7 +45,14 @@ pub fn deliver(
         retries: Some(RETRIES),
         ..FetchRequest::get(url)
     };
-    fetcher.fetch(request, Box::new(move |result| on_done(result.map(|r| r.status))));
+    fetcher.fetch(
+        request,
+        Box::new(move |result| {
+            if let Err(e) = result {
+                eprintln!("pagelens: {what} to {target} failed after retries: {e}");
+            }
+        }),
+    );
 }
 
 #[cfg(test)]
