@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::input::{parse_analyze, BodyKind};
-use super::work::{callback_on_done, page_work};
+use super::work::callback_on_done;
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -99,11 +99,10 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     };
     let body = request.body.to_vec();
     let limits = app.config.limits;
-    let fetcher = Arc::clone(&app.fetcher);
-    let robots = Arc::clone(&app.robots);
+    let pages = app.pages.clone();
     // The body is parsed on a worker; a URL then waits for its fetch off the pool.
     let work = Work::Io(Box::new(move |resume| {
-        match parse_analyze(kind, body, limits, fetcher.guard()).map(|r| page_work(r.page, &fetcher, &robots)) {
+        match parse_analyze(kind, body, limits, pages.fetcher().guard()).map(|r| pages.work(r.page)) {
             Err(e) => resume.fail(e),
             Ok(Work::Cpu(work)) => resume.then(work),
             Ok(Work::Io(start)) => start(resume),
@@ -135,10 +134,9 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    let fetcher = Arc::clone(&app.fetcher);
-    let robots = Arc::clone(&app.robots);
+    let pages = app.pages.clone();
     let secret = app.config.callback_secret.clone();
-    via_intake(app, cx, move || match parse_analyze(kind, body, limits, fetcher.guard()) {
+    via_intake(app, cx, move || match parse_analyze(kind, body, limits, pages.fetcher().guard()) {
         Err(e) => problem(&e),
         Ok(parsed) => {
             let spec = TaskSpec {
@@ -146,10 +144,10 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
                 priority: parsed.priority,
                 timeout: parsed.timeout,
                 idempotency_key: key,
-                work: page_work(parsed.page, &fetcher, &robots),
+                work: pages.work(parsed.page),
             };
             let result = match parsed.callback {
-                Some(url) => engine.delay_with_callback(spec, callback_on_done(&fetcher, url, secret)),
+                Some(url) => engine.delay_with_callback(spec, callback_on_done(pages.fetcher(), url, secret)),
                 None => engine.delay(spec),
             };
             submitted(&engine, result)

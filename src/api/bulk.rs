@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::analyze::{body_kind, idempotency_key, problem, queue_full, submitted, via_intake};
 use super::input::parse_bulk;
-use super::work::{callback_on_done, page_work};
+use super::work::callback_on_done;
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -24,14 +24,13 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    let fetcher = Arc::clone(&app.fetcher);
-    let robots = Arc::clone(&app.robots);
+    let pages = app.pages.clone();
     let secret = app.config.callback_secret.clone();
-    via_intake(app, cx, move || match parse_bulk(&body, limits, fetcher.guard()) {
+    via_intake(app, cx, move || match parse_bulk(&body, limits, pages.fetcher().guard()) {
         Err(e) => problem(&e),
         Ok(bulk) => {
-            let items = bulk.items.into_iter().map(|page| page_work(page, &fetcher, &robots)).collect();
-            let on_done = bulk.callback.map(|url| callback_on_done(&fetcher, url, secret));
+            let items = bulk.items.into_iter().map(|page| pages.work(page)).collect();
+            let on_done = bulk.callback.map(|url| callback_on_done(pages.fetcher(), url, secret));
             submitted(&engine, engine.submit_batch(bulk.priority, bulk.timeout, key, items, on_done))
         }
     })

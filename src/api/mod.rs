@@ -43,8 +43,7 @@ pub struct ApiConfig {
 pub struct App {
     router: Router<Handler>,
     engine: Arc<Engine>,
-    fetcher: Arc<Fetcher>,
-    robots: Arc<robots::RobotsCache>,
+    pages: work::Pages,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
 }
@@ -70,7 +69,7 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, fetcher, robots: Arc::default(), config, metrics: None }
+        App { router, engine, pages: work::Pages::new(fetcher), config, metrics: None }
     }
 
     /// Serves `GET /metrics` from `metrics`.

@@ -1,6 +1,6 @@
-//! Checked requests turned into task work: a sent page is analysed on the
-//! pool; a URL is fetched first (on the fetcher, holding no worker), then
-//! analysed on the pool. And the callback a task posts when it ends.
+//! Checked requests turned into task work ([`Pages`]): a sent page is
+//! analysed on the pool; a URL is fetched first (on the fetcher, holding no
+//! worker), then analysed on the pool. And the callbacks and webhooks.
 
 use std::sync::Arc;
 
@@ -10,57 +10,83 @@ use super::input::{PageInput, Source};
 use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::jobs::engine::OnDone;
+use crate::jobs::engine::Resume;
 use crate::jobs::{TaskError, TaskView, Work};
 use crate::metrics::alerts::Change;
 use crate::metrics::AlertHook;
 use crate::seo;
 
-/// The work of analysing `page`.
-pub fn page_work(page: PageInput, fetcher: &Arc<Fetcher>, robots: &Arc<RobotsCache>) -> Work {
-    let PageInput { source, options } = page;
-    let url = match source {
-        Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
-        Source::Url(url) => url,
-    };
-    let (fetcher, robots) = (Arc::clone(fetcher), Arc::clone(robots));
-    Work::Io(Box::new(move |resume| {
-        let progress = resume.progress();
-        progress(5, "fetching".into());
-        let request = FetchRequest {
-            deadline: Some(resume.deadline()),
-            cancel: Some(resume.cancel_flag()),
-            on_attempt: Some(Box::new(move |n| progress(5, format!("fetching (attempt {n})")))),
-            ..FetchRequest::get(url)
+/// What pages are fetched with: the fetcher and the robots.txt cache.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    fetcher: Arc<Fetcher>,
+    robots: Arc<RobotsCache>,
+}
+
+impl Pages {
+    /// Pages fetched with `fetcher`.
+    pub fn new(fetcher: Arc<Fetcher>) -> Pages {
+        Pages { fetcher, robots: Arc::default() }
+    }
+
+    /// The fetcher (its guard, callbacks).
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    /// The work of analysing `page`: CPU only for a sent page, a fetch
+    /// first for a URL.
+    pub fn work(&self, page: PageInput) -> Work {
+        let PageInput { source, options } = page;
+        let url = match source {
+            Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
+            Source::Url(url) => url,
         };
-        let max = fetcher.max_response_bytes();
-        let page_fetcher = Arc::clone(&fetcher);
-        page_fetcher.fetch(
-            request,
-            Box::new(move |result| {
-                let response = match result.and_then(html_only) {
-                    Ok(response) => response,
-                    Err(e) => {
-                        resume.record_stage("fetching");
-                        return resume.fail(e.into());
-                    }
-                };
-                let (final_url, deadline) = (response.final_url.clone(), resume.deadline());
-                robots.get(
-                    &fetcher,
-                    &final_url,
-                    deadline,
-                    Box::new(move |robots_url, robots_source| {
-                        resume.record_stage("fetching");
-                        resume.then(Box::new(move |cx| {
-                            let (html, mut options, fetch) = fetched_page(response, options, max)?;
-                            options.robots_txt = Some((robots_url, robots_source));
-                            analyse(cx, &html, &options, Some(fetch))
-                        }));
-                    }),
-                );
-            }),
-        );
-    }))
+        let pages = self.clone();
+        Work::Io(Box::new(move |resume| fetch_then_analyse(resume, url, options, pages)))
+    }
+}
+
+/// Fetches `url` (and its site's robots.txt) on the fetcher, then hands the
+/// analysis back to the pool.
+fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, pages: Pages) {
+    let Pages { fetcher, robots } = pages;
+    let progress = resume.progress();
+    progress(5, "fetching".into());
+    let request = FetchRequest {
+        deadline: Some(resume.deadline()),
+        cancel: Some(resume.cancel_flag()),
+        on_attempt: Some(Box::new(move |n| progress(5, format!("fetching (attempt {n})")))),
+        ..FetchRequest::get(url)
+    };
+    let max = fetcher.max_response_bytes();
+    let page_fetcher = Arc::clone(&fetcher);
+    page_fetcher.fetch(
+        request,
+        Box::new(move |result| {
+            let response = match result.and_then(html_only) {
+                Ok(response) => response,
+                Err(e) => {
+                    resume.record_stage("fetching");
+                    return resume.fail(e.into());
+                }
+            };
+            let (final_url, deadline) = (response.final_url.clone(), resume.deadline());
+            robots.get(
+                &fetcher,
+                &final_url,
+                deadline,
+                Box::new(move |robots_url, robots_source| {
+                    resume.record_stage("fetching");
+                    resume.then(Box::new(move |cx| {
+                        let (html, mut options, fetch) = fetched_page(response, options, max)?;
+                        options.robots_txt = Some((robots_url, robots_source));
+                        analyse(cx, &html, &options, Some(fetch))
+                    }));
+                }),
+            );
+        }),
+    );
 }
 
 /// Refuses responses that are not HTML (an image, a PDF, JSON). A missing
