@@ -10,6 +10,9 @@ use rustls::{ClientConfig, ClientConnection};
 
 use super::error::FetchError;
 
+/// How much a read asks of the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// What a read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Received {
@@ -86,66 +89,23 @@ impl Transport {
         Ok(written)
     }
 
-    /// Reads into `out` until the socket is drained or `out` holds `limit` bytes.
+    /// Reads into `out` until the socket is drained, the peer closed, or
+    /// `out` holds `limit` bytes; grows `out` a chunk at a time.
     pub fn read(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Received, FetchError> {
         let mut got = Received::default();
-        match self {
-            Transport::Plain(stream) => {
-                while out.len() < limit {
-                    match read_some(stream, out, limit) {
-                        Ok(0) => {
-                            got.eof = true;
-                            break;
-                        }
-                        Ok(n) => got.bytes += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(FetchError::io(&e)),
-                    }
-                }
-            }
-            Transport::Tls(stream, tls) => {
-                while out.len() < limit && !got.eof {
-                    match tls.read_tls(stream) {
-                        Ok(0) => got.eof = true,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(FetchError::io(&e)),
-                    }
-                    if let Err(e) = tls.process_new_packets() {
-                        // The last gasp: let the alert reach the peer.
-                        let _ = tls.write_tls(stream);
-                        return Err(tls_error(&e));
-                    }
-                    // Drain plaintext every time, or rustls stops reading at 16 KiB.
-                    loop {
-                        match read_some(&mut tls.reader(), out, usize::MAX) {
-                            Ok(0) => {
-                                got.eof = true;
-                                break;
-                            }
-                            Ok(n) => got.bytes += n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            // Closed without close_notify: the framing decides whether that is an error.
-                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                                got.eof = true;
-                                break;
-                            }
-                            Err(e) => return Err(FetchError::io(&e)),
-                        }
-                    }
-                }
-                self.flush()?;
-            }
+        while out.len() < limit && !got.eof && !got.drained {
+            let len = out.len();
+            out.resize(len + (limit - len).min(READ_CHUNK), 0);
+            let step = self.read_into(&mut out[len..]);
+            out.truncate(len + step.as_ref().map_or(0, |s| s.bytes));
+            let step = step?;
+            got = Received { bytes: got.bytes + step.bytes, eof: step.eof, drained: step.drained };
         }
         Ok(got)
     }
-}
 
-impl Transport {
     /// Reads into `buf` until it is full, the socket is drained, or the peer
-    /// closed; the load tester's path, which keeps its buffer initialised.
+    /// closed: the load tester reads straight into its own buffer.
     pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Received, FetchError> {
         let mut got = Received::default();
         while got.bytes < buf.len() && !got.eof {
@@ -160,6 +120,7 @@ impl Transport {
                                 Ok(0) => Ok(0),
                                 Ok(_) => {
                                     if let Err(e) = tls.process_new_packets() {
+                                        // The last gasp: let the alert reach the peer.
                                         let _ = tls.write_tls(stream);
                                         return Err(tls_error(&e));
                                     }
@@ -168,6 +129,7 @@ impl Transport {
                                 Err(e) => Err(e),
                             }
                         }
+                        // Closed without close_notify: the framing decides whether that is an error.
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
                         Err(e) => Err(e),
                     }
@@ -187,14 +149,4 @@ impl Transport {
         self.flush()?;
         Ok(got)
     }
-}
-
-/// One `read` into the spare capacity of `out`, at most 64 KiB at a time.
-fn read_some(source: &mut impl Read, out: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
-    let len = out.len();
-    let want = (limit - len.min(limit)).clamp(1, 64 * 1024);
-    out.resize(len + want, 0);
-    let result = source.read(&mut out[len..]);
-    out.truncate(len + *result.as_ref().unwrap_or(&0));
-    result
 }
