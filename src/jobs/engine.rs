@@ -108,11 +108,7 @@ impl Resume {
         let id = self.id;
         move |percent, stage| {
             if let Some(store) = &store {
-                store.update(id, &mut |r| {
-                    if r.state == TaskState::Processing {
-                        r.progress = Progress { percent: percent.min(99), stage: stage.clone() };
-                    }
-                });
+                set_progress(store.as_ref(), id, percent, stage);
             }
         }
     }
@@ -282,11 +278,7 @@ impl JobContext {
         self.end_stage(stage);
         self.check()?;
         if let Some(store) = &self.store {
-            store.update(self.id, &mut |r| {
-                if r.state == TaskState::Processing {
-                    r.progress = Progress { percent: percent.min(99), stage: stage.to_string() };
-                }
-            });
+            set_progress(store.as_ref(), self.id, percent, stage.to_string());
         }
         Ok(())
     }
@@ -317,6 +309,15 @@ impl JobContext {
         }
         Ok(())
     }
+}
+
+/// Records a running task's progress (99 % at most: 100 means done).
+fn set_progress(store: &dyn TaskStore, id: TaskId, percent: u8, stage: String) {
+    store.update(id, &mut |r| {
+        if r.state == TaskState::Processing {
+            r.progress = Progress { percent: percent.min(99), stage: stage.clone() };
+        }
+    });
 }
 
 fn timed_out() -> TaskError {
