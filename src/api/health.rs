@@ -121,7 +121,5 @@ pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>)
     if app.metrics.is_none() {
         return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
     }
-    Reply::Now(
-        Response::with_body(200, "text/html; charset=utf-8", DASHBOARD.to_vec()).header("Cache-Control", "no-cache"),
-    )
+    Reply::Now(Response::with_static(200, "text/html; charset=utf-8", DASHBOARD).header("Cache-Control", "no-cache"))
 }

@@ -63,11 +63,16 @@ impl Response {
 
     /// A `text/plain` response with a static body.
     pub fn text(status: u16, body: &'static str) -> Self {
+        Response::with_static(status, "text/plain; charset=utf-8", body.as_bytes())
+    }
+
+    /// A response with a body known at compile time (no allocation).
+    pub fn with_static(status: u16, content_type: &'static str, body: &'static [u8]) -> Self {
         Response {
             status,
-            content_type: Some("text/plain; charset=utf-8"),
+            content_type: Some(content_type),
             headers: Vec::new(),
-            body: Body::Static(body.as_bytes()),
+            body: Body::Static(body),
             close: false,
             streamed: false,
         }
