@@ -666,25 +666,25 @@ impl Worker<'_> {
             }
             let Some((info, body)) = conn.head.as_mut() else { return Ok(()) };
             let start = info.len;
-            // (body end, bytes still to consume, response bytes) once complete.
-            let complete = match body {
+            // Skipped body bytes go at once; the rest once the response is complete:
+            // (body end, bytes still to consume, response bytes).
+            let (complete, skipped) = match body {
                 Body::Skip { remaining, total } => {
                     let take = (*remaining).min(conn.filled);
-                    conn.buf.copy_within(take..conn.filled, 0);
-                    conn.filled -= take;
                     *remaining -= take;
-                    (*remaining == 0).then_some((0, 0, *total))
+                    ((*remaining == 0).then_some((0, 0, *total)), take)
                 }
-                Body::Length(n) => (conn.filled >= start + *n).then_some((start + *n, start + *n, start + *n)),
+                Body::Length(n) => ((conn.filled >= start + *n).then_some((start + *n, start + *n, start + *n)), 0),
                 Body::Chunked { decoder, decoded, raw } => {
                     let p = decoder.decode(&mut conn.buf[start..conn.filled], *raw).map_err(|_| ErrorKind::Parse)?;
                     (*decoded, *raw) = (p.decoded, p.raw);
-                    p.done.then_some((start + p.decoded, start + p.raw, start + p.raw))
+                    (p.done.then_some((start + p.decoded, start + p.raw, start + p.raw)), 0)
                 }
-                Body::UntilClose => eof.then_some((conn.filled, conn.filled, conn.filled)),
+                Body::UntilClose => (eof.then_some((conn.filled, conn.filled, conn.filled)), 0),
             };
-            let Some((body_end, consumed, bytes)) = complete else { return Ok(()) };
             let info = *info;
+            consume(conn, skipped);
+            let Some((body_end, consumed, bytes)) = complete else { return Ok(()) };
             let Some(sent) = conn.inflight.pop_front() else { return Err(ErrorKind::Parse) };
             if !info.keep_alive {
                 conn.closing = true;
