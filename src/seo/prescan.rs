@@ -7,7 +7,10 @@
 //! - lifts out the contents of raw-text and hidden elements (script, style,
 //!   title, textarea, template, noscript, svg, ...) into [`RawElement`]s and
 //!   cuts them from the page, so tl sees only empty elements there and does
-//!   not parse what is often half of a page's bytes.
+//!   not parse what is often half of a page's bytes;
+//! - cuts comments, and the attributes of every element whose attributes the
+//!   analysis does not read (`class`, `style`, `data-*` on `div`, `span`,
+//!   ...), so tl does not tokenize and hash what nothing looks at.
 
 /// Elements whose contents are text to the tokenizer (RCDATA / raw text) or
 /// are not part of the visible, crawlable document. A `match` rather than a
@@ -28,6 +31,12 @@ fn lifted_name(name: &[u8]) -> Option<&'static str> {
         b"math" => "math",
         _ => return None,
     })
+}
+
+/// Elements whose attributes the page model reads; every other element
+/// reaches tl as a bare `<name>`.
+fn reads_attributes(name: &[u8]) -> bool {
+    matches!(name, b"a" | b"img" | b"meta" | b"link" | b"base" | b"html")
 }
 
 /// One lifted element. Contents are kept only where the analysis reads
@@ -58,10 +67,8 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         let rest = &page[lt + 1..];
         if rest.starts_with(b"!--") {
             // A comment runs to `-->`; an unterminated one swallows the rest, as in browsers.
-            match find(page, lt + 4, b"-->") {
-                Some(end) => at = end + 3,
-                None => break,
-            }
+            at = find(page, lt + 4, b"-->").map_or(page.len(), |end| end + 3);
+            cuts.push(lt..at);
             continue;
         }
         let closing = rest.first() == Some(&b'/');
@@ -81,6 +88,13 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         at = tag_end + 1;
         if closing {
             continue;
+        }
+        if !reads_attributes(&page[name_start..name_end]) {
+            // Keep the slash of `<br class=x />`: tl reads it as self-closing.
+            let attributes_end = if page[tag_end - 1] == b'/' { tag_end - 1 } else { tag_end };
+            if attributes_end > name_end {
+                cuts.push(name_end..attributes_end);
+            }
         }
         let Some(name) = lifted_name(&page[name_start..name_end]) else { continue };
         if page[..tag_end].ends_with(b"/") && (name == "svg" || name == "math") {
@@ -186,8 +200,16 @@ mod tests {
 
     #[test]
     fn lowercases_tag_names_only() {
-        let (page, _) = run(r#"<DIV Class="A"><P>Hello WORLD</P></DIV>"#);
-        assert_eq!(page, r#"<div Class="A"><p>Hello WORLD</p></div>"#);
+        let (page, _) = run(r#"<DIV><P>Hello WORLD</P><A HREF="/X">Go</A></DIV>"#);
+        assert_eq!(page, r#"<div><p>Hello WORLD</p><a HREF="/X">Go</a></div>"#);
+    }
+
+    #[test]
+    fn cuts_comments_and_attributes_nothing_reads() {
+        let (page, _) = run(
+            r#"<div class="x>y" data-a='1'>a<!-- c --><br class=z /><img src=i.png alt=""><span id=s>b</span><!-- open"#,
+        );
+        assert_eq!(page, r#"<div>a<br/><img src=i.png alt=""><span>b</span>"#);
     }
 
     #[test]
