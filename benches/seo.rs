@@ -3,13 +3,13 @@
 //!
 //! `cargo bench --bench seo` (reads `../shared/corpus/pages`, or the folder
 //! in `PAGELENS_CORPUS`; says so and exits when it is absent). Each variant
-//! runs `ROUNDS` times over every page; the median round is reported.
+//! runs `ROUNDS` times over every page, the two alternating; medians are reported.
 
 use std::time::{Duration, Instant};
 
 use pagelens::seo::{analyze, Options};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 15;
 
 fn main() {
     let dir = std::env::var("PAGELENS_CORPUS").unwrap_or_else(|_| "../shared/corpus/pages".into());
@@ -28,37 +28,44 @@ fn main() {
     let texts: Vec<String> = pages.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
     println!("{} pages, {:.1} MB, {ROUNDS} rounds, median round", pages.len(), bytes as f64 / 1e6);
 
-    let tl_walk = median(|| {
+    let tl_walk = || {
         let mut tags = 0usize;
         for text in &texts {
             let dom = tl::parse(text, tl::ParserOptions::default()).expect("parse");
             tags += dom.nodes().iter().filter(|n| n.as_tag().is_some()).count();
         }
         std::hint::black_box(tags);
-    });
+    };
     let options = Options { include_links: true, include_images: true, ..Options::default() };
-    let full = median(|| {
+    let full = || {
         for page in &pages {
             std::hint::black_box(analyze(page, &options).expect("every corpus page analyses"));
         }
-    });
+    };
+    // Rounds alternate between the two so that a noisy neighbour slows both
+    // alike; the ratio is the median of the per-round ratios.
+    let mut rounds: Vec<(Duration, Duration)> = (0..ROUNDS).map(|_| (time(tl_walk), time(full))).collect();
     let report = |name: &str, t: Duration| {
         let secs = t.as_secs_f64();
         println!("{name:<28} {:>8.0} pages/s {:>8.1} MB/s", pages.len() as f64 / secs, bytes as f64 / 1e6 / secs);
     };
-    report("tl parse + walk", tl_walk);
-    report("pagelens analyze (full)", full);
-    println!("full analysis / tl alone: {:.0}%", tl_walk.as_secs_f64() / full.as_secs_f64() * 100.0);
+    report("tl parse + walk", median(rounds.iter().map(|r| r.0).collect()));
+    report("pagelens analyze (full)", median(rounds.iter().map(|r| r.1).collect()));
+    rounds.sort_by(|a, b| (a.0.as_secs_f64() / a.1.as_secs_f64()).total_cmp(&(b.0.as_secs_f64() / b.1.as_secs_f64())));
+    let (tl, full) = rounds[ROUNDS / 2];
+    println!(
+        "full analysis / tl alone: {:.0}% (median of per-round ratios)",
+        tl.as_secs_f64() / full.as_secs_f64() * 100.0
+    );
 }
 
-fn median(mut round: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            round();
-            start.elapsed()
-        })
-        .collect();
+fn time(round: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    round();
+    start.elapsed()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
-    times[ROUNDS / 2]
+    times[times.len() / 2]
 }

@@ -421,6 +421,16 @@ mod tests {
     }
 
     #[test]
+    fn words_are_counted_as_rendered() {
+        // Inline elements do not split a word; blocks, cells and line breaks separate words.
+        let p = page(
+            "<h2><span>Hel</span><b>lo</b>,<div>wor</div>ld</h2><table><tr><td>a</td><td>b</td></tr></table>x<br>y",
+        );
+        assert_eq!(p.headings, [(2, "Hello, wor ld".into())]);
+        assert_eq!(p.word_count, 7);
+    }
+
+    #[test]
     fn svg_titles_and_head_text_are_not_the_page() {
         let p = page("<html><head><title>Real</title><body><svg><title>Icon</title></svg>word</body>");
         assert_eq!(p.titles, ["Real"]);

@@ -1,16 +1,57 @@
 //! A linear pass over the decoded page before tl sees it.
 //!
 //! tl parses `<script>` and `<style>` bodies as markup, compares tag names
-//! case-sensitively, and has no implied end tags, so one `<p>` left open
-//! inside a `<template>` would hide the rest of the page. This pass, in place:
-//! - lowercases tag names (`<DIV>`, `</Title>`);
-//! - lifts out the contents of raw-text and hidden elements (script, style,
-//!   title, textarea, template, noscript, svg, ...) into [`RawElement`]s and
-//!   cuts them from the page, so tl sees only empty elements there and does
-//!   not parse what is often half of a page's bytes;
-//! - cuts comments, and the attributes of every element whose attributes the
-//!   analysis does not read (`class`, `style`, `data-*` on `div`, `span`,
-//!   ...), so tl does not tokenize and hash what nothing looks at.
+//! case-sensitively, has no implied end tags, and spends most of its time
+//! building a node (a few hundred bytes) for every element. The page model
+//! reads a dozen kinds of element, so this pass reduces the page, in place,
+//! to those elements and the text between them:
+//! - raw-text and hidden elements (script, style, title, textarea, template,
+//!   noscript, svg, ...) are lifted out into [`RawElement`]s, contents and all;
+//! - the elements the model reads are kept, names lowercased, and keep their
+//!   attributes only where the model reads them;
+//! - inline elements (`span`, `b`, `em`, ...) are removed, as browsers render
+//!   them: `Hel<b>lo</b>` is one word;
+//! - every other tag becomes a space: blocks, line breaks and table cells
+//!   separate words;
+//! - comments are removed.
+//!
+//! tl then builds a node for each kept element and each run of text.
+
+use std::ops::Range;
+
+/// What the pass does with a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Treatment {
+    /// Kept with its attributes: the page model reads them.
+    Keep,
+    /// Kept as a bare `<name>`: the model needs the element, not its attributes.
+    Bare,
+    /// Removed: an inline element, which does not separate words.
+    Drop,
+    /// Replaced by a space: any other element separates words.
+    Space,
+}
+
+/// A `match` rather than a table search: it runs for every tag of every page.
+fn treatment(name: &[u8]) -> Treatment {
+    match name {
+        b"a" | b"img" | b"meta" | b"link" | b"base" | b"html" => Treatment::Keep,
+        b"head" | b"body" | b"h1" | b"h2" | b"h3" | b"h4" | b"h5" | b"h6" => Treatment::Bare,
+        b"span" | b"b" | b"i" | b"u" | b"s" | b"em" | b"strong" | b"small" | b"big" | b"code" | b"kbd" | b"samp"
+        | b"var" | b"tt" | b"abbr" | b"acronym" | b"cite" | b"dfn" | b"q" | b"sub" | b"sup" | b"mark" | b"time"
+        | b"data" | b"bdi" | b"bdo" | b"font" | b"label" | b"ins" | b"del" | b"strike" | b"nobr" | b"wbr" => {
+            Treatment::Drop
+        }
+        _ => Treatment::Space,
+    }
+}
+
+/// A range of the page to remove, and whether a space takes its place.
+#[derive(Debug)]
+struct Cut {
+    range: Range<usize>,
+    space: bool,
+}
 
 /// Elements whose contents are text to the tokenizer (RCDATA / raw text) or
 /// are not part of the visible, crawlable document. A `match` rather than a
@@ -33,12 +74,6 @@ fn lifted_name(name: &[u8]) -> Option<&'static str> {
     })
 }
 
-/// Elements whose attributes the page model reads; every other element
-/// reaches tl as a bare `<name>`.
-fn reads_attributes(name: &[u8]) -> bool {
-    matches!(name, b"a" | b"img" | b"meta" | b"link" | b"base" | b"html")
-}
-
 /// One lifted element. Contents are kept only where the analysis reads
 /// them (titles, and scripts that may be JSON-LD); a page's other scripts
 /// and styles are often most of its bytes and are not copied.
@@ -57,7 +92,8 @@ fn keeps_content(name: &str, start_tag: &[u8]) -> bool {
     name == "title" || (name == "script" && memchr::memmem::find(&start_tag.to_ascii_lowercase(), b"ld+json").is_some())
 }
 
-/// Normalises `page` in place and returns the lifted elements in document order.
+/// Reduces `page` in place (see the module documentation) and returns the
+/// lifted elements in document order.
 pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
     let mut lifted = Vec::new();
     let mut cuts = Vec::new();
@@ -68,57 +104,79 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         if rest.starts_with(b"!--") {
             // A comment runs to `-->`; an unterminated one swallows the rest, as in browsers.
             at = find(page, lt + 4, b"-->").map_or(page.len(), |end| end + 3);
-            cuts.push(lt..at);
+            cuts.push(Cut { range: lt..at, space: false });
             continue;
         }
         let closing = rest.first() == Some(&b'/');
         let name_start = lt + 1 + usize::from(closing);
-        let name_len =
-            page[name_start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b':').count();
-        if name_len == 0 || !page[name_start].is_ascii_alphabetic() {
-            // `<!DOCTYPE`, `<?xml`, a stray `<`: not a tag we care about.
+        if !page.get(name_start).is_some_and(u8::is_ascii_alphabetic) {
+            // `<!DOCTYPE`, `<?xml`, a stray `<`: not a tag.
             at = lt + 1;
             continue;
         }
-        let name_end = name_start + name_len;
-        page[name_start..name_end].make_ascii_lowercase();
+        let name_end = lowercase_name(page, name_start);
         let Some(tag_end) = tag_end(page, name_end) else {
             break;
         };
         at = tag_end + 1;
-        if closing {
-            continue;
-        }
-        if !reads_attributes(&page[name_start..name_end]) {
-            // Keep the slash of `<br class=x />`: tl reads it as self-closing.
-            let attributes_end = if page[tag_end - 1] == b'/' { tag_end - 1 } else { tag_end };
-            if attributes_end > name_end {
-                cuts.push(name_end..attributes_end);
+        let name = &page[name_start..name_end];
+        if let Some(name) = lifted_name(name).filter(|_| !closing) {
+            // `<svg/>`: foreign elements may self-close, and then hold nothing.
+            if !(page[tag_end - 1] == b'/' && (name == "svg" || name == "math")) {
+                let (content_end, close_at) = closing_tag(page, at, name);
+                let start_tag = &page[lt..at];
+                let content = keeps_content(name, start_tag)
+                    .then(|| String::from_utf8_lossy(&page[at..content_end]).into_owned());
+                lifted.push(RawElement { name, start_tag: String::from_utf8_lossy(start_tag).into_owned(), content });
+                cuts.push(Cut { range: lt..content_end, space: true });
+                at = close_at;
+                continue;
             }
         }
-        let Some(name) = lifted_name(&page[name_start..name_end]) else { continue };
-        if page[..tag_end].ends_with(b"/") && (name == "svg" || name == "math") {
-            continue; // `<svg/>`: foreign elements may self-close
+        match treatment(name) {
+            Treatment::Keep => {}
+            Treatment::Bare if closing => {}
+            Treatment::Bare => {
+                // Keep the slash of `<h1 class=x />`: tl reads it as self-closing.
+                let attributes_end = if page[tag_end - 1] == b'/' { tag_end - 1 } else { tag_end };
+                if attributes_end > name_end {
+                    cuts.push(Cut { range: name_end..attributes_end, space: false });
+                }
+            }
+            Treatment::Drop => cuts.push(Cut { range: lt..at, space: false }),
+            Treatment::Space => cuts.push(Cut { range: lt..at, space: true }),
         }
-        let (content_end, close_at) = closing_tag(page, tag_end + 1, name);
-        let start_tag = &page[lt..=tag_end];
-        let content = keeps_content(name, start_tag)
-            .then(|| String::from_utf8_lossy(&page[tag_end + 1..content_end]).into_owned());
-        lifted.push(RawElement { name, start_tag: String::from_utf8_lossy(start_tag).into_owned(), content });
-        cuts.push(tag_end + 1..content_end);
-        at = close_at;
     }
     cut(page, &cuts);
     lifted
 }
 
-/// Removes the ascending, disjoint `ranges` from `page` in one pass.
-fn cut(page: &mut Vec<u8>, ranges: &[std::ops::Range<usize>]) {
+/// Lowercases the tag name starting at `from` (ASCII letters, digits, `-`
+/// and `:`) and returns where it ends.
+fn lowercase_name(page: &mut [u8], from: usize) -> usize {
+    let mut end = from;
+    while let Some(b) = page.get_mut(end) {
+        if !(b.is_ascii_alphanumeric() || *b == b'-' || *b == b':') {
+            break;
+        }
+        b.make_ascii_lowercase();
+        end += 1;
+    }
+    end
+}
+
+/// Applies the ascending, disjoint `cuts` to `page` in one pass. A space
+/// fits in place: every cut range holds at least one byte.
+fn cut(page: &mut Vec<u8>, cuts: &[Cut]) {
     let (mut write, mut read) = (0, 0);
-    for range in ranges {
-        page.copy_within(read..range.start, write);
-        write += range.start - read;
-        read = range.end;
+    for cut in cuts {
+        page.copy_within(read..cut.range.start, write);
+        write += cut.range.start - read;
+        if cut.space {
+            page[write] = b' ';
+            write += 1;
+        }
+        read = cut.range.end;
     }
     page.copy_within(read.., write);
     write += page.len() - read;
@@ -199,29 +257,30 @@ mod tests {
     }
 
     #[test]
-    fn lowercases_tag_names_only() {
-        let (page, _) = run(r#"<DIV><P>Hello WORLD</P><A HREF="/X">Go</A></DIV>"#);
-        assert_eq!(page, r#"<div><p>Hello WORLD</p><a HREF="/X">Go</a></div>"#);
+    fn keeps_what_the_model_reads_lowercased() {
+        let (page, _) =
+            run(r#"<HTML Lang=en><HEAD Id=h></HEAD><BODY Class=b><H1 Class=x>T</H1><A HREF="/X">Go</A></BODY>"#);
+        assert_eq!(page, r#"<html Lang=en><head></head><body><h1>T</h1><a HREF="/X">Go</a></body>"#);
     }
 
     #[test]
-    fn cuts_comments_and_attributes_nothing_reads() {
+    fn inline_tags_vanish_and_other_tags_become_spaces() {
         let (page, _) = run(
-            r#"<div class="x>y" data-a='1'>a<!-- c --><br class=z /><img src=i.png alt=""><span id=s>b</span><!-- open"#,
+            r#"<div class="x>y" data-a='1'>Hel<B>lo</B><!-- c -->, <br class=z />wor<span id=s>ld</span></DIV><img src=i.png alt=""><!-- open"#,
         );
-        assert_eq!(page, r#"<div>a<br/><img src=i.png alt=""><span>b</span>"#);
+        assert_eq!(page, r#" Hello,  world <img src=i.png alt="">"#);
     }
 
     #[test]
-    fn lifts_and_blanks_script_bodies_with_markup_inside() {
+    fn lifts_script_bodies_with_markup_inside() {
         let (page, lifted) =
-            run("<script>if (a<b) { x = '</head><title>no</title>' }</script><title>Yes &amp; no</title>");
+            run("a<script>if (a<b) { x = '</head><title>no</title>' }</script>b<title>Yes &amp; no</title>");
         assert_eq!(lifted.len(), 2);
         assert_eq!(lifted[0].name, "script");
         assert_eq!(lifted[0].content, None, "a plain script's body is not kept");
         assert_eq!(lifted[1].name, "title");
         assert_eq!(lifted[1].content.as_deref(), Some("Yes &amp; no"));
-        assert_eq!(page, "<script></script><title></title>");
+        assert_eq!(page, "a  b  ");
     }
 
     #[test]
@@ -234,9 +293,9 @@ mod tests {
 
     #[test]
     fn comments_are_skipped_and_unclosed_elements_swallow_the_rest() {
-        let (page, lifted) = run("<!-- <script>x</script> --><STYLE>a{}</STYLE><title>never closed <p>");
+        let (page, lifted) = run("<!-- <script>x</script> --><STYLE>a{}</STYLE>x<title>never closed <p>");
         assert_eq!(lifted.len(), 2);
-        assert!(page.contains("<style></style><title>"), "{page}");
+        assert_eq!(page, "  x ");
         assert_eq!(lifted[1].content.as_deref(), Some("never closed <p>"));
         let (_, lifted) = run("<!-- unterminated <script>x</script>");
         assert!(lifted.is_empty());
