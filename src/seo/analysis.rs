@@ -249,10 +249,10 @@ pub fn document_base(page_url: Option<&Url>, base_href: Option<&str>) -> Option<
 }
 
 /// Resolves `raw` against `base` (absolute references need no base).
-pub fn resolve(base: Option<&Url>, raw: &str) -> Option<Url> {
+pub fn resolve(base: Option<&Url>, raw: &str) -> Result<Url, url::ParseError> {
     match base {
-        Some(base) => base.join(raw).ok(),
-        None => Url::parse(raw).ok(),
+        Some(base) => base.join(raw),
+        None => Url::parse(raw),
     }
 }
 
@@ -261,7 +261,7 @@ pub fn is_relative(raw: &str) -> bool {
     Url::parse(raw) == Err(url::ParseError::RelativeUrlWithoutBase)
 }
 
-fn classify(raw: &str, resolved: Option<&Url>, page_host: Option<&str>) -> LinkKind {
+fn classify(raw: &str, resolved: Result<&Url, url::ParseError>, page_host: Option<&str>) -> LinkKind {
     let trimmed = raw.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return LinkKind::SamePage;
@@ -271,16 +271,17 @@ fn classify(raw: &str, resolved: Option<&Url>, page_host: Option<&str>) -> LinkK
         return LinkKind::Javascript;
     }
     match resolved {
-        Some(url) if !matches!(url.scheme(), "http" | "https") => LinkKind::OtherScheme,
-        Some(url) => match (url.host_str(), page_host) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => LinkKind::OtherScheme,
+        Ok(url) => match (url.host_str(), page_host) {
             (Some(host), Some(page)) if host.eq_ignore_ascii_case(page) => LinkKind::Internal,
             (Some(_), Some(_)) => LinkKind::External,
             // No page URL: a relative link stays on the site, an absolute one leaves it.
             (Some(_), None) => LinkKind::External,
             (None, _) => LinkKind::Invalid,
         },
-        None if is_relative(trimmed) && page_host.is_none() => LinkKind::Internal,
-        None => LinkKind::Invalid,
+        // Without a base, a relative reference cannot resolve, and is internal.
+        Err(url::ParseError::RelativeUrlWithoutBase) if page_host.is_none() => LinkKind::Internal,
+        Err(_) => LinkKind::Invalid,
     }
 }
 
@@ -294,7 +295,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     let mut items = Vec::new();
     for anchor in page.anchors {
         let resolved = resolve(base.as_ref(), &anchor.href);
-        let kind = classify(&anchor.href, resolved.as_ref(), page_host.as_deref());
+        let kind = classify(&anchor.href, resolved.as_ref().map_err(|e| *e), page_host.as_deref());
         let has = |t: &str| anchor.rel.iter().any(|r| r == t);
         links.total += 1;
         match kind {
@@ -309,12 +310,14 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         links.external_nofollow += usize::from(has("nofollow") && kind == LinkKind::External);
         links.sponsored += usize::from(has("sponsored"));
         links.ugc += usize::from(has("ugc"));
-        let lowered = anchor.text.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-        links.generic_text += usize::from(GENERIC_LINK_TEXT.contains(&lowered.as_str()));
+        // The longest generic text is 16 characters, and lowercasing can
+        // shrink a character to a third of its bytes (K, the Kelvin sign, is k).
+        let core = anchor.text.trim_matches(|c: char| !c.is_alphanumeric());
+        links.generic_text += usize::from(core.len() <= 48 && GENERIC_LINK_TEXT.contains(&core.to_lowercase().as_str()));
         links.empty_text += usize::from(anchor.text.is_empty());
         if options.include_links {
             items.push(Link {
-                href: resolved.map_or_else(|| anchor.href.clone(), String::from),
+                href: resolved.map_or_else(|_| anchor.href.clone(), String::from),
                 raw: anchor.href,
                 text: anchor.text,
                 kind,
@@ -352,13 +355,14 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     }
 
     let canonical_raw = page.canonicals.first().cloned();
-    let resolved_canonicals: Vec<Option<Url>> = page.canonicals.iter().map(|raw| resolve(base.as_ref(), raw)).collect();
+    let resolved_canonicals: Vec<Option<Url>> =
+        page.canonicals.iter().map(|raw| resolve(base.as_ref(), raw).ok()).collect();
     let canonical_conflict = resolved_canonicals.windows(2).any(|w| w[0] != w[1]);
-    let canonical = canonical_raw.as_deref().and_then(|raw| resolve(base.as_ref(), raw)).map(String::from);
+    let canonical = canonical_raw.as_deref().and_then(|raw| resolve(base.as_ref(), raw).ok()).map(String::from);
     let hreflang = page
         .hreflang
         .into_iter()
-        .map(|(lang, raw)| Hreflang { lang, href: resolve(base.as_ref(), &raw).map(String::from), raw })
+        .map(|(lang, raw)| Hreflang { lang, href: resolve(base.as_ref(), &raw).ok().map(String::from), raw })
         .collect();
     let json_ld = page.json_ld.iter().map(|block| json_ld(block)).collect();
 
@@ -473,7 +477,7 @@ mod tests {
         let page = Url::parse("https://www.example.com/a/b.html").unwrap();
         let host = Some("www.example.com");
         let base = document_base(Some(&page), None);
-        let kind = |raw: &str| classify(raw, resolve(base.as_ref(), raw).as_ref(), host);
+        let kind = |raw: &str| classify(raw, resolve(base.as_ref(), raw).as_ref().map_err(|e| *e), host);
         assert_eq!(kind("/x"), LinkKind::Internal);
         assert_eq!(kind("c.html"), LinkKind::Internal);
         assert_eq!(kind("HTTPS://WWW.EXAMPLE.COM/y"), LinkKind::Internal);
@@ -496,7 +500,7 @@ mod tests {
         let base = document_base(Some(&page), Some("/docs/")).unwrap();
         assert_eq!(resolve(Some(&base), "x.html").unwrap().as_str(), "https://example.com/docs/x.html");
         let base = document_base(Some(&page), Some("https://other.org/")).unwrap();
-        assert_eq!(classify("p", resolve(Some(&base), "p").as_ref(), Some("example.com")), LinkKind::External);
+        assert_eq!(classify("p", resolve(Some(&base), "p").as_ref().map_err(|e| *e), Some("example.com")), LinkKind::External);
     }
 
     #[test]
