@@ -313,7 +313,8 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         // The longest generic text is 16 characters, and lowercasing can
         // shrink a character to a third of its bytes (K, the Kelvin sign, is k).
         let core = anchor.text.trim_matches(|c: char| !c.is_alphanumeric());
-        links.generic_text += usize::from(core.len() <= 48 && GENERIC_LINK_TEXT.contains(&core.to_lowercase().as_str()));
+        links.generic_text +=
+            usize::from(core.len() <= 48 && GENERIC_LINK_TEXT.contains(&core.to_lowercase().as_str()));
         links.empty_text += usize::from(anchor.text.is_empty());
         if options.include_links {
             items.push(Link {
@@ -500,7 +501,10 @@ mod tests {
         let base = document_base(Some(&page), Some("/docs/")).unwrap();
         assert_eq!(resolve(Some(&base), "x.html").unwrap().as_str(), "https://example.com/docs/x.html");
         let base = document_base(Some(&page), Some("https://other.org/")).unwrap();
-        assert_eq!(classify("p", resolve(Some(&base), "p").as_ref().map_err(|e| *e), Some("example.com")), LinkKind::External);
+        assert_eq!(
+            classify("p", resolve(Some(&base), "p").as_ref().map_err(|e| *e), Some("example.com")),
+            LinkKind::External
+        );
     }
 
     #[test]

@@ -46,11 +46,32 @@ fn treatment(name: &[u8]) -> Treatment {
     }
 }
 
-/// A range of the page to remove, and whether a space takes its place.
-#[derive(Debug)]
-struct Cut {
-    range: Range<usize>,
-    space: bool,
+/// Removes ranges from the page while the scan goes on: kept bytes move
+/// down to `write` as each cut is met. Cuts come in ascending order, and
+/// the scan only reads at or after `read`, which the moves never reach.
+struct Compactor {
+    write: usize,
+    read: usize,
+}
+
+impl Compactor {
+    /// Removes `range`, putting a space in its place if `space`. A space
+    /// fits: every cut range holds at least one byte.
+    fn cut(&mut self, page: &mut [u8], range: Range<usize>, space: bool) {
+        page.copy_within(self.read..range.start, self.write);
+        self.write += range.start - self.read;
+        if space {
+            page[self.write] = b' ';
+            self.write += 1;
+        }
+        self.read = range.end;
+    }
+
+    fn finish(self, page: &mut Vec<u8>) {
+        let end = page.len();
+        page.copy_within(self.read..end, self.write);
+        page.truncate(self.write + end - self.read);
+    }
 }
 
 /// Elements whose contents are text to the tokenizer (RCDATA / raw text) or
@@ -96,7 +117,7 @@ fn keeps_content(name: &str, start_tag: &[u8]) -> bool {
 /// lifted elements in document order.
 pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
     let mut lifted = Vec::new();
-    let mut cuts = Vec::new();
+    let mut kept = Compactor { write: 0, read: 0 };
     let mut at = 0;
     while let Some(offset) = find_lt(&page[at..]) {
         let lt = at + offset;
@@ -104,7 +125,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         if rest.starts_with(b"!--") {
             // A comment runs to `-->`; an unterminated one swallows the rest, as in browsers.
             at = find(page, lt + 4, b"-->").map_or(page.len(), |end| end + 3);
-            cuts.push(Cut { range: lt..at, space: false });
+            kept.cut(page, lt..at, false);
             continue;
         }
         let closing = rest.first() == Some(&b'/');
@@ -120,19 +141,6 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         };
         at = tag_end + 1;
         let name = &page[name_start..name_end];
-        if let Some(name) = lifted_name(name).filter(|_| !closing) {
-            // `<svg/>`: foreign elements may self-close, and then hold nothing.
-            if !(page[tag_end - 1] == b'/' && (name == "svg" || name == "math")) {
-                let (content_end, close_at) = closing_tag(page, at, name);
-                let start_tag = &page[lt..at];
-                let content = keeps_content(name, start_tag)
-                    .then(|| String::from_utf8_lossy(&page[at..content_end]).into_owned());
-                lifted.push(RawElement { name, start_tag: String::from_utf8_lossy(start_tag).into_owned(), content });
-                cuts.push(Cut { range: lt..content_end, space: true });
-                at = close_at;
-                continue;
-            }
-        }
         match treatment(name) {
             Treatment::Keep => {}
             Treatment::Bare if closing => {}
@@ -140,14 +148,31 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
                 // Keep the slash of `<h1 class=x />`: tl reads it as self-closing.
                 let attributes_end = if page[tag_end - 1] == b'/' { tag_end - 1 } else { tag_end };
                 if attributes_end > name_end {
-                    cuts.push(Cut { range: name_end..attributes_end, space: false });
+                    kept.cut(page, name_end..attributes_end, false);
                 }
             }
-            Treatment::Drop => cuts.push(Cut { range: lt..at, space: false }),
-            Treatment::Space => cuts.push(Cut { range: lt..at, space: true }),
+            Treatment::Drop => kept.cut(page, lt..at, false),
+            // Every lifted element is one that would otherwise become a space.
+            Treatment::Space => match lifted_name(name).filter(|_| !closing) {
+                // `<svg/>`: foreign elements may self-close, and then hold nothing.
+                Some(name) if !(page[tag_end - 1] == b'/' && (name == "svg" || name == "math")) => {
+                    let (content_end, close_at) = closing_tag(page, at, name);
+                    let start_tag = &page[lt..at];
+                    let content = keeps_content(name, start_tag)
+                        .then(|| String::from_utf8_lossy(&page[at..content_end]).into_owned());
+                    lifted.push(RawElement {
+                        name,
+                        start_tag: String::from_utf8_lossy(start_tag).into_owned(),
+                        content,
+                    });
+                    kept.cut(page, lt..content_end, true);
+                    at = close_at;
+                }
+                _ => kept.cut(page, lt..at, true),
+            },
         }
     }
-    cut(page, &cuts);
+    kept.finish(page);
     lifted
 }
 
@@ -163,24 +188,6 @@ fn lowercase_name(page: &mut [u8], from: usize) -> usize {
         end += 1;
     }
     end
-}
-
-/// Applies the ascending, disjoint `cuts` to `page` in one pass. A space
-/// fits in place: every cut range holds at least one byte.
-fn cut(page: &mut Vec<u8>, cuts: &[Cut]) {
-    let (mut write, mut read) = (0, 0);
-    for cut in cuts {
-        page.copy_within(read..cut.range.start, write);
-        write += cut.range.start - read;
-        if cut.space {
-            page[write] = b' ';
-            write += 1;
-        }
-        read = cut.range.end;
-    }
-    page.copy_within(read.., write);
-    write += page.len() - read;
-    page.truncate(write);
 }
 
 /// The next `<`. Tags are a few dozen bytes apart, where a SIMD search
