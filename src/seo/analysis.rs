@@ -238,6 +238,19 @@ const GENERIC_LINK_TEXT: &[&str] = &[
     "continue",
 ];
 
+/// Whether an anchor text is one of [`GENERIC_LINK_TEXT`], ignoring case
+/// and the punctuation around it.
+fn is_generic(text: &str) -> bool {
+    let core = text.trim_matches(|c: char| !c.is_alphanumeric());
+    if core.is_ascii() {
+        GENERIC_LINK_TEXT.iter().any(|generic| generic.eq_ignore_ascii_case(core))
+    } else {
+        // Lowercasing can shrink a character to a third of its bytes (K, the
+        // Kelvin sign, is k); longer texts cannot match.
+        core.len() <= 48 && GENERIC_LINK_TEXT.contains(&core.to_lowercase().as_str())
+    }
+}
+
 /// The base URL for relative references: `<base href>` resolved against the
 /// page URL, else the page URL.
 pub fn document_base(page_url: Option<&Url>, base_href: Option<&str>) -> Option<Url> {
@@ -310,11 +323,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         links.external_nofollow += usize::from(has("nofollow") && kind == LinkKind::External);
         links.sponsored += usize::from(has("sponsored"));
         links.ugc += usize::from(has("ugc"));
-        // The longest generic text is 16 characters, and lowercasing can
-        // shrink a character to a third of its bytes (K, the Kelvin sign, is k).
-        let core = anchor.text.trim_matches(|c: char| !c.is_alphanumeric());
-        links.generic_text +=
-            usize::from(core.len() <= 48 && GENERIC_LINK_TEXT.contains(&core.to_lowercase().as_str()));
+        links.generic_text += usize::from(is_generic(&anchor.text));
         links.empty_text += usize::from(anchor.text.is_empty());
         if options.include_links {
             items.push(Link {
@@ -472,6 +481,16 @@ fn json_ld(block: &str) -> JsonLd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_link_text_ignores_case_and_punctuation() {
+        for text in ["Click HERE!", "« More »", "read more…", "LEARN MORE", "lin\u{212A}"] {
+            assert!(is_generic(text), "{text:?}");
+        }
+        for text in ["", "Batter recipe", "here and there", "mehr"] {
+            assert!(!is_generic(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn links_are_classified_against_the_page_host() {
