@@ -66,6 +66,8 @@ fn full_table_reference(text: &str) -> (Cow<'static, str>, usize) {
 /// Appends `raw` to `out` with whitespace runs collapsed to one space
 /// (a run across calls too); trim the result with [`finish`].
 pub fn push_collapsed(out: &mut String, raw: &str) {
+    // One allocation for the piece instead of doubling up to it.
+    out.reserve(raw.len());
     let bytes = raw.as_bytes();
     let (mut i, mut run_start) = (0, 0);
     while i < bytes.len() {
