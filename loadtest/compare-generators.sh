@@ -8,8 +8,14 @@
 #   - max req/s, closed loop, -c64, and pipelined 16 deep (where the
 #     generator, not nginx, is the limit), with the generator's CPU time per
 #     request (utime+stime from /proc over the run);
-#   - p50/p99 at a fixed rate (RATE, default 20000/s, 16 connections),
-#     pagelens loadtest --rate beside oha -q --latency-correction.
+#   - p50/p99 at a fixed rate, 16 connections, pagelens loadtest --rate
+#     beside oha -q --latency-correction, against two targets:
+#     nginx `return 200` at RATE (default 20000/s), where the generators'
+#     own overhead is most of what they measure; and nginx answering after a
+#     known service time (echo_sleep: 50% 1 ms, 45% 2 ms, 4% 5 ms, 1% 10 ms)
+#     at SLOW_RATE (default 1000/s, one request per connection every 16 ms,
+#     so nothing queues), where a correct measurement reads the server's
+#     distribution and both generators should agree.
 #
 # Usage: loadtest/compare-generators.sh [DURATION_SECONDS]   (default 10)
 # Needs wrk, nginx, python3, taskset (installed with apt-get when missing)
@@ -20,6 +26,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-20000}
+SLOW_RATE=${SLOW_RATE:-1000}
 NGX_PORT=18101
 PL_PORT=18102
 OHA_ROOT=${OHA_ROOT:-target/oha}
@@ -27,13 +34,18 @@ OHA_ROOT=${OHA_ROOT:-target/oha}
 . loadtest/lib.sh
 need wrk wrk
 need nginx nginx-light
+ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
+[ -f "$ECHO_MODULE" ] || apt-get install -y -qq libnginx-mod-http-echo >/dev/null
 need taskset util-linux
 OHA=$(command -v oha || echo "$OHA_ROOT/bin/oha")
 [ -x "$OHA" ] || cargo install oha --locked --quiet --root "$OHA_ROOT"
 
 cargo build --release --quiet
 PL=./target/release/pagelens
-start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }'
+start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }
+    location = /sleep { echo_sleep $delay; echo ok; }' \
+  'split_clients "${request_id}" $delay { 50% 0.001; 45% 0.002; 4% 0.005; * 0.010; }' \
+  "load_module $ECHO_MODULE;"
 taskset -c 0 "$PL" serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!)
 sleep 0.5
 URL="http://127.0.0.1:$NGX_PORT/"
@@ -55,10 +67,13 @@ for _ in $(seq "$ROUNDS"); do
         END {split(t, c, " "); printf "pagelens %s %s %.3f\n", d, rps, (c[1]+c[2])*1e6/n}' "$work/out" >> "$work/max"
     done
   done
-  taskset -c 1 "$PL" loadtest "$URL" -t1 -c16 -d"${DURATION}s" --rate "$RATE" --json "$work/pl.json" > /dev/null
-  python3 -c "import json; d=json.load(open('$work/pl.json')); l=d['latency']['corrected']; print('pagelens', d['requests_per_s'], l['p50_ms'], l['p99_ms'])" >> "$work/fixed"
-  taskset -c 1 "$OHA" --worker-threads 1 -c16 -z "${DURATION}s" -q "$RATE" --latency-correction --no-tui --output-format json "$URL" > "$work/oha.json"
-  python3 -c "import json; d=json.load(open('$work/oha.json')); p=d['latencyPercentiles']; print('oha', d['summary']['requestsPerSec'], p['p50']*1e3, p['p99']*1e3)" >> "$work/fixed"
+  for target in "return-200 $RATE $URL" "echo_sleep $SLOW_RATE ${URL}sleep"; do
+    set -- $target
+    taskset -c 1 "$PL" loadtest "$3" -t1 -c16 -d"${DURATION}s" --rate "$2" --json "$work/pl.json" > /dev/null
+    python3 -c "import json; d=json.load(open('$work/pl.json')); l=d['latency']['corrected']; print('$1 pagelens', d['requests_per_s'], l['p50_ms'], l['p99_ms'])" >> "$work/fixed"
+    taskset -c 1 "$OHA" --worker-threads 1 -c16 -z "${DURATION}s" -q "$2" --latency-correction --no-tui --output-format json "$3" > "$work/oha.json"
+    python3 -c "import json; d=json.load(open('$work/oha.json')); p=d['latencyPercentiles']; print('$1 oha', d['summary']['requestsPerSec'], p['p50']*1e3, p['p99']*1e3)" >> "$work/fixed"
+  done
 done
 
 python3 - "$work/max" "$work/fixed" "$RATE" <<'PY'
@@ -80,12 +95,14 @@ for depth in sorted({d for d, _ in med}):
         print(f"{depth}: pagelens/wrk req/s {pl[0] / wrk[0]:.2f}x, cpu/req {pl[1] / wrk[1]:.2f}x")
 fixed = defaultdict(list)
 for line in open(sys.argv[2]):
-    name, rps, p50, p99 = line.split()
-    fixed[name].append((float(rps), float(p50), float(p99)))
-print(f"# fixed rate {sys.argv[3]}/s, 16 connections, corrected latency (ms)")
+    target, name, rps, p50, p99 = line.split()
+    fixed[(target, name)].append((float(rps), float(p50), float(p99)))
+print("# fixed rate, 16 connections, corrected latency (ms), medians")
 m = {k: [statistics.median(c) for c in zip(*v)] for k, v in fixed.items()}
-for k, (rps, p50, p99) in m.items():
-    print(f"{k:9} achieved {rps:>9.0f}/s  p50 {p50:7.3f}  p99 {p99:7.3f}")
-if "pagelens" in m and "oha" in m:
-    print(f"pagelens/oha: p50 {m['pagelens'][1] / m['oha'][1]:.2f}x, p99 {m['pagelens'][2] / m['oha'][2]:.2f}x")
+for (target, name), (rps, p50, p99) in sorted(m.items()):
+    print(f"{target:10} {name:9} achieved {rps:>9.0f}/s  p50 {p50:7.3f}  p99 {p99:7.3f}")
+for target in sorted({t for t, _ in m}):
+    pl, oha = m.get((target, "pagelens")), m.get((target, "oha"))
+    if pl and oha:
+        print(f"{target}: pagelens/oha p50 {pl[1] / oha[1]:.2f}x, p99 {pl[2] / oha[2]:.2f}x")
 PY

@@ -9,11 +9,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# start_nginx CPU PORT SERVER_BODY: one nginx worker pinned to CPU, serving
-# SERVER_BODY (nginx directives inside `server {}`); sets NGX_PID.
+# start_nginx CPU PORT SERVER_BODY [HTTP_EXTRA] [MAIN_EXTRA]: one nginx
+# worker pinned to CPU, serving SERVER_BODY (directives inside `server {}`),
+# with HTTP_EXTRA inside `http {}` and MAIN_EXTRA at the top; sets NGX_PID.
 start_nginx() {
   mkdir -p "$work/logs"
   cat > "$work/nginx.conf" <<NGX
+${5:-}
 worker_processes 1;
 master_process off;
 daemon off;
@@ -26,6 +28,7 @@ http {
   keepalive_requests 100000000;
   keepalive_timeout 60s;
   types { text/html html; }
+  ${4:-}
   server {
     listen 127.0.0.1:$2 reuseport backlog=4096;
     $3
