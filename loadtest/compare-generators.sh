@@ -12,7 +12,8 @@
 #     beside oha -q --latency-correction, against two targets:
 #     nginx `return 200` at RATE (default 20000/s), where the generators'
 #     own overhead is most of what they measure; and nginx answering after a
-#     known service time (echo_sleep: 50% 1 ms, 45% 2 ms, 4% 5 ms, 1% 10 ms)
+#     known service time (echo_sleep: 30% 1 ms, 60% 2 ms, 8% 5 ms, 2% 10 ms,
+#     so that p50 and p99 fall inside a mode, not on the edge between two)
 #     at SLOW_RATE (default 1000/s, one request per connection every 16 ms,
 #     so nothing queues), where a correct measurement reads the server's
 #     distribution and both generators should agree.
@@ -44,7 +45,7 @@ cargo build --release --quiet
 PL=./target/release/pagelens
 start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }
     location = /sleep { echo_sleep $delay; echo ok; }' \
-  'split_clients "${request_id}" $delay { 50% 0.001; 45% 0.002; 4% 0.005; * 0.010; }' \
+  'split_clients "${request_id}" $delay { 30% 0.001; 60% 0.002; 8% 0.005; * 0.010; }' \
   "load_module $ECHO_MODULE;"
 taskset -c 0 "$PL" serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!)
 sleep 0.5

@@ -81,7 +81,9 @@ pub struct LoadtestArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Requests in flight per connection (HTTP/1.1 pipelining).
+    /// Requests in flight per connection (HTTP/1.1 pipelining), at most N;
+    /// without --rate a connection is topped up once half of N has room,
+    /// several requests to a write.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
 

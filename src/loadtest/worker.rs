@@ -548,7 +548,12 @@ impl Worker<'_> {
     /// due on its schedule (open loop), and sends it.
     fn refill(&mut self, i: usize, now: Instant) {
         let pipeline = self.shared.pipeline;
-        while self.conns[i].has_room(pipeline) {
+        // Closed loop tops a pipeline up once half of it has room, so that
+        // one write carries several requests: a server that answers each
+        // request in its own segment would otherwise cost a write per request.
+        let free = pipeline.saturating_sub(self.conns[i].inflight.len());
+        let batched = self.share.rate.is_some() || free >= pipeline.div_ceil(2);
+        while batched && self.conns[i].has_room(pipeline) {
             let intended = match (self.share.rate, self.conns[i].next_intended) {
                 (Some(_), Some(due)) if due <= now && self.phases.end.is_none_or(|end| due < end) => due,
                 (Some(_), _) => break,
