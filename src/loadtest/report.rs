@@ -242,6 +242,41 @@ mod tests {
     use super::*;
     use crate::loadtest::stats::{latency, record};
 
+    /// A 10 s open-loop run at 100,000 req/s on 2 threads that achieved
+    /// 40,000 req/s, its threads having used `cpu` seconds.
+    fn short_of_rate(cpu: f64) -> Report {
+        let stats = Stats { requests: 400_000, cpu: Duration::from_secs_f64(cpu), ..Stats::default() };
+        Report {
+            url: "http://127.0.0.1:1/".into(),
+            threads: 2,
+            connections: 64,
+            target_rate: Some(100_000.0),
+            elapsed: Duration::from_secs(10),
+            stats,
+            connected: true,
+        }
+    }
+
+    #[test]
+    fn a_rate_missed_with_busy_threads_is_the_harness_not_the_server() {
+        // 19 of the 20 thread-seconds busy: the harness was the limit.
+        let busy = short_of_rate(19.0);
+        assert!(busy.harness_bound());
+        let said = busy.recommendations().join("\n");
+        assert!(said.contains("could not reach 100000 req/s (achieved 40000"), "{said}");
+        assert!(!said.contains("saturated"), "{said}");
+        assert_eq!(busy.json()["harness_bound"], true);
+        // Mostly idle threads: the server was.
+        let idle = short_of_rate(4.0);
+        assert!(!idle.harness_bound());
+        let said = idle.recommendations().join("\n");
+        assert!(said.contains("achieved 40000 of 100000 req/s: the server is saturated"), "{said}");
+        // A rate reached is neither, however busy the threads.
+        let reached = Report { stats: Stats { requests: 1_000_000, ..Stats::default() }, ..short_of_rate(20.0) };
+        assert!(!reached.harness_bound());
+        assert!(!reached.recommendations().iter().any(|r| r.contains("req/s")));
+    }
+
     #[test]
     fn hgrm_is_the_plotters_format() {
         let mut h = latency();
