@@ -1,10 +1,13 @@
 //! A small router: method plus path pattern (`/tasks/{id}`) to a handler.
 //!
-//! Matching walks the routes in order and allocates nothing; only the `405`
-//! answer builds its `Allow` list.
+//! Matching splits the path once, walks the routes in order and allocates
+//! nothing; only the `405` answer builds its `Allow` list.
 
 /// Most `{param}` segments one pattern may have.
 const MAX_PARAMS: usize = 4;
+
+/// Most segments one pattern may have; a longer path matches no route.
+const MAX_SEGMENTS: usize = 8;
 
 #[derive(Debug)]
 enum Segment {
@@ -66,7 +69,7 @@ impl<H> Router<H> {
     /// Adds a route. `pattern` is a path whose `{name}` segments capture.
     ///
     /// # Panics
-    /// On a pattern with more than four parameters: a programming error
+    /// On a pattern with more than four parameters or eight segments: a programming error
     /// caught the first time the router is built, never on a request.
     pub fn route(mut self, method: &'static str, pattern: &'static str, handler: H) -> Self {
         let segments: Vec<Segment> = pattern
@@ -79,15 +82,20 @@ impl<H> Router<H> {
             .collect();
         let params = segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
         assert!(params <= MAX_PARAMS, "route {pattern} has more than {MAX_PARAMS} parameters");
+        assert!(segments.len() <= MAX_SEGMENTS, "route {pattern} has more than {MAX_SEGMENTS} segments");
         self.routes.push(Route { method, pattern, segments, handler });
         self
     }
 
     /// Finds the handler for `method` and `path`. `HEAD` is served by `GET` routes.
     pub fn find<'r, 'p>(&'r self, method: &str, path: &'p str) -> Match<'r, 'p, H> {
+        let Some(parts) = split(path) else {
+            return Match::NotFound;
+        };
+        let parts = parts.as_slice();
         let mut path_known = false;
         for route in &self.routes {
-            let Some(params) = match_path(&route.segments, path) else {
+            let Some(params) = match_path(&route.segments, parts) else {
                 continue;
             };
             if route.method == method || (method == "HEAD" && route.method == "GET") {
@@ -99,7 +107,7 @@ impl<H> Router<H> {
             return Match::NotFound;
         }
         let mut allow: Vec<&str> = Vec::new();
-        for route in self.routes.iter().filter(|r| match_path(&r.segments, path).is_some()) {
+        for route in self.routes.iter().filter(|r| match_path(&r.segments, parts).is_some()) {
             allow.push(route.method);
             if route.method == "GET" {
                 allow.push("HEAD");
@@ -110,11 +118,40 @@ impl<H> Router<H> {
     }
 }
 
-fn match_path<'p>(segments: &[Segment], path: &'p str) -> Option<Params<'p>> {
+/// The segments of `path` after its leading `/`; `None` past [`MAX_SEGMENTS`].
+fn split(path: &str) -> Option<Parts<'_>> {
+    let mut parts = Parts::default();
+    for part in path.split('/').skip(1) {
+        parts.push(part)?;
+    }
+    Some(parts)
+}
+
+/// A path's segments, kept on the stack.
+#[derive(Default)]
+struct Parts<'p> {
+    items: [&'p str; MAX_SEGMENTS],
+    len: usize,
+}
+
+impl<'p> Parts<'p> {
+    fn push(&mut self, part: &'p str) -> Option<()> {
+        *self.items.get_mut(self.len)? = part;
+        self.len += 1;
+        Some(())
+    }
+
+    fn as_slice(&self) -> &[&'p str] {
+        &self.items[..self.len]
+    }
+}
+
+fn match_path<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Params<'p>> {
+    if segments.len() != parts.len() {
+        return None;
+    }
     let mut params = Params { items: [("", ""); MAX_PARAMS], len: 0 };
-    let mut parts = path.split('/').skip(1);
-    for segment in segments {
-        let part = parts.next()?;
+    for (segment, &part) in segments.iter().zip(parts) {
         match segment {
             Segment::Literal(lit) if *lit == part => {}
             Segment::Literal(_) => return None,
@@ -125,7 +162,7 @@ fn match_path<'p>(segments: &[Segment], path: &'p str) -> Option<Params<'p>> {
             }
         }
     }
-    parts.next().is_none().then_some(params)
+    Some(params)
 }
 
 #[cfg(test)]
@@ -163,6 +200,8 @@ mod tests {
         assert!(matches!(r.find("GET", "/livez/"), Match::NotFound));
         assert!(matches!(r.find("GET", "/analyze/status/"), Match::NotFound));
         assert!(matches!(r.find("GET", "/analyze/status/a/b"), Match::NotFound));
+        assert!(matches!(r.find("GET", &"/x".repeat(MAX_SEGMENTS + 1)), Match::NotFound));
+        assert!(matches!(r.find("GET", ""), Match::NotFound));
         match r.find("POST", "/livez") {
             Match::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD"),
             other => panic!("{other:?}"),
