@@ -13,6 +13,8 @@ use crate::util::{
 use pagelens::reactor::{Server, ServerConfig};
 
 /// A page the debug build takes the better part of a second to analyse.
+/// About 70 ms of analysis in a release build (more in debug): slow
+/// enough to outlast 10 ms timeouts and waits, and to be seen running.
 fn slow_page() -> String {
     "<p>word word word <a href=/x>link</a></p>\n".repeat(80_000)
 }
@@ -137,7 +139,7 @@ fn cancel_while_queued_and_while_running() {
 fn a_task_past_its_timeout_ends_timed_out_and_frees_its_worker() {
     let server = one_worker();
     let addr = server.local_addr();
-    let id = submit(addr, json!({"html": slow_page(), "timeout_ms": 100, "include_links": false}));
+    let id = submit(addr, json!({"html": slow_page(), "timeout_ms": 10, "include_links": false}));
     let started = Instant::now();
     let s = wait_for(addr, &id, &["timed_out", "completed"]);
     assert_eq!(s["status"], "timed_out", "{s}");
@@ -151,7 +153,7 @@ fn a_task_past_its_timeout_ends_timed_out_and_frees_its_worker() {
 #[test]
 fn a_slow_sync_request_becomes_a_task_after_sync_wait() {
     let mut api = api_config();
-    api.sync_wait = Duration::from_millis(100);
+    api.sync_wait = Duration::from_millis(10);
     let server = start_with(big_bodies(), engine_config(), api);
     let addr = server.local_addr();
     let started = Instant::now();

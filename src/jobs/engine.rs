@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
@@ -22,8 +22,6 @@ use super::task::{ItemCounts, Progress, TaskError, TaskId, TaskState, TaskView};
 use crate::metrics::tasks::TaskTimes;
 use crate::pool::{Pool, PoolStats, Priority};
 
-/// How often the timer thread looks at deadlines.
-const TICK: Duration = Duration::from_millis(10);
 /// Request bodies waiting to be parsed; more and intake answers 503.
 const MAX_INTAKE: usize = 1024;
 /// How often finished tasks are swept.
@@ -412,6 +410,8 @@ pub struct Engine {
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
     times: Arc<TaskTimes>,
     stopping: AtomicBool,
+    /// The timer thread, woken when a deadline earlier than all it knows arrives.
+    timer: OnceLock<std::thread::Thread>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -444,9 +444,12 @@ impl Engine {
             batches: Mutex::new(HashMap::new()),
             times: Arc::new(TaskTimes::default()),
             stopping: AtomicBool::new(false),
+            timer: OnceLock::new(),
         });
         let weak = Arc::downgrade(&engine);
-        std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer(weak))?;
+        let handle = std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer(weak))?;
+        // Set once, here, before any task exists: `set` cannot find it taken.
+        let _ = engine.timer.set(handle.thread().clone());
         Ok(engine)
     }
 
@@ -548,7 +551,15 @@ impl Engine {
         let id = match self.enqueue(spec, Some(on_done))? {
             Submitted::Created(view) | Submitted::Existing(view) => view.task_id,
         };
-        lock(&self.sync_waits).push(Reverse(SyncWait { at: Instant::now() + sync_wait, id, slot }));
+        let at = Instant::now() + sync_wait;
+        let earliest = {
+            let mut waits = lock(&self.sync_waits);
+            waits.push(Reverse(SyncWait { at, id, slot }));
+            waits.peek().is_some_and(|Reverse(w)| w.at == at)
+        };
+        if earliest {
+            self.wake_timer();
+        }
         Ok(())
     }
 
@@ -667,7 +678,14 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         let cancel = Arc::new(AtomicBool::new(false));
         lock(&self.live).insert(id, Live { cancel: Arc::clone(&cancel), on_done });
-        lock(&self.deadlines).push(Reverse((deadline, id)));
+        let earliest = {
+            let mut deadlines = lock(&self.deadlines);
+            deadlines.push(Reverse((deadline, id)));
+            deadlines.peek().is_some_and(|Reverse((at, _))| *at == deadline)
+        };
+        if earliest {
+            self.wake_timer();
+        }
         let view = self.store.get(id).ok_or(SubmitError::Full { retry_after: 1 })?;
         let engine = Arc::clone(self);
         let (body, priority) = (spec.body, spec.priority);
@@ -870,7 +888,21 @@ impl Engine {
         }
     }
 
-    /// One timer tick: deadlines, sync waits, and (now and then) the sweep.
+    /// Wakes the timer thread to look at a new earliest deadline.
+    fn wake_timer(&self) {
+        if let Some(timer) = self.timer.get() {
+            timer.unpark();
+        }
+    }
+
+    /// The earliest task deadline or sync wait, if any.
+    fn next_due(&self) -> Option<Instant> {
+        let deadline = lock(&self.deadlines).peek().map(|Reverse((at, _))| *at);
+        let wait = lock(&self.sync_waits).peek().map(|Reverse(w)| w.at);
+        deadline.into_iter().chain(wait).min()
+    }
+
+    /// Ends what is due: deadlines and sync waits.
     fn tick(&self, now: Instant) {
         let mut expired = Vec::new();
         {
@@ -915,22 +947,29 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Release);
+        self.wake_timer();
     }
 }
 
+/// Sleeps until the next deadline, sync wait or sweep (woken early when an
+/// earlier deadline arrives), so an idle server's timer wakes once a second.
 fn timer(engine: Weak<Engine>) {
-    let mut last_sweep = Instant::now();
+    let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
-        std::thread::sleep(TICK);
-        let Some(engine) = engine.upgrade() else { return };
-        if engine.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let now = Instant::now();
-        engine.tick(now);
-        if now.duration_since(last_sweep) >= SWEEP_EVERY {
-            last_sweep = now;
-            engine.sweep();
-        }
+        let wake_at = {
+            let Some(engine) = engine.upgrade() else { return };
+            if engine.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            engine.tick(now);
+            if now >= next_sweep {
+                next_sweep = now + SWEEP_EVERY;
+                engine.sweep();
+            }
+            engine.next_due().map_or(next_sweep, |due| due.min(next_sweep))
+        };
+        // The engine is not held while parked, so it can be dropped meanwhile.
+        std::thread::park_timeout(wake_at.saturating_duration_since(Instant::now()));
     }
 }
