@@ -112,9 +112,9 @@ pub fn clean(raw: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Byte classes for [`count_words`], as bit flags so that the loop tests
-/// them without branching: ASCII whitespace, ASCII letter or digit, and
-/// the bytes of multi-byte characters; other ASCII is 0.
+/// Byte classes for [`count_words`] and [`push_collapsed`], as bit flags so
+/// that loops test them without branching: ASCII whitespace, ASCII letter or
+/// digit, and the bytes of multi-byte characters; other ASCII is 0.
 const SPACE: u8 = 1;
 const ALNUM: u8 = 2;
 const MULTI: u8 = 4;
