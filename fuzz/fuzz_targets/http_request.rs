@@ -1,14 +1,21 @@
-//! Any bytes as a request head, and any bytes after it as a chunked body:
-//! errors are fine, panics are not.
+//! Any bytes as a request head (routed as the API routes), and any bytes
+//! after it as a chunked body: errors are fine, panics are not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pagelens::http::chunked::ChunkedDecoder;
 use pagelens::http::request::{header_slots, parse_head, Parsed};
+use pagelens::http::router::Router;
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = header_slots();
     if let Ok(Parsed::Complete(head)) = parse_head(data, &mut headers, 16 * 1024, 1 << 20) {
+        let router = Router::new()
+            .route("GET", "/livez", 0)
+            .route("GET", "/analyze/status/{id}", 1)
+            .route("POST", "/tasks/{id}/revoke", 2)
+            .route("GET", "/", 3);
+        let _ = router.find(head.method, head.path);
         let mut body = data[head.len..].to_vec();
         let _ = ChunkedDecoder::new(1 << 20).decode(&mut body, 0);
     }
