@@ -107,7 +107,7 @@ pub struct LoadtestArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub ramp: Duration,
 
-    /// A scenario file (TOML): weighted [[request]]s and [[task]] flows (submit, poll until done).
+    /// A scenario file (TOML): weighted `[[request]]`s and `[[task]]` flows (submit, poll until done).
     #[arg(long, conflicts_with = "urls")]
     pub scenario: Option<std::path::PathBuf>,
 

@@ -101,7 +101,7 @@ pub struct FetchRequest {
     /// Told when a retry starts.
     pub on_attempt: Option<OnAttempt>,
     /// Set when the caller no longer wants the answer (a cancelled task): the
-    /// fetch ends within [`CANCEL_CHECK`] and its connection is closed.
+    /// fetch ends within [`super::client::CANCEL_CHECK`] and its connection is closed.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
