@@ -19,7 +19,8 @@
 #     distribution and both generators should agree.
 #
 # Usage: loadtest/compare-generators.sh [DURATION_SECONDS]   (default 10)
-# Needs wrk, nginx, python3, taskset (installed with apt-get when missing)
+# Needs wrk, nginx and its echo module, python3, taskset (installed with
+# apt-get when missing)
 # and oha (built with `cargo install oha --root` into $OHA_ROOT, default
 # target/oha, when missing). Traffic goes to 127.0.0.1 only; runs are bounded.
 set -euo pipefail
