@@ -274,7 +274,7 @@ pub fn is_relative(raw: &str) -> bool {
     Url::parse(raw) == Err(url::ParseError::RelativeUrlWithoutBase)
 }
 
-fn classify(raw: &str, resolved: Result<&Url, url::ParseError>, page_host: Option<&str>) -> LinkKind {
+fn classify(raw: &str, resolved: &Result<Url, url::ParseError>, page_host: Option<&str>) -> LinkKind {
     let trimmed = raw.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return LinkKind::SamePage;
@@ -308,7 +308,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
     let mut items = Vec::new();
     for anchor in page.anchors {
         let resolved = resolve(base.as_ref(), &anchor.href);
-        let kind = classify(&anchor.href, resolved.as_ref().map_err(|e| *e), page_host.as_deref());
+        let kind = classify(&anchor.href, &resolved, page_host.as_deref());
         let has = |t: &str| anchor.rel.iter().any(|r| r == t);
         links.total += 1;
         match kind {
@@ -497,7 +497,7 @@ mod tests {
         let page = Url::parse("https://www.example.com/a/b.html").unwrap();
         let host = Some("www.example.com");
         let base = document_base(Some(&page), None);
-        let kind = |raw: &str| classify(raw, resolve(base.as_ref(), raw).as_ref().map_err(|e| *e), host);
+        let kind = |raw: &str| classify(raw, &resolve(base.as_ref(), raw), host);
         assert_eq!(kind("/x"), LinkKind::Internal);
         assert_eq!(kind("c.html"), LinkKind::Internal);
         assert_eq!(kind("HTTPS://WWW.EXAMPLE.COM/y"), LinkKind::Internal);
@@ -520,10 +520,7 @@ mod tests {
         let base = document_base(Some(&page), Some("/docs/")).unwrap();
         assert_eq!(resolve(Some(&base), "x.html").unwrap().as_str(), "https://example.com/docs/x.html");
         let base = document_base(Some(&page), Some("https://other.org/")).unwrap();
-        assert_eq!(
-            classify("p", resolve(Some(&base), "p").as_ref().map_err(|e| *e), Some("example.com")),
-            LinkKind::External
-        );
+        assert_eq!(classify("p", &resolve(Some(&base), "p"), Some("example.com")), LinkKind::External);
     }
 
     #[test]
