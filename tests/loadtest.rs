@@ -400,7 +400,13 @@ fn an_unreachable_rate_is_said_so_and_costs_no_memory() {
     // The harness measures its own threads' CPU time: what tells a busy harness from a slow server.
     assert!(s.cpu > Duration::ZERO && s.cpu <= report.elapsed * report.threads as u32 + Duration::from_millis(500));
     let said = report.recommendations().join("\n");
-    assert!(said.contains("10000000 req/s") && said.contains("achieved"), "{said}");
+    // Which of the two it was depends on how busy this machine left the harness; the report says which.
+    let expected = if report.harness_bound() {
+        "could not reach 10000000 req/s (achieved"
+    } else {
+        "of 10000000 req/s: the server is saturated"
+    };
+    assert!(said.contains(expected), "{said}");
 }
 
 #[test]

@@ -176,12 +176,10 @@ fn attr(tag: &HTMLTag<'_>, name: &str) -> Option<String> {
     match tag.attributes().get(name)? {
         Some(value) => {
             let raw = std::str::from_utf8(value.as_bytes()).map_or_else(|_| value.as_utf8_str(), Cow::Borrowed);
-            Some(match decode_entities(raw.trim()) {
-                // Decoding can leave new edge whitespace (`&#32;`); trimming a borrowed value is free.
-                Cow::Borrowed(value) => value.to_string(),
-                Cow::Owned(value) if value.trim().len() == value.len() => value,
-                Cow::Owned(value) => value.trim().to_string(),
-            })
+            // Decoding can leave new edge whitespace (`&#32;`): trimmed again, copied once.
+            let decoded = decode_entities(raw.trim());
+            let trimmed = decoded.trim();
+            Some(if trimmed.len() == decoded.len() { decoded.into_owned() } else { trimmed.to_string() })
         }
         None => Some(String::new()),
     }
