@@ -5,7 +5,8 @@
 //! into. Once a second it swaps in an empty interval handed back by the
 //! metrics thread and sends the full one there; the metrics thread merges
 //! it, resets it (keeping its memory) and hands it back. So a recording is
-//! a map lookup and a histogram increment, and a scrape never touches a reactor.
+//! a histogram increment after a map lookup (skipped when the series is the
+//! previous one's), and a scrape never touches a reactor.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -35,6 +36,15 @@ pub struct SeriesKey {
     pub class: u8,
 }
 
+impl SeriesKey {
+    /// Whether `other` has the very same labels (same addresses): a check
+    /// of a few words that may say no for equal keys, never yes for
+    /// different ones.
+    fn same(&self, other: &SeriesKey) -> bool {
+        std::ptr::eq(self.route, other.route) && std::ptr::eq(self.method, other.method) && self.class == other.class
+    }
+}
+
 /// One series' figures for an interval.
 #[derive(Debug, Clone)]
 pub struct SeriesStats {
@@ -45,7 +55,7 @@ pub struct SeriesStats {
 }
 
 /// FNV-1a: the keys are a few short labels, where SipHash's setup cost
-/// dominated a recording (40 ns, measured by `cargo bench --bench metrics`).
+/// dominated a lookup (40 ns, measured by `cargo bench --bench metrics`).
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv(u64);
 
@@ -70,8 +80,14 @@ impl Hasher for Fnv {
 /// What a thread recorded during one interval.
 #[derive(Debug, Default)]
 pub struct Interval {
-    /// Figures by series.
-    pub series: HashMap<SeriesKey, SeriesStats, BuildHasherDefault<Fnv>>,
+    /// Figures by series, in the order they first appeared.
+    pub series: Vec<(SeriesKey, SeriesStats)>,
+    /// Where each key is in `series`.
+    index: HashMap<SeriesKey, usize, BuildHasherDefault<Fnv>>,
+    /// The position of the series recorded last: consecutive requests are
+    /// mostly of one series, and hashing their labels was 5 % of a
+    /// pipelined `/livez` request's CPU.
+    last: usize,
     /// Request bytes read.
     pub bytes_in: u64,
     /// Response bytes written.
@@ -85,15 +101,27 @@ pub struct Interval {
 impl Interval {
     /// Records one request.
     pub fn record(&mut self, key: SeriesKey, micros: u64) {
-        let stats =
-            self.series.entry(key).or_insert_with(|| SeriesStats { latency: latency_histogram(), sum_micros: 0 });
-        stats.latency.saturating_record(micros.clamp(1, MAX_MICROS));
-        stats.sum_micros = stats.sum_micros.saturating_add(micros);
+        let at = match self.series.get(self.last) {
+            Some((last, _)) if last.same(&key) => self.last,
+            _ => match self.index.get(&key) {
+                Some(&at) => at,
+                None => {
+                    self.series.push((key, SeriesStats { latency: latency_histogram(), sum_micros: 0 }));
+                    self.index.insert(key, self.series.len() - 1);
+                    self.series.len() - 1
+                }
+            },
+        };
+        self.last = at;
+        if let Some((_, stats)) = self.series.get_mut(at) {
+            stats.latency.saturating_record(micros.clamp(1, MAX_MICROS));
+            stats.sum_micros = stats.sum_micros.saturating_add(micros);
+        }
     }
 
     /// Empties every series, keeping their memory for reuse.
     pub fn reset(&mut self) {
-        for stats in self.series.values_mut() {
+        for (_, stats) in &mut self.series {
             stats.latency.reset();
             stats.sum_micros = 0;
         }
@@ -197,15 +225,35 @@ mod tests {
         recorder.flush();
         let (mut interval, back) = source.recv().unwrap();
         let key = SeriesKey { route: "/livez", method: "GET", class: 2 };
-        assert_eq!(interval.series[&key].latency.len(), 2);
-        assert_eq!(interval.series[&key].sum_micros, 200);
-        assert_eq!(interval.series[&SeriesKey { route: "/x", method: "POST", class: 5 }].latency.len(), 1);
+        assert_eq!(stats(&interval, key).latency.len(), 2);
+        assert_eq!(stats(&interval, key).sum_micros, 200);
+        assert_eq!(stats(&interval, SeriesKey { route: "/x", method: "POST", class: 5 }).latency.len(), 1);
         interval.reset();
         back.send(interval).unwrap();
         recorder.record("/livez", "GET", 200, 1);
         recorder.flush();
         let (second, _) = source.recv().unwrap();
-        assert_eq!(second.series[&key].latency.len(), 1);
+        assert_eq!(stats(&second, key).latency.len(), 1);
+    }
+
+    fn stats(interval: &Interval, key: SeriesKey) -> &SeriesStats {
+        let mut found = interval.series.iter().filter(|(k, _)| *k == key);
+        let (_, stats) = found.next().expect("the series was recorded");
+        assert!(found.next().is_none(), "one entry per series");
+        stats
+    }
+
+    #[test]
+    fn equal_labels_at_other_addresses_are_one_series() {
+        let mut interval = Interval::default();
+        let elsewhere: &'static str = Box::leak(String::from("/livez").into_boxed_str());
+        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2 }, 10);
+        interval.record(SeriesKey { route: "/x", method: "GET", class: 2 }, 10);
+        interval.record(SeriesKey { route: elsewhere, method: "GET", class: 2 }, 30);
+        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2 }, 20);
+        let livez = stats(&interval, SeriesKey { route: "/livez", method: "GET", class: 2 });
+        assert_eq!((livez.latency.len(), livez.sum_micros), (3, 60));
+        assert_eq!(interval.series.len(), 2);
     }
 
     #[test]
