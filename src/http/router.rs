@@ -30,8 +30,8 @@ pub struct Router<H> {
 }
 
 /// Path parameters captured by a match: the route's parameter names and
-/// the values found at them. Small enough to be returned in registers
-/// rather than copied through memory (it was 136 bytes: a `memcpy` per request).
+/// the values found at them. At 80 bytes it moves with a few inline stores;
+/// at 136 it took a call to `memcpy` on every request.
 #[derive(Debug, Clone, Copy)]
 pub struct Params<'a> {
     names: &'a [&'static str],
@@ -41,6 +41,7 @@ pub struct Params<'a> {
 impl<'a> Params<'a> {
     /// The value captured for `{name}`.
     pub fn get(&self, name: &str) -> Option<&'a str> {
+        // A route has at most MAX_PARAMS names, so `i` is in bounds.
         self.names.iter().position(|n| *n == name).map(|i| self.values[i])
     }
 }
