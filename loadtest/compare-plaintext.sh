@@ -6,11 +6,18 @@
 # from /proc/PID/stat over the run, divided by requests served), not the
 # requests/s a single wrk thread can drive.
 #
+# Closed loop, a server's CPU per request also depends on how many requests
+# each wake-up finds (the faster server finds fewer: it sleeps ~2x as often
+# per request as nginx under wrk -c64), so the same figure is also taken at
+# fixed offered rates below saturation (open loop: pagelens loadtest -t1 on
+# CPU 1), where both servers see the same arrivals.
+#
 # Each configuration runs ROUNDS times (default 3), alternating servers, and
 # the medians are reported with pagelens/nginx ratios: this machine is
 # shared and noisy, so single runs mislead.
 #
-# Usage: loadtest/compare-plaintext.sh [DURATION_SECONDS]   (default 10)
+# Usage: loadtest/compare-plaintext.sh [DURATION_SECONDS]   (default 10; ROUNDS, RATES and
+# IDLE_CONNS from the environment)
 # Needs wrk, nginx, python3 and taskset; installs wrk and nginx-light with
 # apt-get when missing. Traffic goes to 127.0.0.1 only and every run is bounded.
 set -euo pipefail
@@ -67,6 +74,31 @@ for round in $(seq "$ROUNDS"); do
   run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
 done
 python3 loadtest/medians.py < "$work/rows"
+
+# rate_run NAME PID URL RATE -> appends one row to $work/rate-RATE
+rate_run() {
+  local name=$1 pid=$2 url=$3 rate=$4
+  local t0; t0=$(cpu_ticks "$pid")
+  taskset -c 1 ./target/release/pagelens loadtest -t1 -c64 --rate "$rate" -d"${DURATION}s" --warmup 0s "$url" > "$work/out"
+  local t1; t1=$(cpu_ticks "$pid")
+  awk -v name="$name" -v t=$((t1 - t0)) -v hz="$HZ" '
+    $1 == "corrected" { p50 = $2; p99 = $5 }
+    /requests in/ { n = $1 }
+    /^Requests\/sec/ { rps = $2 }
+    END { printf "%s 64 1 %s %sms %sms %.2f\n", name, rps, p50, p99, t / hz * 1e6 / n }' "$work/out" >> "$work/rate-$rate"
+}
+
+RATES=${RATES:-20000 60000}
+for round in $(seq "$ROUNDS"); do
+  for rate in $RATES; do
+    rate_run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$rate"
+    rate_run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$rate"
+  done
+done
+for rate in $RATES; do
+  echo "# open loop at $rate req/s over 64 connections (p50 and p99 corrected for coordinated omission)"
+  python3 loadtest/medians.py < "$work/rate-$rate"
+done
 
 echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"
 printf 'nginx    '; python3 loadtest/idle_conns.py "$NGX_PORT" "$NGX_PID" "$IDLE"
