@@ -1,48 +1,60 @@
 //! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0,
 //! written by hand: families with HELP and TYPE, samples with escaped label
 //! values. The two differ, for what we write, in that an OpenMetrics counter
-//! family is named without its `_total` suffix and the text ends in `# EOF`.
+//! family is named without its `_total` suffix and the text ends in `# EOF`,
+//! so both are written in one pass: every collector reads its source once a
+//! rendering and the two formats always show the same values.
 
 use std::fmt::Write;
 
-/// A text exposition being written.
+/// A text exposition being written in both formats.
 #[derive(Debug, Default)]
 pub struct Exposition {
-    out: String,
-    openmetrics: bool,
+    prometheus: String,
+    openmetrics: String,
+}
+
+/// A finished exposition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Texts {
+    /// Prometheus text format 0.0.4.
+    pub prometheus: String,
+    /// OpenMetrics 1.0.
+    pub openmetrics: String,
 }
 
 impl Exposition {
-    /// An empty exposition in OpenMetrics 1.0 (`true`) or Prometheus 0.0.4 format.
-    pub fn new(openmetrics: bool) -> Self {
-        Exposition { out: String::new(), openmetrics }
-    }
-
     /// Starts a metric family.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let name = match (self.openmetrics, kind) {
-            (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+        let help = escape_help(help);
+        let om_name = match kind {
+            "counter" => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         };
         // Writing to a String cannot fail.
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        for (out, name) in [(&mut self.prometheus, name), (&mut self.openmetrics, om_name)] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        }
     }
 
     /// Adds one sample.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
+        let start = self.prometheus.len();
+        let out = &mut self.prometheus;
+        out.push_str(name);
         if !labels.is_empty() {
-            self.out.push('{');
+            out.push('{');
             for (i, (key, value)) in labels.iter().enumerate() {
                 if i > 0 {
-                    self.out.push(',');
+                    out.push(',');
                 }
-                let _ = write!(self.out, "{key}=\"{}\"", escape_label(value));
+                let _ = write!(out, "{key}=\"{}\"", escape_label(value));
             }
-            self.out.push('}');
+            out.push('}');
         }
-        let _ = writeln!(self.out, " {}", number(value));
+        let _ = writeln!(out, " {}", number(value));
+        self.openmetrics.push_str(&self.prometheus[start..]);
     }
 
     /// Adds one histogram bucket sample (`le` last, as is customary).
@@ -58,12 +70,10 @@ impl Exposition {
         self.sample(name, &[], value);
     }
 
-    /// The finished text.
-    pub fn finish(mut self) -> String {
-        if self.openmetrics {
-            self.out.push_str("# EOF\n");
-        }
-        self.out
+    /// The finished texts.
+    pub fn finish(mut self) -> Texts {
+        self.openmetrics.push_str("# EOF\n");
+        Texts { prometheus: self.prometheus, openmetrics: self.openmetrics }
     }
 }
 
@@ -99,7 +109,7 @@ mod tests {
         e.sample_le("pagelens_y_bucket", &[("m", "GET")], "0.5", 1.5);
         e.single("pagelens_z", "gauge", "Z.", f64::INFINITY);
         assert_eq!(
-            e.finish(),
+            e.finish().prometheus,
             "# HELP pagelens_x_total A \\\\ thing\\nwith lines.\n# TYPE pagelens_x_total counter\n\
              pagelens_x_total{route=\"/a\\\"b\\\\c\"} 3\npagelens_y_bucket{m=\"GET\",le=\"0.5\"} 1.5\n\
              # HELP pagelens_z Z.\n# TYPE pagelens_z gauge\npagelens_z +Inf\n"
@@ -108,8 +118,19 @@ mod tests {
 
     #[test]
     fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
-        let mut e = Exposition::new(true);
+        let mut e = Exposition::default();
         e.single("pagelens_x_total", "counter", "X.", 1.0);
-        assert_eq!(e.finish(), "# HELP pagelens_x X.\n# TYPE pagelens_x counter\npagelens_x_total 1\n# EOF\n");
+        e.single("pagelens_y", "gauge", "Y.", 2.0);
+        let texts = e.finish();
+        assert_eq!(
+            texts.openmetrics,
+            "# HELP pagelens_x X.\n# TYPE pagelens_x counter\npagelens_x_total 1\n\
+             # HELP pagelens_y Y.\n# TYPE pagelens_y gauge\npagelens_y 2\n# EOF\n"
+        );
+        assert_eq!(
+            texts.prometheus,
+            "# HELP pagelens_x_total X.\n# TYPE pagelens_x_total counter\npagelens_x_total 1\n\
+             # HELP pagelens_y Y.\n# TYPE pagelens_y gauge\npagelens_y 2\n"
+        );
     }
 }

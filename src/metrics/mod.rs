@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use crate::reactor::StreamSender;
 use alerts::{AlertConfig, AlertState, Alerts, Inputs, Rule};
 
-pub use exposition::Exposition;
+pub use exposition::{Exposition, Texts};
 use recorder::{latency_histogram, Handoff, SeriesKey};
 
 /// How often recorders flush and the exposition is rendered.
@@ -322,9 +322,9 @@ impl Aggregate {
         }
     }
 
-    /// Writes the request families, then whatever `collectors` add.
-    pub fn render(&self, openmetrics: bool, collectors: &[Collector]) -> String {
-        let mut out = Exposition::new(openmetrics);
+    /// Writes the request families, then whatever `collectors` add, in both formats.
+    pub fn render(&self, collectors: &[Collector]) -> Texts {
+        let mut out = Exposition::default();
         requests(&mut out, &self.totals);
         self.traffic(&mut out);
         for collector in collectors {
@@ -430,13 +430,8 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
         let Some(metrics) = metrics.upgrade() else { return };
         let snapshot = metrics.snapshot_parts(aggregate.snapshot());
         metrics.evaluate_alerts(&aggregate, &snapshot, &mut task_totals);
-        let rendered = {
-            let collectors = lock(&metrics.collectors);
-            Rendered {
-                prometheus: Arc::new(aggregate.render(false, &collectors)),
-                openmetrics: Arc::new(aggregate.render(true, &collectors)),
-            }
-        };
+        let texts = aggregate.render(&lock(&metrics.collectors));
+        let rendered = Rendered { prometheus: Arc::new(texts.prometheus), openmetrics: Arc::new(texts.openmetrics) };
         *lock(&metrics.rendered) = rendered;
         metrics.broadcast(snapshot);
         aggregate.next_interval();
@@ -508,7 +503,7 @@ mod tests {
         }
         let mut aggregate = Aggregate::default();
         aggregate.merge(&interval);
-        let text = aggregate.render(false, &[]);
+        let text = aggregate.render(&[]).prometheus;
         for (q, name) in QUANTILES {
             let line = text
                 .lines()
@@ -527,6 +522,6 @@ mod tests {
         ));
         // The quantiles describe the last interval only.
         aggregate.next_interval();
-        assert!(!aggregate.render(false, &[]).contains("quantile="));
+        assert!(!aggregate.render(&[]).prometheus.contains("quantile="));
     }
 }
