@@ -12,6 +12,12 @@
 # fixed offered rates below saturation (open loop: pagelens loadtest -t1 on
 # CPU 1), where both servers see the same arrivals.
 #
+# A third peer, loadtest/floor (a mio loop that parses nothing and answers
+# every request end with pagelens' bytes, through the same calls), shows the
+# least CPU per request any mio server can reach here: the gap from it to
+# pagelens is pagelens' own work, the gap from it to nginx is the most a mio
+# server can win.
+#
 # Each configuration runs ROUNDS times (default 3), alternating servers, and
 # the medians are reported with pagelens/nginx ratios: this machine is
 # shared and noisy, so single runs mislead.
@@ -25,6 +31,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 PL_PORT=18082
 NGX_PORT=18081
+FLOOR_PORT=18083
 IDLE=${IDLE_CONNS:-10000}
 ROUNDS=${ROUNDS:-3}
 
@@ -35,10 +42,12 @@ need taskset util-linux
 ulimit -n 30000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --quiet
+cargo build --release --quiet --manifest-path loadtest/floor/Cargo.toml --target-dir target/floor
 
 start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }'
 
 taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!); PL_PID=$!
+taskset -c 0 ./target/floor/release/pagelens-floor 127.0.0.1:$FLOOR_PORT & pids+=($!); FLOOR_PID=$!
 sleep 1
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -68,12 +77,15 @@ for round in $(seq "$ROUNDS"); do
   for c in 64 512; do
     run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$c"
     run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
+    run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$c"
   done
   # Pipelined: with depth 16 the server, not wrk, is the limit.
   run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" 64 16
   run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
+  run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" 64 16
 done
-python3 loadtest/medians.py < "$work/rows"
+python3 loadtest/medians.py nginx pagelens floor < "$work/rows"
+python3 loadtest/medians.py floor pagelens < "$work/rows" | sed -n '/^# ratios/,$p'
 
 # rate_run NAME PID URL RATE -> appends one row to $work/rate-RATE
 rate_run() {
@@ -93,11 +105,12 @@ for round in $(seq "$ROUNDS"); do
   for rate in $RATES; do
     rate_run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$rate"
     rate_run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$rate"
+    rate_run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$rate"
   done
 done
 for rate in $RATES; do
   echo "# open loop at $rate req/s over 64 connections (p50 and p99 corrected for coordinated omission)"
-  python3 loadtest/medians.py < "$work/rate-$rate"
+  python3 loadtest/medians.py nginx pagelens floor < "$work/rate-$rate"
 done
 
 echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"

@@ -2,7 +2,7 @@
 """Reads rows `server conns depth req/s p50 p99 cpu_us/req` (wrk's units on
 latencies) and prints per-configuration medians and ratios of the subject
 (second argument, default pagelens) to the baseline named by the first
-argument (default nginx)."""
+argument (default nginx); several subjects may follow it."""
 import statistics
 import sys
 from collections import defaultdict
@@ -18,7 +18,7 @@ def ms(text):
 
 
 BASE = sys.argv[1] if len(sys.argv) > 1 else "nginx"
-SUBJECT = sys.argv[2] if len(sys.argv) > 2 else "pagelens"
+SUBJECTS = sys.argv[2:] or ["pagelens"]
 runs = defaultdict(list)
 for line in sys.stdin:
     server, conns, depth, rps, p50, p99, cpu = line.split()
@@ -35,10 +35,11 @@ for key in sorted(runs, key=lambda k: (int(k[1]), int(k[0]), k[2])):
     p50, p99 = (f"{med[1]:>8.3f}", f"{med[2]:>8.3f}") if depth == "1" else (f"{'n/a':>8}", f"{'n/a':>8}")
     print(f"{server:9} {conns:>5} {depth:>5} {med[0]:>10.0f} {p50} {p99} {med[3]:>10.2f}")
 
-print(f"# ratios {SUBJECT}/{BASE}: req/s, p99, cpu per request")
-for (conns, depth, server), med in medians.items():
-    if server != SUBJECT or (conns, depth, BASE) not in medians:
-        continue
-    ngx = medians[(conns, depth, BASE)]
-    p99 = f"{med[2] / ngx[2]:.2f}x" if depth == "1" else "n/a"
-    print(f"conns={conns} depth={depth}: req/s {med[0] / ngx[0]:.2f}x  p99 {p99}  cpu/req {med[3] / ngx[3]:.2f}x")
+for subject in SUBJECTS:
+    print(f"# ratios {subject}/{BASE}: req/s, p99, cpu per request")
+    for (conns, depth, server), med in medians.items():
+        if server != subject or (conns, depth, BASE) not in medians:
+            continue
+        base = medians[(conns, depth, BASE)]
+        p99 = f"{med[2] / base[2]:.2f}x" if depth == "1" else "n/a"
+        print(f"conns={conns} depth={depth}: req/s {med[0] / base[0]:.2f}x  p99 {p99}  cpu/req {med[3] / base[3]:.2f}x")
