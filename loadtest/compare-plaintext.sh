@@ -19,8 +19,9 @@
 # server can win.
 #
 # Each configuration runs ROUNDS times (default 3), alternating servers, and
-# the medians are reported with pagelens/nginx ratios: this machine is
-# shared and noisy, so single runs mislead.
+# the medians are reported with pagelens/nginx, floor/nginx and
+# pagelens/floor ratios: this machine is shared and noisy, so single runs
+# mislead.
 #
 # Usage: loadtest/compare-plaintext.sh [DURATION_SECONDS]   (default 10; ROUNDS, RATES and
 # IDLE_CONNS from the environment)
@@ -79,7 +80,8 @@ for round in $(seq "$ROUNDS"); do
     run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
     run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$c"
   done
-  # Pipelined: with depth 16 the server, not wrk, is the limit.
+  # Pipelined, depth 16: nginx, not wrk, is the limit; pagelens and the floor
+  # reach wrk's, so their CPU per request is what ranks them here.
   run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" 64 16
   run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
   run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" 64 16

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Reads rows `server conns depth req/s p50 p99 cpu_us/req` (wrk's units on
-latencies) and prints per-configuration medians and ratios of the subject
-(second argument, default pagelens) to the baseline named by the first
-argument (default nginx); several subjects may follow it."""
+latencies) and prints per-configuration medians and the ratios of each
+subject (the arguments after the first, default pagelens) to the baseline
+named by the first argument (default nginx)."""
 import statistics
 import sys
 from collections import defaultdict

@@ -15,7 +15,7 @@ pub struct Exposition {
 }
 
 /// A finished exposition.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Texts {
     /// Prometheus text format 0.0.4.
     pub prometheus: String,
