@@ -56,12 +56,13 @@ pub fn metrics(app: &App, request: &Request<'_>, _: Params<'_>, _: &mut Context<
         .head
         .header("accept")
         .is_some_and(|accept| String::from_utf8_lossy(accept).contains("application/openmetrics-text"));
-    let content_type = if openmetrics {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    let texts = metrics.rendered();
+    let (content_type, text) = if openmetrics {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", &texts.openmetrics)
     } else {
-        "text/plain; version=0.0.4; charset=utf-8"
+        ("text/plain; version=0.0.4; charset=utf-8", &texts.prometheus)
     };
-    Reply::Now(Response::with_body(200, content_type, metrics.rendered(openmetrics).as_bytes().to_vec()))
+    Reply::Now(Response::with_body(200, content_type, text.as_bytes().to_vec()))
 }
 
 /// `GET /non-blocking/metrics`: the runtime snapshot as JSON.

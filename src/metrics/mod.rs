@@ -101,13 +101,6 @@ pub type Collector = Box<dyn Fn(&mut Exposition) + Send>;
 /// Adds a named part to the live snapshot, e.g. `("queue", {...})`.
 pub type SnapshotPart = Box<dyn Fn() -> (&'static str, serde_json::Value) + Send>;
 
-/// The latest renderings in both formats.
-#[derive(Debug, Default)]
-struct Rendered {
-    prometheus: Arc<String>,
-    openmetrics: Arc<String>,
-}
-
 /// A series' running totals.
 struct Totals {
     /// All durations since start (for the cumulative buckets).
@@ -120,7 +113,8 @@ struct Totals {
 /// The metrics hub.
 pub struct Metrics {
     sink: Sender<Handoff>,
-    rendered: Mutex<Rendered>,
+    /// The latest rendering, in both formats.
+    rendered: Mutex<Arc<Texts>>,
     collectors: Mutex<Vec<Collector>>,
     snapshot_parts: Mutex<Vec<SnapshotPart>>,
     /// Clients of the live stream; one snapshot a second goes to all of them.
@@ -150,7 +144,7 @@ impl Metrics {
         let (sink, source) = channel();
         let metrics = Arc::new(Metrics {
             sink,
-            rendered: Mutex::new(Rendered::default()),
+            rendered: Mutex::new(Arc::new(Exposition::default().finish())),
             collectors: Mutex::new(vec![Box::new(process::collect)]),
             snapshot_parts: Mutex::new(vec![Box::new(process::snapshot)]),
             watchers: Mutex::new(Vec::new()),
@@ -276,10 +270,9 @@ impl Metrics {
         }
     }
 
-    /// The latest rendering, in OpenMetrics 1.0 (`true`) or Prometheus 0.0.4 text format.
-    pub fn rendered(&self, openmetrics: bool) -> Arc<String> {
-        let rendered = lock(&self.rendered);
-        Arc::clone(if openmetrics { &rendered.openmetrics } else { &rendered.prometheus })
+    /// The latest rendering, in both formats.
+    pub fn rendered(&self) -> Arc<Texts> {
+        Arc::clone(&lock(&self.rendered))
     }
 }
 
@@ -430,8 +423,7 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
         let Some(metrics) = metrics.upgrade() else { return };
         let snapshot = metrics.snapshot_parts(aggregate.snapshot());
         metrics.evaluate_alerts(&aggregate, &snapshot, &mut task_totals);
-        let texts = aggregate.render(&lock(&metrics.collectors));
-        let rendered = Rendered { prometheus: Arc::new(texts.prometheus), openmetrics: Arc::new(texts.openmetrics) };
+        let rendered = Arc::new(aggregate.render(&lock(&metrics.collectors)));
         *lock(&metrics.rendered) = rendered;
         metrics.broadcast(snapshot);
         aggregate.next_interval();
