@@ -21,3 +21,4 @@ pub mod pool;
 pub mod reactor;
 pub mod seo;
 pub mod signals;
+pub mod system;

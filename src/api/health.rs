@@ -85,7 +85,7 @@ pub fn snapshot(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>)
             "work": work,
             "system": {
                 "pid": std::process::id(),
-                "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "cores": crate::system::cores(),
                 "reactors": server.reactors(),
                 "uptime_seconds": server.uptime().as_secs_f64(),
                 "version": env!("CARGO_PKG_VERSION"),

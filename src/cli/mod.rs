@@ -182,7 +182,7 @@ impl LoadtestArgs {
                 "task flows poll on their connection: use --pipeline 1 with a scenario that has [[task]]s".into()
             );
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::system::cores();
         Ok(crate::loadtest::LoadConfig {
             plan,
             threads: if self.threads == 0 { cores } else { self.threads },
@@ -499,7 +499,7 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Checks the flags together and builds the configuration.
     pub fn config(&self) -> Result<ServeConfig, String> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::system::cores();
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }

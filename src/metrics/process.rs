@@ -1,7 +1,6 @@
 //! The process's own figures, from /proc.
 
 use super::Exposition;
-use std::sync::OnceLock;
 
 fn resident_kib() -> Option<f64> {
     std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
@@ -30,13 +29,10 @@ pub fn collect(out: &mut Exposition) {
 
 /// The system part of the live snapshot: version, cores, pid, memory.
 pub fn snapshot() -> (&'static str, serde_json::Value) {
-    // Counting cores reads the cgroup's files; once is enough.
-    static CORES: OnceLock<usize> = OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let system = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "cores": cores,
+        "cores": crate::system::cores(),
         "resident_memory_bytes": resident_kib().map(|k| k * 1024.0),
     });
     ("system", system)

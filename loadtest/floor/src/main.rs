@@ -36,15 +36,13 @@ impl Conn {
                 Ok(0) => return false,
                 Ok(n) => {
                     for &b in &buf[..n] {
-                        self.matched = match (b == REQUEST_END[self.matched], b) {
-                            (true, _) if self.matched == 3 => {
-                                self.out.extend_from_slice(RESPONSE);
-                                0
-                            }
-                            (true, _) => self.matched + 1,
-                            (false, b'\r') => 1,
-                            (false, _) => 0,
-                        };
+                        // On a mismatch only a `\r` can start the pattern again.
+                        self.matched =
+                            if b == REQUEST_END[self.matched] { self.matched + 1 } else { usize::from(b == b'\r') };
+                        if self.matched == REQUEST_END.len() {
+                            self.out.extend_from_slice(RESPONSE);
+                            self.matched = 0;
+                        }
                     }
                     if n < buf.len() {
                         break;
