@@ -7,11 +7,11 @@ use std::sync::Arc;
 use clap::Parser;
 
 use pagelens::api::robots::RobotsCache;
-use pagelens::api::work::{alert_webhook, fetched_page, html_only};
+use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
 use pagelens::api::App;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, ServeArgs};
 use pagelens::fetch::{FetchRequest, Fetcher};
-use pagelens::jobs::{Engine, MemoryStore};
+use pagelens::jobs::Engine;
 use pagelens::loadtest;
 use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::Server;
@@ -41,8 +41,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     // Before any thread starts, so that all of them inherit the mask.
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
-    let engine = Engine::start(config.engine.clone(), Arc::new(MemoryStore::default()))
-        .map_err(|e| format!("cannot start the worker pool: {e}"))?;
+    let store = args.open_store()?;
     if config.fetch.guard.is_loosened() {
         let guard = &config.fetch.guard;
         let opened = if guard.allow_private {
@@ -53,7 +52,12 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         eprintln!("pagelens: WARNING: the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
     }
     let fetcher = Arc::new(Fetcher::start(config.fetch.clone()).map_err(|e| format!("cannot start the fetcher: {e}"))?);
-    let mut app = App::new(Arc::clone(&engine), Arc::clone(&fetcher), config.api.clone());
+    let pages = Pages::new(Arc::clone(&fetcher));
+    let engine = Engine::start(config.engine.clone(), Arc::clone(&store), handlers(&pages))
+        .map_err(|e| format!("cannot start the worker pool: {e}"))?;
+    engine.set_callbacks(callback_sender(&fetcher, config.api.callback_secret.clone()));
+    let recovered = engine.recover().map_err(|e| format!("--store: cannot read the tasks: {e}"))?;
+    let mut app = App::new(Arc::clone(&engine), pages, config.api.clone());
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;
@@ -63,7 +67,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         if let Some(url) = &config.alert_webhook {
             hub.on_alert_change(alert_webhook(&fetcher, url.clone(), config.api.callback_secret.clone()));
         }
-        hub.add_snapshot_part(collectors::engine_snapshot(engine));
+        hub.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
         app = app.with_metrics(Arc::clone(&hub));
         metrics = Some(hub);
     }
@@ -73,11 +77,17 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         hub.add_collector(collectors::server(Arc::clone(server.state())));
         hub.add_snapshot_part(collectors::server_snapshot(Arc::clone(server.state())));
     }
+    let figures = store.figures();
     println!(
-        "pagelens listening on http://{} ({} reactors, {} workers)",
+        "pagelens listening on http://{} ({} reactors, {} workers; tasks in {}{}; recovered {} queued, {} interrupted, {} callbacks owed)",
         server.local_addr(),
         config.server.reactors,
-        config.engine.workers
+        config.engine.workers,
+        figures.backend,
+        figures.path.map(|p| format!(" {p}")).unwrap_or_default(),
+        recovered.queued,
+        recovered.requeued,
+        recovered.callbacks,
     );
     let _ = std::io::stdout().flush();
 
@@ -93,9 +103,23 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             std::process::exit(130);
         }
     });
+    // Queued tasks stay queued (in the store) for the next start; running
+    // ones get what is left of the shutdown timeout.
+    engine.stop_taking();
+    let began = std::time::Instant::now();
     server.shutdown();
     server.join().map_err(|e| format!("reactor failed: {e}"))?;
-    eprintln!("pagelens: stopped");
+    let left = engine.shutdown(config.server.shutdown_timeout.saturating_sub(began.elapsed()));
+    match store.figures().backend {
+        "memory" => eprintln!(
+            "pagelens: stopped; dropping {} queued and {} running tasks (--store memory keeps nothing)",
+            left.queued, left.running
+        ),
+        _ => eprintln!(
+            "pagelens: stopped; {} queued and {} interrupted tasks stay in the store for the next start",
+            left.queued, left.running
+        ),
+    }
     Ok(())
 }
 

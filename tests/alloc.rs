@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pagelens::api::input::InputLimits;
+use pagelens::api::work::{handlers, Pages};
 use pagelens::api::{ApiConfig, App};
 use pagelens::fetch::{FetchConfig, Fetcher};
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
@@ -81,16 +82,17 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
         default_timeout: Duration::from_secs(10),
         max_timeout: Duration::from_secs(10),
         result_ttl: Duration::from_secs(60),
-        max_finished: 10,
+        max_queued_bytes: 1 << 20,
     };
-    let engine = Engine::start(engine_config, Arc::new(MemoryStore::default())).unwrap();
+    let fetcher = Arc::new(Fetcher::start(FetchConfig::default()).unwrap());
+    let pages = Pages::new(fetcher);
+    let engine = Engine::start(engine_config, Arc::new(MemoryStore::default()), handlers(&pages)).unwrap();
     let api = ApiConfig {
         sync_wait: Duration::from_secs(1),
         limits: InputLimits { max_timeout: Duration::from_secs(10), max_bulk_items: 10 },
         callback_secret: None,
     };
-    let fetcher = Arc::new(Fetcher::start(FetchConfig::default()).unwrap());
-    let server = Server::start(config, Arc::new(App::new(engine, fetcher, api))).unwrap();
+    let server = Server::start(config, Arc::new(App::new(engine, pages, api))).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.set_nodelay(true).unwrap();
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::util::{config, connect, get, request, start, Reader};
 
-/// Runs the real binary with `args`; returns it and the address it printed.
-fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
+/// Runs the real binary with `args` (tasks in memory unless `args` name a
+/// store); returns it and the address it printed.
+pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
-    command.arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.arg("serve").env("PAGELENS_STORE", "memory").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(limit) = nofile {
         // SAFETY: setrlimit is async-signal-safe and touches no shared state.
         unsafe {
@@ -204,7 +205,10 @@ fn help_explains_every_flag() {
         "--task-timeout",
         "--max-task-timeout",
         "--result-ttl",
-        "--max-finished-tasks",
+        "--store",
+        "--durability",
+        "--max-queued-bytes",
+        "--max-result-bytes",
         "--max-bulk-items",
         "--no-metrics",
         "--alert-p99",
@@ -228,6 +232,8 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--listen", "nowhere"][..], "invalid socket address"),
         (&["serve", "--idle-timeout", "0s"][..], "must be more than zero"),
         (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
+        (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH or memory"),
+        (&["serve", "--durability", "eventually"][..], "give process or power"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
@@ -240,6 +246,7 @@ fn bad_flags_fail_with_a_clear_message() {
 fn flags_can_come_from_the_environment() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
         .arg("serve")
+        .env("PAGELENS_STORE", "memory")
         .env("PAGELENS_LISTEN", "127.0.0.1:0")
         .env("PAGELENS_REACTORS", "1")
         .stdout(Stdio::piped())

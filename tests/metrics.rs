@@ -480,7 +480,7 @@ fn a_bad_alerts_file_stops_serve_with_a_clear_message() {
     let file = dir.join("alerts.toml");
     std::fs::write(&file, "[rules.no_such_rule]\nthreshold = 1\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()])
+        .args(["serve", "--store", "memory", "--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

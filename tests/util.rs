@@ -13,6 +13,7 @@ use pagelens::api::{ApiConfig, App};
 use pagelens::fetch::{FetchConfig, Fetcher};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
+use pagelens::api::work::{handlers, Pages};
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
 use pagelens::metrics::alerts::AlertConfig;
 use pagelens::metrics::{collectors, Metrics};
@@ -86,7 +87,7 @@ pub fn engine_config() -> EngineConfig {
         default_timeout: Duration::from_secs(30),
         max_timeout: Duration::from_secs(60),
         result_ttl: Duration::from_secs(3600),
-        max_finished: 10_000,
+        max_queued_bytes: 512 << 20,
     }
 }
 
@@ -111,7 +112,9 @@ pub fn start_with_metrics(config: ServerConfig) -> Server {
 
 /// The same, fetching with `fetch`, and posting alert changes to `webhook`.
 pub fn start_with_metrics_and(config: ServerConfig, fetch: FetchConfig, webhook: Option<url::Url>) -> Server {
-    let engine = Engine::start(engine_config(), Arc::new(MemoryStore::default())).expect("engine starts");
+    let fetcher = fetcher(fetch);
+    let pages = Pages::new(Arc::clone(&fetcher));
+    let engine = start_engine(engine_config(), &pages, &api_config());
     let metrics = Metrics::start().expect("metrics start");
     // Alerts that trip easily: p99 over 100 ms, held for 1 s.
     metrics.enable_alerts(AlertConfig {
@@ -126,12 +129,11 @@ pub fn start_with_metrics_and(config: ServerConfig, fetch: FetchConfig, webhook:
     });
     metrics.add_collector(collectors::engine(Arc::clone(&engine)));
     metrics.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
-    let fetcher = fetcher(fetch);
     metrics.add_collector(collectors::fetch(Arc::clone(&fetcher)));
     if let Some(url) = webhook {
         metrics.on_alert_change(pagelens::api::work::alert_webhook(&fetcher, url, None));
     }
-    let app = App::new(engine, fetcher, api_config()).with_metrics(Arc::clone(&metrics));
+    let app = App::new(engine, pages, api_config()).with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
     metrics.add_collector(collectors::server(Arc::clone(server.state())));
@@ -146,9 +148,17 @@ pub fn start_with(config: ServerConfig, engine: EngineConfig, api: ApiConfig) ->
 
 /// Starts the test service fetching with `fetch`.
 pub fn start_full(config: ServerConfig, engine: EngineConfig, api: ApiConfig, fetch: FetchConfig) -> Server {
-    let engine = Engine::start(engine, Arc::new(MemoryStore::default())).expect("engine starts");
-    let app = App::new(engine, fetcher(fetch), api);
+    let pages = Pages::new(fetcher(fetch));
+    let engine = start_engine(engine, &pages, &api);
+    let app = App::new(engine, pages, api);
     Server::start(config, Arc::new(TestService { app })).expect("server starts")
+}
+
+/// The API's engine on a memory store (the binary's tests use SQLite).
+pub fn start_engine(config: EngineConfig, pages: &Pages, api: &ApiConfig) -> Arc<Engine> {
+    let engine = Engine::start(config, Arc::new(MemoryStore::default()), handlers(pages)).expect("engine starts");
+    engine.set_callbacks(pagelens::api::work::callback_sender(pages.fetcher(), api.callback_secret.clone()));
+    engine
 }
 
 /// A fetcher.
@@ -347,5 +357,27 @@ pub fn wait_for(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
         }
         assert!(started.elapsed() < Duration::from_secs(30), "task {id} stuck in {}", s["status"]);
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A temporary folder of this test, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let unique = format!("pagelens-{name}-{}-{}", std::process::id(), pagelens::jobs::TaskId::random());
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).expect("create a temporary folder");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

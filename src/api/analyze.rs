@@ -6,15 +6,14 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::input::{parse_analyze, BodyKind};
-use super::work::callback_on_done;
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
-use crate::jobs::engine::Engine;
+use crate::jobs::engine::{Ended, Engine};
 use crate::jobs::task::rfc3339;
-use crate::jobs::{SubmitError, Submitted, SyncOutcome, TaskError, TaskSpec, TaskState, TaskView, Work};
-use crate::reactor::{Context, Reply};
+use crate::jobs::{SubmitError, Submitted, SyncOutcome, TaskError, TaskState, TaskView};
+use crate::reactor::{Context, Reply, Responder};
 
 /// The problem document for a task error.
 pub fn problem(e: &TaskError) -> Response {
@@ -23,11 +22,18 @@ pub fn problem(e: &TaskError) -> Response {
     Response::problem(status, &e.code, &e.detail)
 }
 
-/// `503` with `Retry-After` for a full queue.
-pub fn queue_full(e: &SubmitError) -> Response {
-    let SubmitError::Full { retry_after } = e;
-    Response::problem(503, "queue-full", "the task queue is full; retry later")
-        .header("Retry-After", retry_after.to_string())
+/// `503` with `Retry-After` for a refused submission.
+pub fn refused(e: &SubmitError) -> Response {
+    let (code, detail, retry_after) = match e {
+        SubmitError::Full { retry_after } => {
+            ("queue-full", "the task queue is full; retry later".to_string(), *retry_after)
+        }
+        SubmitError::StoreUnavailable { detail } => {
+            ("store-unavailable", format!("the task store cannot take tasks now: {detail}"), 5)
+        }
+        SubmitError::ShuttingDown => ("shutting-down", "the server is shutting down; retry elsewhere".into(), 1),
+    };
+    Response::problem(503, code, &detail).header("Retry-After", retry_after.to_string())
 }
 
 /// The `202` (or `200` for an idempotent repeat) answer naming a task to follow.
@@ -47,12 +53,9 @@ pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
 }
 
 /// The answer to a task that has ended: its result, or its error.
-fn finished(view: TaskView) -> Response {
-    match (view.status, view.result, view.error) {
-        // The result's JSON becomes the body without another copy.
-        (TaskState::Completed, Some(result), _) => {
-            Response::with_body(200, "application/json", String::from(Box::<str>::from(result)).into_bytes())
-        }
+fn finished(ended: Ended) -> Response {
+    match (ended.view.status, ended.result, ended.view.error) {
+        (TaskState::Completed, Some(result), _) => Response::with_body(200, "application/json", result.to_vec()),
         (_, _, Some(error)) => problem(&error),
         _ => Response::problem(500, "internal", "the task ended without a result"),
     }
@@ -98,31 +101,24 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
         Err(response) => return Reply::Now(response),
     };
     let body = request.body.to_vec();
-    let limits = app.config.limits;
-    let pages = app.pages.clone();
-    // The body is parsed on a worker; a URL then waits for its fetch off the pool.
-    let work = Work::Io(Box::new(move |resume| {
-        match parse_analyze(kind, body, limits, pages.fetcher().guard()).map(|r| pages.work(r.page)) {
-            Err(e) => resume.fail(e),
-            Ok(Work::Cpu(work)) => resume.then(work),
-            Ok(Work::Io(start)) => start(resume),
-        }
-    }));
-    let spec = TaskSpec { kind: "analyze", priority: Default::default(), timeout: None, idempotency_key: None, work };
-    let responder = cx.defer();
+    let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
     let engine = Arc::clone(&app.engine);
-    let reply = Box::new(move |outcome| {
-        responder.send(match outcome {
-            SyncOutcome::Finished(view) => finished(view),
-            SyncOutcome::Accepted(view) => accepted(&engine, 202, &view),
-        })
-    });
-    match app.engine.run_sync(spec, app.config.sync_wait, reply) {
-        Ok(()) => Reply::Later,
-        // The refused reply (and its responder) was dropped; this answer
-        // fills the request's slot first, so the responder's fallback is ignored.
-        Err(e) => Reply::Now(queue_full(&e)),
-    }
+    let guard = app.pages.fetcher().guard().clone();
+    via_intake(app, cx, move |responder| {
+        let spec = match parse_analyze(kind, body, limits, &guard) {
+            Ok(parsed) => parsed.into_spec(None),
+            Err(e) => return responder.send(problem(&e)),
+        };
+        let replies = Arc::clone(&engine);
+        let reply = Box::new(move |outcome| {
+            responder.send(match outcome {
+                SyncOutcome::Finished(ended) => finished(ended),
+                SyncOutcome::Accepted(view) => accepted(&replies, 202, &view),
+                SyncOutcome::Refused(e) => refused(&e),
+            })
+        });
+        engine.run_sync(spec, sync_wait, reply);
+    })
 }
 
 /// `POST /analyze/async`.
@@ -134,40 +130,40 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    let pages = app.pages.clone();
-    let secret = app.config.callback_secret.clone();
-    via_intake(app, cx, move || match parse_analyze(kind, body, limits, pages.fetcher().guard()) {
-        Err(e) => problem(&e),
-        Ok(parsed) => {
-            let spec = TaskSpec {
-                kind: "analyze",
-                priority: parsed.priority,
-                timeout: parsed.timeout,
-                idempotency_key: key,
-                work: pages.work(parsed.page),
-            };
-            let result = match parsed.callback {
-                Some(url) => engine.delay_with_callback(spec, callback_on_done(pages.fetcher(), url, secret)),
-                None => engine.delay(spec),
-            };
-            submitted(&engine, result)
-        }
+    let guard = app.pages.fetcher().guard().clone();
+    via_intake(app, cx, move |responder| match parse_analyze(kind, body, limits, &guard) {
+        Err(e) => responder.send(problem(&e)),
+        Ok(parsed) => submit(&engine, parsed.into_spec(key), responder),
     })
 }
 
-/// Parses a request body on the intake thread (`intake` builds the answer)
-/// and answers the request with what it returns.
-pub fn via_intake(app: &App, cx: &mut Context<'_>, intake: impl FnOnce() -> Response + Send + 'static) -> Reply {
+/// Queues `spec` and answers with the task once it is stored.
+pub fn submit(engine: &Arc<Engine>, spec: crate::jobs::TaskSpec, responder: Responder) {
+    let replies = Arc::clone(engine);
+    engine.enqueue(spec, None, Box::new(move |result| responder.send(submitted(&replies, result))));
+}
+
+/// Parses a request body on the intake thread; `intake` answers through
+/// the responder it is given.
+pub fn via_intake(app: &App, cx: &mut Context<'_>, intake: impl FnOnce(Responder) + Send + 'static) -> Reply {
     if let Err(e) = app.engine.has_room() {
-        return Reply::Now(queue_full(&e));
+        return Reply::Now(refused(&e));
     }
     let responder = cx.defer();
-    match app.engine.spawn_intake(Box::new(move || responder.send(intake()))) {
+    match app.engine.spawn_intake(Box::new(move || intake(responder))) {
         Ok(()) => Reply::Later,
         // The refused job (and its responder) was dropped; this answer fills
         // the request's slot first, so the responder's fallback is ignored.
-        Err(e) => Reply::Now(queue_full(&e)),
+        Err(e) => Reply::Now(refused(&e)),
     }
+}
+
+/// Answers from a store reader thread (a status, a list): the store is
+/// never read on a reactor.
+pub fn via_reader(app: &App, cx: &mut Context<'_>, read: impl FnOnce() -> Response + Send + 'static) -> Reply {
+    let responder = cx.defer();
+    app.engine.spawn_read(Box::new(move || responder.send(read())));
+    Reply::Later
 }
 
 /// The answer to a submission: `202` for a new task, `200` for the one
@@ -176,6 +172,6 @@ pub fn submitted(engine: &Engine, result: Result<Submitted, SubmitError>) -> Res
     match result {
         Ok(Submitted::Created(view)) => accepted(engine, 202, &view),
         Ok(Submitted::Existing(view)) => accepted(engine, 200, &view),
-        Err(e) => queue_full(&e),
+        Err(e) => refused(&e),
     }
 }

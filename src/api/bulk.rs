@@ -1,18 +1,18 @@
 //! Batches: `POST /bulk/analyze/async` and the streamed NDJSON of
-//! `GET /bulk/{id}/results`.
+//! `GET /bulk/{id}/results`, read from the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use super::analyze::{body_kind, idempotency_key, problem, queue_full, submitted, via_intake};
+use super::analyze::{body_kind, idempotency_key, problem, submit as submit_task, via_intake};
 use super::input::parse_bulk;
-use super::work::callback_on_done;
+use super::tasks::store_failed;
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
 use crate::jobs::engine::BatchEvent;
 use crate::jobs::TaskId;
-use crate::reactor::{Context, Reply};
+use crate::reactor::{Context, Reply, StreamSender};
 
 /// `POST /bulk/analyze/async`.
 pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
@@ -24,51 +24,64 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
-    let pages = app.pages.clone();
-    let secret = app.config.callback_secret.clone();
-    via_intake(app, cx, move || match parse_bulk(&body, limits, pages.fetcher().guard()) {
-        Err(e) => problem(&e),
-        Ok(bulk) => {
-            let items = bulk.items.into_iter().map(|page| pages.work(page)).collect();
-            let on_done = bulk.callback.map(|url| callback_on_done(pages.fetcher(), url, secret));
-            submitted(&engine, engine.submit_batch(bulk.priority, bulk.timeout, key, items, on_done))
-        }
+    let guard = app.pages.fetcher().guard().clone();
+    via_intake(app, cx, move |responder| match parse_bulk(&body, limits, &guard) {
+        Err(e) => responder.send(problem(&e)),
+        Ok(bulk) => submit_task(&engine, bulk.into_spec(key), responder),
     })
+}
+
+fn batch_not_found() -> Response {
+    Response::problem(404, "batch-not-found", "no batch with this id (it may have expired)")
 }
 
 /// `GET /bulk/{id}/results`: one NDJSON line per finished item, streamed
 /// with chunked encoding while the batch runs; ends when the batch does.
 pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    let id: Option<TaskId> = params.get("id").and_then(|id| id.parse().ok());
-    let Some(id) = id.filter(|id| app.engine.has_batch(*id)) else {
-        return Reply::Now(Response::problem(404, "batch-not-found", "no batch with this id (it may have expired)"));
+    let Some(id) = params.get("id").and_then(|id| id.parse::<TaskId>().ok()) else {
+        return Reply::Now(batch_not_found());
     };
-    // The lines so far can be megabytes: they are copied off the reactor.
     let engine = Arc::clone(&app.engine);
-    let responder = cx.defer();
-    let intake = app.engine.spawn_intake(Box::new(move || {
-        let mut sender = Some(responder.stream(Response::streaming(200, "application/x-ndjson")));
-        engine.batch_results(
+    // The responder is taken by the first line (the stream starts), or
+    // answers 404 / 503 if there is no batch to stream.
+    let responder = Arc::new(Mutex::new(Some(cx.defer())));
+    app.engine.spawn_read(Box::new(move || {
+        let taken = Arc::clone(&responder);
+        let mut sender: Option<StreamSender> = None;
+        let start = move || -> Option<StreamSender> {
+            let responder = taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+            Some(responder.stream(Response::streaming(200, "application/x-ndjson")))
+        };
+        let found = engine.batch_results(
             id,
-            Box::new(move |event| match event {
-                BatchEvent::Line(lines) => {
-                    if let Some(sender) = &sender {
-                        sender.send(lines.to_vec());
-                    }
-                    true
+            Box::new(move |event| {
+                if sender.is_none() {
+                    sender = start();
                 }
-                BatchEvent::End => {
-                    if let Some(sender) = sender.take() {
-                        sender.finish();
+                match event {
+                    BatchEvent::Line(lines) => {
+                        if let (Some(sender), false) = (&sender, lines.is_empty()) {
+                            sender.send(lines.to_vec());
+                        }
+                        true
                     }
-                    false
+                    BatchEvent::End => {
+                        if let Some(sender) = sender.take() {
+                            sender.finish();
+                        }
+                        false
+                    }
                 }
             }),
         );
+        // A batch found always took the responder with its first call.
+        let untouched = responder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(responder) = untouched {
+            responder.send(match found {
+                Err(e) => store_failed(&e),
+                Ok(_) => batch_not_found(),
+            });
+        }
     }));
-    match intake {
-        Ok(()) => Reply::Later,
-        // As in `via_intake`: this answer fills the slot before the dropped responder's fallback.
-        Err(e) => Reply::Now(queue_full(&e)),
-    }
+    Reply::Later
 }

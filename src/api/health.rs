@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::analyze::via_reader;
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -26,23 +27,31 @@ pub fn readyz(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> 
 pub fn health(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let server = cx.server();
     let status = if server.is_draining() { "draining" } else { "ok" };
-    Reply::Now(Response::json(
-        200,
-        &json!({
-            "status": status,
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": server.uptime().as_secs_f64(),
-            "reactors": server.reactors(),
-            "connections": {
-                "open": server.connections_open(),
-                "max": server.max_connections(),
-                "accepted_total": server.connections_accepted(),
-                "refused_total": server.connections_refused(),
-                "timed_out_total": server.connections_timed_out(),
-            },
-            "work": super::tasks::figures(app),
-        }),
-    ))
+    let mut doc = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": server.uptime().as_secs_f64(),
+        "reactors": server.reactors(),
+        "connections": {
+            "open": server.connections_open(),
+            "max": server.max_connections(),
+            "accepted_total": server.connections_accepted(),
+            "refused_total": server.connections_refused(),
+            "timed_out_total": server.connections_timed_out(),
+        },
+    });
+    // The task figures read the store: off the reactor.
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || {
+        match super::tasks::figures(&engine) {
+            Ok(work) => doc["work"] = work,
+            Err(e) => {
+                doc["status"] = json!("degraded");
+                doc["store_error"] = json!(e.to_string());
+            }
+        }
+        Response::json(200, &doc)
+    })
 }
 
 /// `GET /metrics`: the Prometheus text exposition (OpenMetrics 1.0 when the
@@ -68,30 +77,33 @@ pub fn metrics(app: &App, request: &Request<'_>, _: Params<'_>, _: &mut Context<
 /// `GET /non-blocking/metrics`: the runtime snapshot as JSON.
 pub fn snapshot(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let server = cx.server();
-    let mut work = super::tasks::figures(app);
-    let capacity = app.engine.config().queue_capacity;
-    work["queue"]["capacity_left"] = json!(capacity.saturating_sub(app.engine.waiting()));
-    Reply::Now(Response::json(
-        200,
-        &json!({
-            "connections": {
-                "open": server.connections_open(),
-                "max": server.max_connections(),
-                "capacity_left": server.max_connections().saturating_sub(server.connections_open()),
-                "accepted_total": server.connections_accepted(),
-                "refused_total": server.connections_refused(),
-                "timed_out_total": server.connections_timed_out(),
-            },
-            "work": work,
-            "system": {
-                "pid": std::process::id(),
-                "cores": crate::system::cores(),
-                "reactors": server.reactors(),
-                "uptime_seconds": server.uptime().as_secs_f64(),
-                "version": env!("CARGO_PKG_VERSION"),
-            },
-        }),
-    ))
+    let mut doc = json!({
+        "connections": {
+            "open": server.connections_open(),
+            "max": server.max_connections(),
+            "capacity_left": server.max_connections().saturating_sub(server.connections_open()),
+            "accepted_total": server.connections_accepted(),
+            "refused_total": server.connections_refused(),
+            "timed_out_total": server.connections_timed_out(),
+        },
+        "system": {
+            "pid": std::process::id(),
+            "cores": crate::system::cores(),
+            "reactors": server.reactors(),
+            "uptime_seconds": server.uptime().as_secs_f64(),
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+    });
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || match super::tasks::figures(&engine) {
+        Ok(mut work) => {
+            let capacity = engine.config().queue_capacity;
+            work["queue"]["capacity_left"] = json!(capacity.saturating_sub(engine.waiting()));
+            doc["work"] = work;
+            Response::json(200, &doc)
+        }
+        Err(e) => super::tasks::store_failed(&e),
+    })
 }
 
 /// `GET /performance/real-time`: Server-Sent Events, one JSON snapshot a

@@ -3,14 +3,19 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use url::Url;
 
 use crate::fetch::{FetchError, Guard};
-use crate::jobs::TaskError;
+use crate::jobs::{Payload, TaskError, TaskInput, TaskOptions, TaskSpec};
 use crate::pool::Priority;
 use crate::seo;
+
+/// The handler that analyses pages; a batch of pages is run by the same one.
+pub const ANALYZE: &str = "analyze";
+/// The kind of a batch of page analyses.
+pub const BULK: &str = "bulk";
 
 /// What the request body is, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +126,80 @@ struct ItemFields {
     page_url: Option<String>,
 }
 
+/// A page as task data: where it is and what to include, beside its bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct PageArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page_url: Option<String>,
+    include_links: bool,
+    include_images: bool,
+}
+
+impl PageInput {
+    /// The page as a task's payload.
+    pub fn into_payload(self) -> Payload {
+        let PageInput { source, options } = self;
+        let (url, body) = match source {
+            Source::Html(html) => (None, html),
+            Source::Url(url) => (Some(url.to_string()), Vec::new()),
+        };
+        let args = PageArgs {
+            url,
+            page_url: options.url.map(String::from),
+            include_links: options.include_links,
+            include_images: options.include_images,
+        };
+        // A struct of strings and booleans: serialising cannot fail.
+        Payload { args: serde_json::to_value(args).unwrap_or_default(), body }
+    }
+
+    /// The page a stored payload describes; an error for damaged data.
+    pub fn from_payload(payload: Payload) -> Result<PageInput, TaskError> {
+        let damaged = |e: String| TaskError::new(500, "damaged-task", format!("the stored task is damaged: {e}"));
+        let args: PageArgs = serde_json::from_value(payload.args).map_err(|e| damaged(e.to_string()))?;
+        let parse = |u: String| Url::parse(&u).map_err(|e| damaged(format!("{u:?}: {e}")));
+        let source = match args.url {
+            Some(url) => Source::Url(parse(url)?),
+            None => Source::Html(payload.body),
+        };
+        let url = args.page_url.map(parse).transpose()?;
+        Ok(PageInput { source, options: options(url, Some(args.include_links), Some(args.include_images)) })
+    }
+}
+
+fn task_options(
+    priority: Priority,
+    timeout: Option<Duration>,
+    callback: Option<Url>,
+    key: Option<String>,
+) -> TaskOptions {
+    TaskOptions {
+        priority,
+        timeout_ms: timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
+        callback_url: callback.map(String::from),
+        idempotency_key: key,
+    }
+}
+
+impl AnalyzeRequest {
+    /// The task that runs this request, under the client's idempotency `key`.
+    pub fn into_spec(self, key: Option<String>) -> TaskSpec {
+        let options = task_options(self.priority, self.timeout, self.callback, key);
+        TaskSpec { kind: ANALYZE.into(), input: TaskInput::One(self.page.into_payload()), options }
+    }
+}
+
+impl BulkRequest {
+    /// The batch task that runs this request, under the client's idempotency `key`.
+    pub fn into_spec(self, key: Option<String>) -> TaskSpec {
+        let options = task_options(self.priority, self.timeout, self.callback, key);
+        let items = self.items.into_iter().map(PageInput::into_payload).collect();
+        TaskSpec { kind: BULK.into(), input: TaskInput::Batch(items), options }
+    }
+}
+
 fn unprocessable(code: &str, detail: impl Into<String>) -> TaskError {
     TaskError::new(422, code, detail)
 }
@@ -156,6 +235,10 @@ fn timeout(ms: Option<&serde_json::Number>, limits: InputLimits) -> Result<Optio
 
 impl From<FetchError> for TaskError {
     fn from(e: FetchError) -> Self {
+        // A fetch stopped because its task was cancelled or timed out.
+        if e.code == "cancelled" {
+            return TaskError::cancelled();
+        }
         TaskError::new(e.status, e.code, e.detail)
     }
 }
@@ -302,6 +385,26 @@ mod tests {
         );
         assert_eq!(b(r#"{"items":[{"html":"a"},{}]}"#), Err((422, "missing-input".into())));
         assert_eq!(b(r#"{"items":[{"html":"a"},{"html":"b"}],"priority":"low"}"#), Ok(2));
+    }
+
+    #[test]
+    fn pages_round_trip_through_task_data() {
+        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS, &Guard::default()).unwrap();
+        let sent = j(r#"{"html":"<p>hi","page_url":"https://a.example/x","include_links":false}"#);
+        let spec = sent.into_spec(Some("key".into()));
+        assert_eq!(spec.options.idempotency_key.as_deref(), Some("key"));
+        let TaskInput::One(payload) = spec.input else { panic!("one page") };
+        let page = PageInput::from_payload(payload).unwrap();
+        assert!(matches!(page.source, Source::Html(ref h) if h == b"<p>hi"));
+        assert_eq!(page.options.url.unwrap().as_str(), "https://a.example/x");
+        assert!(!page.options.include_links && page.options.include_images);
+        let fetched = j(r#"{"url":"https://a.example/y","priority":"low","timeout_ms":900}"#).into_spec(None);
+        assert_eq!((fetched.options.priority, fetched.options.timeout_ms), (Priority::Low, Some(900)));
+        let TaskInput::One(payload) = fetched.input else { panic!("one page") };
+        let page = PageInput::from_payload(payload).unwrap();
+        assert!(matches!(page.source, Source::Url(ref u) if u.as_str() == "https://a.example/y"));
+        let damaged = Payload { args: serde_json::json!({"url": 5}), body: Vec::new() };
+        assert_eq!(PageInput::from_payload(damaged).unwrap_err().code, "damaged-task");
     }
 
     #[test]

@@ -15,7 +15,6 @@ pub mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fetch::Fetcher;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
@@ -49,8 +48,9 @@ pub struct App {
 }
 
 impl App {
-    /// The API with all its routes, running work on `engine` and fetching with `fetcher`.
-    pub fn new(engine: Arc<Engine>, fetcher: Arc<Fetcher>, config: ApiConfig) -> Self {
+    /// The API with all its routes, running tasks on `engine` (started
+    /// with [`work::handlers`] of the same `pages`).
+    pub fn new(engine: Arc<Engine>, pages: work::Pages, config: ApiConfig) -> Self {
         let router = Router::new()
             .route("GET", "/livez", health::livez as Handler)
             .route("GET", "/readyz", health::readyz)
@@ -69,7 +69,7 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, pages: work::Pages::new(fetcher), config, metrics: None }
+        App { router, engine, pages, config, metrics: None }
     }
 
     /// Serves `GET /metrics` from `metrics`.

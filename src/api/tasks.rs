@@ -1,18 +1,23 @@
-//! Following and managing tasks: status, cancel, active list, stats.
+//! Following and managing tasks: status, cancel, active list, stats. Each
+//! reads the store, so each runs on a store reader thread.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::analyze::problem;
+use super::analyze::{problem, via_reader};
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
 use crate::jobs::engine::CancelError;
+use crate::jobs::store::StoreError;
 use crate::jobs::{TaskError, TaskId, TaskState};
 use crate::pool::Priority;
 use crate::reactor::{Context, Reply};
+
+/// Most tasks `GET /tasks/active` lists.
+const ACTIVE_LIMIT: usize = 1000;
 
 fn task_id(params: &Params<'_>) -> Result<TaskId, Response> {
     params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)
@@ -22,39 +27,54 @@ fn not_found() -> Response {
     Response::problem(404, "task-not-found", "no task with this id (it may have expired)")
 }
 
-/// `GET /analyze/status/{id}`.
-pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, _: &mut Context<'_>) -> Reply {
-    let view = task_id(&params).and_then(|id| app.engine.result(id).ok_or_else(not_found));
-    Reply::Now(match view {
-        Ok(view) => Response::json(200, &view),
-        Err(response) => response,
-    })
+/// `503` for a store that failed a read.
+pub fn store_failed(e: &StoreError) -> Response {
+    Response::problem(503, "store-unavailable", &format!("the task store failed: {e}")).header("Retry-After", "5")
 }
 
-/// `DELETE /tasks/{id}` and `POST /tasks/{id}/revoke`.
-pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, _: &mut Context<'_>) -> Reply {
+/// `GET /analyze/status/{id}`.
+pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let id = match task_id(&params) {
         Ok(id) => id,
         Err(response) => return Reply::Now(response),
     };
-    Reply::Now(match app.engine.cancel(id) {
-        Ok(view) => Response::json(200, &view),
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || match engine.status(id) {
+        Ok(Some(ended)) => Response::with_body(200, "application/json", ended.body()),
+        Ok(None) => not_found(),
+        Err(e) => store_failed(&e),
+    })
+}
+
+/// `DELETE /tasks/{id}` and `POST /tasks/{id}/revoke`.
+pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let id = match task_id(&params) {
+        Ok(id) => id,
+        Err(response) => return Reply::Now(response),
+    };
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || match engine.cancel(id) {
+        Ok(ended) => Response::with_body(200, "application/json", ended.body()),
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished(state)) => {
             problem(&TaskError::new(409, "task-finished", format!("the task has already ended ({})", state.name())))
         }
+        Err(CancelError::Store(e)) => store_failed(&e),
     })
 }
 
 /// `GET /tasks/active`.
-pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
-    let tasks = app.engine.store().active();
-    Reply::Now(Response::json(200, &json!({ "count": tasks.len(), "tasks": tasks })))
+pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || match engine.active(ACTIVE_LIMIT) {
+        Ok(tasks) => Response::json(200, &json!({ "count": tasks.len(), "tasks": tasks })),
+        Err(e) => store_failed(&e),
+    })
 }
 
-/// Task counts by state and priority, queue and pool figures.
-pub fn figures(app: &App) -> serde_json::Value {
-    let counts = app.engine.store().counts();
+/// Task counts by state and priority, queue, pool and store figures.
+pub fn figures(engine: &crate::jobs::Engine) -> Result<serde_json::Value, StoreError> {
+    let counts = engine.counts()?;
     let mut by_state = BTreeMap::new();
     for state in TaskState::ALL {
         let per = counts.get(&state);
@@ -68,19 +88,38 @@ pub fn figures(app: &App) -> serde_json::Value {
         row.insert("total", total);
         by_state.insert(state.name(), row);
     }
-    let engine = &app.engine;
-    json!({
+    let commits = engine.commit_figures();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let recovered = engine.recovered();
+    Ok(json!({
         "tasks": by_state,
         "queue": {
             "waiting": engine.waiting(),
+            "waiting_bytes": engine.waiting_bytes(),
             "capacity": engine.config().queue_capacity,
+            "capacity_bytes": engine.config().max_queued_bytes,
             "refused_total": engine.refused(),
         },
         "pool": engine.pool_stats(),
-    })
+        "store": {
+            "figures": engine.store_figures(),
+            "commit_groups_total": load(&commits.groups),
+            "writes_total": load(&commits.writes),
+            "failed_commits_total": load(&commits.failed),
+            "recovered": {
+                "queued": recovered.queued,
+                "requeued": recovered.requeued,
+                "callbacks": recovered.callbacks,
+            },
+        },
+    }))
 }
 
 /// `GET /tasks/stats`.
-pub fn stats(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
-    Reply::Now(Response::json(200, &figures(app)))
+pub fn stats(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let engine = std::sync::Arc::clone(&app.engine);
+    via_reader(app, cx, move || match figures(&engine) {
+        Ok(figures) => Response::json(200, &figures),
+        Err(e) => store_failed(&e),
+    })
 }

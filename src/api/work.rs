@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::input::{PageInput, Source};
+use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
-use crate::jobs::engine::OnDone;
-use crate::jobs::engine::Resume;
-use crate::jobs::{TaskError, TaskView, Work};
+use crate::jobs::engine::{CallbackSender, Resume};
+use crate::jobs::{Handlers, TaskError, Work};
 use crate::metrics::alerts::Change;
 use crate::metrics::AlertHook;
 use crate::seo;
@@ -143,12 +142,27 @@ fn analyse(
     serde_json::value::to_raw_value(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))
 }
 
-/// Posts a task's final status to `url` when it ends, signed with `secret`.
-pub fn callback_on_done(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Arc<[u8]>>) -> OnDone {
+/// The task handlers of the API: `analyze` runs one page, `bulk` runs
+/// each page of a batch the same way.
+pub fn handlers(pages: &Pages) -> Handlers {
+    let (one, each) = (pages.clone(), pages.clone());
+    Handlers::default()
+        .with(ANALYZE, move |payload| Ok(one.work(PageInput::from_payload(payload)?)))
+        .with(BULK, move |payload| Ok(each.work(PageInput::from_payload(payload)?)))
+}
+
+/// Posts a task's final status to its callback URL, signed with `secret`.
+pub fn callback_sender(fetcher: &Arc<Fetcher>, secret: Option<Arc<[u8]>>) -> CallbackSender {
     let fetcher = Arc::clone(fetcher);
-    Box::new(move |view: TaskView| {
-        let body = serde_json::to_vec(&view).unwrap_or_default();
-        callback::deliver(&fetcher, url, body, secret.as_deref(), format!("task {}: callback", view.task_id));
+    Box::new(move |id, url, body, done| {
+        let what = format!("task {id}: callback");
+        match url::Url::parse(url) {
+            Ok(url) => callback::deliver(&fetcher, url, body, secret.as_deref(), what, done),
+            Err(e) => {
+                eprintln!("pagelens: {what}: the stored URL {url:?} does not parse: {e}");
+                done();
+            }
+        }
     })
 }
 
@@ -158,6 +172,6 @@ pub fn alert_webhook(fetcher: &Arc<Fetcher>, url: url::Url, secret: Option<Arc<[
     Box::new(move |change: &Change| {
         let body = serde_json::to_vec(&json!({ "event": "alert", "change": change })).unwrap_or_default();
         let what = format!("alert {}: webhook", change.rule.name);
-        callback::deliver(&fetcher, url.clone(), body, secret.as_deref(), what);
+        callback::deliver(&fetcher, url.clone(), body, secret.as_deref(), what, Box::new(|| {}));
     })
 }

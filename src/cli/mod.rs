@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::input::InputLimits;
 use crate::api::ApiConfig;
 use crate::fetch::{Cidr, FetchConfig, Guard};
-use crate::jobs::EngineConfig;
+use crate::jobs::{Durability, EngineConfig};
 use crate::metrics::alerts::AlertConfig;
 use crate::reactor::{Limits, ServerConfig};
 use units::{parse_duration, parse_size};
@@ -301,9 +301,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_RESULT_TTL", default_value = "1h", value_parser = parse_duration)]
     pub result_ttl: Duration,
 
-    /// Most finished tasks kept; the oldest are forgotten first.
-    #[arg(long, env = "PAGELENS_MAX_FINISHED_TASKS", default_value_t = 100_000)]
-    pub max_finished_tasks: usize,
+    /// Where tasks are kept: `sqlite:PATH` (durable; the folder is made if missing) or `memory` (lost on exit).
+    #[arg(long, env = "PAGELENS_STORE", default_value = "sqlite:pagelens-data/pagelens.db", value_parser = parse_store)]
+    pub store: StoreSpec,
+
+    /// What an accepted task survives: `process` (a crash of the process) or `power` (a power loss: an fsync every commit).
+    #[arg(long, env = "PAGELENS_DURABILITY", default_value = "process", value_parser = parse_durability)]
+    pub durability: Durability,
+
+    /// Most bytes of task input waiting for a worker, e.g. 512MiB; past it, 503 with Retry-After.
+    #[arg(long, env = "PAGELENS_MAX_QUEUED_BYTES", default_value = "512MiB", value_parser = parse_size)]
+    pub max_queued_bytes: usize,
+
+    /// With --store memory: most bytes of finished tasks' results kept; the oldest are forgotten first.
+    #[arg(long, env = "PAGELENS_MAX_RESULT_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub max_result_bytes: usize,
 
     /// Most items in one POST /bulk/analyze/async; more is 413.
     #[arg(long, env = "PAGELENS_MAX_BULK_ITEMS", default_value_t = 1000)]
@@ -412,6 +424,43 @@ pub struct FetchArgs {
     /// Open a new connection for every fetch (for comparison; keep-alive is the default).
     #[arg(long)]
     pub fetch_no_keepalive: bool,
+}
+
+/// Where tasks are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In memory.
+    Memory,
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
+fn parse_store(text: &str) -> Result<StoreSpec, String> {
+    match text.split_once(':') {
+        _ if text == "memory" => Ok(StoreSpec::Memory),
+        Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
+        _ => Err(format!("{text:?}: give sqlite:PATH or memory")),
+    }
+}
+
+fn parse_durability(text: &str) -> Result<Durability, String> {
+    match text {
+        "process" => Ok(Durability::Process),
+        "power" => Ok(Durability::Power),
+        _ => Err(format!("{text:?}: give process or power")),
+    }
+}
+
+impl ServeArgs {
+    /// Opens the task store the flags name.
+    pub fn open_store(&self) -> Result<crate::jobs::Store, String> {
+        Ok(match &self.store {
+            StoreSpec::Memory => std::sync::Arc::new(crate::jobs::MemoryStore::new(self.max_result_bytes)),
+            StoreSpec::Sqlite(path) => std::sync::Arc::new(
+                crate::jobs::SqliteStore::open(path, self.durability).map_err(|e| format!("--store: {e}"))?,
+            ),
+        })
+    }
 }
 
 /// Allowed ports: a list, or any.
@@ -531,7 +580,7 @@ impl ServeArgs {
             default_timeout: self.task_timeout,
             max_timeout: self.max_task_timeout,
             result_ttl: self.result_ttl,
-            max_finished: self.max_finished_tasks,
+            max_queued_bytes: self.max_queued_bytes,
         };
         let api = ApiConfig {
             sync_wait: self.sync_wait,

@@ -29,8 +29,15 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Posts `body` (JSON) to `url`, signed with `secret` when there is one; a
 /// delivery that fails after every retry is logged as `what` (e.g. `task
-/// ID: callback`).
-pub fn deliver(fetcher: &Fetcher, url: Url, body: Vec<u8>, secret: Option<&[u8]>, what: String) {
+/// ID: callback`). `done` is called once delivery is over, either way.
+pub fn deliver(
+    fetcher: &Fetcher,
+    url: Url,
+    body: Vec<u8>,
+    secret: Option<&[u8]>,
+    what: String,
+    done: Box<dyn FnOnce() + Send>,
+) {
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
     if let Some(secret) = secret {
         headers.push(("X-Pagelens-Signature".to_string(), signature(secret, &body)));
@@ -51,6 +58,7 @@ pub fn deliver(fetcher: &Fetcher, url: Url, body: Vec<u8>, secret: Option<&[u8]>
             if let Err(e) = result {
                 eprintln!("pagelens: {what} to {target} failed after retries: {e}");
             }
+            done();
         }),
     );
 }

@@ -4,8 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
 
 use crate::pool::Priority;
 
@@ -34,6 +33,18 @@ impl TaskId {
     }
 }
 
+impl TaskId {
+    /// The id as 16 bytes, for a store's key.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The id stored as `bytes`; `None` unless there are exactly 16.
+    pub fn from_bytes(bytes: &[u8]) -> Option<TaskId> {
+        bytes.try_into().ok().map(|b| TaskId(u128::from_be_bytes(b)))
+    }
+}
+
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
@@ -57,7 +68,7 @@ impl Serialize for TaskId {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for a worker.
@@ -90,6 +101,16 @@ impl TaskState {
         !matches!(self, TaskState::Queued | TaskState::Processing)
     }
 
+    /// The state's number in a store (stable: stored data depends on it).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The state stored as `code`.
+    pub fn from_code(code: u8) -> Option<TaskState> {
+        TaskState::ALL.get(usize::from(code)).copied()
+    }
+
     /// The name used in JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -112,9 +133,25 @@ pub struct Progress {
     pub stage: String,
 }
 
-/// Why a task failed: an HTTP status, a stable code, words for a person.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What kind of end an error is: it decides the state a task ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The work failed (bad input, upstream, internal): state `error`.
+    #[default]
+    Failed,
+    /// A client cancelled it: state `cancelled`.
+    Cancelled,
+    /// It ran past its timeout: state `timed_out`.
+    TimedOut,
+}
+
+/// Why a task failed: its kind, an HTTP status, a stable code, words for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskError {
+    /// Which kind of end this is.
+    #[serde(skip_serializing, default)]
+    pub kind: ErrorKind,
     /// The HTTP status a synchronous request would have got.
     pub status: u16,
     /// Stable identifier.
@@ -124,27 +161,45 @@ pub struct TaskError {
 }
 
 impl TaskError {
-    /// A new error.
+    /// A failure of the work.
     pub fn new(status: u16, code: &str, detail: impl Into<String>) -> Self {
-        TaskError { status, code: code.to_string(), detail: detail.into() }
+        TaskError { kind: ErrorKind::Failed, status, code: code.to_string(), detail: detail.into() }
+    }
+
+    /// The task was cancelled.
+    pub fn cancelled() -> Self {
+        TaskError { kind: ErrorKind::Cancelled, ..TaskError::new(499, "cancelled", "the task was cancelled") }
+    }
+
+    /// The task ran past its timeout.
+    pub fn timed_out() -> Self {
+        TaskError { kind: ErrorKind::TimedOut, ..TaskError::new(504, "timed-out", "the task ran past its timeout") }
+    }
+
+    /// The final state a task ending with this error is in.
+    pub fn state(&self) -> TaskState {
+        match self.kind {
+            ErrorKind::Failed => TaskState::Error,
+            ErrorKind::Cancelled => TaskState::Cancelled,
+            ErrorKind::TimedOut => TaskState::TimedOut,
+        }
     }
 }
 
-/// A task's status document (the body of `GET /analyze/status/{id}`).
+/// A task's status document (the body of `GET /analyze/status/{id}`)
+/// without its result, which [`status_body`] splices in as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
     /// The id.
     pub task_id: TaskId,
-    /// `analyze` or `bulk`.
-    pub kind: &'static str,
+    /// The handler that runs it (`analyze`, `bulk`).
+    pub kind: String,
     /// The state.
     pub status: TaskState,
     /// The priority.
     pub priority: Priority,
     /// Progress.
     pub progress: Progress,
-    /// The result, once completed (JSON encoded off the reactor).
-    pub result: Option<Box<RawValue>>,
     /// The error, once failed.
     pub error: Option<TaskError>,
     /// When it was accepted (RFC 3339).
@@ -158,8 +213,23 @@ pub struct TaskView {
     pub items: Option<ItemCounts>,
 }
 
+/// The status document as JSON: `view` with `"result":` and the stored
+/// result's bytes added, without parsing or re-encoding them.
+pub fn status_body(view: &TaskView, result: Option<&[u8]>) -> Vec<u8> {
+    // A TaskView always serialises (plain fields, string map keys).
+    let mut body = serde_json::to_vec(view).unwrap_or_else(|_| b"{}".to_vec());
+    if let Some(result) = result {
+        body.pop(); // the closing brace
+        body.reserve(result.len() + 12);
+        body.extend_from_slice(b",\"result\":");
+        body.extend_from_slice(result);
+        body.push(b'}');
+    }
+    body
+}
+
 /// A batch's item counts.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ItemCounts {
     /// Items finished (any outcome).
     pub done: usize,
@@ -167,6 +237,16 @@ pub struct ItemCounts {
     pub failed: usize,
     /// Items in the batch.
     pub total: usize,
+}
+
+/// `time` as whole milliseconds since the Unix epoch, for a store.
+pub fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The time stored as `millis` since the Unix epoch.
+pub fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0).unsigned_abs())
 }
 
 /// `SystemTime` as RFC 3339 UTC with milliseconds.

@@ -43,7 +43,8 @@ pub fn server(state: Arc<ServerState>) -> Collector {
 /// Task, queue and pool figures of the engine.
 pub fn engine(engine: Arc<Engine>) -> Collector {
     Box::new(move |out: &mut Exposition| {
-        let counts = engine.store().counts();
+        // A failed read leaves the family empty for this scrape.
+        let counts = engine.counts().unwrap_or_default();
         out.family("pagelens_tasks", "gauge", "Tasks kept, by state and priority.");
         for state in TaskState::ALL {
             for priority in Priority::ALL {
@@ -84,6 +85,27 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
         );
         out.single("pagelens_pool_jobs_completed_total", "counter", "Jobs run to the end.", pool.completed as f64);
         out.single("pagelens_pool_jobs_panicked_total", "counter", "Jobs that panicked.", pool.panicked as f64);
+        out.single(
+            "pagelens_task_queue_bytes",
+            "gauge",
+            "Bytes of input of tasks accepted, not yet started.",
+            engine.waiting_bytes() as f64,
+        );
+        let store = engine.store_figures();
+        out.family("pagelens_store_bytes", "gauge", "Bytes the task store occupies (on disk for sqlite).");
+        out.sample("pagelens_store_bytes", &[("backend", store.backend)], store.bytes as f64);
+        let commits = engine.commit_figures();
+        for (name, help, counter) in [
+            ("pagelens_store_commit_groups_total", "Commit groups written to the task store.", &commits.groups),
+            ("pagelens_store_writes_total", "Writes committed to the task store.", &commits.writes),
+            ("pagelens_store_commit_failures_total", "Commit groups the task store failed.", &commits.failed),
+        ] {
+            out.single(name, "counter", help, counter.load(Ordering::Relaxed) as f64);
+        }
+        let recovered = engine.recovered();
+        out.family("pagelens_store_recovered_tasks", "gauge", "Tasks found unfinished in the store at start.");
+        out.sample("pagelens_store_recovered_tasks", &[("state", "queued")], recovered.queued as f64);
+        out.sample("pagelens_store_recovered_tasks", &[("state", "processing")], recovered.requeued as f64);
         engine.times().write(out);
     })
 }
@@ -132,11 +154,9 @@ pub fn server_snapshot(state: Arc<ServerState>) -> super::SnapshotPart {
 pub fn engine_snapshot(engine: Arc<Engine>) -> super::SnapshotPart {
     Box::new(move || {
         let pool = engine.pool_stats();
-        let counts = engine.store().counts();
-        let total = |state: TaskState| counts.get(&state).map_or(0, |p| p.values().sum::<usize>());
-        // Counted from the tasks kept, so the sweep can lower it: rules read
-        // its rises, not its level.
-        let ended: usize = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut]
+        let total = |state: TaskState| engine.ended().get(state);
+        // Counted in this process since it started: rules read its rises.
+        let ended: u64 = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut]
             .into_iter()
             .map(total)
             .sum();

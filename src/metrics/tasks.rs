@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::durations::Durations;
 use super::Exposition;
 
-/// Queue waits and stage durations of tasks.
+/// Queue waits, stage durations and store commits of tasks.
 #[derive(Debug, Default)]
 pub struct TaskTimes {
     wait: Durations,
     stages: Durations,
+    commits: Durations,
 }
 
 impl TaskTimes {
@@ -25,9 +26,15 @@ impl TaskTimes {
         self.stages.record(stage, took);
     }
 
+    /// A commit group of the task store took `took`.
+    pub fn committed(&self, took: Duration) {
+        self.commits.record("", took);
+    }
+
     /// Writes `pagelens_task_wait_seconds` and `pagelens_job_duration_seconds{stage}`.
     pub fn write(&self, out: &mut Exposition) {
         self.wait.write(out, "pagelens_task_wait_seconds", "", "Time tasks waited in the queue for a worker.");
         self.stages.write(out, "pagelens_job_duration_seconds", "stage", "Time task work spent in each stage.");
+        self.commits.write(out, "pagelens_store_commit_seconds", "", "Time each commit group of the task store took.");
     }
 }

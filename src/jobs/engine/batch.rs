@@ -1,0 +1,211 @@
+//! Batches: one task whose items run concurrently on the pool, each item's
+//! result a line stored as it finishes; subscribers get the lines stored so
+//! far, then each new one as it is committed, then the end.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use serde_json::value::RawValue;
+
+use super::work::{Finish, Handler, JobContext, Outcome, Work};
+use super::{lock, Engine, Held};
+use crate::jobs::spec::Payload;
+use crate::jobs::store::{StoreError, Write};
+use crate::jobs::task::{ItemCounts, TaskError, TaskId};
+use crate::pool::Priority;
+
+/// Receives a batch's result lines as items finish; returns false to stop.
+pub type BatchSubscriber = Box<dyn FnMut(BatchEvent<'_>) -> bool + Send>;
+
+/// What a batch subscriber is told.
+#[derive(Debug)]
+pub enum BatchEvent<'a> {
+    /// Item results, NDJSON lines.
+    Line(&'a [u8]),
+    /// The batch has ended.
+    End,
+}
+
+/// A batch this process runs: counts, and who listens.
+#[derive(Default)]
+pub(super) struct Batch {
+    total: usize,
+    done: usize,
+    failed: usize,
+    /// Items with a stored line when the batch started (after a restart).
+    done_items: HashSet<usize>,
+    /// Lines committed and pushed to subscribers, in commit order.
+    committed: usize,
+    /// No more lines are taken (the batch ended, or was cancelled).
+    closed: bool,
+    subscribers: Vec<BatchSubscriber>,
+}
+
+impl Engine {
+    /// Holds a batch's counts for a task about to be queued; `done` lists
+    /// items already stored (a recovered batch).
+    pub(super) fn open_batch(&self, id: TaskId, total: usize, done: &[(usize, bool)]) {
+        let batch = Batch {
+            total,
+            done: done.len(),
+            failed: done.iter().filter(|(_, failed)| *failed).count(),
+            done_items: done.iter().map(|(item, _)| *item).collect(),
+            committed: done.len(),
+            ..Batch::default()
+        };
+        lock(&self.batches).insert(id, Arc::new(Mutex::new(batch)));
+    }
+
+    /// Spreads a batch's items not yet done over the pool.
+    pub(super) fn run_batch(self: &Arc<Self>, cx: JobContext, handler: Handler, items: Vec<Payload>) {
+        let (id, cancel, deadline) = cx.parts();
+        let Some(batch) = lock(&self.batches).get(&id).cloned() else {
+            return self.finish(id, Err(TaskError::new(500, "internal", "the batch was not opened")));
+        };
+        let (to_run, counts) = {
+            let b = lock(&batch);
+            let to_run: Vec<(usize, Payload)> =
+                items.into_iter().enumerate().filter(|(i, _)| !b.done_items.contains(i)).collect();
+            (to_run, ItemCounts { done: b.done, failed: b.failed, total: b.total })
+        };
+        // The batch held a slot an item and gave one back when it started;
+        // every item to run but the first gives one back as it starts.
+        let already = counts.total.saturating_sub(1).saturating_sub(to_run.len().saturating_sub(1));
+        self.admission.release(Held { slots: already, bytes: 0 });
+        self.progress(id, percent(counts), stage(counts), Some(counts));
+        if to_run.is_empty() {
+            return self.finish(id, summary(counts));
+        }
+        for (launch, (index, payload)) in to_run.into_iter().enumerate() {
+            let (engine, batch, handler, cancel) =
+                (Arc::clone(self), Arc::clone(&batch), Arc::clone(&handler), Arc::clone(&cancel));
+            // The item goes to this worker's deque and idle workers steal it.
+            self.pool.spawn_local(
+                Priority::Normal,
+                Box::new(move || {
+                    if launch > 0 {
+                        engine.admission.release(Held { slots: 1, bytes: 0 });
+                    }
+                    let item_cx = JobContext::new(&engine, id, cancel, deadline, false);
+                    let finish: Finish = Box::new(move |engine, outcome| engine.item_done(id, &batch, index, outcome));
+                    if let Err(e) = item_cx.check() {
+                        return finish(&engine, Err(e));
+                    }
+                    match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
+                        Ok(Ok(Work::Cpu(work))) => item_cx.run(&engine, work, finish),
+                        Ok(Ok(Work::Io(start))) => {
+                            let resume = item_cx.resume(&engine, Priority::Normal, finish);
+                            // A panic drops the Resume, which ends the item with an error.
+                            let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+                        }
+                        Ok(Err(e)) => finish(&engine, Err(e)),
+                        Err(_) => finish(&engine, Err(TaskError::new(500, "internal", "the item's handler failed"))),
+                    }
+                }),
+            );
+        }
+    }
+
+    /// Stores an item's line; ends the batch after its last item.
+    fn item_done(self: &Arc<Self>, id: TaskId, batch: &Arc<Mutex<Batch>>, index: usize, outcome: Outcome) {
+        let line = match &outcome {
+            Ok(result) => format!("{{\"index\":{index},\"status\":\"completed\",\"result\":{}}}\n", result.get()),
+            Err(e) => {
+                let error = serde_json::to_string(e).unwrap_or_default();
+                format!("{{\"index\":{index},\"status\":\"error\",\"error\":{error}}}\n")
+            }
+        }
+        .into_bytes();
+        let counts = {
+            let mut b = lock(batch);
+            if b.closed {
+                return; // cancelled or timed out: late items are dropped
+            }
+            b.done += 1;
+            b.failed += usize::from(outcome.is_err());
+            ItemCounts { done: b.done, failed: b.failed, total: b.total }
+        };
+        self.progress(id, percent(counts), stage(counts), Some(counts));
+        let pushed = Arc::clone(batch);
+        let write = Write::Line { task: id, item: index, failed: outcome.is_err(), line: line.clone() };
+        self.committer.send(
+            write,
+            Box::new(move |written| {
+                if let Err(e) = written {
+                    eprintln!("pagelens: batch {id}: item {index}'s line was not stored: {e}");
+                }
+                let mut b = lock(&pushed);
+                b.committed += 1;
+                b.subscribers.retain_mut(|s| s(BatchEvent::Line(&line)));
+            }),
+        );
+        if counts.done == counts.total {
+            self.finish(id, summary(counts));
+        }
+    }
+
+    /// Takes no more lines for a batch (it has ended).
+    pub(super) fn close_batch(&self, id: TaskId) {
+        // Cloned out first: the map's lock is never held while taking a batch's.
+        let batch = lock(&self.batches).get(&id).cloned();
+        if let Some(batch) = batch {
+            lock(&batch).closed = true;
+        }
+    }
+
+    /// Tells a batch's subscribers it has ended, after its last write.
+    pub(super) fn end_batch(&self, id: TaskId) {
+        let batch = lock(&self.batches).remove(&id);
+        let Some(batch) = batch else { return };
+        let mut b = lock(&batch);
+        b.closed = true;
+        for mut subscriber in b.subscribers.drain(..) {
+            subscriber(BatchEvent::End);
+        }
+    }
+
+    /// Feeds a batch's result lines to `subscriber`: those stored so far
+    /// (at once, even if none), the rest as they are committed, then
+    /// [`BatchEvent::End`] (not on a reactor: it reads the store). False,
+    /// with the subscriber never called, when `id` is not a batch.
+    pub fn batch_results(&self, id: TaskId, mut subscriber: BatchSubscriber) -> Result<bool, StoreError> {
+        let running = lock(&self.batches).get(&id).cloned();
+        if let Some(batch) = running {
+            // Under the batch's lock no line is pushed, so the first
+            // `committed` stored lines are exactly those pushed before.
+            let mut b = lock(&batch);
+            if lock(&self.batches).contains_key(&id) {
+                let lines = self.store.lines(id, Some(b.committed))?;
+                if subscriber(BatchEvent::Line(&lines.lines)) {
+                    b.subscribers.push(subscriber);
+                }
+                return Ok(true);
+            }
+        }
+        // Ended (or run elsewhere): everything is in the store.
+        match self.store.get(id)? {
+            Some(record) if record.items.is_some() => {
+                let lines = self.store.lines(id, None)?;
+                if subscriber(BatchEvent::Line(&lines.lines)) {
+                    subscriber(BatchEvent::End);
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn percent(c: ItemCounts) -> u8 {
+    (c.done * 100 / c.total.max(1)) as u8
+}
+
+fn stage(c: ItemCounts) -> String {
+    format!("{} of {} items", c.done, c.total)
+}
+
+fn summary(c: ItemCounts) -> Outcome {
+    let json = format!("{{\"total\":{},\"completed\":{},\"failed\":{}}}", c.total, c.done - c.failed, c.failed);
+    RawValue::from_string(json).map_err(|e| TaskError::new(500, "internal", e.to_string()))
+}

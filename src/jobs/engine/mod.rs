@@ -1,0 +1,762 @@
+//! The task engine: accepts tasks (as data) into the store, runs them on
+//! the pool through their kind's handler, and records every change through
+//! the lifecycle.
+//!
+//! A task's path: admission (room in slots and bytes) → `accepted`, written
+//! by the committer; the reply is sent only once the write is durable → a
+//! worker takes its id, applies `started`, reads its input from the store
+//! and runs the handler's work → the outcome is applied and written, then
+//! whoever waits is told and the callback is delivered (an outbox in the
+//! store). Tasks being run are also held in memory (`live`), where progress
+//! goes without a write; status reads see it there first.
+//!
+//! Synchronous requests run the same way but are written to the store only
+//! if they outlive the sync wait and are handed over as `202` tasks.
+
+mod admission;
+mod batch;
+mod timer;
+mod work;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use admission::{Admission, Held, SubmitError};
+pub use batch::{BatchEvent, BatchSubscriber};
+pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
+
+use super::commit::{CommitFigures, Committer};
+use super::lifecycle::{apply, Event, TaskRecord};
+use super::spec::{TaskInput, TaskSpec};
+use super::store::{Counts, Store, StoreError, StoreFigures, Write, Written};
+use super::task::{status_body, TaskError, TaskId, TaskState, TaskView};
+use crate::metrics::tasks::TaskTimes;
+use crate::pool::{Pool, PoolStats, Priority};
+use batch::Batch;
+use timer::SyncWait;
+
+/// Request bodies waiting to be parsed; more and intake answers 503.
+const MAX_INTAKE: usize = 1024;
+/// Threads that read the store for API requests (statuses, lists, streams).
+const READERS: usize = 2;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Worker threads.
+    pub workers: usize,
+    /// Most tasks (and batch items) waiting for a worker; more is refused.
+    pub queue_capacity: usize,
+    /// Most bytes of input waiting for a worker; more is refused.
+    pub max_queued_bytes: usize,
+    /// Timeout of a task that names none.
+    pub default_timeout: Duration,
+    /// Longest timeout a task may ask for.
+    pub max_timeout: Duration,
+    /// How long finished tasks are kept.
+    pub result_ttl: Duration,
+}
+
+/// A task that has ended, with its result.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The status document.
+    pub view: TaskView,
+    /// The result (JSON), if it completed.
+    pub result: Option<Arc<[u8]>>,
+}
+
+impl Ended {
+    fn of(record: &TaskRecord) -> Ended {
+        Ended { view: record.view(), result: record.result.clone() }
+    }
+
+    /// The status document as JSON, the result spliced in.
+    pub fn body(&self) -> Vec<u8> {
+        status_body(&self.view, self.result.as_deref())
+    }
+}
+
+/// Called once when a task ends (in this process), with its final status.
+pub type OnDone = Box<dyn FnOnce(&Ended) + Send>;
+
+/// Receives the outcome of a submission, once.
+pub type Reply = Box<dyn FnOnce(Result<Submitted, SubmitError>) + Send>;
+
+/// Delivers a task's callback: its id, the URL, the body; calls the last
+/// argument once delivery is over (taken or given up), so the store stops
+/// owing it.
+pub type CallbackSender = Box<dyn Fn(TaskId, &str, Vec<u8>, Box<dyn FnOnce() + Send>) + Send + Sync>;
+
+/// The outcome of submitting.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new task, stored.
+    Created(TaskView),
+    /// The task already stored under the same idempotency key.
+    Existing(TaskView),
+}
+
+/// Why a cancellation did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelError {
+    /// No such task.
+    NotFound,
+    /// The task had already ended, in this state.
+    Finished(TaskState),
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// How a synchronous request ends.
+#[derive(Debug)]
+pub enum SyncOutcome {
+    /// The task finished within the sync wait.
+    Finished(Ended),
+    /// It did not: it is stored, and the client gets `202` and this task to follow.
+    Accepted(TaskView),
+    /// It did not, and the store could not take it.
+    Refused(SubmitError),
+}
+
+/// What start-up found in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Tasks found queued, queued again.
+    pub queued: usize,
+    /// Tasks found processing (their process stopped), run again.
+    pub requeued: usize,
+    /// Callbacks still owed, being delivered.
+    pub callbacks: usize,
+}
+
+/// What a shutdown left in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Tasks still queued.
+    pub queued: usize,
+    /// Tasks still running at the deadline (they run again at the next start).
+    pub running: usize,
+}
+
+/// A task being run or waiting in this process.
+struct Live {
+    /// The record as it is now (progress included, which is not written).
+    record: TaskRecord,
+    /// The version the store holds; `None` while not stored (a sync request).
+    stored_version: Option<u64>,
+    cancel: Arc<AtomicBool>,
+    deadline: Instant,
+    on_done: Option<OnDone>,
+    /// The input of a task not read from the store (a sync request's).
+    spec: Option<Arc<TaskSpec>>,
+}
+
+/// Monotonic counts of tasks ended in this process, by final state.
+#[derive(Debug, Default)]
+pub struct EndedCounts([AtomicU64; 6]);
+
+impl EndedCounts {
+    /// Tasks that ended in `state`.
+    pub fn get(&self, state: TaskState) -> u64 {
+        self.0[usize::from(state.code())].load(Ordering::Relaxed)
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    pool: Pool,
+    /// One thread that parses request bodies, so that submitting never
+    /// waits for a busy worker and a reactor never parses a large body.
+    intake: Pool,
+    intake_waiting: Arc<AtomicUsize>,
+    /// Threads that read the store for API requests, never a reactor.
+    readers: Pool,
+    store: Store,
+    committer: Committer,
+    handlers: Handlers,
+    config: EngineConfig,
+    admission: Admission,
+    /// Mean job run time in microseconds (exponentially weighted).
+    mean_job_micros: AtomicU64,
+    live: Mutex<HashMap<TaskId, Live>>,
+    deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
+    sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
+    batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
+    times: Arc<TaskTimes>,
+    ended: EndedCounts,
+    recovered: Mutex<Recovered>,
+    callbacks: OnceLock<CallbackSender>,
+    /// Set at shutdown: stored tasks not yet started stay queued.
+    stopping: AtomicBool,
+    /// Set when the engine is dropped: the timer thread ends.
+    dropped: AtomicBool,
+    /// The timer thread, woken when a deadline earlier than all it knows arrives.
+    timer: OnceLock<std::thread::Thread>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("pool", &self.pool).field("config", &self.config).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data under these locks stays consistent between statements; a
+    // panic elsewhere must not take the engine down with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Starts the pool, the committer and the timer thread. Call
+    /// [`recover`](Engine::recover) next to run what the store holds.
+    pub fn start(config: EngineConfig, store: Store, handlers: Handlers) -> std::io::Result<Arc<Engine>> {
+        let times = Arc::new(TaskTimes::default());
+        let engine = Arc::new(Engine {
+            pool: Pool::new("pagelens-worker", config.workers)?,
+            intake: Pool::new("pagelens-intake", 1)?,
+            intake_waiting: Arc::new(AtomicUsize::new(0)),
+            readers: Pool::new("pagelens-store-read", READERS)?,
+            committer: Committer::start(Arc::clone(&store), Arc::clone(&times))?,
+            store,
+            handlers,
+            admission: Admission::new(config.queue_capacity, config.max_queued_bytes),
+            config,
+            mean_job_micros: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(BinaryHeap::new()),
+            sync_waits: Mutex::new(BinaryHeap::new()),
+            batches: Mutex::new(HashMap::new()),
+            times,
+            ended: EndedCounts::default(),
+            recovered: Mutex::default(),
+            callbacks: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+            timer: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&engine);
+        let handle =
+            std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer::run(&weak))?;
+        // Set once, here, before any task exists: `set` cannot find it taken.
+        let _ = engine.timer.set(handle.thread().clone());
+        Ok(engine)
+    }
+
+    /// Sets how callbacks are delivered (once, before [`recover`](Engine::recover)).
+    pub fn set_callbacks(&self, sender: CallbackSender) {
+        let _ = self.callbacks.set(sender);
+    }
+
+    /// Queues again what the store holds unfinished (a task found running
+    /// runs again: delivery is at least once) and delivers the callbacks
+    /// still owed.
+    pub fn recover(self: &Arc<Self>) -> Result<Recovered, StoreError> {
+        let mut recovered = Recovered::default();
+        for mut record in self.store.unfinished()? {
+            let expected = record.version;
+            if record.state == TaskState::Processing && apply(&mut record, Event::Requeued, SystemTime::now()).is_ok() {
+                self.committer.send_only(Write::Put { record: Box::new(record.clone()), expected });
+                recovered.requeued += 1;
+            } else {
+                recovered.queued += 1;
+            }
+            let held = Held { slots: record.items.map_or(1, |i| i.total.max(1)), bytes: 0 };
+            if let Some(items) = record.items {
+                self.open_batch(record.id, items.total, &self.store.items_done(record.id)?);
+            }
+            self.admission.force(held);
+            let timeout = record.timeout_ms.map(Duration::from_millis);
+            let (id, priority) = (record.id, record.priority);
+            let version = record.version;
+            self.go_live(record, Some(version), timeout, None, None);
+            self.spawn_run(id, priority, held);
+        }
+        for owed in self.store.callbacks_owed()? {
+            // With its result, which the list leaves out.
+            if let Some(record) = self.store.get(owed.id)? {
+                recovered.callbacks += 1;
+                self.deliver_callback(&record);
+            }
+        }
+        *lock(&self.recovered) = recovered;
+        Ok(recovered)
+    }
+
+    /// What [`recover`](Engine::recover) found.
+    pub fn recovered(&self) -> Recovered {
+        *lock(&self.recovered)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Pool figures.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Tasks and items waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.admission.waiting()
+    }
+
+    /// Bytes of input waiting for a worker.
+    pub fn waiting_bytes(&self) -> usize {
+        self.admission.waiting_bytes()
+    }
+
+    /// A cheap early check, before any work on a request: refused (and
+    /// counted) when the queue is already full.
+    pub fn has_room(&self) -> Result<(), SubmitError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        self.admission.has_room()
+    }
+
+    /// Submissions refused because the queue was full.
+    pub fn refused(&self) -> u64 {
+        self.admission.refused()
+    }
+
+    /// Tasks ended in this process, by state.
+    pub fn ended(&self) -> &EndedCounts {
+        &self.ended
+    }
+
+    /// Queue waits, stage durations and commits.
+    pub fn times(&self) -> &TaskTimes {
+        &self.times
+    }
+
+    /// The store's size and place.
+    pub fn store_figures(&self) -> StoreFigures {
+        self.store.figures()
+    }
+
+    /// The committer's counters.
+    pub fn commit_figures(&self) -> &CommitFigures {
+        self.committer.figures()
+    }
+
+    /// Tasks by state and priority, from the store (not on a reactor).
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        self.store.counts()
+    }
+
+    /// When a task submitted now would likely finish, from the queue depth
+    /// and recent job durations.
+    pub fn estimated_completion(&self) -> SystemTime {
+        let mean = Duration::from_micros(self.mean_job_micros.load(Ordering::Relaxed).max(1_000));
+        let rounds = self.waiting() / self.pool.workers() + 1;
+        SystemTime::now() + mean * rounds as u32
+    }
+
+    /// Queues a task and waits until it is stored (the library's `delay`;
+    /// never call it from a reactor).
+    pub fn delay(self: &Arc<Self>, spec: TaskSpec) -> Result<Submitted, SubmitError> {
+        let (tx, rx) = mpsc::channel();
+        self.enqueue(spec, None, Box::new(move |r| drop(tx.send(r))));
+        rx.recv().unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    /// Queues a task; `on_done` is called once with its final status.
+    pub fn delay_with_callback(self: &Arc<Self>, spec: TaskSpec, on_done: OnDone) -> Result<Submitted, SubmitError> {
+        let (tx, rx) = mpsc::channel();
+        self.enqueue(spec, Some(on_done), Box::new(move |r| drop(tx.send(r))));
+        rx.recv().unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    /// Runs a task and waits for its end (the library's `submit`).
+    pub fn submit(self: &Arc<Self>, spec: TaskSpec) -> Result<Ended, SubmitError> {
+        let (tx, rx) = mpsc::channel();
+        let on_done: OnDone = Box::new(move |ended| drop(tx.send(ended.clone())));
+        match self.delay_with_callback(spec, on_done)? {
+            // on_done runs once for a created task, so recv returns.
+            Submitted::Created(view) => Ok(rx.recv().unwrap_or(Ended { view, result: None })),
+            Submitted::Existing(view) => Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None })),
+        }
+    }
+
+    /// A task's status and result: from memory while this process runs
+    /// it, else from the store (the library's `result`; not on a reactor).
+    pub fn status(&self, id: TaskId) -> Result<Option<Ended>, StoreError> {
+        if let Some(live) = lock(&self.live).get(&id) {
+            return Ok(Some(Ended::of(&live.record)));
+        }
+        Ok(self.store.get(id)?.map(|record| Ended::of(&record)))
+    }
+
+    /// Queued and processing tasks, oldest first (not on a reactor).
+    pub fn active(&self, limit: usize) -> Result<Vec<TaskView>, StoreError> {
+        let mut active: Vec<TaskView> = {
+            let live = lock(&self.live);
+            let mut records: Vec<&TaskRecord> = live.values().map(|l| &l.record).collect();
+            records.sort_by_key(|r| r.created_at);
+            records.into_iter().take(limit).map(TaskRecord::view).collect()
+        };
+        if active.len() < limit {
+            // Tasks of the store that this process does not hold (none, unless
+            // another process shares the store).
+            let mine: std::collections::HashSet<TaskId> = active.iter().map(|v| v.task_id).collect();
+            let more = self.store.active(limit)?.into_iter().filter(|r| !mine.contains(&r.id));
+            active.extend(more.take(limit - active.len()).map(|r| r.view()));
+        }
+        Ok(active)
+    }
+
+    /// Queues a task; `reply` hears once it is stored (or refused), on the
+    /// committer thread, so it must only hand the answer on.
+    pub fn enqueue(self: &Arc<Self>, spec: TaskSpec, on_done: Option<OnDone>, reply: Reply) {
+        if self.stopping.load(Ordering::Acquire) {
+            return reply(Err(SubmitError::ShuttingDown));
+        }
+        let held = Held { slots: spec.batch_len().map_or(1, |n| n.max(1)), bytes: spec.input_bytes() };
+        if let Err(e) = self.admission.admit(held, self.mean_job(), self.pool.workers()) {
+            return reply(Err(e));
+        }
+        let mut record = TaskRecord::new(TaskId::random(), &spec, SystemTime::now());
+        // A new record accepts `accepted`.
+        let _ = apply(&mut record, Event::Accepted, SystemTime::now());
+        let (id, priority, version) = (record.id, record.priority, record.version);
+        let timeout = spec.options.timeout();
+        let view = record.view();
+        if let Some(total) = spec.batch_len() {
+            self.open_batch(id, total, &[]);
+        }
+        let insert = Write::Insert(Box::new(record.clone()), Box::new(spec));
+        // Live before the write, so that a fast status read finds it; the
+        // id is known to nobody until the reply.
+        self.go_live(record, Some(version), timeout, on_done, None);
+        let engine = Arc::clone(self);
+        self.committer.send(
+            insert,
+            Box::new(move |written| match written {
+                Ok(Written::Done) => {
+                    engine.spawn_run(id, priority, held);
+                    reply(Ok(Submitted::Created(view)));
+                }
+                other => {
+                    lock(&engine.live).remove(&id);
+                    lock(&engine.batches).remove(&id);
+                    engine.admission.release(held);
+                    reply(match other {
+                        Ok(Written::Existing(existing)) => match engine.store.get(existing) {
+                            Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
+                            Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
+                            Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
+                        },
+                        Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
+                        Ok(_) => Err(SubmitError::StoreUnavailable { detail: "unexpected store answer".into() }),
+                    });
+                }
+            }),
+        );
+    }
+
+    /// Runs a task for a synchronous request: `reply` gets the finished
+    /// task if it ends within `sync_wait`, else (once stored) the task to
+    /// follow (`202`), or the refusal.
+    pub fn run_sync(self: &Arc<Self>, spec: TaskSpec, sync_wait: Duration, reply: Box<dyn FnOnce(SyncOutcome) + Send>) {
+        let held = Held { slots: 1, bytes: spec.input_bytes() };
+        if let Err(e) = self.admission.admit(held, self.mean_job(), self.pool.workers()) {
+            return reply(SyncOutcome::Refused(e));
+        }
+        let slot = Arc::new(Mutex::new(Some(reply)));
+        let done_slot = Arc::clone(&slot);
+        let on_done: OnDone = Box::new(move |ended| {
+            if let Some(reply) = lock(&done_slot).take() {
+                reply(SyncOutcome::Finished(ended.clone()));
+            }
+        });
+        let mut record = TaskRecord::new(TaskId::random(), &spec, SystemTime::now());
+        let _ = apply(&mut record, Event::Accepted, SystemTime::now());
+        let (id, priority) = (record.id, record.priority);
+        let timeout = spec.options.timeout();
+        self.go_live(record, None, timeout, Some(on_done), Some(Arc::new(spec)));
+        self.add_sync_wait(SyncWait { at: Instant::now() + sync_wait, id, slot });
+        self.spawn_run(id, priority, held);
+    }
+
+    /// Cancels a queued or running task (not on a reactor: it waits for the store).
+    pub fn cancel(self: &Arc<Self>, id: TaskId) -> Result<Ended, CancelError> {
+        let (tx, rx) = mpsc::channel();
+        if let Some(record) = self.end(id, Event::Cancelled, Some(Box::new(move |r| drop(tx.send(r))))) {
+            rx.recv().unwrap_or(Ok(())).map_err(CancelError::Store)?;
+            return Ok(Ended::of(&record));
+        }
+        // Not run here: change it in the store, compare-and-set, so that a
+        // result stored meanwhile is never overwritten.
+        for _ in 0..3 {
+            let Some(mut record) = self.store.get(id).map_err(CancelError::Store)? else {
+                return Err(CancelError::NotFound);
+            };
+            let expected = record.version;
+            if apply(&mut record, Event::Cancelled, SystemTime::now()).is_err() {
+                return Err(CancelError::Finished(record.state));
+            }
+            let (tx, rx) = mpsc::channel();
+            let put = Write::Put { record: Box::new(record.clone()), expected };
+            self.committer.send(put, Box::new(move |r| drop(tx.send(r))));
+            match rx.recv().unwrap_or(Ok(Written::Conflict)).map_err(CancelError::Store)? {
+                Written::Conflict => continue,
+                _ => return Ok(Ended::of(&record)),
+            }
+        }
+        Err(CancelError::Store(StoreError("the task kept changing while being cancelled".into())))
+    }
+
+    /// Stops starting stored tasks: those not yet started stay queued in
+    /// the store for the next start. Refuses new submissions.
+    pub fn stop_taking(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Stops taking tasks, waits up to `timeout` for running ones to end,
+    /// and makes sure every write is committed. Says what was left.
+    pub fn shutdown(&self, timeout: Duration) -> Stopped {
+        self.stop_taking();
+        let until = Instant::now() + timeout;
+        let left = loop {
+            let left = {
+                let live = lock(&self.live);
+                let running = live.values().filter(|l| l.record.state == TaskState::Processing).count();
+                Stopped { queued: live.len() - running, running }
+            };
+            if left.running == 0 || Instant::now() >= until {
+                break left;
+            }
+            // Shutdown only: polled, since tasks end on many threads.
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.committer.flush();
+        left
+    }
+
+    /// Runs request intake (parsing and checking a body before a task
+    /// exists) on the intake thread. Refused past `MAX_INTAKE` waiting.
+    pub fn spawn_intake(&self, job: crate::pool::Job) -> Result<(), SubmitError> {
+        if self.intake_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_INTAKE {
+            self.intake_waiting.fetch_sub(1, Ordering::AcqRel);
+            self.admission.count_refusal();
+            return Err(SubmitError::Full { retry_after: 1 });
+        }
+        let waiting = Arc::clone(&self.intake_waiting);
+        self.intake.spawn(
+            Priority::Normal,
+            Box::new(move || {
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                job();
+            }),
+        );
+        Ok(())
+    }
+
+    /// Runs `job` (a store read for an API request) on a store reader thread.
+    pub fn spawn_read(&self, job: crate::pool::Job) {
+        self.readers.spawn(Priority::Normal, job);
+    }
+
+    fn mean_job(&self) -> Duration {
+        Duration::from_micros(self.mean_job_micros.load(Ordering::Relaxed))
+    }
+
+    fn record_duration(&self, took: Duration) {
+        let micros = work::micros(took);
+        // EWMA with weight 1/8; a lost update under contention only delays the average.
+        let old = self.mean_job_micros.load(Ordering::Relaxed);
+        let new = if old == 0 { micros } else { old - old / 8 + micros / 8 };
+        self.mean_job_micros.store(new, Ordering::Relaxed);
+    }
+
+    /// Holds a task in memory with its deadline.
+    fn go_live(
+        &self,
+        record: TaskRecord,
+        stored_version: Option<u64>,
+        timeout: Option<Duration>,
+        on_done: Option<OnDone>,
+        spec: Option<Arc<TaskSpec>>,
+    ) {
+        let timeout = timeout.unwrap_or(self.config.default_timeout).min(self.config.max_timeout);
+        let deadline = Instant::now() + timeout;
+        let id = record.id;
+        let cancel = Arc::new(AtomicBool::new(false));
+        lock(&self.live).insert(id, Live { record, stored_version, cancel, deadline, on_done, spec });
+        self.add_deadline(deadline, id);
+    }
+
+    fn spawn_run(self: &Arc<Self>, id: TaskId, priority: Priority, held: Held) {
+        let engine = Arc::clone(self);
+        let queued_at = Instant::now();
+        self.pool.spawn(priority, Box::new(move || engine.run(id, priority, held, queued_at)));
+    }
+
+    /// Starts a task on a worker: `started`, its input, its handler's work.
+    fn run(self: &Arc<Self>, id: TaskId, priority: Priority, held: Held, queued_at: Instant) {
+        let started = {
+            let mut live = lock(&self.live);
+            let stopping = self.stopping.load(Ordering::Acquire);
+            match live.get_mut(&id) {
+                // Stored and shutting down: it stays queued for the next start.
+                Some(l) if stopping && l.stored_version.is_some() => None,
+                Some(l) => match apply(&mut l.record, Event::Started, SystemTime::now()) {
+                    Ok(_) => {
+                        if let Some(expected) = l.stored_version {
+                            let record = Box::new(l.record.clone());
+                            self.committer.send_only(Write::Put { record, expected });
+                            l.stored_version = Some(l.record.version);
+                        }
+                        Some((Arc::clone(&l.cancel), l.deadline, l.spec.clone()))
+                    }
+                    Err(_) => None,
+                },
+                // Ended while queued.
+                None => None,
+            }
+        };
+        // The task's own slot and its bytes are free now; a batch's items
+        // hold theirs until each starts.
+        let Some((cancel, deadline, spec)) = started else {
+            return self.admission.release(held);
+        };
+        self.admission.release(Held { slots: 1, bytes: held.bytes });
+        self.times.waited(queued_at.elapsed());
+        let spec = match spec {
+            Some(spec) => Ok(Some(TaskSpec::clone(&spec))),
+            None => self.store.spec(id),
+        };
+        let spec = match spec {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return self.finish(id, Err(TaskError::new(500, "input-lost", "the task's input is gone"))),
+            Err(e) => return self.finish(id, Err(TaskError::new(503, "store-unavailable", e.0))),
+        };
+        let handler = match self.handlers.get(&spec.kind) {
+            Ok(handler) => Arc::clone(handler),
+            Err(e) => return self.finish(id, Err(e)),
+        };
+        let cx = JobContext::new(self, id, cancel, deadline, true);
+        match spec.input {
+            TaskInput::One(payload) => {
+                let finish: work::Finish = Box::new(move |engine, outcome| engine.finish(id, outcome));
+                match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
+                    Ok(Ok(Work::Cpu(work))) => cx.run(self, work, finish),
+                    Ok(Ok(Work::Io(start))) => {
+                        let resume = cx.resume(self, priority, finish);
+                        // A panic drops the Resume, which ends the task with an error.
+                        let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+                    }
+                    Ok(Err(e)) => finish(self, Err(e)),
+                    Err(_) => finish(self, Err(TaskError::new(500, "internal", "the task's handler failed"))),
+                }
+            }
+            TaskInput::Batch(items) => self.run_batch(cx, handler, items),
+        }
+    }
+
+    /// Records progress of a running task (in memory: not written).
+    fn progress(&self, id: TaskId, percent: u8, stage: String, items: Option<super::task::ItemCounts>) {
+        if let Some(live) = lock(&self.live).get_mut(&id) {
+            let _ = apply(&mut live.record, Event::Progress { percent, stage, items }, SystemTime::now());
+        }
+    }
+
+    /// Ends a task with the outcome of its work.
+    fn finish(self: &Arc<Self>, id: TaskId, outcome: Outcome) {
+        let outcome = outcome.map(|json| Arc::<[u8]>::from(json.get().as_bytes()));
+        self.end(id, Event::outcome(outcome), None);
+    }
+
+    /// Ends a live task with `event` (unless it has ended already): writes
+    /// it, then tells whoever waits and delivers its callback. `committed`
+    /// hears when the write is done. Returns the final record.
+    fn end(
+        self: &Arc<Self>,
+        id: TaskId,
+        event: Event,
+        committed: Option<Box<dyn FnOnce(Result<(), StoreError>) + Send>>,
+    ) -> Option<TaskRecord> {
+        let mut live = lock(&self.live);
+        let mut entry = live.remove(&id)?;
+        if apply(&mut entry.record, event, SystemTime::now()).is_err() {
+            // Only a `finished` for a task not started could be refused; keep it.
+            live.insert(id, entry);
+            return None;
+        }
+        // Stops the work at its next check and any I/O it waits on.
+        entry.cancel.store(true, Ordering::Release);
+        self.close_batch(id);
+        let Live { record, stored_version, on_done, .. } = entry;
+        let state = record.state;
+        self.ended.0[usize::from(state.code())].fetch_add(1, Ordering::Relaxed);
+        match stored_version {
+            Some(expected) => {
+                let engine = Arc::clone(self);
+                let final_record = record.clone();
+                let put = Write::Put { record: Box::new(record.clone()), expected };
+                // Sent under the live lock: a hand-over's insert is never overtaken.
+                self.committer.send(
+                    put,
+                    Box::new(move |written| {
+                        match &written {
+                            Ok(Written::Conflict) => {
+                                eprintln!("pagelens: task {id}: its end was not stored (changed elsewhere)")
+                            }
+                            Err(e) => eprintln!("pagelens: task {id}: its end was not stored: {e}"),
+                            Ok(_) => {}
+                        }
+                        let stored = matches!(written, Ok(Written::Done));
+                        engine.after_end(&final_record, on_done, stored);
+                        // After the batch's last line: those were sent first.
+                        engine.end_batch(id);
+                        if let Some(committed) = committed {
+                            committed(written.map(drop));
+                        }
+                    }),
+                );
+                drop(live);
+            }
+            None => {
+                drop(live);
+                self.after_end(&record, on_done, false);
+                self.end_batch(id);
+                if let Some(committed) = committed {
+                    committed(Ok(()));
+                }
+            }
+        }
+        Some(record)
+    }
+
+    /// Tells whoever waits on an ended task, and delivers its callback if
+    /// it was stored (so the outbox can be cleared).
+    fn after_end(&self, record: &TaskRecord, on_done: Option<OnDone>, stored: bool) {
+        if let Some(on_done) = on_done {
+            on_done(&Ended::of(record));
+        }
+        if stored && record.callback_pending {
+            self.deliver_callback(record);
+        }
+    }
+
+    fn deliver_callback(&self, record: &TaskRecord) {
+        let (Some(sender), Some(url)) = (self.callbacks.get(), &record.callback_url) else { return };
+        let committer = self.committer.clone();
+        let id = record.id;
+        sender(id, url, Ended::of(record).body(), Box::new(move || committer.send_only(Write::CallbackDone(id))));
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
+        self.wake_timer();
+    }
+}

@@ -1,0 +1,555 @@
+//! The embedded durable store (the default): SQLite in WAL mode. One
+//! connection writes, and only the committer thread calls it, one
+//! transaction a commit group; readers take connections of their own from a
+//! small pool (WAL readers never wait for the writer).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{Counts, Lines, StoreError, StoreFigures, TaskStore, Write, Written};
+use crate::jobs::lifecycle::TaskRecord;
+use crate::jobs::spec::TaskSpec;
+use crate::jobs::task::{from_millis, to_millis, ItemCounts, Progress, TaskError, TaskId, TaskState};
+use crate::pool::Priority;
+
+/// `PRAGMA application_id`: "plns". A file with another id is not ours.
+const APPLICATION_ID: i64 = 0x706c_6e73;
+
+/// The schema, one migration a version: `user_version` says how many ran.
+/// Append only; a released migration never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: tasks, their inputs and results; batch item lines.
+    "CREATE TABLE tasks (
+        id BLOB PRIMARY KEY,
+        kind TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        completed_at INTEGER,
+        progress_percent INTEGER NOT NULL,
+        progress_stage TEXT NOT NULL,
+        items_done INTEGER,
+        items_failed INTEGER,
+        items_total INTEGER,
+        attempts INTEGER NOT NULL,
+        timeout_ms INTEGER,
+        callback_url TEXT,
+        callback_pending INTEGER NOT NULL,
+        error TEXT,
+        result BLOB,
+        spec TEXT NOT NULL,
+        input BLOB
+    );
+    CREATE INDEX tasks_by_state ON tasks (state, priority);
+    CREATE INDEX tasks_by_end ON tasks (completed_at) WHERE completed_at IS NOT NULL;
+    CREATE INDEX tasks_owing_callbacks ON tasks (callback_pending) WHERE callback_pending = 1;
+    CREATE TABLE batch_lines (
+        task BLOB NOT NULL,
+        item INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        line BLOB NOT NULL,
+        PRIMARY KEY (task, item)
+    );",
+];
+
+/// Tasks forgotten per sweep at most, so one commit group stays short.
+const SWEEP_LIMIT: usize = 2000;
+
+/// What a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of the process (WAL, `synchronous=NORMAL`: no fsync a commit;
+    /// a power loss can take the last commits).
+    Process,
+    /// A power loss (`synchronous=FULL`: an fsync every commit group).
+    Power,
+}
+
+/// Tasks in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: Durability,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{}: {e}", path.display()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A connection outlives a panic of its user: SQLite rolls back what it left open.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens (or creates, with its folder) the database at `path`, checks
+    /// it is a pagelens database of a schema this build knows, and brings
+    /// its schema up to date.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create the data folder {}: {e}", dir.display())))?;
+        }
+        let writer = connect(path, durability)?;
+        migrate(path, &writer)?;
+        Ok(SqliteStore { path: path.to_path_buf(), durability, writer: Mutex::new(writer), readers: Mutex::default() })
+    }
+
+    /// Runs `read` on a pooled reader connection.
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.path, self.durability)?,
+        };
+        let out = read(&conn).map_err(|e| err(&self.path, e));
+        lock(&self.readers).push(conn);
+        out
+    }
+
+    fn records(&self, sql: &str, bind: impl rusqlite::Params) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(bind, record_of)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().collect::<Result<Vec<_>, String>>().map_err(|e| err(&self.path, e))
+    }
+}
+
+/// A connection with this process's settings (`synchronous` is per connection).
+fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
+    // The first statement is where a file that is not a database shows.
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| not_ours(path, e))?;
+    if app_id != 0 && app_id != APPLICATION_ID {
+        return Err(not_ours(path, format!("its application_id is {app_id:#x}")));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| err(path, format!("cannot turn on WAL: {e}")))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(err(path, format!("the journal mode stayed {mode}, not WAL")));
+    }
+    let sync = match durability {
+        Durability::Process => "NORMAL",
+        Durability::Power => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(|e| err(path, e))?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| err(path, e))?;
+    Ok(conn)
+}
+
+fn not_ours(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    err(path, format!("not a pagelens database ({e}); give another --store path"))
+}
+
+/// Brings the schema to the latest version, one transaction a migration.
+fn migrate(path: &Path, conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| err(path, e))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(err(
+            path,
+            format!("its schema is version {version}, newer than this pagelens knows ({known}); run a newer pagelens"),
+        ));
+    }
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| err(path, e))?;
+    if version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| err(path, e))?;
+        if tables > 0 && app_id != APPLICATION_ID {
+            return Err(not_ours(path, "it holds other tables"));
+        }
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut conn_tx = conn.unchecked_transaction().map_err(|e| err(path, e))?;
+        conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        conn_tx.execute_batch(sql).map_err(|e| err(path, format!("migration {}: {e}", index + 1)))?;
+        // Bumped inside the migration's transaction: a rollback undoes both.
+        conn_tx.pragma_update(None, "user_version", index as i64 + 1).map_err(|e| err(path, e))?;
+        conn_tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| err(path, e))?;
+        conn_tx.commit().map_err(|e| err(path, e))?;
+    }
+    Ok(())
+}
+
+fn priority_code(p: Priority) -> i64 {
+    Priority::ALL.iter().position(|q| *q == p).unwrap_or(1) as i64
+}
+
+const RECORD_COLUMNS: &str = "id, kind, priority, state, version, idempotency_key, created_at, started_at,
+    completed_at, progress_percent, progress_stage, items_done, items_failed, items_total, attempts,
+    callback_url, callback_pending, error, timeout_ms";
+
+/// A record from a row of `RECORD_COLUMNS` (and `result` after them, if
+/// selected); a damaged row is an error, never a panic.
+fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
+    let id: Vec<u8> = row.get(0)?;
+    let state: i64 = row.get(3)?;
+    let priority: i64 = row.get(2)?;
+    let error: Option<String> = row.get(17)?;
+    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 19 { row.get(19)? } else { None };
+    let items = match (row.get::<_, Option<i64>>(11)?, row.get::<_, Option<i64>>(12)?, row.get::<_, Option<i64>>(13)?) {
+        (Some(done), Some(failed), Some(total)) => {
+            Some(ItemCounts { done: done as usize, failed: failed as usize, total: total as usize })
+        }
+        _ => None,
+    };
+    let (Some(id), Some(state), Some(&priority)) = (
+        TaskId::from_bytes(&id),
+        u8::try_from(state).ok().and_then(TaskState::from_code),
+        usize::try_from(priority).ok().and_then(|p| Priority::ALL.get(p)),
+    ) else {
+        return Ok(Err("a damaged task row (id, state or priority)".into()));
+    };
+    let error = match error.map(|e| serde_json::from_str::<TaskError>(&e)) {
+        Some(Err(e)) => return Ok(Err(format!("a damaged task error: {e}"))),
+        Some(Ok(e)) => Some(e),
+        None => None,
+    };
+    Ok(Ok(TaskRecord {
+        id,
+        kind: row.get(1)?,
+        priority,
+        state,
+        version: row.get::<_, i64>(4)? as u64,
+        idempotency_key: row.get(5)?,
+        created_at: from_millis(row.get(6)?),
+        started_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+        completed_at: row.get::<_, Option<i64>>(8)?.map(from_millis),
+        progress: Progress { percent: row.get::<_, i64>(9)?.clamp(0, 100) as u8, stage: row.get(10)? },
+        items,
+        attempts: row.get::<_, i64>(14)?.clamp(0, i64::from(u32::MAX)) as u32,
+        callback_url: row.get(15)?,
+        callback_pending: row.get(16)?,
+        timeout_ms: row.get::<_, Option<i64>>(18)?.map(|t| t.max(0) as u64),
+        error,
+        result: result.map(Arc::from),
+    }))
+}
+
+/// The columns a put rewrites, in `put`'s order.
+fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 14] {
+    let error = r.error.as_ref().map(|e| {
+        // Plain fields: serialising cannot fail. The kind is stored too.
+        serde_json::json!({"kind": e.kind, "status": e.status, "code": e.code, "detail": e.detail}).to_string()
+    });
+    [
+        Box::new(i64::from(r.state.code())),
+        Box::new(r.version as i64),
+        Box::new(r.started_at.map(to_millis)),
+        Box::new(r.completed_at.map(to_millis)),
+        Box::new(i64::from(r.progress.percent)),
+        Box::new(r.progress.stage.as_str()),
+        Box::new(r.items.map(|i| i.done as i64)),
+        Box::new(r.items.map(|i| i.failed as i64)),
+        Box::new(r.items.map(|i| i.total as i64)),
+        Box::new(i64::from(r.attempts)),
+        Box::new(r.callback_pending),
+        Box::new(error),
+        Box::new(r.result.as_deref()),
+        Box::new(priority_code(r.priority)),
+    ]
+}
+
+fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Written> {
+    match w {
+        Write::Insert(record, spec) => {
+            if let Some(key) = &record.idempotency_key {
+                let existing: Option<Vec<u8>> = tx
+                    .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = existing.as_deref().and_then(TaskId::from_bytes) {
+                    return Ok(Written::Existing(id));
+                }
+            }
+            let (meta, input) = spec.encode();
+            tx.prepare_cached(
+                "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, spec, input, timeout_ms,
+                     state, version, started_at, completed_at, progress_percent, progress_stage,
+                     items_done, items_failed, items_total, attempts, callback_pending, error, result, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                     ?20, ?21, ?22)",
+            )?
+            .execute(rusqlite::params_from_iter(
+                [
+                    Box::new(record.id.to_bytes()) as Box<dyn rusqlite::ToSql>,
+                    Box::new(record.kind.as_str()),
+                    Box::new(record.idempotency_key.as_deref()),
+                    Box::new(to_millis(record.created_at)),
+                    Box::new(record.callback_url.as_deref()),
+                    Box::new(meta),
+                    Box::new(input),
+                    Box::new(record.timeout_ms.map(|t| t.min(i64::MAX as u64) as i64)),
+                ]
+                .into_iter()
+                .chain(bind_record(record)),
+            ))?;
+            Ok(Written::Done)
+        }
+        Write::Put { record, expected } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = ?1, version = ?2, started_at = ?3, completed_at = ?4,
+                         progress_percent = ?5, progress_stage = ?6, items_done = ?7, items_failed = ?8,
+                         items_total = ?9, attempts = ?10, callback_pending = ?11, error = ?12, result = ?13,
+                         priority = ?14, input = CASE WHEN ?4 IS NULL THEN input END
+                     WHERE id = ?15 AND version = ?16",
+                )?
+                .execute(rusqlite::params_from_iter(bind_record(record).into_iter().chain([
+                    Box::new(record.id.to_bytes()) as Box<dyn rusqlite::ToSql>,
+                    Box::new(*expected as i64),
+                ])))?;
+            Ok(if changed == 1 { Written::Done } else { Written::Conflict })
+        }
+        Write::Line { task, item, failed, line } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO batch_lines (task, item, failed, line) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![task.to_bytes(), *item as i64, *failed, &line[..]])?;
+            Ok(Written::Done)
+        }
+        Write::CallbackDone(id) => {
+            tx.prepare_cached("UPDATE tasks SET callback_pending = 0 WHERE id = ?1")?.execute([id.to_bytes()])?;
+            Ok(Written::Done)
+        }
+        Write::Sweep { ended_before } => {
+            let cut = to_millis(*ended_before);
+            tx.prepare_cached(
+                "DELETE FROM batch_lines WHERE task IN
+                     (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at LIMIT ?2)",
+            )?
+            .execute(params![cut, SWEEP_LIMIT as i64])?;
+            let swept = tx
+                .prepare_cached(
+                    "DELETE FROM tasks WHERE id IN
+                         (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at LIMIT ?2)",
+                )?
+                .execute(params![cut, SWEEP_LIMIT as i64])?;
+            Ok(Written::Swept(swept))
+        }
+    }
+}
+
+impl TaskStore for SqliteStore {
+    fn commit(&self, group: &mut [Write]) -> Result<Vec<Written>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let mut run = |conn: &mut Connection| -> rusqlite::Result<Vec<Written>> {
+            // IMMEDIATE: the write lock is taken at BEGIN, never upgraded later.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = group.iter_mut().map(|w| write(&tx, w)).collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut conn).map_err(|e| err(&self.path, e))
+    }
+
+    fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let sql = format!("SELECT {RECORD_COLUMNS}, result FROM tasks WHERE id = ?1");
+        Ok(self.records(&sql, [id.to_bytes()])?.pop())
+    }
+
+    fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
+        let row = self.read(|conn| {
+            conn.prepare_cached("SELECT spec, input FROM tasks WHERE id = ?1 AND input IS NOT NULL")?
+                .query_row([id.to_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .optional()
+        })?;
+        row.map(|(meta, input)| TaskSpec::decode(&meta, &input).map_err(|e| err(&self.path, e))).transpose()
+    }
+
+    fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT line FROM batch_lines WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
+            // A negative LIMIT is no limit.
+            let limit = limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+            let mut rows = stmt.query(params![id.to_bytes(), limit])?;
+            let mut out = Lines::default();
+            while let Some(row) = rows.next()? {
+                out.lines.extend_from_slice(row.get_ref(0)?.as_blob()?);
+                out.count += 1;
+            }
+            Ok(out)
+        })
+    }
+
+    fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT item, failed FROM batch_lines WHERE task = ?1")?;
+            let rows = stmt.query_map([id.to_bytes()], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE state <= 1 ORDER BY created_at LIMIT ?1");
+        self.records(&sql, [limit.min(i64::MAX as usize) as i64])
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let rows = self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT state, priority, count(*) FROM tasks GROUP BY state, priority")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut counts = Counts::new();
+        for (state, priority, n) in rows {
+            let state = u8::try_from(state).ok().and_then(TaskState::from_code);
+            let priority = usize::try_from(priority).ok().and_then(|p| Priority::ALL.get(p));
+            if let (Some(state), Some(priority)) = (state, priority) {
+                *counts.entry(state).or_default().entry(*priority).or_default() += n as usize;
+            }
+        }
+        Ok(counts)
+    }
+
+    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.active(usize::MAX)
+    }
+
+    fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE callback_pending = 1");
+        self.records(&sql, [])
+    }
+
+    fn figures(&self) -> StoreFigures {
+        let size = |suffix: &str| {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        };
+        StoreFigures {
+            backend: "sqlite",
+            path: Some(self.path.display().to_string()),
+            bytes: size("") + size("-wal") + size("-shm"),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Fold the WAL into the database so a stopped server leaves one file.
+        let _ = lock(&self.writer).pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    }
+}
+
+/// When `SystemTime` goes through a store: whole milliseconds.
+#[cfg(test)]
+fn millis(t: std::time::SystemTime) -> std::time::SystemTime {
+    from_millis(to_millis(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::lifecycle::{apply, Event};
+    use crate::jobs::spec::{Payload, TaskInput, TaskOptions};
+    use std::time::SystemTime;
+
+    fn temp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pagelens-sqlite-{}", TaskId::random()));
+        dir.join("tasks.db")
+    }
+
+    fn spec(key: Option<&str>) -> TaskSpec {
+        let options = TaskOptions {
+            idempotency_key: key.map(str::to_string),
+            callback_url: Some("https://example.com/cb".into()),
+            ..TaskOptions::default()
+        };
+        TaskSpec::one("analyze", serde_json::json!({"page_url": "https://a/"}), b"<p>\xfe".to_vec(), options)
+    }
+
+    fn accepted(spec: &TaskSpec) -> TaskRecord {
+        let mut r = TaskRecord::new(TaskId::random(), spec, millis(SystemTime::now()));
+        apply(&mut r, Event::Accepted, millis(SystemTime::now())).unwrap();
+        r
+    }
+
+    #[test]
+    fn records_specs_and_lines_round_trip() {
+        let path = temp();
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let spec = spec(Some("k"));
+        let mut record = accepted(&spec);
+        let id = record.id;
+        let out = store.commit(&mut [Write::Insert(Box::new(record.clone()), Box::new(spec.clone()))]).unwrap();
+        assert_eq!(out, vec![Written::Done]);
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(&record));
+        assert_eq!(store.spec(id).unwrap().as_ref(), Some(&spec));
+        let again = accepted(&spec);
+        let out = store.commit(&mut [Write::Insert(Box::new(again), Box::new(spec.clone()))]).unwrap();
+        assert_eq!(out, vec![Written::Existing(id)]);
+
+        let expected = record.version;
+        apply(&mut record, Event::Started, millis(SystemTime::now())).unwrap();
+        apply(&mut record, Event::Finished(Arc::from(&b"{\"score\":90}"[..])), millis(SystemTime::now())).unwrap();
+        let mut group = [
+            Write::Put { record: Box::new(record.clone()), expected },
+            Write::Put { record: Box::new(record.clone()), expected },
+        ];
+        assert_eq!(store.commit(&mut group).unwrap(), vec![Written::Done, Written::Conflict]);
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(&record));
+        assert!(store.spec(id).unwrap().is_none(), "the input is freed once the task ends");
+        assert_eq!(store.callbacks_owed().unwrap().len(), 1);
+        store.commit(&mut [Write::CallbackDone(id)]).unwrap();
+        assert!(store.callbacks_owed().unwrap().is_empty());
+        record.callback_pending = false;
+
+        let batch = TaskSpec {
+            kind: "bulk".into(),
+            input: TaskInput::Batch(vec![Payload::default(), Payload::default()]),
+            options: TaskOptions::default(),
+        };
+        let b = accepted(&batch);
+        let line = |item, text: &str| Write::Line { task: b.id, item, failed: item == 1, line: text.into() };
+        store.commit(&mut [Write::Insert(Box::new(b.clone()), Box::new(batch))]).unwrap();
+        store.commit(&mut [line(1, "one\n"), line(0, "zero\n"), line(1, "again\n")]).unwrap();
+        assert_eq!(store.lines(b.id, None).unwrap(), Lines { lines: b"one\nzero\n".to_vec(), count: 2 });
+        assert_eq!(store.lines(b.id, Some(1)).unwrap().lines, b"one\n");
+        let mut done = store.items_done(b.id).unwrap();
+        done.sort();
+        assert_eq!(done, vec![(0, false), (1, true)]);
+        assert_eq!(store.unfinished().unwrap().len(), 1);
+        drop(store);
+
+        // Reopened: everything is still there.
+        let store = SqliteStore::open(&path, Durability::Power).unwrap();
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(&record));
+        let swept = store.commit(&mut [Write::Sweep { ended_before: SystemTime::now() + Duration::from_secs(1) }]);
+        assert_eq!(swept.unwrap(), vec![Written::Swept(1)]);
+        assert!(store.get(id).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn files_that_are_not_ours_are_refused_clearly() {
+        let path = temp();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "this is a text file, not a database, long enough to be read as a header").unwrap();
+        let e = SqliteStore::open(&path, Durability::Process).unwrap_err();
+        assert!(e.0.contains("not a pagelens database"), "{e}");
+
+        let other = path.with_file_name("other.db");
+        Connection::open(&other).unwrap().execute_batch("CREATE TABLE people (name TEXT)").unwrap();
+        let e = SqliteStore::open(&other, Durability::Process).unwrap_err();
+        assert!(e.0.contains("not a pagelens database"), "{e}");
+
+        let newer = path.with_file_name("newer.db");
+        drop(SqliteStore::open(&newer, Durability::Process).unwrap());
+        Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let e = SqliteStore::open(&newer, Durability::Process).unwrap_err();
+        assert!(e.0.contains("schema is version 99, newer"), "{e}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
