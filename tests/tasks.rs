@@ -278,6 +278,25 @@ fn finished_tasks_are_swept_after_the_ttl() {
     }
 }
 
+/// The F2 bug: sync traffic evicted async results before their TTL. Sync
+/// requests answered in time are never stored now, and the memory store is
+/// bounded in bytes, so a task's result stays until its TTL.
+#[test]
+fn sync_traffic_never_evicts_an_async_result() {
+    let server = start_with(config(), engine_config(), api_config());
+    let addr = server.local_addr();
+    let id = submit(addr, json!({"html": "<title>kept</title>"}));
+    wait_for(addr, &id, &["completed"]);
+    let mut client = Reader::new(connect(addr));
+    for n in 0..200 {
+        client.send(&post("/analyze", &json!({"html": format!("<title>sync {n}</title>")}), ""));
+        assert_eq!(client.response(false).status, 200);
+    }
+    assert_eq!(status(addr, &id)["result"]["title"], "kept");
+    let stats = json_of(&call(addr, &get("/tasks/stats")));
+    assert_eq!(stats["tasks"]["completed"]["total"], 1, "sync requests are not kept: {stats}");
+}
+
 #[test]
 fn pipelined_tasks_finishing_out_of_order_are_answered_in_order() {
     let server = start_with(big_bodies(), engine_config(), api_config());

@@ -4,6 +4,7 @@ mod origin;
 mod util;
 
 mod clients;
+mod durability;
 mod engine;
 mod fetch;
 mod http_basics;

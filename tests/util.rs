@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use pagelens::api::input::InputLimits;
+use pagelens::api::work::{handlers, Pages};
 use pagelens::api::{ApiConfig, App};
 use pagelens::fetch::{FetchConfig, Fetcher};
 use pagelens::http::request::Request;
 use pagelens::http::response::Response;
-use pagelens::api::work::{handlers, Pages};
 use pagelens::jobs::{Engine, EngineConfig, MemoryStore};
 use pagelens::metrics::alerts::AlertConfig;
 use pagelens::metrics::{collectors, Metrics};

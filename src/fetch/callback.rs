@@ -29,7 +29,9 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Posts `body` (JSON) to `url`, signed with `secret` when there is one; a
 /// delivery that fails after every retry is logged as `what` (e.g. `task
-/// ID: callback`). `done` is called once delivery is over, either way.
+/// ID: callback`). `done` is called once delivery is over, taken or given
+/// up; not when it was cut short by the fetcher stopping, so that a durable
+/// outbox delivers it again at the next start.
 pub fn deliver(
     fetcher: &Fetcher,
     url: Url,
@@ -55,8 +57,10 @@ pub fn deliver(
     fetcher.fetch(
         request,
         Box::new(move |result| {
-            if let Err(e) = result {
-                eprintln!("pagelens: {what} to {target} failed after retries: {e}");
+            match result {
+                Err(e) if e.code == "shutting-down" => return,
+                Err(e) => eprintln!("pagelens: {what} to {target} failed after retries: {e}"),
+                Ok(_) => {}
             }
             done();
         }),

@@ -84,9 +84,12 @@ impl Committer {
     /// Waits until everything sent before this call is committed.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
-        self.push(Op { write: None, then: Some(Box::new(move |_| {
-            let _ = tx.send(());
-        })) });
+        self.push(Op {
+            write: None,
+            then: Some(Box::new(move |_| {
+                let _ = tx.send(());
+            })),
+        });
         let _ = rx.recv();
     }
 

@@ -103,9 +103,7 @@ impl TaskSpec {
     /// Bytes of input held while it waits: bodies and arguments (what
     /// `--max-queued-bytes` counts).
     pub fn input_bytes(&self) -> usize {
-        self.payloads().iter().map(|p| p.body.len() + p.args.to_string().len()).sum::<usize>()
-            + self.kind.len()
-            + 64
+        self.payloads().iter().map(|p| p.body.len() + p.args.to_string().len()).sum::<usize>() + self.kind.len() + 64
     }
 
     /// The spec as JSON (kind, options, arguments, body lengths) and one

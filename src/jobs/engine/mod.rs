@@ -84,6 +84,9 @@ impl Ended {
 /// Called once when a task ends (in this process), with its final status.
 pub type OnDone = Box<dyn FnOnce(&Ended) + Send>;
 
+/// Hears once an ended task's record is written (or failed to be).
+type Committed = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// Receives the outcome of a submission, once.
 pub type Reply = Box<dyn FnOnce(Result<Submitted, SubmitError>) + Send>;
 
@@ -240,8 +243,7 @@ impl Engine {
             timer: OnceLock::new(),
         });
         let weak = Arc::downgrade(&engine);
-        let handle =
-            std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer::run(&weak))?;
+        let handle = std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer::run(&weak))?;
         // Set once, here, before any task exists: `set` cannot find it taken.
         let _ = engine.timer.set(handle.thread().clone());
         Ok(engine)
@@ -381,7 +383,9 @@ impl Engine {
         match self.delay_with_callback(spec, on_done)? {
             // on_done runs once for a created task, so recv returns.
             Submitted::Created(view) => Ok(rx.recv().unwrap_or(Ended { view, result: None })),
-            Submitted::Existing(view) => Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None })),
+            Submitted::Existing(view) => {
+                Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None }))
+            }
         }
     }
 
@@ -677,12 +681,7 @@ impl Engine {
     /// Ends a live task with `event` (unless it has ended already): writes
     /// it, then tells whoever waits and delivers its callback. `committed`
     /// hears when the write is done. Returns the final record.
-    fn end(
-        self: &Arc<Self>,
-        id: TaskId,
-        event: Event,
-        committed: Option<Box<dyn FnOnce(Result<(), StoreError>) + Send>>,
-    ) -> Option<TaskRecord> {
+    fn end(self: &Arc<Self>, id: TaskId, event: Event, committed: Option<Committed>) -> Option<TaskRecord> {
         let mut live = lock(&self.live);
         let mut entry = live.remove(&id)?;
         if apply(&mut entry.record, event, SystemTime::now()).is_err() {

@@ -63,13 +63,19 @@ pub struct Handlers(HashMap<String, Handler>);
 
 impl Handlers {
     /// Adds the handler of `kind`.
-    pub fn with(mut self, kind: &str, handler: impl Fn(Payload) -> Result<Work, TaskError> + Send + Sync + 'static) -> Self {
+    pub fn with(
+        mut self,
+        kind: &str,
+        handler: impl Fn(Payload) -> Result<Work, TaskError> + Send + Sync + 'static,
+    ) -> Self {
         self.0.insert(kind.to_string(), Arc::new(handler));
         self
     }
 
     pub(super) fn get(&self, kind: &str) -> Result<&Handler, TaskError> {
-        self.0.get(kind).ok_or_else(|| TaskError::new(500, "unknown-kind", format!("no handler for tasks of kind {kind:?}")))
+        self.0
+            .get(kind)
+            .ok_or_else(|| TaskError::new(500, "unknown-kind", format!("no handler for tasks of kind {kind:?}")))
     }
 }
 
@@ -102,7 +108,13 @@ impl std::fmt::Debug for JobContext {
 }
 
 impl JobContext {
-    pub(super) fn new(engine: &Arc<Engine>, id: TaskId, cancel: Arc<AtomicBool>, deadline: Instant, reports: bool) -> Self {
+    pub(super) fn new(
+        engine: &Arc<Engine>,
+        id: TaskId,
+        cancel: Arc<AtomicBool>,
+        deadline: Instant,
+        reports: bool,
+    ) -> Self {
         JobContext {
             id,
             cancel,

@@ -164,9 +164,8 @@ fn migrate(path: &Path, conn: &Connection) -> Result<(), StoreError> {
     }
     let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(|e| err(path, e))?;
     if version == 0 {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(|e| err(path, e))?;
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| err(path, e))?;
         if tables > 0 && app_id != APPLICATION_ID {
             return Err(not_ours(path, "it holds other tables"));
         }
@@ -369,7 +368,8 @@ impl TaskStore for SqliteStore {
 
     fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT line FROM batch_lines WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT line FROM batch_lines WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
             // A negative LIMIT is no limit.
             let limit = limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
             let mut rows = stmt.query(params![id.to_bytes(), limit])?;

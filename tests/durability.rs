@@ -1,0 +1,213 @@
+//! Accepted work is never lost: the real binary on a SQLite file, killed
+//! with SIGKILL or stopped with SIGTERM and started again on the same file;
+//! and the errors a bad data folder or file gives at start.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::lifecycle::spawn_binary;
+use crate::origin::{response, Action, Origin};
+use crate::util::{connect, get, json_of, post, Reader, TempDir};
+
+/// A page that takes the engine a little while.
+fn page(n: usize) -> String {
+    let words = "lorem <b>ipsum</b> dolor <a href=/x>sit</a> amet ".repeat(400);
+    format!("<html><head><title>Page {n}</title></head><body><h1>{n}</h1><p>{words}</p></body></html>")
+}
+
+/// The binary on `db` with one reactor and one worker (unless `extra` names more).
+fn serve(db: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
+    let store = format!("sqlite:{}", db.display());
+    let mut args = vec!["--listen", "127.0.0.1:0", "--reactors", "1", "--store", &store];
+    if !extra.contains(&"--workers") {
+        args.extend(["--workers", "1"]);
+    }
+    args.extend_from_slice(extra);
+    spawn_binary(&args, None)
+}
+
+/// Submits `n` pages on one connection, pipelined 50 at a time; returns
+/// the ids that got a `202`.
+fn submit_all(addr: SocketAddr, n: usize, extra: Value) -> Vec<String> {
+    let mut client = Reader::new(connect(addr));
+    let mut ids = Vec::with_capacity(n);
+    for first in (0..n).step_by(50) {
+        let burst = first..n.min(first + 50);
+        let mut bytes = Vec::new();
+        for i in burst.clone() {
+            let mut body = json!({ "html": page(i) });
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
+            bytes.extend(post("/analyze/async", &body, ""));
+        }
+        client.send(&bytes);
+        for _ in burst {
+            let resp = client.response(false);
+            assert_eq!(resp.status, 202, "{}", resp.text());
+            ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+fn stats(addr: SocketAddr) -> Value {
+    let mut client = Reader::new(connect(addr));
+    client.send(&get("/tasks/stats"));
+    json_of(&client.response(false))
+}
+
+/// Waits until every id is `completed` with its page's analysis; a status
+/// read is a fresh request each time on one connection.
+fn expect_all_completed(addr: SocketAddr, ids: &[String]) {
+    let mut client = Reader::new(connect(addr));
+    let started = Instant::now();
+    for (n, id) in ids.iter().enumerate() {
+        loop {
+            client.send(&get(&format!("/analyze/status/{id}")));
+            let resp = client.response(false);
+            assert_eq!(resp.status, 200, "task {id}: {}", resp.text());
+            let status = json_of(&resp);
+            if status["status"] == "completed" {
+                assert_eq!(status["result"]["title"], format!("Page {n}"), "task {id}");
+                break;
+            }
+            assert_eq!(status["status"].as_str().map(|s| s == "queued" || s == "processing"), Some(true), "{status}");
+            assert!(started.elapsed() < Duration::from_secs(120), "task {id} never completed: {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn wait_exit(child: &mut Child) -> (std::process::ExitStatus, String) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            return (status, stderr);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "pagelens did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_kill_9_loses_no_accepted_task() {
+    let dir = TempDir::new("kill9");
+    let db = dir.path().join("data").join("tasks.db");
+    let (mut server, addr) = serve(&db, &[]);
+    let ids = submit_all(addr, 2000, json!({}));
+    // Killed while they run: some done, most still waiting.
+    let started = Instant::now();
+    loop {
+        let tasks = &stats(addr)["tasks"];
+        if tasks["completed"]["total"].as_u64() > Some(0) {
+            assert!(tasks["queued"]["total"].as_u64() > Some(0), "{tasks}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&server, libc::SIGKILL);
+    server.wait().unwrap();
+
+    let (mut again, addr) = serve(&db, &["--workers", "2"]);
+    let recovered = stats(addr)["store"]["recovered"].clone();
+    let found = recovered["queued"].as_u64().unwrap() + recovered["requeued"].as_u64().unwrap();
+    assert!(found > 0 && found < 2000, "{recovered}");
+    assert!(recovered["requeued"].as_u64() <= Some(1), "one worker ran at most one task: {recovered}");
+    expect_all_completed(addr, &ids);
+    signal(&again, libc::SIGTERM);
+    wait_exit(&mut again);
+}
+
+#[test]
+fn sigterm_keeps_queued_tasks_and_their_callbacks_for_the_next_start() {
+    let dir = TempDir::new("sigterm");
+    let db = dir.path().join("tasks.db");
+    let hooks = Origin::start(|_| Action::Send(response(204, &[], b"")));
+    let open = ["--allow-private-fetch", "--fetch-ports", "any"];
+    let (mut server, addr) = serve(&db, &open);
+    let ids = submit_all(addr, 300, json!({ "callback_url": hooks.url("/hook") }));
+    signal(&server, libc::SIGTERM);
+    let (status, stderr) = wait_exit(&mut server);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stay in the store for the next start"), "{stderr}");
+
+    let (mut again, addr) = serve(&db, &open);
+    expect_all_completed(addr, &ids);
+    let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    loop {
+        let seen: HashSet<String> = hooks
+            .seen()
+            .iter()
+            .map(|s| serde_json::from_slice::<Value>(&s.body).unwrap()["task_id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(seen.iter().all(|id| wanted.contains(id.as_str())), "a callback for a task never submitted");
+        if seen.len() == wanted.len() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{} of {} callbacks", seen.len(), wanted.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for hook in hooks.seen() {
+        let body: Value = serde_json::from_slice(&hook.body).unwrap();
+        assert_eq!(body["status"], "completed", "{body}");
+    }
+    signal(&again, libc::SIGTERM);
+    wait_exit(&mut again);
+}
+
+#[test]
+fn a_bad_store_is_a_clear_error_at_start() {
+    let dir = TempDir::new("bad-store");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "these are notes, not a database; SQLite reads a 100-byte header first").unwrap();
+    let newer = dir.path().join("newer.db");
+    drop(pagelens::jobs::SqliteStore::open(&newer, pagelens::jobs::Durability::Process).unwrap());
+    rusqlite_user_version(&newer, 7);
+    for (store, needle) in [
+        (format!("sqlite:{}/sub/tasks.db", file.display()), "cannot create the data folder"),
+        (format!("sqlite:{}", text.display()), "not a pagelens database"),
+        (format!("sqlite:{}", newer.display()), "schema is version 7, newer than this pagelens knows"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: {stderr}");
+        assert!(stderr.contains(needle), "{store}: {stderr}");
+    }
+    // Nothing was written over the files that were not ours.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a folder");
+    assert!(std::fs::read_to_string(&text).unwrap().starts_with("these are notes"));
+}
+
+fn rusqlite_user_version(path: &std::path::Path, version: i64) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sqlite3; c = sqlite3.connect({:?}); c.execute('PRAGMA user_version = {version}'); c.commit()",
+                path.display().to_string()
+            ),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
