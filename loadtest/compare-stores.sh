@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end task throughput by store: --store memory beside --store sqlite
+# (durability process, and power), in alternating rounds of the same run.
+#
+# pagelens runs pinned to CPU 0 (one reactor, one worker; its committer,
+# intake and store readers share that core); the native task-flow client
+# (`pagelens loadtest --scenario`, closed loop: each connection submits
+# POST /analyze/async with the 55 KB Python docs page as JSON and polls its
+# status every 20 ms until it ends) runs on CPU 1. A task counts once it
+# has ended `completed`. Also reported per run: commit groups, writes a
+# group, the commit-group p99 (the upper bound of the histogram bucket that
+# holds 99 % of groups, from /metrics) and bytes in the data folder (the
+# database and its WAL) a stored task.
+#
+# Needs ../shared beside the checkout for the page; says so and stops if absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source loadtest/lib.sh
+PAGE=${PAGE:-../shared/corpus/pages/py311__library__html.parser.html}
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-8}
+PORT=18098
+[ -f "$PAGE" ] || { echo "page not found: $PAGE (needs ../shared beside the checkout)"; exit 0; }
+cargo build --release --quiet
+python3 -c 'import json,sys; print(json.dumps({"html": open(sys.argv[1], encoding="utf-8").read()}))' "$PAGE" > "$work/page.json"
+cat > "$work/flow.toml" <<TOML
+[[task]]
+name = "analyze-async"
+method = "POST"
+path = "/analyze/async"
+headers = { "Content-Type" = "application/json" }
+body_file = "page.json"
+poll_interval = "20ms"
+TOML
+
+run() { # NAME FLAGS...
+  local name=$1; shift
+  rm -rf "$work/data"
+  taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PORT --reactors 1 --workers 1 \
+    --queue-capacity 100000 "$@" >/dev/null 2>"$work/server.err" & local pid=$!; pids+=("$pid")
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/livez" >/dev/null && break; sleep 0.1; done
+  taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$work/flow.toml" \
+    -c 32 -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
+  curl -fs "http://127.0.0.1:$PORT/metrics" > "$work/metrics.txt"
+  local bytes; bytes=$( (du -sb "$work/data" 2>/dev/null || echo 0) | cut -f1)
+  kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server.err" >&2; exit 1; }
+  wait "$pid" 2>/dev/null || true
+  python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" <<'PY'
+import json, re, sys
+name, report, metrics, disk = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read(), int(sys.argv[4])
+done = report["tasks"]["outcomes"].get("completed", 0) if report["tasks"] else 0
+secs = report["duration_s"]
+def value(pattern):
+    m = re.search(pattern, metrics, re.M)
+    return float(m.group(1)) if m else 0.0
+groups = value(r"^pagelens_store_commit_groups_total (\S+)")
+writes = value(r"^pagelens_store_writes_total (\S+)")
+# p99 from the histogram's buckets: the first bound holding 99 % of groups.
+buckets = [(float(le), float(n)) for le, n in re.findall(r'^pagelens_store_commit_seconds_bucket\{le="([^"+]+)"\} (\S+)', metrics, re.M)]
+count = value(r"^pagelens_store_commit_seconds_count (\S+)")
+p99 = next((le for le, n in sorted(buckets) if count and n >= 0.99 * count), 0.0)
+submitted = value(r'^pagelens_tasks\{state="completed",priority="normal"\} (\S+)')
+per_task = disk / submitted if submitted else 0
+print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99 * 1e3:.3f} {per_task:.0f}")
+PY
+}
+
+echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes as JSON; pagelens on CPU 0 (1 reactor, 1 worker), client on CPU 1; ${ROUNDS} rounds of ${SECS}s"
+echo "# store tasks/s commit_groups writes/group commit_p99_ms disk_bytes/task"
+for round in $(seq "$ROUNDS"); do
+  run memory --store memory | tee -a "$work/rows"
+  run sqlite --store "sqlite:$work/data/tasks.db" | tee -a "$work/rows"
+  run sqlite-power --store "sqlite:$work/data/tasks.db" --durability power | tee -a "$work/rows"
+done
+python3 - "$work/rows" <<'PY'
+import statistics, sys
+from collections import defaultdict
+rate = defaultdict(list)
+for line in open(sys.argv[1]):
+    name, tps, *_ = line.split()
+    rate[name].append(float(tps))
+med = {k: statistics.median(v) for k, v in rate.items()}
+for k, v in med.items():
+    print(f"median {k}: {v:.1f} tasks/s ({v / med['memory']:.2f}x memory)")
+PY
