@@ -104,7 +104,7 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
     let engine = Arc::clone(&app.engine);
     let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, move |responder| {
+    via_intake(app, cx, body.len(), move |responder| {
         let spec = match parse_analyze(kind, body, limits, &guard) {
             Ok(parsed) => parsed.into_spec(None),
             Err(e) => return responder.send(problem(&e)),
@@ -131,7 +131,7 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, move |responder| match parse_analyze(kind, body, limits, &guard) {
+    via_intake(app, cx, body.len(), move |responder| match parse_analyze(kind, body, limits, &guard) {
         Err(e) => responder.send(problem(&e)),
         Ok(parsed) => submit(&engine, parsed.into_spec(key), responder),
     })
@@ -143,14 +143,19 @@ pub fn submit(engine: &Arc<Engine>, spec: crate::jobs::TaskSpec, responder: Resp
     engine.enqueue(spec, None, Box::new(move |result| responder.send(submitted(&replies, result))));
 }
 
-/// Parses a request body on the intake thread; `intake` answers through
-/// the responder it is given.
-pub fn via_intake(app: &App, cx: &mut Context<'_>, intake: impl FnOnce(Responder) + Send + 'static) -> Reply {
+/// Parses a request body of `bytes` on the intake thread; `intake`
+/// answers through the responder it is given.
+pub fn via_intake(
+    app: &App,
+    cx: &mut Context<'_>,
+    bytes: usize,
+    intake: impl FnOnce(Responder) + Send + 'static,
+) -> Reply {
     if let Err(e) = app.engine.has_room() {
         return Reply::Now(refused(&e));
     }
     let responder = cx.defer();
-    match app.engine.spawn_intake(Box::new(move || intake(responder))) {
+    match app.engine.spawn_intake(bytes, Box::new(move || intake(responder))) {
         Ok(()) => Reply::Later,
         // The refused job (and its responder) was dropped; this answer fills
         // the request's slot first, so the responder's fallback is ignored.

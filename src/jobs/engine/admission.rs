@@ -53,8 +53,8 @@ impl Admission {
         }
     }
 
-    /// Takes room for `held`, or refuses (and counts) with a suggested wait
-    /// for one queue's worth of jobs of `mean` length over `workers`.
+    /// Takes room for `held`, or refuses (and counts) with a suggested wait:
+    /// the time `workers` take to run what waits, at `mean` a job.
     pub fn admit(&self, held: Held, mean: Duration, workers: usize) -> Result<(), SubmitError> {
         let slots = self.slots.fetch_add(held.slots, Ordering::AcqRel) + held.slots;
         let bytes = self.bytes.fetch_add(held.bytes, Ordering::AcqRel) + held.bytes;
@@ -63,7 +63,8 @@ impl Admission {
         if slots > self.capacity || (bytes > self.max_bytes && bytes > held.bytes) {
             self.release(held);
             self.refused.fetch_add(1, Ordering::Relaxed);
-            let drain = mean * (self.capacity / workers.max(1)) as u32;
+            let ahead = self.waiting() / workers.max(1);
+            let drain = mean * u32::try_from(ahead).unwrap_or(u32::MAX);
             return Err(SubmitError::Full { retry_after: drain.as_secs().clamp(1, 60) });
         }
         Ok(())
