@@ -532,6 +532,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// What `kill -9` in the middle of a commit leaves: a WAL whose last
+    /// transaction is torn. SQLite drops that transaction (its frames fail
+    /// their checksums) and keeps every one before it.
+    #[test]
+    fn a_torn_last_transaction_is_dropped_and_the_rest_kept() {
+        let path = temp();
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let (first, second) = (spec(None), spec(None));
+        let (a, b) = (accepted(&first), accepted(&second));
+        store.commit(&mut [Write::Insert(Box::new(a.clone()), Box::new(first))]).unwrap();
+        store.commit(&mut [Write::Insert(Box::new(b.clone()), Box::new(second))]).unwrap();
+        // Copied while the store is open: both transactions are in the WAL only.
+        let copy = path.with_file_name("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let wal = std::fs::read(path.with_file_name("tasks.db-wal")).unwrap();
+        assert!(wal.len() > 4096, "the transactions are in the WAL");
+        std::fs::write(copy.with_file_name("copy.db-wal"), &wal[..wal.len() - 100]).unwrap();
+        let torn = SqliteStore::open(&copy, Durability::Process).unwrap();
+        assert_eq!(torn.get(a.id).unwrap().as_ref(), Some(&a));
+        assert!(torn.get(b.id).unwrap().is_none(), "the torn transaction is gone");
+        drop((store, torn));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn files_that_are_not_ours_are_refused_clearly() {
         let path = temp();
