@@ -57,7 +57,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
     engine.set_callbacks(callback_sender(&fetcher, config.api.callback_secret.clone()));
     let recovered = engine.recover().map_err(|e| format!("--store: cannot read the tasks: {e}"))?;
-    let mut app = App::new(Arc::clone(&engine), pages, config.api.clone());
+    let mut app = App::new(Arc::clone(&engine), pages, config.api.clone())
+        .map_err(|e| format!("cannot start the intake thread: {e}"))?;
     let mut metrics = None;
     if !args.no_metrics {
         let hub = Metrics::start().map_err(|e| format!("cannot start the metrics thread: {e}"))?;

@@ -133,7 +133,7 @@ pub fn start_with_metrics_and(config: ServerConfig, fetch: FetchConfig, webhook:
     if let Some(url) = webhook {
         metrics.on_alert_change(pagelens::api::work::alert_webhook(&fetcher, url, None));
     }
-    let app = App::new(engine, pages, api_config()).with_metrics(Arc::clone(&metrics));
+    let app = App::new(engine, pages, api_config()).expect("intake starts").with_metrics(Arc::clone(&metrics));
     let server =
         Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
     metrics.add_collector(collectors::server(Arc::clone(server.state())));
@@ -150,7 +150,7 @@ pub fn start_with(config: ServerConfig, engine: EngineConfig, api: ApiConfig) ->
 pub fn start_full(config: ServerConfig, engine: EngineConfig, api: ApiConfig, fetch: FetchConfig) -> Server {
     let pages = Pages::new(fetcher(fetch));
     let engine = start_engine(engine, &pages, &api);
-    let app = App::new(engine, pages, api);
+    let app = App::new(engine, pages, api).expect("intake starts");
     Server::start(config, Arc::new(TestService { app })).expect("server starts")
 }
 

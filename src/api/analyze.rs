@@ -155,11 +155,14 @@ pub fn via_intake(
         return Reply::Now(refused(&e));
     }
     let responder = cx.defer();
-    match app.engine.spawn_intake(bytes, Box::new(move || intake(responder))) {
+    match app.intake.spawn(bytes, Box::new(move || intake(responder))) {
         Ok(()) => Reply::Later,
         // The refused job (and its responder) was dropped; this answer fills
         // the request's slot first, so the responder's fallback is ignored.
-        Err(e) => Reply::Now(refused(&e)),
+        Err(_) => {
+            app.engine.count_refusal();
+            Reply::Now(refused(&SubmitError::Full { retry_after: 1 }))
+        }
     }
 }
 

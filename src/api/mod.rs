@@ -8,6 +8,7 @@ mod analyze;
 mod bulk;
 mod health;
 pub mod input;
+mod intake;
 pub mod robots;
 mod tasks;
 pub mod work;
@@ -42,6 +43,7 @@ pub struct ApiConfig {
 pub struct App {
     router: Router<Handler>,
     engine: Arc<Engine>,
+    intake: intake::Intake,
     pages: work::Pages,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
@@ -49,8 +51,8 @@ pub struct App {
 
 impl App {
     /// The API with all its routes, running tasks on `engine` (started
-    /// with [`work::handlers`] of the same `pages`).
-    pub fn new(engine: Arc<Engine>, pages: work::Pages, config: ApiConfig) -> Self {
+    /// with [`work::handlers`] of the same `pages`); starts the intake thread.
+    pub fn new(engine: Arc<Engine>, pages: work::Pages, config: ApiConfig) -> std::io::Result<Self> {
         let router = Router::new()
             .route("GET", "/livez", health::livez as Handler)
             .route("GET", "/readyz", health::readyz)
@@ -69,7 +71,7 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        App { router, engine, pages, config, metrics: None }
+        Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None })
     }
 
     /// Serves `GET /metrics` from `metrics`.

@@ -21,7 +21,7 @@ mod work;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,11 +39,6 @@ use crate::pool::{Pool, PoolStats, Priority};
 use batch::Batch;
 use timer::SyncWait;
 
-/// Request bodies waiting to be parsed; more and intake answers 503.
-const MAX_INTAKE: usize = 1024;
-/// Bytes of request bodies waiting to be parsed; more (unless the queue is
-/// empty: one body alone always fits) and intake answers 503.
-const MAX_INTAKE_BYTES: usize = 64 << 20;
 /// Threads that read the store for API requests (statuses, lists, streams).
 const READERS: usize = 2;
 
@@ -176,11 +171,6 @@ impl EndedCounts {
 /// The engine.
 pub struct Engine {
     pool: Pool,
-    /// One thread that parses request bodies, so that submitting never
-    /// waits for a busy worker and a reactor never parses a large body.
-    intake: Pool,
-    intake_waiting: Arc<AtomicUsize>,
-    intake_bytes: Arc<AtomicUsize>,
     /// Threads that read the store for API requests, never a reactor.
     readers: Pool,
     store: Store,
@@ -225,9 +215,6 @@ impl Engine {
         let times = Arc::new(TaskTimes::default());
         let engine = Arc::new(Engine {
             pool: Pool::new("pagelens-worker", config.workers)?,
-            intake: Pool::new("pagelens-intake", 1)?,
-            intake_waiting: Arc::new(AtomicUsize::new(0)),
-            intake_bytes: Arc::new(AtomicUsize::new(0)),
             readers: Pool::new("pagelens-store-read", READERS)?,
             committer: Committer::start(Arc::clone(&store), Arc::clone(&times))?,
             store,
@@ -549,28 +536,9 @@ impl Engine {
         left
     }
 
-    /// Runs request intake (parsing and checking a body of `bytes` before
-    /// a task exists) on the intake thread. Refused past `MAX_INTAKE`
-    /// bodies or `MAX_INTAKE_BYTES` waiting.
-    pub fn spawn_intake(&self, bytes: usize, job: crate::pool::Job) -> Result<(), SubmitError> {
-        let waiting = self.intake_waiting.fetch_add(1, Ordering::AcqRel);
-        let held = self.intake_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if waiting >= MAX_INTAKE || (waiting > 0 && held + bytes > MAX_INTAKE_BYTES) {
-            self.intake_waiting.fetch_sub(1, Ordering::AcqRel);
-            self.intake_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.admission.count_refusal();
-            return Err(SubmitError::Full { retry_after: 1 });
-        }
-        let (count, held) = (Arc::clone(&self.intake_waiting), Arc::clone(&self.intake_bytes));
-        self.intake.spawn(
-            Priority::Normal,
-            Box::new(move || {
-                count.fetch_sub(1, Ordering::AcqRel);
-                held.fetch_sub(bytes, Ordering::AcqRel);
-                job();
-            }),
-        );
-        Ok(())
+    /// Counts a submission refused before it reached the engine (intake full).
+    pub fn count_refusal(&self) {
+        self.admission.count_refusal();
     }
 
     /// Runs `job` (a store read for an API request) on a store reader thread.
