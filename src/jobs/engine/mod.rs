@@ -15,13 +15,14 @@
 
 mod admission;
 mod batch;
+mod recent;
 mod timer;
 mod work;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +42,12 @@ use timer::SyncWait;
 
 /// Threads that read the store for API requests (statuses, lists, streams).
 const READERS: usize = 2;
+/// Bytes of queued tasks' inputs also kept in memory, so that a worker
+/// need not read them back from the store; past it, inputs wait only in
+/// the store.
+const INPUTS_IN_MEMORY: usize = 32 << 20;
+/// Bytes of recently ended tasks kept in memory for status reads.
+const RECENT_IN_MEMORY: usize = 32 << 20;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -153,8 +160,11 @@ struct Live {
     cancel: Arc<AtomicBool>,
     deadline: Instant,
     on_done: Option<OnDone>,
-    /// The input of a task not read from the store (a sync request's).
+    /// The input, if kept in memory: always for a sync request (not
+    /// stored until handed over), within `INPUTS_IN_MEMORY` for others.
     spec: Option<Arc<TaskSpec>>,
+    /// Bytes of `INPUTS_IN_MEMORY` the kept input holds.
+    spec_bytes: usize,
 }
 
 /// Monotonic counts of tasks ended in this process, by final state.
@@ -184,6 +194,9 @@ pub struct Engine {
     deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
     sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
+    /// Bytes of inputs kept in memory beside the store.
+    inputs_in_memory: AtomicUsize,
+    recent: Mutex<recent::Recent>,
     times: Arc<TaskTimes>,
     ended: EndedCounts,
     recovered: Mutex<Recovered>,
@@ -226,6 +239,8 @@ impl Engine {
             deadlines: Mutex::new(BinaryHeap::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
             batches: Mutex::new(HashMap::new()),
+            inputs_in_memory: AtomicUsize::new(0),
+            recent: Mutex::new(recent::Recent::new(RECENT_IN_MEMORY)),
             times,
             ended: EndedCounts::default(),
             recovered: Mutex::default(),
@@ -387,6 +402,10 @@ impl Engine {
         if let Some(live) = lock(&self.live).get(&id) {
             return Ok(Some(Ended::of(&live.record)));
         }
+        let ended_after = SystemTime::now().checked_sub(self.config.result_ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+        if let Some(record) = lock(&self.recent).get(id, ended_after) {
+            return Ok(Some(Ended::of(&record)));
+        }
         Ok(self.store.get(id)?.map(|record| Ended::of(&record)))
     }
 
@@ -427,10 +446,12 @@ impl Engine {
         if let Some(total) = spec.batch_len() {
             self.open_batch(id, total, &[]);
         }
-        let insert = Write::Insert(Box::new(record.clone()), Box::new(spec));
+        let spec = Arc::new(spec);
+        let kept = self.keep_input(held.bytes).then(|| Arc::clone(&spec));
+        let insert = Write::Insert(Box::new(record.clone()), spec);
         // Live before the write, so that a fast status read finds it; the
         // id is known to nobody until the reply.
-        self.go_live(record, Some(version), timeout, on_done, None);
+        self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held.bytes)));
         let engine = Arc::clone(self);
         self.committer.send(
             insert,
@@ -476,7 +497,8 @@ impl Engine {
         let _ = apply(&mut record, Event::Accepted, SystemTime::now());
         let (id, priority) = (record.id, record.priority);
         let timeout = spec.options.timeout();
-        self.go_live(record, None, timeout, Some(on_done), Some(Arc::new(spec)));
+        // A sync request's input is always in memory: it is stored only if handed over.
+        self.go_live(record, None, timeout, Some(on_done), Some((Arc::new(spec), 0)));
         self.add_sync_wait(SyncWait { at: Instant::now() + sync_wait, id, slot });
         self.spawn_run(id, priority, held);
     }
@@ -558,20 +580,32 @@ impl Engine {
         self.mean_job_micros.store(new, Ordering::Relaxed);
     }
 
-    /// Holds a task in memory with its deadline.
+    /// Takes `bytes` of the in-memory input budget, if there is room.
+    fn keep_input(&self, bytes: usize) -> bool {
+        let before = self.inputs_in_memory.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > INPUTS_IN_MEMORY {
+            self.inputs_in_memory.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Holds a task in memory with its deadline, and its input with the
+    /// bytes of the budget it takes.
     fn go_live(
         &self,
         record: TaskRecord,
         stored_version: Option<u64>,
         timeout: Option<Duration>,
         on_done: Option<OnDone>,
-        spec: Option<Arc<TaskSpec>>,
+        spec: Option<(Arc<TaskSpec>, usize)>,
     ) {
         let timeout = timeout.unwrap_or(self.config.default_timeout).min(self.config.max_timeout);
         let deadline = Instant::now() + timeout;
         let id = record.id;
         let cancel = Arc::new(AtomicBool::new(false));
-        lock(&self.live).insert(id, Live { record, stored_version, cancel, deadline, on_done, spec });
+        let (spec, spec_bytes) = spec.map_or((None, 0), |(s, b)| (Some(s), b));
+        lock(&self.live).insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes });
         self.add_deadline(deadline, id);
     }
 
@@ -591,12 +625,20 @@ impl Engine {
                 Some(l) if stopping && l.stored_version.is_some() => None,
                 Some(l) => match apply(&mut l.record, Event::Started, SystemTime::now()) {
                     Ok(_) => {
-                        if let Some(expected) = l.stored_version {
-                            let record = Box::new(l.record.clone());
-                            self.committer.send_only(Write::Put { record, expected });
-                            l.stored_version = Some(l.record.version);
-                        }
-                        Some((Arc::clone(&l.cancel), l.deadline, l.spec.clone()))
+                        // A stored task's kept input is no longer needed in
+                        // memory once taken; a sync request keeps its own
+                        // for a hand-over.
+                        let spec = match l.stored_version {
+                            Some(expected) => {
+                                let record = Box::new(l.record.clone());
+                                self.committer.send_only(Write::Put { record, expected });
+                                l.stored_version = Some(l.record.version);
+                                self.inputs_in_memory.fetch_sub(std::mem::take(&mut l.spec_bytes), Ordering::AcqRel);
+                                l.spec.take()
+                            }
+                            None => l.spec.clone(),
+                        };
+                        Some((Arc::clone(&l.cancel), l.deadline, spec))
                     }
                     Err(_) => None,
                 },
@@ -612,7 +654,8 @@ impl Engine {
         self.admission.release(Held { slots: 1, bytes: held.bytes });
         self.times.waited(queued_at.elapsed());
         let spec = match spec {
-            Some(spec) => Ok(Some(TaskSpec::clone(&spec))),
+            // Unshared once its write is done, so taken without a copy.
+            Some(spec) => Ok(Some(Arc::try_unwrap(spec).unwrap_or_else(|shared| TaskSpec::clone(&shared)))),
             None => self.store.spec(id),
         };
         let spec = match spec {
@@ -670,6 +713,7 @@ impl Engine {
         // Stops the work at its next check and any I/O it waits on.
         entry.cancel.store(true, Ordering::Release);
         self.close_batch(id);
+        self.inputs_in_memory.fetch_sub(entry.spec_bytes, Ordering::AcqRel);
         let Live { record, stored_version, on_done, .. } = entry;
         let state = record.state;
         self.ended.0[usize::from(state.code())].fetch_add(1, Ordering::Relaxed);
@@ -690,6 +734,9 @@ impl Engine {
                             Ok(_) => {}
                         }
                         let stored = matches!(written, Ok(Written::Done));
+                        if stored {
+                            lock(&engine.recent).add(final_record.clone());
+                        }
                         engine.after_end(&final_record, on_done, stored);
                         // After the batch's last line: those were sent first.
                         engine.end_batch(id);

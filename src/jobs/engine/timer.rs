@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, Engine, SubmitError, SyncOutcome};
 use crate::jobs::lifecycle::Event;
-use crate::jobs::spec::TaskSpec;
 use crate::jobs::store::{Write, Written};
 use crate::jobs::task::TaskId;
 
@@ -123,7 +122,7 @@ impl Engine {
         let Some(spec) = entry.spec.clone() else { return };
         entry.stored_version = Some(entry.record.version);
         let view = entry.record.view();
-        let insert = Write::Insert(Box::new(entry.record.clone()), Box::new(TaskSpec::clone(&spec)));
+        let insert = Write::Insert(Box::new(entry.record.clone()), spec);
         let (engine, id) = (Arc::clone(self), wait.id);
         self.committer.send(
             insert,

@@ -2,7 +2,7 @@
 //! with the process, results bounded in bytes (`--max-result-bytes`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::{Counts, Lines, StoreError, StoreFigures, TaskStore, Write, Written};
@@ -22,7 +22,7 @@ pub struct MemoryStore {
 struct Entry {
     record: TaskRecord,
     /// The input, until the task ends.
-    spec: Option<TaskSpec>,
+    spec: Option<Arc<TaskSpec>>,
     /// A batch's lines: item, failed, line.
     lines: Vec<(usize, bool, Vec<u8>)>,
 }
@@ -30,7 +30,7 @@ struct Entry {
 impl Entry {
     fn bytes(&self) -> usize {
         self.record.bytes()
-            + self.spec.as_ref().map_or(0, TaskSpec::input_bytes)
+            + self.spec.as_deref().map_or(0, TaskSpec::input_bytes)
             + self.lines.iter().map(|(_, _, l)| l.len() + 24).sum::<usize>()
     }
 }
@@ -77,7 +77,7 @@ impl Inner {
                 if let Some(key) = &record.idempotency_key {
                     self.keys.insert(key.clone(), record.id);
                 }
-                let entry = Entry { record: (**record).clone(), spec: Some((**spec).clone()), lines: Vec::new() };
+                let entry = Entry { record: (**record).clone(), spec: Some(Arc::clone(spec)), lines: Vec::new() };
                 if let Some(at) = entry.record.completed_at {
                     self.ended.insert((at, entry.record.id));
                 }
@@ -162,7 +162,7 @@ impl TaskStore for MemoryStore {
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
-        Ok(self.lock().tasks.get(&id).and_then(|e| e.spec.clone()))
+        Ok(self.lock().tasks.get(&id).and_then(|e| e.spec.as_deref().cloned()))
     }
 
     fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError> {
@@ -216,7 +216,6 @@ mod tests {
     use crate::jobs::lifecycle::{apply, Event};
     use crate::jobs::spec::TaskOptions;
     use crate::jobs::task::TaskState;
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn task(key: Option<&str>) -> (TaskRecord, TaskSpec) {
@@ -228,7 +227,7 @@ mod tests {
     }
 
     fn insert(store: &MemoryStore, (record, spec): (TaskRecord, TaskSpec)) -> Written {
-        store.commit(&mut [Write::Insert(Box::new(record), Box::new(spec))]).unwrap().remove(0)
+        store.commit(&mut [Write::Insert(Box::new(record), Arc::new(spec))]).unwrap().remove(0)
     }
 
     fn finish(store: &MemoryStore, id: TaskId, result: &[u8], at: SystemTime) {

@@ -39,9 +39,10 @@ impl std::error::Error for StoreError {}
 /// One change in a commit group.
 #[derive(Debug)]
 pub enum Write {
-    /// A new task with its input; refused as [`Written::Existing`] when a
-    /// task with the same idempotency key is stored.
-    Insert(Box<TaskRecord>, Box<TaskSpec>),
+    /// A new task with its input (shared: the engine may keep it in memory
+    /// too); refused as [`Written::Existing`] when a task with the same
+    /// idempotency key is stored.
+    Insert(Box<TaskRecord>, Arc<TaskSpec>),
     /// A task's new record, stored only if the stored one is at version
     /// `expected` ([`Written::Conflict`] otherwise). A final record frees
     /// the task's input.

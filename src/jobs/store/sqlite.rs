@@ -21,7 +21,10 @@ const APPLICATION_ID: i64 = 0x706c_6e73;
 /// The schema, one migration a version: `user_version` says how many ran.
 /// Append only; a released migration never changes.
 const MIGRATIONS: &[&str] = &[
-    // 1: tasks, their inputs and results; batch item lines.
+    // 1: tasks, their inputs and results; batch item lines. Inputs and
+    // results have tables of their own: SQLite rewrites a whole row (its
+    // overflow pages included) on any update, and a task's small state
+    // changes must not rewrite its 55 KB input each time.
     "CREATE TABLE tasks (
         id BLOB PRIMARY KEY,
         kind TEXT NOT NULL,
@@ -41,10 +44,16 @@ const MIGRATIONS: &[&str] = &[
         timeout_ms INTEGER,
         callback_url TEXT,
         callback_pending INTEGER NOT NULL,
-        error TEXT,
-        result BLOB,
+        error TEXT
+    );
+    CREATE TABLE inputs (
+        task BLOB PRIMARY KEY,
         spec TEXT NOT NULL,
-        input BLOB
+        input BLOB NOT NULL
+    );
+    CREATE TABLE results (
+        task BLOB PRIMARY KEY,
+        result BLOB NOT NULL
     );
     CREATE INDEX tasks_by_state ON tasks (state, priority);
     CREATE INDEX tasks_by_end ON tasks (completed_at) WHERE completed_at IS NOT NULL;
@@ -57,6 +66,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (task, item)
     );",
 ];
+
+/// SQLite's page size (the default: 16 KiB pages measured no faster).
+const PAGE_SIZE: i64 = 4096;
+/// Pages the WAL may hold before a checkpoint (64 MiB).
+const WAL_PAGES: i64 = (64 << 20) / PAGE_SIZE;
 
 /// Tasks forgotten per sweep at most, so one commit group stays short.
 const SWEEP_LIMIT: usize = 2000;
@@ -145,6 +159,12 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError
     };
     conn.pragma_update(None, "synchronous", sync).map_err(|e| err(path, e))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(|e| err(path, e))?;
+    // A task's input is written, then freed when it ends, and its pages
+    // reused by the next: the rarer the checkpoint, the more of those
+    // rewrites it folds into one copy (1,000 pages, the default, made the
+    // checkpoint the largest cost). The WAL is cut back to this size after.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES).map_err(|e| err(path, e))?;
+    conn.pragma_update(None, "journal_size_limit", WAL_PAGES * PAGE_SIZE).map_err(|e| err(path, e))?;
     Ok(conn)
 }
 
@@ -238,7 +258,7 @@ fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
 }
 
 /// The columns a put rewrites, in `put`'s order.
-fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 14] {
+fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 13] {
     let error = r.error.as_ref().map(|e| {
         // Plain fields: serialising cannot fail. The kind is stored too.
         serde_json::json!({"kind": e.kind, "status": e.status, "code": e.code, "detail": e.detail}).to_string()
@@ -256,9 +276,17 @@ fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 14] {
         Box::new(i64::from(r.attempts)),
         Box::new(r.callback_pending),
         Box::new(error),
-        Box::new(r.result.as_deref()),
         Box::new(priority_code(r.priority)),
     ]
+}
+
+/// Stores a finished task's result (written once: only a final record has one).
+fn write_result(tx: &rusqlite::Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<()> {
+    if let (Some(result), true) = (&record.result, record.state.is_final()) {
+        tx.prepare_cached("INSERT OR REPLACE INTO results (task, result) VALUES (?1, ?2)")?
+            .execute(params![record.id.to_bytes(), &result[..]])?;
+    }
+    Ok(())
 }
 
 fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Written> {
@@ -273,13 +301,11 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                     return Ok(Written::Existing(id));
                 }
             }
-            let (meta, input) = spec.encode();
             tx.prepare_cached(
-                "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, spec, input, timeout_ms,
+                "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, timeout_ms,
                      state, version, started_at, completed_at, progress_percent, progress_stage,
-                     items_done, items_failed, items_total, attempts, callback_pending, error, result, priority)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                     ?20, ?21, ?22)",
+                     items_done, items_failed, items_total, attempts, callback_pending, error, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?
             .execute(rusqlite::params_from_iter(
                 [
@@ -288,13 +314,18 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                     Box::new(record.idempotency_key.as_deref()),
                     Box::new(to_millis(record.created_at)),
                     Box::new(record.callback_url.as_deref()),
-                    Box::new(meta),
-                    Box::new(input),
                     Box::new(record.timeout_ms.map(|t| t.min(i64::MAX as u64) as i64)),
                 ]
                 .into_iter()
                 .chain(bind_record(record)),
             ))?;
+            let (meta, input) = spec.encode();
+            tx.prepare_cached("INSERT INTO inputs (task, spec, input) VALUES (?1, ?2, ?3)")?.execute(params![
+                record.id.to_bytes(),
+                meta,
+                input
+            ])?;
+            write_result(tx, record)?;
             Ok(Written::Done)
         }
         Write::Put { record, expected } => {
@@ -302,15 +333,21 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                 .prepare_cached(
                     "UPDATE tasks SET state = ?1, version = ?2, started_at = ?3, completed_at = ?4,
                          progress_percent = ?5, progress_stage = ?6, items_done = ?7, items_failed = ?8,
-                         items_total = ?9, attempts = ?10, callback_pending = ?11, error = ?12, result = ?13,
-                         priority = ?14, input = CASE WHEN ?4 IS NULL THEN input END
-                     WHERE id = ?15 AND version = ?16",
+                         items_total = ?9, attempts = ?10, callback_pending = ?11, error = ?12, priority = ?13
+                     WHERE id = ?14 AND version = ?15",
                 )?
                 .execute(rusqlite::params_from_iter(bind_record(record).into_iter().chain([
                     Box::new(record.id.to_bytes()) as Box<dyn rusqlite::ToSql>,
                     Box::new(*expected as i64),
                 ])))?;
-            Ok(if changed == 1 { Written::Done } else { Written::Conflict })
+            if changed == 0 {
+                return Ok(Written::Conflict);
+            }
+            if record.state.is_final() {
+                tx.prepare_cached("DELETE FROM inputs WHERE task = ?1")?.execute([record.id.to_bytes()])?;
+            }
+            write_result(tx, record)?;
+            Ok(Written::Done)
         }
         Write::Line { task, item, failed, line } => {
             tx.prepare_cached("INSERT OR IGNORE INTO batch_lines (task, item, failed, line) VALUES (?1, ?2, ?3, ?4)")?
@@ -323,15 +360,18 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
         }
         Write::Sweep { ended_before } => {
             let cut = to_millis(*ended_before);
-            tx.prepare_cached(
-                "DELETE FROM batch_lines WHERE task IN
-                     (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at LIMIT ?2)",
-            )?
-            .execute(params![cut, SWEEP_LIMIT as i64])?;
+            // The same tasks each time: nothing else changes in the transaction.
+            for table in ["batch_lines", "results", "inputs"] {
+                tx.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE task IN
+                         (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at, id LIMIT ?2)"
+                ))?
+                .execute(params![cut, SWEEP_LIMIT as i64])?;
+            }
             let swept = tx
                 .prepare_cached(
                     "DELETE FROM tasks WHERE id IN
-                         (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at LIMIT ?2)",
+                         (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at, id LIMIT ?2)",
                 )?
                 .execute(params![cut, SWEEP_LIMIT as i64])?;
             Ok(Written::Swept(swept))
@@ -353,13 +393,13 @@ impl TaskStore for SqliteStore {
     }
 
     fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let sql = format!("SELECT {RECORD_COLUMNS}, result FROM tasks WHERE id = ?1");
+        let sql = format!("SELECT {RECORD_COLUMNS}, result FROM tasks LEFT JOIN results ON task = id WHERE id = ?1");
         Ok(self.records(&sql, [id.to_bytes()])?.pop())
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
         let row = self.read(|conn| {
-            conn.prepare_cached("SELECT spec, input FROM tasks WHERE id = ?1 AND input IS NOT NULL")?
+            conn.prepare_cached("SELECT spec, input FROM inputs WHERE task = ?1")?
                 .query_row([id.to_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
                 .optional()
         })?;
@@ -483,12 +523,12 @@ mod tests {
         let spec = spec(Some("k"));
         let mut record = accepted(&spec);
         let id = record.id;
-        let out = store.commit(&mut [Write::Insert(Box::new(record.clone()), Box::new(spec.clone()))]).unwrap();
+        let out = store.commit(&mut [Write::Insert(Box::new(record.clone()), Arc::new(spec.clone()))]).unwrap();
         assert_eq!(out, vec![Written::Done]);
         assert_eq!(store.get(id).unwrap().as_ref(), Some(&record));
         assert_eq!(store.spec(id).unwrap().as_ref(), Some(&spec));
         let again = accepted(&spec);
-        let out = store.commit(&mut [Write::Insert(Box::new(again), Box::new(spec.clone()))]).unwrap();
+        let out = store.commit(&mut [Write::Insert(Box::new(again), Arc::new(spec.clone()))]).unwrap();
         assert_eq!(out, vec![Written::Existing(id)]);
 
         let expected = record.version;
@@ -513,7 +553,7 @@ mod tests {
         };
         let b = accepted(&batch);
         let line = |item, text: &str| Write::Line { task: b.id, item, failed: item == 1, line: text.into() };
-        store.commit(&mut [Write::Insert(Box::new(b.clone()), Box::new(batch))]).unwrap();
+        store.commit(&mut [Write::Insert(Box::new(b.clone()), Arc::new(batch))]).unwrap();
         store.commit(&mut [line(1, "one\n"), line(0, "zero\n"), line(1, "again\n")]).unwrap();
         assert_eq!(store.lines(b.id, None).unwrap(), Lines { lines: b"one\nzero\n".to_vec(), count: 2 });
         assert_eq!(store.lines(b.id, Some(1)).unwrap().lines, b"one\n");
@@ -541,8 +581,8 @@ mod tests {
         let store = SqliteStore::open(&path, Durability::Process).unwrap();
         let (first, second) = (spec(None), spec(None));
         let (a, b) = (accepted(&first), accepted(&second));
-        store.commit(&mut [Write::Insert(Box::new(a.clone()), Box::new(first))]).unwrap();
-        store.commit(&mut [Write::Insert(Box::new(b.clone()), Box::new(second))]).unwrap();
+        store.commit(&mut [Write::Insert(Box::new(a.clone()), Arc::new(first))]).unwrap();
+        store.commit(&mut [Write::Insert(Box::new(b.clone()), Arc::new(second))]).unwrap();
         // Copied while the store is open: both transactions are in the WAL only.
         let copy = path.with_file_name("copy.db");
         std::fs::copy(&path, &copy).unwrap();
