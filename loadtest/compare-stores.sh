@@ -6,11 +6,13 @@
 # intake and store readers share that core); the native task-flow client
 # (`pagelens loadtest --scenario`, closed loop: each connection submits
 # POST /analyze/async with the 55 KB Python docs page as JSON and polls its
-# status every 20 ms until it ends) runs on CPU 1. A task counts once it
-# has ended `completed`. Also reported per run: commit groups, writes a
-# group, the commit-group p99 (the upper bound of the histogram bucket that
-# holds 99 % of groups, from /metrics) and bytes in the data folder (the
-# database and its WAL) a stored task.
+# status every 20 ms until it ends; 128 connections, enough to keep the
+# server busy: at 32 the memory store waits on the client) runs on CPU 1.
+# A task counts once it has ended `completed`. Also reported per run:
+# commit groups, writes a group, the commit-group p99 (the upper bound of the histogram bucket that
+# holds 99 % of groups, from /metrics), bytes in the data folder (the
+# database and its WAL) a stored task, and bytes the server wrote to storage
+# a task (write_bytes of /proc/PID/io: WAL, checkpoints, everything).
 #
 # Needs ../shared beside the checkout for the page; says so and stops if absent.
 set -euo pipefail
@@ -40,14 +42,15 @@ run() { # NAME FLAGS...
     --queue-capacity 100000 "$@" >/dev/null 2>"$work/server.err" & local pid=$!; pids+=("$pid")
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/livez" >/dev/null && break; sleep 0.1; done
   taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$work/flow.toml" \
-    -c 32 -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
+    -c "${CONNS:-128}" -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
   curl -fs "http://127.0.0.1:$PORT/metrics" > "$work/metrics.txt"
   local bytes; bytes=$( (du -sb "$work/data" 2>/dev/null || echo 0) | cut -f1)
+  local written; written=$(awk '/^write_bytes/{print $2}' "/proc/$pid/io")
   kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server.err" >&2; exit 1; }
   wait "$pid" 2>/dev/null || true
-  python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" <<'PY'
+  python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" "$written" <<'PY'
 import json, re, sys
-name, report, metrics, disk = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read(), int(sys.argv[4])
+name, report, metrics, disk, written = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read(), int(sys.argv[4]), int(sys.argv[5])
 done = report["tasks"]["outcomes"].get("completed", 0) if report["tasks"] else 0
 secs = report["duration_s"]
 def value(pattern):
@@ -61,12 +64,13 @@ count = value(r"^pagelens_store_commit_seconds_count (\S+)")
 p99 = next((le for le, n in sorted(buckets) if count and n >= 0.99 * count), 0.0)
 submitted = value(r'^pagelens_tasks\{state="completed",priority="normal"\} (\S+)')
 per_task = disk / submitted if submitted else 0
-print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99 * 1e3:.3f} {per_task:.0f}")
+written_per_task = written / submitted if submitted else 0
+print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99 * 1e3:.3f} {per_task:.0f} {written_per_task:.0f}")
 PY
 }
 
 echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes as JSON; pagelens on CPU 0 (1 reactor, 1 worker), client on CPU 1; ${ROUNDS} rounds of ${SECS}s"
-echo "# store tasks/s commit_groups writes/group commit_p99_ms disk_bytes/task"
+echo "# store tasks/s commit_groups writes/group commit_p99_ms disk_bytes/task written_bytes/task"
 for round in $(seq "$ROUNDS"); do
   run memory --store memory | tee -a "$work/rows"
   run sqlite --store "sqlite:$work/data/tasks.db" | tee -a "$work/rows"
