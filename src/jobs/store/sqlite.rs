@@ -72,6 +72,9 @@ const PAGE_SIZE: i64 = 4096;
 /// Pages the WAL may hold before a checkpoint (64 MiB).
 const WAL_PAGES: i64 = (64 << 20) / PAGE_SIZE;
 
+/// The writer's page cache: negative is KiB (64 MiB).
+const WRITER_CACHE_KIB: i64 = -65_536;
+
 /// Tasks forgotten per sweep at most, so one commit group stays short.
 const SWEEP_LIMIT: usize = 2000;
 
@@ -116,6 +119,10 @@ impl SqliteStore {
         }
         let writer = connect(path, durability)?;
         migrate(path, &writer)?;
+        // A commit group of tens of tasks is megabytes of pages: at SQLite's
+        // default cache (2 MB) it spilled mid-transaction and read back the
+        // input pages it was freeing.
+        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB).map_err(|e| err(path, e))?;
         // Checkpoints run on their own thread: on the writer they stalled a
         // commit group for each 64 MiB of WAL (commit p99 100 ms).
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| err(path, e))?;
