@@ -492,7 +492,7 @@ impl Loop {
         let request = encode_request(fetch.request.method, target, &host, &headers, body);
         let max = self.config.max_response_bytes;
         let reader = ResponseReader::new(MAX_HEAD, max, fetch.request.method == "HEAD");
-        slot.conn.start(request, reader, MAX_HEAD + max + 64 * 1024, now);
+        slot.conn.start(request, reader, MAX_HEAD + max + 64 * 1024);
         slot.fetch = Some(id);
         fetch.step = Step::Exchanging { conn };
         self.drive(conn, now);
@@ -501,7 +501,7 @@ impl Loop {
     /// Advances connection `conn` and acts on what it came to.
     fn drive(&mut self, conn: u64, now: Instant) {
         let Some(slot) = self.slots.get_mut(&conn) else { return };
-        match slot.conn.advance(now) {
+        match slot.conn.advance() {
             Outcome::Pending => self.arm(conn, now),
             Outcome::Closed => self.close(conn, now),
             Outcome::Response { head, body, reusable } => {
@@ -693,7 +693,8 @@ impl Loop {
                 self.close(conn, now);
             }
         }
-        let took = now - fetch.started;
+        // A fresh clock: `now` is the loop's, taken before this turn's work.
+        let took = fetch.started.elapsed();
         let stats = &self.shared.stats;
         let result = result.map(|mut r| {
             r.timings.total_ms = ms(took);
