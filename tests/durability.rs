@@ -22,13 +22,17 @@ fn page(n: usize) -> String {
 
 /// The binary on `db` with one reactor and one worker (unless `extra` names more).
 fn serve(db: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
+    serve_limited(db, extra, &[])
+}
+
+fn serve_limited(db: &std::path::Path, extra: &[&str], limits: &[crate::lifecycle::Limit]) -> (Child, SocketAddr) {
     let store = format!("sqlite:{}", db.display());
     let mut args = vec!["--listen", "127.0.0.1:0", "--reactors", "1", "--store", &store];
     if !extra.contains(&"--workers") {
         args.extend(["--workers", "1"]);
     }
     args.extend_from_slice(extra);
-    spawn_binary(&args, None)
+    spawn_binary(&args, limits)
 }
 
 /// Submits `n` pages on one connection, pipelined 50 at a time; returns
@@ -280,36 +284,6 @@ fn big_tasks_are_bounded_in_memory_by_the_store() {
     wait_exit(&mut server);
 }
 
-/// The binary on `db` with files limited to `max_file` bytes (RLIMIT_FSIZE,
-/// SIGXFSZ ignored): past it every write fails as on a full disk.
-fn serve_on_full_disk(db: &std::path::Path, max_file: u64) -> (Child, SocketAddr) {
-    use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--reactors", "1", "--workers", "1"])
-        .arg("--store")
-        .arg(format!("sqlite:{}", db.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: setrlimit and signal are async-signal-safe and touch no shared state.
-    unsafe {
-        command.pre_exec(move || {
-            let lim = libc::rlimit { rlim_cur: max_file, rlim_max: max_file };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("start pagelens");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
-    (child, addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}")))
-}
-
 /// A full disk: submissions get `503 store-unavailable` (never a `202` for
 /// a task not stored), the server keeps serving, and every task that got a
 /// `202` completes once there is room again.
@@ -317,7 +291,8 @@ fn serve_on_full_disk(db: &std::path::Path, max_file: u64) -> (Child, SocketAddr
 fn a_full_disk_refuses_tasks_with_503_and_loses_none_it_accepted() {
     let dir = TempDir::new("full-disk");
     let db = dir.path().join("tasks.db");
-    let (mut server, addr) = serve_on_full_disk(&db, 3 << 20);
+    // Files capped at 3 MB (RLIMIT_FSIZE): past it every write fails as on a full disk.
+    let (mut server, addr) = serve_limited(&db, &[], &[(libc::RLIMIT_FSIZE, 3 << 20)]);
     let mut client = Reader::new(connect(addr));
     let mut ids = Vec::new();
     let refusal = loop {

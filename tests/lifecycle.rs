@@ -10,22 +10,28 @@ use std::time::{Duration, Instant};
 
 use crate::util::{config, connect, get, request, start, Reader};
 
+/// A resource limit of the binary: which (`libc::RLIMIT_*`), and how much.
+pub type Limit = (libc::__rlimit_resource_t, u64);
+
 /// Runs the real binary with `args` (tasks in memory unless `args` name a
-/// store); returns it and the address it printed.
-pub fn spawn_binary(args: &[&str], nofile: Option<u64>) -> (Child, SocketAddr) {
+/// store) under `limits`; returns it and the address it printed. SIGXFSZ is
+/// ignored, so that a file-size limit fails writes as a full disk does.
+pub fn spawn_binary(args: &[&str], limits: &[Limit]) -> (Child, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
     command.arg("serve").env("PAGELENS_STORE", "memory").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(limit) = nofile {
-        // SAFETY: setrlimit is async-signal-safe and touches no shared state.
-        unsafe {
-            command.pre_exec(move || {
+    let limits = limits.to_vec();
+    // SAFETY: setrlimit and signal are async-signal-safe and touch no shared state.
+    unsafe {
+        command.pre_exec(move || {
+            for &(resource, limit) in &limits {
                 let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                if libc::setrlimit(resource, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
     }
     let mut child = command.spawn().expect("start pagelens");
     let mut line = String::new();
@@ -125,7 +131,7 @@ fn shutdown_gives_up_on_stuck_requests_at_the_deadline() {
 
 #[test]
 fn sigterm_drains_a_request_in_flight_and_exits_zero() {
-    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "2"], None);
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "2"], &[]);
     let mut idle = Reader::new(connect(addr));
     idle.send(&get("/livez"));
     assert_eq!(idle.response(false).status, 200);
@@ -150,7 +156,7 @@ fn sigterm_drains_a_request_in_flight_and_exits_zero() {
 
 #[test]
 fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
-    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], Some(48));
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], &[(libc::RLIMIT_NOFILE, 48)]);
     // Far more connections than the server has descriptors for.
     let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(addr).ok()).collect();
     sleep(Duration::from_millis(300));
