@@ -31,6 +31,16 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     })
 }
 
+/// Documents as NDJSON: one a line.
+fn ndjson(docs: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(docs.iter().map(|d| d.len() + 1).sum());
+    for doc in docs {
+        out.extend_from_slice(doc);
+        out.push(b'\n');
+    }
+    out
+}
+
 fn batch_not_found() -> Response {
     Response::problem(404, "batch-not-found", "no batch with this id (it may have expired)")
 }
@@ -59,9 +69,9 @@ pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<
                     sender = start();
                 }
                 match event {
-                    BatchEvent::Line(lines) => {
-                        if let (Some(sender), false) = (&sender, lines.is_empty()) {
-                            sender.send(lines.to_vec());
+                    BatchEvent::Items(docs) => {
+                        if let (Some(sender), false) = (&sender, docs.is_empty()) {
+                            sender.send(ndjson(docs));
                         }
                         true
                     }

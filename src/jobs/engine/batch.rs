@@ -1,6 +1,7 @@
 //! Batches: one task whose items run concurrently on the pool, each item's
-//! result a line stored as it finishes; subscribers get the lines stored so
-//! far, then each new one as it is committed, then the end.
+//! outcome a JSON document stored as it finishes; subscribers get the
+//! documents stored so far, then each new one as it is committed, then the
+//! end. (How they are framed for a client, NDJSON, is the API's business.)
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,14 +16,14 @@ use crate::jobs::store::{StoreError, Write};
 use crate::jobs::task::{ItemCounts, TaskError, TaskId};
 use crate::pool::Priority;
 
-/// Receives a batch's result lines as items finish; returns false to stop.
+/// Receives a batch's item outcomes as items finish; returns false to stop.
 pub type BatchSubscriber = Box<dyn FnMut(BatchEvent<'_>) -> bool + Send>;
 
 /// What a batch subscriber is told.
 #[derive(Debug)]
 pub enum BatchEvent<'a> {
-    /// Item results, NDJSON lines.
-    Line(&'a [u8]),
+    /// Items' outcomes, each a JSON document `{"index","status","result"|"error"}`.
+    Items(&'a [Vec<u8>]),
     /// The batch has ended.
     End,
 }
@@ -33,9 +34,9 @@ pub(super) struct Batch {
     total: usize,
     done: usize,
     failed: usize,
-    /// Items with a stored line when the batch started (after a restart).
+    /// Items with a stored outcome when the batch started (after a restart).
     done_items: HashSet<usize>,
-    /// Lines committed and pushed to subscribers, in commit order.
+    /// Item documents committed and pushed to subscribers, in commit order.
     committed: usize,
     /// No more lines are taken (the batch ended, or was cancelled).
     closed: bool,
@@ -107,13 +108,13 @@ impl Engine {
         }
     }
 
-    /// Stores an item's line; ends the batch after its last item.
+    /// Stores an item's outcome; ends the batch after its last item.
     fn item_done(self: &Arc<Self>, id: TaskId, batch: &Arc<Mutex<Batch>>, index: usize, outcome: Outcome) {
-        let line = match &outcome {
-            Ok(result) => format!("{{\"index\":{index},\"status\":\"completed\",\"result\":{}}}\n", result.get()),
+        let doc = match &outcome {
+            Ok(result) => format!("{{\"index\":{index},\"status\":\"completed\",\"result\":{}}}", result.get()),
             Err(e) => {
                 let error = serde_json::to_string(e).unwrap_or_default();
-                format!("{{\"index\":{index},\"status\":\"error\",\"error\":{error}}}\n")
+                format!("{{\"index\":{index},\"status\":\"error\",\"error\":{error}}}")
             }
         }
         .into_bytes();
@@ -128,16 +129,17 @@ impl Engine {
         };
         self.progress(id, percent(counts), stage(counts), Some(counts));
         let pushed = Arc::clone(batch);
-        let write = Write::Line { task: id, item: index, failed: outcome.is_err(), line: line.clone() };
+        let write = Write::Item { task: id, item: index, failed: outcome.is_err(), doc: doc.clone() };
         self.committer.send(
             write,
             Box::new(move |written| {
                 if let Err(e) = written {
-                    eprintln!("pagelens: batch {id}: item {index}'s line was not stored: {e}");
+                    eprintln!("pagelens: batch {id}: item {index}'s outcome was not stored: {e}");
                 }
                 let mut b = lock(&pushed);
                 b.committed += 1;
-                b.subscribers.retain_mut(|s| s(BatchEvent::Line(&line)));
+                let docs = [doc];
+                b.subscribers.retain_mut(|s| s(BatchEvent::Items(&docs)));
             }),
         );
         if counts.done == counts.total {
@@ -145,7 +147,7 @@ impl Engine {
         }
     }
 
-    /// Takes no more lines for a batch (it has ended).
+    /// Takes no more outcomes for a batch (it has ended).
     pub(super) fn close_batch(&self, id: TaskId) {
         // Cloned out first: the map's lock is never held while taking a batch's.
         let batch = lock(&self.batches).get(&id).cloned();
@@ -165,19 +167,19 @@ impl Engine {
         }
     }
 
-    /// Feeds a batch's result lines to `subscriber`: those stored so far
+    /// Feeds a batch's item outcomes to `subscriber`: those stored so far
     /// (at once, even if none), the rest as they are committed, then
     /// [`BatchEvent::End`] (not on a reactor: it reads the store). False,
     /// with the subscriber never called, when `id` is not a batch.
     pub fn batch_results(&self, id: TaskId, mut subscriber: BatchSubscriber) -> Result<bool, StoreError> {
         let running = lock(&self.batches).get(&id).cloned();
         if let Some(batch) = running {
-            // Under the batch's lock no line is pushed, so the first
-            // `committed` stored lines are exactly those pushed before.
+            // Under the batch's lock nothing is pushed, so the first
+            // `committed` stored outcomes are exactly those pushed before.
             let mut b = lock(&batch);
             if lock(&self.batches).contains_key(&id) {
-                let lines = self.store.lines(id, Some(b.committed))?;
-                if subscriber(BatchEvent::Line(&lines.lines)) {
+                let docs = self.store.items(id, Some(b.committed))?;
+                if subscriber(BatchEvent::Items(&docs)) {
                     b.subscribers.push(subscriber);
                 }
                 return Ok(true);
@@ -186,8 +188,8 @@ impl Engine {
         // Ended (or run elsewhere): everything is in the store.
         match self.store.get(id)? {
             Some(record) if record.items.is_some() => {
-                let lines = self.store.lines(id, None)?;
-                if subscriber(BatchEvent::Line(&lines.lines)) {
+                let docs = self.store.items(id, None)?;
+                if subscriber(BatchEvent::Items(&docs)) {
                     subscriber(BatchEvent::End);
                 }
                 Ok(true)

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Counts, Lines, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, StoreError, StoreFigures, TaskStore, Write, Written};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::TaskId;
@@ -23,15 +23,15 @@ struct Entry {
     record: TaskRecord,
     /// The input, until the task ends.
     spec: Option<Arc<TaskSpec>>,
-    /// A batch's lines: item, failed, line.
-    lines: Vec<(usize, bool, Vec<u8>)>,
+    /// A batch's item documents: item, failed, document.
+    items: Vec<(usize, bool, Vec<u8>)>,
 }
 
 impl Entry {
     fn bytes(&self) -> usize {
         self.record.bytes()
             + self.spec.as_deref().map_or(0, TaskSpec::input_bytes)
-            + self.lines.iter().map(|(_, _, l)| l.len() + 24).sum::<usize>()
+            + self.items.iter().map(|(_, _, d)| d.len() + 24).sum::<usize>()
     }
 }
 
@@ -77,7 +77,7 @@ impl Inner {
                 if let Some(key) = &record.idempotency_key {
                     self.keys.insert(key.clone(), record.id);
                 }
-                let entry = Entry { record: (**record).clone(), spec: Some(Arc::clone(spec)), lines: Vec::new() };
+                let entry = Entry { record: (**record).clone(), spec: Some(Arc::clone(spec)), items: Vec::new() };
                 if let Some(at) = entry.record.completed_at {
                     self.ended.insert((at, entry.record.id));
                 }
@@ -103,11 +103,11 @@ impl Inner {
                 }
                 Written::Done
             }
-            Write::Line { task, item, failed, line } => {
-                let (item, failed, line) = (*item, *failed, std::mem::take(line));
+            Write::Item { task, item, failed, doc } => {
+                let (item, failed, doc) = (*item, *failed, std::mem::take(doc));
                 self.change(*task, |entry| {
-                    if !entry.lines.iter().any(|(i, _, _)| *i == item) {
-                        entry.lines.push((item, failed, line));
+                    if !entry.items.iter().any(|(i, _, _)| *i == item) {
+                        entry.items.push((item, failed, doc));
                     }
                 });
                 Written::Done
@@ -165,19 +165,14 @@ impl TaskStore for MemoryStore {
         Ok(self.lock().tasks.get(&id).and_then(|e| e.spec.as_deref().cloned()))
     }
 
-    fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError> {
+    fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         let inner = self.lock();
-        let mut out = Lines::default();
-        let lines = inner.tasks.get(&id).map_or(&[][..], |e| &e.lines[..]);
-        for (_, _, line) in lines.iter().take(limit.unwrap_or(usize::MAX)) {
-            out.lines.extend_from_slice(line);
-            out.count += 1;
-        }
-        Ok(out)
+        let items = inner.tasks.get(&id).map_or(&[][..], |e| &e.items[..]);
+        Ok(items.iter().take(limit.unwrap_or(usize::MAX)).map(|(_, _, doc)| doc.clone()).collect())
     }
 
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError> {
-        Ok(self.lock().tasks.get(&id).map_or_else(Vec::new, |e| e.lines.iter().map(|(i, f, _)| (*i, *f)).collect()))
+        Ok(self.lock().tasks.get(&id).map_or_else(Vec::new, |e| e.items.iter().map(|(i, f, _)| (*i, *f)).collect()))
     }
 
     fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {

@@ -52,16 +52,16 @@ pub enum Write {
         /// The version it was changed from.
         expected: u64,
     },
-    /// A batch item's result line (NDJSON, newline included).
-    Line {
+    /// A batch item's outcome, a JSON document.
+    Item {
         /// The batch.
         task: TaskId,
         /// The item's index.
         item: usize,
         /// Whether the item failed.
         failed: bool,
-        /// The line.
-        line: Vec<u8>,
+        /// The document.
+        doc: Vec<u8>,
     },
     /// The task's callback was delivered (or given up on).
     CallbackDone(TaskId),
@@ -87,15 +87,6 @@ pub enum Written {
     Swept(usize),
 }
 
-/// A batch's stored item results.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Lines {
-    /// The lines in the order they were stored.
-    pub lines: Vec<u8>,
-    /// How many lines.
-    pub count: usize,
-}
-
 /// Figures about a store for `/tasks/stats` and `/metrics`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StoreFigures {
@@ -117,10 +108,10 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError>;
     /// A task's input; `None` once the task has ended or is gone.
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError>;
-    /// A batch's item lines in the order they were stored, the first
+    /// A batch's item documents in the order they were stored, the first
     /// `limit` of them or all.
-    fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError>;
-    /// Which items of a batch have a stored line, and whether each failed.
+    fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Which items of a batch have a stored document, and whether each failed.
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError>;
     /// Queued and processing tasks, oldest first, at most `limit`, without results.
     fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError>;

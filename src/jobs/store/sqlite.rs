@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{Counts, Lines, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, StoreError, StoreFigures, TaskStore, Write, Written};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{from_millis, to_millis, ItemCounts, Progress, TaskError, TaskId, TaskState};
@@ -21,7 +21,7 @@ const APPLICATION_ID: i64 = 0x706c_6e73;
 /// The schema, one migration a version: `user_version` says how many ran.
 /// Append only; a released migration never changes.
 const MIGRATIONS: &[&str] = &[
-    // 1: tasks, their inputs and results; batch item lines. Inputs and
+    // 1: tasks, their inputs and results; batch items' outcomes. Inputs and
     // results have tables of their own: SQLite rewrites a whole row (its
     // overflow pages included) on any update, and a task's small state
     // changes must not rewrite its 55 KB input each time.
@@ -58,11 +58,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_state ON tasks (state, priority);
     CREATE INDEX tasks_by_end ON tasks (completed_at) WHERE completed_at IS NOT NULL;
     CREATE INDEX tasks_owing_callbacks ON tasks (callback_pending) WHERE callback_pending = 1;
-    CREATE TABLE batch_lines (
+    CREATE TABLE batch_items (
         task BLOB NOT NULL,
         item INTEGER NOT NULL,
         failed INTEGER NOT NULL,
-        line BLOB NOT NULL,
+        doc BLOB NOT NULL,
         PRIMARY KEY (task, item)
     );",
 ];
@@ -404,9 +404,9 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
             write_result(tx, record)?;
             Ok(Written::Done)
         }
-        Write::Line { task, item, failed, line } => {
-            tx.prepare_cached("INSERT OR IGNORE INTO batch_lines (task, item, failed, line) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![task.to_bytes(), *item as i64, *failed, &line[..]])?;
+        Write::Item { task, item, failed, doc } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO batch_items (task, item, failed, doc) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![task.to_bytes(), *item as i64, *failed, &doc[..]])?;
             Ok(Written::Done)
         }
         Write::CallbackDone(id) => {
@@ -416,7 +416,7 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
         Write::Sweep { ended_before } => {
             let cut = to_millis(*ended_before);
             // The same tasks each time: nothing else changes in the transaction.
-            for table in ["batch_lines", "results", "inputs"] {
+            for table in ["batch_items", "results", "inputs"] {
                 tx.prepare_cached(&format!(
                     "DELETE FROM {table} WHERE task IN
                          (SELECT id FROM tasks WHERE completed_at < ?1 ORDER BY completed_at, id LIMIT ?2)"
@@ -461,25 +461,20 @@ impl TaskStore for SqliteStore {
         row.map(|(meta, input)| TaskSpec::decode(&meta, &input).map_err(|e| err(&self.path, e))).transpose()
     }
 
-    fn lines(&self, id: TaskId, limit: Option<usize>) -> Result<Lines, StoreError> {
+    fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT line FROM batch_lines WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
+                conn.prepare_cached("SELECT doc FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
             // A negative LIMIT is no limit.
             let limit = limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
-            let mut rows = stmt.query(params![id.to_bytes(), limit])?;
-            let mut out = Lines::default();
-            while let Some(row) = rows.next()? {
-                out.lines.extend_from_slice(row.get_ref(0)?.as_blob()?);
-                out.count += 1;
-            }
-            Ok(out)
+            let rows = stmt.query_map(params![id.to_bytes(), limit], |r| r.get(0))?;
+            rows.collect()
         })
     }
 
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT item, failed FROM batch_lines WHERE task = ?1")?;
+            let mut stmt = conn.prepare_cached("SELECT item, failed FROM batch_items WHERE task = ?1")?;
             let rows = stmt.query_map([id.to_bytes()], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)))?;
             rows.collect()
         })
@@ -608,11 +603,11 @@ mod tests {
             options: TaskOptions::default(),
         };
         let b = accepted(&batch);
-        let line = |item, text: &str| Write::Line { task: b.id, item, failed: item == 1, line: text.into() };
+        let line = |item, text: &str| Write::Item { task: b.id, item, failed: item == 1, doc: text.into() };
         store.commit(&mut [Write::Insert(Box::new(b.clone()), Arc::new(batch))]).unwrap();
-        store.commit(&mut [line(1, "one\n"), line(0, "zero\n"), line(1, "again\n")]).unwrap();
-        assert_eq!(store.lines(b.id, None).unwrap(), Lines { lines: b"one\nzero\n".to_vec(), count: 2 });
-        assert_eq!(store.lines(b.id, Some(1)).unwrap().lines, b"one\n");
+        store.commit(&mut [line(1, "one"), line(0, "zero"), line(1, "again")]).unwrap();
+        assert_eq!(store.items(b.id, None).unwrap(), vec![b"one".to_vec(), b"zero".to_vec()]);
+        assert_eq!(store.items(b.id, Some(1)).unwrap(), vec![b"one".to_vec()]);
         let mut done = store.items_done(b.id).unwrap();
         done.sort();
         assert_eq!(done, vec![(0, false), (1, true)]);
