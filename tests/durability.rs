@@ -319,3 +319,55 @@ fn a_full_disk_refuses_tasks_with_503_and_loses_none_it_accepted() {
     signal(&again, libc::SIGTERM);
     wait_exit(&mut again);
 }
+
+/// A batch stopped part way (SIGTERM while it runs) finishes after the
+/// restart: the items already stored are not run again, and its results
+/// stream from the store with every item exactly once.
+#[test]
+fn a_batch_interrupted_by_a_restart_finishes_with_each_item_once() {
+    let dir = TempDir::new("batch-restart");
+    let db = dir.path().join("tasks.db");
+    let (mut server, addr) = serve(&db, &["--shutdown-timeout", "50ms"]);
+    let items: Vec<Value> = (0..40).map(|n| json!({ "html": page(n) })).collect();
+    let resp = crate::util::call(addr, &post("/bulk/analyze/async", &json!({ "items": items }), ""));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let id = json_of(&resp)["task_id"].as_str().unwrap().to_string();
+    // Stopped once some items are done, well before all are.
+    let started = Instant::now();
+    loop {
+        let mut client = Reader::new(connect(addr));
+        client.send(&get(&format!("/analyze/status/{id}")));
+        let status = json_of(&client.response(false));
+        if status["items"]["done"].as_u64() > Some(2) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{status}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&server, libc::SIGTERM);
+    wait_exit(&mut server);
+
+    let (mut again, addr) = serve(&db, &[]);
+    assert_eq!(stats(addr)["store"]["recovered"]["requeued"], 1, "the batch was running when stopped");
+    let mut client = Reader::new(connect(addr));
+    client.send(&get(&format!("/bulk/{id}/results")));
+    let resp = client.response(false);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let mut seen: Vec<u64> = resp
+        .text()
+        .lines()
+        .map(|line| {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(doc["status"], "completed", "{doc}");
+            doc["index"].as_u64().unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..40).collect::<Vec<u64>>());
+    client.send(&get(&format!("/analyze/status/{id}")));
+    let status = json_of(&client.response(false));
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["items"]["done"], 40);
+    signal(&again, libc::SIGTERM);
+    wait_exit(&mut again);
+}
