@@ -72,8 +72,8 @@ const PAGE_SIZE: i64 = 4096;
 /// Pages the WAL may hold before a checkpoint (64 MiB).
 const WAL_PAGES: i64 = (64 << 20) / PAGE_SIZE;
 
-/// The writer's page cache: negative is KiB (64 MiB).
-const WRITER_CACHE_KIB: i64 = -65_536;
+/// The writer's page cache: negative is KiB (16 MiB).
+const WRITER_CACHE_KIB: i64 = -16_384;
 
 /// Tasks forgotten per sweep at most, so one commit group stays short.
 const SWEEP_LIMIT: usize = 2000;
