@@ -233,6 +233,28 @@ fn a_batch_streams_ndjson_as_items_finish() {
     assert_eq!(done["result"], json!({"total": 12, "completed": 12, "failed": 0}));
 }
 
+/// A batch is one task whatever its size: its items are fed to the pool a
+/// few at a time, so one larger than the queue is admitted, runs, and does
+/// not keep other tasks out while it does.
+#[test]
+fn a_batch_larger_than_the_queue_is_admitted_and_completes() {
+    let mut engine = engine_config();
+    engine.workers = 1;
+    engine.queue_capacity = 3;
+    let server = start_with(big_bodies(), engine, api_config());
+    let addr = server.local_addr();
+    let items: Vec<Value> = (0..25).map(|i| json!({"html": format!("<title>item {i}</title>")})).collect();
+    let resp = call(addr, &post("/bulk/analyze/async", &json!({"items": items}), ""));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let id = json_of(&resp)["task_id"].as_str().unwrap().to_string();
+    let single = submit(addr, json!({"html": "<title>beside the batch</title>"}));
+    assert_eq!(wait_for(addr, &single, &["completed"])["result"]["title"], "beside the batch");
+    let done = wait_for(addr, &id, &["completed"]);
+    assert_eq!(done["items"], json!({"done": 25, "failed": 0, "total": 25}));
+    let lines = call(addr, &get(&format!("/bulk/{id}/results"))).text();
+    assert_eq!(lines.lines().count(), 25);
+}
+
 #[test]
 fn batch_progress_is_items_done_over_total() {
     let mut engine = engine_config();

@@ -195,6 +195,10 @@ pub struct Connection {
     out: Output,
     last_activity: Instant,
     peer_closed: bool,
+    /// The largest chunk a stream on this connection has sent: a stream
+    /// that opens with a large catch-up (a batch's results so far) may have
+    /// that much unread without having stalled.
+    largest_chunk: usize,
     /// The reactor's timer bookkeeping: earliest live heap entry.
     pub armed: Option<Instant>,
 }
@@ -214,6 +218,7 @@ impl Connection {
             },
             last_activity: now,
             peer_closed: false,
+            largest_chunk: 0,
             armed: None,
         }
     }
@@ -277,7 +282,8 @@ impl Connection {
     pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
         // Judged on what is still unread before this chunk joins it.
         if let Part::Chunk(bytes) = &part {
-            if self.stream_stalled(bytes.len()) {
+            self.largest_chunk = self.largest_chunk.max(bytes.len());
+            if self.stream_stalled() {
                 env.server.count_timeout();
                 self.state = State::Closed;
                 return Status::Closed;
@@ -287,15 +293,15 @@ impl Connection {
         self.drive(env)
     }
 
-    /// Whether the client of a stream has stopped reading: more than two
-    /// chunks of this size, and at least [`STREAM_BACKLOG`], still unread.
-    fn stream_stalled(&self, chunk: usize) -> bool {
+    /// Whether the client of a stream has stopped reading: more than two of
+    /// its largest chunks, and at least [`STREAM_BACKLOG`], still unread.
+    fn stream_stalled(&self) -> bool {
         use std::os::fd::AsRawFd;
         let mut queued: libc::c_int = 0;
         // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int: the bytes not yet acknowledged.
         let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
         let kernel = if rc == 0 { usize::try_from(queued).unwrap_or(0) } else { 0 };
-        kernel + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * chunk)
+        kernel + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * self.largest_chunk)
     }
 
     /// Acts on a deadline that has passed, then drives on.

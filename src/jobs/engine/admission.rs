@@ -1,5 +1,7 @@
 //! Admission: how much waits for a worker, in tasks and in bytes of input,
-//! and the answer when there is no room.
+//! and the answer when there is no room. A batch is one task: its items are
+//! fed to the pool a few at a time once it runs, so a batch larger than the
+//! queue is admitted like any other task.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,30 +24,21 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
-/// Slots and bytes of tasks accepted and not yet started.
+/// Tasks, and bytes of their input, accepted and not yet started.
 #[derive(Debug)]
 pub struct Admission {
-    slots: AtomicUsize,
+    tasks: AtomicUsize,
     bytes: AtomicUsize,
     capacity: usize,
     max_bytes: usize,
     refused: AtomicU64,
 }
 
-/// What one admitted task holds until it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
-    /// Queue slots (a batch holds one an item).
-    pub slots: usize,
-    /// Bytes of input.
-    pub bytes: usize,
-}
-
 impl Admission {
-    /// At most `capacity` slots and `max_bytes` bytes waiting.
+    /// At most `capacity` tasks and `max_bytes` bytes waiting.
     pub fn new(capacity: usize, max_bytes: usize) -> Admission {
         Admission {
-            slots: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             capacity,
             max_bytes,
@@ -53,15 +46,16 @@ impl Admission {
         }
     }
 
-    /// Takes room for `held`, or refuses (and counts) with a suggested wait:
-    /// the time `workers` take to run what waits, at `mean` a job.
-    pub fn admit(&self, held: Held, mean: Duration, workers: usize) -> Result<(), SubmitError> {
-        let slots = self.slots.fetch_add(held.slots, Ordering::AcqRel) + held.slots;
-        let bytes = self.bytes.fetch_add(held.bytes, Ordering::AcqRel) + held.bytes;
+    /// Takes room for a task of `bytes` of input, or refuses (and counts)
+    /// with a suggested wait: the time `workers` take to run what waits, at
+    /// `mean` a job.
+    pub fn admit(&self, bytes: usize, mean: Duration, workers: usize) -> Result<(), SubmitError> {
+        let tasks = self.tasks.fetch_add(1, Ordering::AcqRel) + 1;
+        let held = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
         // One task alone may exceed the byte bound (a body is capped
         // elsewhere); it is refused only when others wait too.
-        if slots > self.capacity || (bytes > self.max_bytes && bytes > held.bytes) {
-            self.release(held);
+        if tasks > self.capacity || (held > self.max_bytes && held > bytes) {
+            self.release(bytes);
             self.refused.fetch_add(1, Ordering::Relaxed);
             let ahead = self.waiting() / workers.max(1);
             let drain = mean * u32::try_from(ahead).unwrap_or(u32::MAX);
@@ -71,15 +65,15 @@ impl Admission {
     }
 
     /// Takes room whatever is waiting (recovered tasks were accepted before).
-    pub fn force(&self, held: Held) {
-        self.slots.fetch_add(held.slots, Ordering::AcqRel);
-        self.bytes.fetch_add(held.bytes, Ordering::AcqRel);
+    pub fn force(&self, bytes: usize) {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
-    /// Gives back what `held` took.
-    pub fn release(&self, held: Held) {
-        self.slots.fetch_sub(held.slots, Ordering::AcqRel);
-        self.bytes.fetch_sub(held.bytes, Ordering::AcqRel);
+    /// Gives back a task's room.
+    pub fn release(&self, bytes: usize) {
+        self.tasks.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// A cheap early check before any work on a request.
@@ -91,9 +85,9 @@ impl Admission {
         Err(SubmitError::Full { retry_after: 1 })
     }
 
-    /// Slots taken.
+    /// Tasks waiting.
     pub fn waiting(&self) -> usize {
-        self.slots.load(Ordering::Relaxed)
+        self.tasks.load(Ordering::Relaxed)
     }
 
     /// Bytes of input waiting.
@@ -117,20 +111,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_and_bytes_bound_what_waits() {
+    fn tasks_and_bytes_bound_what_waits() {
         let a = Admission::new(3, 1000);
         let mean = Duration::from_millis(10);
-        let small = Held { slots: 1, bytes: 400 };
-        a.admit(small, mean, 1).unwrap();
-        a.admit(small, mean, 1).unwrap();
-        assert!(matches!(a.admit(small, mean, 1), Err(SubmitError::Full { .. })), "bytes: 1200 > 1000");
+        a.admit(400, mean, 1).unwrap();
+        a.admit(400, mean, 1).unwrap();
+        assert!(matches!(a.admit(400, mean, 1), Err(SubmitError::Full { .. })), "bytes: 1200 > 1000");
         assert_eq!((a.waiting(), a.waiting_bytes(), a.refused()), (2, 800, 1));
-        a.release(small);
-        a.release(small);
+        a.admit(1, mean, 1).unwrap();
+        assert!(matches!(a.admit(1, mean, 1), Err(SubmitError::Full { .. })), "tasks: 4 > 3");
+        a.release(400);
+        a.release(400);
+        a.release(1);
         // Alone, a task larger than the byte bound is let in.
-        a.admit(Held { slots: 1, bytes: 5000 }, mean, 1).unwrap();
-        a.release(Held { slots: 1, bytes: 5000 });
-        assert!(matches!(a.admit(Held { slots: 4, bytes: 1 }, mean, 1), Err(SubmitError::Full { .. })));
+        a.admit(5000, mean, 1).unwrap();
+        a.release(5000);
         assert_eq!((a.waiting(), a.waiting_bytes()), (0, 0));
     }
 }

@@ -3,14 +3,16 @@
 //! documents stored so far, then each new one as it is committed, then the
 //! end. (How they are framed for a client, NDJSON, is the API's business.)
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 
 use super::work::{Finish, Handler, JobContext, Outcome, Work};
-use super::{lock, Engine, Held};
+use super::{lock, Engine};
 use crate::jobs::spec::Payload;
 use crate::jobs::store::{StoreError, Write};
 use crate::jobs::task::{ItemCounts, TaskError, TaskId};
@@ -38,9 +40,47 @@ pub(super) struct Batch {
     done_items: HashSet<usize>,
     /// Item documents committed and pushed to subscribers, in commit order.
     committed: usize,
-    /// No more lines are taken (the batch ended, or was cancelled).
+    /// No more outcomes are taken (the batch ended, or was cancelled).
     closed: bool,
+    /// The items not yet started, while it runs.
+    feed: Option<Feed>,
     subscribers: Vec<BatchSubscriber>,
+}
+
+/// What a running batch starts its next items with. Items go to the pool a
+/// window at a time (two a worker), the next as each ends: a batch holds
+/// one queue slot whatever its size, and a large one does not bury tasks
+/// submitted after it.
+struct Feed {
+    pending: VecDeque<(usize, Payload)>,
+    handler: Handler,
+    cancel: Arc<AtomicBool>,
+    deadline: Instant,
+    priority: Priority,
+}
+
+/// An item to start, with what it runs under.
+struct Start {
+    index: usize,
+    payload: Payload,
+    handler: Handler,
+    cancel: Arc<AtomicBool>,
+    deadline: Instant,
+    priority: Priority,
+}
+
+impl Feed {
+    fn next(&mut self) -> Option<Start> {
+        let (index, payload) = self.pending.pop_front()?;
+        Some(Start {
+            index,
+            payload,
+            handler: Arc::clone(&self.handler),
+            cancel: Arc::clone(&self.cancel),
+            deadline: self.deadline,
+            priority: self.priority,
+        })
+    }
 }
 
 impl Engine {
@@ -58,54 +98,62 @@ impl Engine {
         lock(&self.batches).insert(id, Arc::new(Mutex::new(batch)));
     }
 
-    /// Spreads a batch's items not yet done over the pool.
-    pub(super) fn run_batch(self: &Arc<Self>, cx: JobContext, handler: Handler, items: Vec<Payload>) {
+    /// Starts a batch: its items not yet done go to the pool a window at a time.
+    pub(super) fn run_batch(
+        self: &Arc<Self>,
+        cx: JobContext,
+        handler: Handler,
+        items: Vec<Payload>,
+        priority: Priority,
+    ) {
         let (id, cancel, deadline) = cx.parts();
         let Some(batch) = lock(&self.batches).get(&id).cloned() else {
             return self.finish(id, Err(TaskError::new(500, "internal", "the batch was not opened")));
         };
-        let (to_run, counts) = {
-            let b = lock(&batch);
-            let to_run: Vec<(usize, Payload)> =
+        let window = self.pool.workers() * 2;
+        let (first, counts) = {
+            let mut b = lock(&batch);
+            let pending: VecDeque<(usize, Payload)> =
                 items.into_iter().enumerate().filter(|(i, _)| !b.done_items.contains(i)).collect();
-            (to_run, ItemCounts { done: b.done, failed: b.failed, total: b.total })
+            let mut feed = Feed { pending, handler, cancel, deadline, priority };
+            let first: Vec<Start> = std::iter::from_fn(|| feed.next()).take(window).collect();
+            b.feed = Some(feed);
+            (first, ItemCounts { done: b.done, failed: b.failed, total: b.total })
         };
-        // The batch held a slot an item and gave one back when it started;
-        // every item to run but the first gives one back as it starts.
-        let already = counts.total.saturating_sub(1).saturating_sub(to_run.len().saturating_sub(1));
-        self.admission.release(Held { slots: already, bytes: 0 });
         self.progress(id, percent(counts), stage(counts), Some(counts));
-        if to_run.is_empty() {
+        if counts.done == counts.total {
             return self.finish(id, summary(counts));
         }
-        for (launch, (index, payload)) in to_run.into_iter().enumerate() {
-            let (engine, batch, handler, cancel) =
-                (Arc::clone(self), Arc::clone(&batch), Arc::clone(&handler), Arc::clone(&cancel));
-            // The item goes to this worker's deque and idle workers steal it.
-            self.pool.spawn_local(
-                Priority::Normal,
-                Box::new(move || {
-                    if launch > 0 {
-                        engine.admission.release(Held { slots: 1, bytes: 0 });
-                    }
-                    let item_cx = JobContext::new(&engine, id, cancel, deadline, false);
-                    let finish: Finish = Box::new(move |engine, outcome| engine.item_done(id, &batch, index, outcome));
-                    if let Err(e) = item_cx.check() {
-                        return finish(&engine, Err(e));
-                    }
-                    match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
-                        Ok(Ok(Work::Cpu(work))) => item_cx.run(&engine, work, finish),
-                        Ok(Ok(Work::Io(start))) => {
-                            let resume = item_cx.resume(&engine, Priority::Normal, finish);
-                            // A panic drops the Resume, which ends the item with an error.
-                            let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
-                        }
-                        Ok(Err(e)) => finish(&engine, Err(e)),
-                        Err(_) => finish(&engine, Err(TaskError::new(500, "internal", "the item's handler failed"))),
-                    }
-                }),
-            );
+        for start in first {
+            self.start_item(id, &batch, start);
         }
+    }
+
+    /// Runs one item on the pool; its end starts the next.
+    fn start_item(self: &Arc<Self>, id: TaskId, batch: &Arc<Mutex<Batch>>, start: Start) {
+        let (engine, batch) = (Arc::clone(self), Arc::clone(batch));
+        let Start { index, payload, handler, cancel, deadline, priority } = start;
+        // From a worker, to its own deque, where idle workers steal it.
+        self.pool.spawn_local(
+            priority,
+            Box::new(move || {
+                let item_cx = JobContext::new(&engine, id, cancel, deadline, false);
+                let finish: Finish = Box::new(move |engine, outcome| engine.item_done(id, &batch, index, outcome));
+                if let Err(e) = item_cx.check() {
+                    return finish(&engine, Err(e));
+                }
+                match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
+                    Ok(Ok(Work::Cpu(work))) => item_cx.run(&engine, work, finish),
+                    Ok(Ok(Work::Io(start))) => {
+                        let resume = item_cx.resume(&engine, priority, finish);
+                        // A panic drops the Resume, which ends the item with an error.
+                        let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+                    }
+                    Ok(Err(e)) => finish(&engine, Err(e)),
+                    Err(_) => finish(&engine, Err(TaskError::new(500, "internal", "the item's handler failed"))),
+                }
+            }),
+        );
     }
 
     /// Stores an item's outcome; ends the batch after its last item.
@@ -118,15 +166,19 @@ impl Engine {
             }
         }
         .into_bytes();
-        let counts = {
+        let (counts, next) = {
             let mut b = lock(batch);
             if b.closed {
                 return; // cancelled or timed out: late items are dropped
             }
             b.done += 1;
             b.failed += usize::from(outcome.is_err());
-            ItemCounts { done: b.done, failed: b.failed, total: b.total }
+            let next = b.feed.as_mut().and_then(Feed::next);
+            (ItemCounts { done: b.done, failed: b.failed, total: b.total }, next)
         };
+        if let Some(next) = next {
+            self.start_item(id, batch, next);
+        }
         self.progress(id, percent(counts), stage(counts), Some(counts));
         let pushed = Arc::clone(batch);
         let write = Write::Item { task: id, item: index, failed: outcome.is_err(), doc: doc.clone() };
@@ -152,7 +204,9 @@ impl Engine {
         // Cloned out first: the map's lock is never held while taking a batch's.
         let batch = lock(&self.batches).get(&id).cloned();
         if let Some(batch) = batch {
-            lock(&batch).closed = true;
+            let mut b = lock(&batch);
+            b.closed = true;
+            b.feed = None;
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use admission::{Admission, Held, SubmitError};
+pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
 pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
 
@@ -274,16 +274,16 @@ impl Engine {
             } else {
                 recovered.queued += 1;
             }
-            let held = Held { slots: record.items.map_or(1, |i| i.total.max(1)), bytes: 0 };
+            // Its input is in the store, not in memory: no bytes held.
+            self.admission.force(0);
             if let Some(items) = record.items {
                 self.open_batch(record.id, items.total, &self.store.items_done(record.id)?);
             }
-            self.admission.force(held);
             let timeout = record.timeout_ms.map(Duration::from_millis);
             let (id, priority) = (record.id, record.priority);
             let version = record.version;
             self.go_live(record, Some(version), timeout, None, None);
-            self.spawn_run(id, priority, held);
+            self.spawn_run(id, priority, 0);
         }
         for owed in self.store.callbacks_owed()? {
             // With its result, which the list leaves out.
@@ -433,7 +433,7 @@ impl Engine {
         if self.stopping.load(Ordering::Acquire) {
             return reply(Err(SubmitError::ShuttingDown));
         }
-        let held = Held { slots: spec.batch_len().map_or(1, |n| n.max(1)), bytes: spec.input_bytes() };
+        let held = spec.input_bytes();
         if let Err(e) = self.admission.admit(held, self.mean_job(), self.pool.workers()) {
             return reply(Err(e));
         }
@@ -447,11 +447,11 @@ impl Engine {
             self.open_batch(id, total, &[]);
         }
         let spec = Arc::new(spec);
-        let kept = self.keep_input(held.bytes).then(|| Arc::clone(&spec));
+        let kept = self.keep_input(held).then(|| Arc::clone(&spec));
         let insert = Write::Insert(Box::new(record.clone()), spec);
         // Live before the write, so that a fast status read finds it; the
         // id is known to nobody until the reply.
-        self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held.bytes)));
+        self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held)));
         let engine = Arc::clone(self);
         self.committer.send(
             insert,
@@ -482,7 +482,7 @@ impl Engine {
     /// task if it ends within `sync_wait`, else (once stored) the task to
     /// follow (`202`), or the refusal.
     pub fn run_sync(self: &Arc<Self>, spec: TaskSpec, sync_wait: Duration, reply: Box<dyn FnOnce(SyncOutcome) + Send>) {
-        let held = Held { slots: 1, bytes: spec.input_bytes() };
+        let held = spec.input_bytes();
         if let Err(e) = self.admission.admit(held, self.mean_job(), self.pool.workers()) {
             return reply(SyncOutcome::Refused(e));
         }
@@ -609,14 +609,16 @@ impl Engine {
         self.add_deadline(deadline, id);
     }
 
-    fn spawn_run(self: &Arc<Self>, id: TaskId, priority: Priority, held: Held) {
+    /// Queues a task's start on the pool; `held` is the bytes of input it
+    /// holds of admission until then.
+    fn spawn_run(self: &Arc<Self>, id: TaskId, priority: Priority, held: usize) {
         let engine = Arc::clone(self);
         let queued_at = Instant::now();
         self.pool.spawn(priority, Box::new(move || engine.run(id, priority, held, queued_at)));
     }
 
     /// Starts a task on a worker: `started`, its input, its handler's work.
-    fn run(self: &Arc<Self>, id: TaskId, priority: Priority, held: Held, queued_at: Instant) {
+    fn run(self: &Arc<Self>, id: TaskId, priority: Priority, held: usize, queued_at: Instant) {
         let started = {
             let mut live = lock(&self.live);
             let stopping = self.stopping.load(Ordering::Acquire);
@@ -646,12 +648,9 @@ impl Engine {
                 None => None,
             }
         };
-        // The task's own slot and its bytes are free now; a batch's items
-        // hold theirs until each starts.
-        let Some((cancel, deadline, spec)) = started else {
-            return self.admission.release(held);
-        };
-        self.admission.release(Held { slots: 1, bytes: held.bytes });
+        // Started or not, it waits no more.
+        self.admission.release(held);
+        let Some((cancel, deadline, spec)) = started else { return };
         self.times.waited(queued_at.elapsed());
         let spec = match spec {
             // Unshared once its write is done, so taken without a copy.
@@ -682,7 +681,7 @@ impl Engine {
                     Err(_) => finish(self, Err(TaskError::new(500, "internal", "the task's handler failed"))),
                 }
             }
-            TaskInput::Batch(items) => self.run_batch(cx, handler, items),
+            TaskInput::Batch(items) => self.run_batch(cx, handler, items, priority),
         }
     }
 
