@@ -45,6 +45,16 @@ fn framing_errors_are_rejected_and_close() {
         (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "transfer-encoding-in-http10"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n", 400, "bad-chunk"),
         (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n", 400, "bad-chunk"),
+        // A size line that is not size [; extensions].
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3 junk\r\nabc\r\n", 400, "bad-chunk"),
+        // A request smuggled into the trailer section, a NUL, a line without a colon.
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "bad-chunk",
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\x00\r\n\r\n", 400, "bad-chunk"),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnocolon\r\n\r\n", 400, "bad-chunk"),
         (b"GET /livez HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n  b\r\n\r\n", 400, "obsolete-line-folding"),
         (b"GET /livez HTTP/1.1\r\n\r\n", 400, "bad-host"),
         (b"GET /livez HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad-host"),

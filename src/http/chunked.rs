@@ -10,14 +10,26 @@ use super::error::HttpError;
 
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_SIZE_LINE: usize = 1024;
-/// Most bytes of trailer fields accepted; trailers are read and dropped.
+/// Most bytes of trailer fields accepted; trailers are checked and dropped.
 const MAX_TRAILERS: usize = 8 * 1024;
+
+/// A `tchar` of RFC 9110 §5.6.2: what a field name (and an extension name) is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte a field value may hold (VCHAR, SP, HTAB, obs-text): no controls.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80
+}
 
 /// Where the decoder is inside the chunked stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
     Size { digits: u8 },
+    /// Whitespace after the size (BWS): only `;` (an extension) or CR may follow.
+    SizeWs,
     /// Skipping chunk extensions up to CR.
     Extension,
     /// Saw CR after the size line; LF must follow.
@@ -28,8 +40,12 @@ enum State {
     DataCr,
     /// CR after data; LF must follow.
     DataLf,
-    /// In the trailer section; `line` bytes into the current field line.
-    Trailer { line: usize },
+    /// At the start of a trailer line: a field name, or CR for the end.
+    TrailerStart,
+    /// In a trailer field's name (a token), up to its colon.
+    TrailerName,
+    /// In a trailer field's value, up to CR.
+    TrailerValue,
     /// Saw CR in the trailer section; LF must follow. `empty` marks the final blank line.
     TrailerLf { empty: bool },
     /// The last chunk and trailers were read.
@@ -96,7 +112,7 @@ impl ChunkedDecoder {
 
     /// Advances over one control byte (everything but chunk data).
     fn step(&mut self, byte: u8) -> Result<State, HttpError> {
-        if matches!(self.state, State::Size { .. } | State::Extension | State::SizeLf) {
+        if matches!(self.state, State::Size { .. } | State::SizeWs | State::Extension | State::SizeLf) {
             self.size_line += 1;
             if self.size_line > MAX_SIZE_LINE {
                 return Err(HttpError::BadChunk);
@@ -111,15 +127,21 @@ impl ChunkedDecoder {
                 self.size = self.size * 16 + u64::from(hex_value(b));
                 State::Size { digits: digits + 1 }
             }
-            (State::Size { digits }, b';' | b' ' | b'\t') if digits > 0 => State::Extension,
+            // chunk-size [ BWS ";" chunk-ext ] CRLF: after the size only
+            // whitespace, then `;` or the line's end (`10 junk` is refused).
+            (State::Size { digits }, b';') if digits > 0 => State::Extension,
+            (State::Size { digits }, b' ' | b'\t') if digits > 0 => State::SizeWs,
             (State::Size { digits }, b'\r') if digits > 0 => State::SizeLf,
+            (State::SizeWs, b' ' | b'\t') => State::SizeWs,
+            (State::SizeWs, b';') => State::Extension,
+            (State::SizeWs, b'\r') => State::SizeLf,
             (State::Extension, b'\r') => State::SizeLf,
             (State::Extension, b) if b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80 => State::Extension,
             (State::SizeLf, b'\n') => {
                 let size = std::mem::take(&mut self.size);
                 self.size_line = 0;
                 if size == 0 {
-                    State::Trailer { line: 0 }
+                    State::TrailerStart
                 } else if size > (self.max_body - self.decoded.min(self.max_body)) as u64 {
                     return Err(HttpError::BodyTooLarge);
                 } else {
@@ -128,18 +150,28 @@ impl ChunkedDecoder {
             }
             (State::DataCr, b'\r') => State::DataLf,
             (State::DataLf, b'\n') => State::Size { digits: 0 },
-            (State::Trailer { line }, b'\r') => State::TrailerLf { empty: line == 0 },
-            (State::Trailer { line }, _) => {
-                self.trailer_bytes += 1;
-                if self.trailer_bytes > MAX_TRAILERS {
-                    return Err(HttpError::HeadTooLarge);
-                }
-                State::Trailer { line: line + 1 }
-            }
+            // Trailers are header fields (RFC 9112 §7.1.2): `name: value`.
+            // A request line, a bare name, a NUL or a folded line is not one.
+            (State::TrailerStart, b'\r') => State::TrailerLf { empty: true },
+            (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => self.trailer_byte(State::TrailerName)?,
+            (State::TrailerName, b':') => self.trailer_byte(State::TrailerValue)?,
+            (State::TrailerValue, b'\r') => State::TrailerLf { empty: false },
+            (State::TrailerValue, b) if is_field_byte(b) => self.trailer_byte(State::TrailerValue)?,
             (State::TrailerLf { empty: true }, b'\n') => State::Done,
-            (State::TrailerLf { empty: false }, b'\n') => State::Trailer { line: 0 },
+            (State::TrailerLf { empty: false }, b'\n') => State::TrailerStart,
             _ => return Err(HttpError::BadChunk),
         };
+        Ok(next)
+    }
+}
+
+impl ChunkedDecoder {
+    /// Counts one byte of trailer fields against their bound.
+    fn trailer_byte(&mut self, next: State) -> Result<State, HttpError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(HttpError::HeadTooLarge);
+        }
         Ok(next)
     }
 }
@@ -165,7 +197,7 @@ mod tests {
 
     #[test]
     fn decodes_chunks_extensions_and_trailers() {
-        let raw = b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        let raw = b"5;name=val\r\nhello\r\n6 ; a=\"b c\"\r\n world\r\n0\r\nX-Trailer: t\r\nEmpty:\r\n\r\nNEXT";
         let (body, used) = decode_all(raw, 100).unwrap();
         assert_eq!(body, b"hello world");
         assert_eq!(&raw[used..], b"NEXT");
@@ -195,6 +227,19 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"-1\r\n",
             b"5\r\nhello\r\n0\r\nbad\x01trailer\rX",
+            // A size followed by anything but an extension.
+            b"10 junk\r\n",
+            b"5 \t x\r\n",
+            // What is not a field in the trailer section: a smuggled request
+            // line, a name without a colon, a NUL, a folded line, a bare LF,
+            // a space before the colon.
+            b"0\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"0\r\nnocolon\r\n\r\n",
+            b"0\r\nX-A: a\x00b\r\n\r\n",
+            b"0\r\nX-A: a\r\n  folded\r\n\r\n",
+            b"0\r\nX-A: a\n\r\n",
+            b"0\r\nX-A : a\r\n\r\n",
+            b"0\r\n: no name\r\n\r\n",
         ] {
             let mut buf = raw.to_vec();
             assert_eq!(ChunkedDecoder::new(100).decode(&mut buf, 0), Err(HttpError::BadChunk), "{raw:?}");
