@@ -93,10 +93,6 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
-    eprintln!(
-        "pagelens: signal {signal}: draining connections (up to {:?}); send it again to stop at once",
-        config.server.shutdown_timeout
-    );
     let signals = Arc::new(signals);
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
@@ -104,6 +100,18 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             std::process::exit(130);
         }
     });
+    if !args.drain_grace.is_zero() {
+        eprintln!(
+            "pagelens: signal {signal}: /readyz answers 503 for {:?} before the listeners close; send it again to stop at once",
+            args.drain_grace
+        );
+        server.announce_drain();
+        std::thread::sleep(args.drain_grace);
+    }
+    eprintln!(
+        "pagelens: signal {signal}: draining connections (up to {:?}); send it again to stop at once",
+        config.server.shutdown_timeout
+    );
     // Queued tasks stay queued (in the store) for the next start; running
     // ones get what is left of the shutdown timeout.
     engine.stop_taking();

@@ -154,6 +154,35 @@ fn sigterm_drains_a_request_in_flight_and_exits_zero() {
     assert!(stderr.contains("draining"), "{stderr}");
 }
 
+/// With --drain-grace, SIGTERM first keeps accepting while /readyz answers
+/// 503 and every response closes its connection (a load balancer's cue),
+/// then stops as without it.
+#[test]
+fn the_drain_grace_keeps_accepting_with_readyz_503_then_stops() {
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "2", "--drain-grace", "2s"], &[]);
+    let started = Instant::now();
+    terminate(&child);
+    // New connections are still taken; readiness turns 503.
+    loop {
+        // (The request that sees the flip may have been read just before it.)
+        if request(addr, &get("/readyz")).status == 503 {
+            let resp = request(addr, &get("/readyz"));
+            assert_eq!((resp.status, resp.header("connection")), (503, Some("close")));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "/readyz never turned 503 during the grace");
+        sleep(Duration::from_millis(10));
+    }
+    let mut client = Reader::new(connect(addr));
+    client.send(&get("/livez"));
+    let resp = client.response(false);
+    assert_eq!((resp.status, resp.header("connection")), (200, Some("close")), "served, then closed");
+    client.expect_closed();
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert!(started.elapsed() >= Duration::from_secs(2), "stopped before the grace ended");
+    assert!(TcpStream::connect(addr).is_err(), "the listeners close after the grace");
+}
+
 #[test]
 fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
     let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], &[(libc::RLIMIT_NOFILE, 48)]);
@@ -203,6 +232,7 @@ fn help_explains_every_flag() {
         "--idle-timeout",
         "--write-timeout",
         "--shutdown-timeout",
+        "--drain-grace",
         "--max-header-bytes",
         "--max-body-bytes",
         "--workers",

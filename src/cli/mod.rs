@@ -269,6 +269,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// On SIGTERM or SIGINT, how long to keep accepting first, answering 503 on /readyz and closing every connection after its response, so a load balancer can move clients away.
+    #[arg(long, env = "PAGELENS_DRAIN_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+
     /// Largest request head (request line and headers), e.g. 16KiB; larger is 431.
     #[arg(long, env = "PAGELENS_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
     pub max_header_bytes: usize,

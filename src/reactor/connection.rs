@@ -107,7 +107,10 @@ pub struct Env<'a> {
     pub mailbox: &'a Arc<Mailbox>,
     pub server: &'a ServerState,
     pub now: Instant,
+    /// Shutting down: listeners closed, every connection to end.
     pub draining: bool,
+    /// Responses close their connection (the drain grace, or draining).
+    pub closing: bool,
     pub recorder: &'a mut Recorder,
 }
 
@@ -486,7 +489,15 @@ impl Connection {
             // a partial request is abandoned, owed responses still go out.
             self.state = State::Closing;
         }
-        if env.draining && matches!(self.state, State::Head { .. }) && self.rbuf.is_empty() && self.out.is_idle() {
+        // Idle between requests: closed once responses close connections.
+        // A fresh one is served during the drain grace (new clients may
+        // still come), closed once draining (nothing more is accepted).
+        let idle = match self.state {
+            State::Head { since: None } => env.closing,
+            State::Head { since: Some(_) } => env.draining,
+            _ => false,
+        };
+        if idle && self.rbuf.is_empty() && self.out.is_idle() {
             self.state = State::Closed;
         }
         if matches!(self.state, State::Closing) && self.out.is_idle() {
@@ -536,7 +547,7 @@ impl Output {
         let head: &Head<'_> = &request.head;
         let meta = Meta {
             head_only: head.method == "HEAD",
-            keep_alive: head.keep_alive && !env.draining,
+            keep_alive: head.keep_alive && !env.closing,
             http10: head.version == Version::Http10,
             route: cx.route(),
             method: method_label(head.method),
@@ -643,7 +654,7 @@ impl Wire {
         }
         // HTTP/1.0 has no chunked coding: a streamed body ends with the connection.
         let streamed_to_http10 = response.is_streamed() && meta.http10;
-        let keep_alive = meta.keep_alive && !response.closes() && !env.draining && !streamed_to_http10;
+        let keep_alive = meta.keep_alive && !response.closes() && !env.closing && !streamed_to_http10;
         let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
         response.encode(how, self.buffer(env.pool, env.now));
         let micros = env.now.saturating_duration_since(meta.started).as_micros();

@@ -188,6 +188,7 @@ impl EventLoop {
             server: &self.server,
             now,
             draining: self.drain_deadline.is_some(),
+            closing: self.drain_deadline.is_some() || self.server.is_draining(),
             recorder: &mut self.recorder,
         };
         match step(&mut entry.conn, &mut env) {

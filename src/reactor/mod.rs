@@ -111,6 +111,13 @@ impl Server {
         &self.state
     }
 
+    /// Announces a coming shutdown while still accepting: `/readyz` turns
+    /// `503` and every response closes its connection, so that a load
+    /// balancer sends new clients elsewhere (the drain grace).
+    pub fn announce_drain(&self) {
+        self.state.start_draining();
+    }
+
     /// Begins a graceful shutdown: stop accepting, close idle connections,
     /// let in-flight requests finish within the shutdown timeout.
     pub fn shutdown(&self) {
