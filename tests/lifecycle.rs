@@ -183,6 +183,36 @@ fn the_drain_grace_keeps_accepting_with_readyz_503_then_stops() {
     assert!(TcpStream::connect(addr).is_err(), "the listeners close after the grace");
 }
 
+/// Out of descriptors, each connection that cannot be kept is still
+/// answered: `503` with `Retry-After`, through the spare descriptor.
+#[test]
+fn connections_past_the_descriptor_limit_get_503_not_silence() {
+    let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], &[(libc::RLIMIT_NOFILE, 48)]);
+    let mut clients: Vec<Reader> = (0..150)
+        .map(|_| {
+            let mut client = Reader::new(connect(addr));
+            client.send(&get("/livez"));
+            client
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for client in &mut clients {
+        let resp = client.try_response(false).expect("an answer, not a reset").expect("an answer before EOF");
+        match resp.status {
+            200 => served += 1,
+            503 => {
+                assert_eq!((resp.header("retry-after"), resp.header("connection")), (Some("1"), Some("close")));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(served > 0 && refused > 0, "served {served}, refused {refused}");
+    drop(clients);
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+}
+
 #[test]
 fn running_out_of_descriptors_neither_spins_nor_kills_the_loop() {
     let (mut child, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--reactors", "1"], &[(libc::RLIMIT_NOFILE, 48)]);

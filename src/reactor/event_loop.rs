@@ -6,7 +6,7 @@
 //! until the next event or deadline.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -269,8 +269,9 @@ impl EventLoop {
         }
     }
 
-    /// Out of descriptors: free the spare, accept and close one pending
-    /// connection so it is not left hanging, then take the spare back.
+    /// Out of descriptors: free the spare, accept one pending connection,
+    /// answer it `503` and close it so it is not left hanging, then take
+    /// the spare back.
     fn shed_one(&mut self) -> bool {
         let Some(listener) = &self.listener else {
             return false;
@@ -278,7 +279,18 @@ impl EventLoop {
         if self.spare_fd.take().is_none() {
             return false;
         }
-        let shed = listener.accept().is_ok();
+        let shed = match listener.accept() {
+            Ok((mut stream, _)) => {
+                // What it sent is read first: closing with unread bytes
+                // would reset the connection and could destroy the answer.
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write(OVER_CAPACITY);
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                true
+            }
+            Err(_) => false,
+        };
         self.spare_fd = File::open("/dev/null").ok();
         shed && self.spare_fd.is_some()
     }
