@@ -344,6 +344,11 @@ fn idempotent_submission_returns_the_same_task() {
     assert_eq!(json_of(&first)["task_id"], json_of(&again)["task_id"]);
     let other = call(addr, &post("/analyze/async", &body, "Idempotency-Key: order-43\r\n"));
     assert_ne!(json_of(&first)["task_id"], json_of(&other)["task_id"]);
+    // The same key for a different request is refused, naming the key's task.
+    let reused =
+        call(addr, &post("/analyze/async", &json!({"html": "<title>twice</title>"}), "Idempotency-Key: order-42\r\n"));
+    assert_eq!((reused.status, reused.problem_code().as_str()), (422, "idempotency-key-reused"));
+    assert!(reused.text().contains(json_of(&first)["task_id"].as_str().unwrap()), "{}", reused.text());
     let stats = json_of(&call(addr, &get("/tasks/stats")));
     let total: u64 =
         ["queued", "processing", "completed"].iter().map(|s| stats["tasks"][s]["total"].as_u64().unwrap()).sum();

@@ -22,9 +22,16 @@ pub fn problem(e: &TaskError) -> Response {
     Response::problem(status, &e.code, &e.detail)
 }
 
-/// `503` with `Retry-After` for a refused submission.
+/// The answer to a refused submission: `503` with `Retry-After`, or `422`
+/// for an idempotency key reused for another request.
 pub fn refused(e: &SubmitError) -> Response {
     let (code, detail, retry_after) = match e {
+        SubmitError::KeyReused { task } => {
+            let detail = format!(
+                "this Idempotency-Key was used for a different request (task {task}); use a new key for a new request"
+            );
+            return Response::problem(422, "idempotency-key-reused", &detail);
+        }
         SubmitError::Full { retry_after } => {
             ("queue-full", "the task queue is full; retry later".to_string(), *retry_after)
         }

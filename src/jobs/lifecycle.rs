@@ -46,6 +46,9 @@ pub struct TaskRecord {
     pub completed_at: Option<SystemTime>,
     /// The client's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
+    /// With a key: the digest of the request it was given for
+    /// ([`TaskSpec::fingerprint`]), to tell a retry from a reuse.
+    pub fingerprint: Option<[u8; 16]>,
     /// Item counts, for batches.
     pub items: Option<ItemCounts>,
     /// Times a worker has started it (more than one after a crash or restart).
@@ -150,6 +153,7 @@ impl TaskRecord {
             started_at: None,
             completed_at: None,
             idempotency_key: spec.options.idempotency_key.clone(),
+            fingerprint: spec.options.idempotency_key.is_some().then(|| spec.fingerprint()),
             items: spec.batch_len().map(|total| ItemCounts { done: 0, failed: 0, total }),
             attempts: 0,
             timeout_ms: spec.options.timeout_ms,

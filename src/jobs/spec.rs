@@ -106,6 +106,22 @@ impl TaskSpec {
         self.payloads().iter().map(|p| p.body.len() + p.args.to_string().len()).sum::<usize>() + self.kind.len() + 64
     }
 
+    /// A digest of what the task is to do (kind, input, options but its
+    /// idempotency key): two submissions under one key are the same request
+    /// only if their fingerprints match.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        let mut spec = self.clone();
+        spec.options.idempotency_key = None;
+        let (meta, bodies) = spec.encode();
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&(meta.len() as u64).to_le_bytes());
+        ctx.update(meta.as_bytes());
+        ctx.update(&bodies);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        out
+    }
+
     /// The spec as JSON (kind, options, arguments, body lengths) and one
     /// blob of the bodies, for a store.
     pub fn encode(&self) -> (String, Vec<u8>) {
@@ -176,6 +192,19 @@ mod tests {
         };
         let (meta, bodies) = batch.encode();
         assert_eq!(TaskSpec::decode(&meta, &bodies), Ok(batch));
+    }
+
+    #[test]
+    fn fingerprints_ignore_the_key_and_nothing_else() {
+        let spec = |key: &str, body: &[u8]| {
+            let options = TaskOptions { idempotency_key: Some(key.into()), ..TaskOptions::default() };
+            TaskSpec::one("analyze", json!({"a": 1}), body.to_vec(), options)
+        };
+        assert_eq!(spec("k1", b"<p>").fingerprint(), spec("k2", b"<p>").fingerprint());
+        assert_ne!(spec("k1", b"<p>").fingerprint(), spec("k1", b"<b>").fingerprint());
+        let mut high = spec("k1", b"<p>");
+        high.options.priority = Priority::High;
+        assert_ne!(high.fingerprint(), spec("k1", b"<p>").fingerprint());
     }
 
     #[test]

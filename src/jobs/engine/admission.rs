@@ -22,6 +22,11 @@ pub enum SubmitError {
     },
     /// The server is shutting down and takes no new tasks.
     ShuttingDown,
+    /// The idempotency key was given before for a different request, to this task.
+    KeyReused {
+        /// The task the key belongs to.
+        task: crate::jobs::task::TaskId,
+    },
 }
 
 /// Tasks, and bytes of their input, accepted and not yet started.

@@ -440,7 +440,7 @@ impl Engine {
         let mut record = TaskRecord::new(TaskId::random(), &spec, SystemTime::now());
         // A new record accepts `accepted`.
         let _ = apply(&mut record, Event::Accepted, SystemTime::now());
-        let (id, priority, version) = (record.id, record.priority, record.version);
+        let (id, priority, version, fingerprint) = (record.id, record.priority, record.version, record.fingerprint);
         let timeout = spec.options.timeout();
         let view = record.view();
         if let Some(total) = spec.batch_len() {
@@ -466,6 +466,10 @@ impl Engine {
                     engine.admission.release(held);
                     reply(match other {
                         Ok(Written::Existing(existing)) => match engine.store.get(existing) {
+                            // The same key for another request is a client's mistake, not a retry.
+                            Ok(Some(record)) if record.fingerprint != fingerprint => {
+                                Err(SubmitError::KeyReused { task: existing })
+                            }
                             Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
                             Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
                             Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),

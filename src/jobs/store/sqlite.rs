@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
         state INTEGER NOT NULL,
         version INTEGER NOT NULL,
         idempotency_key TEXT UNIQUE,
+        fingerprint BLOB,
         created_at INTEGER NOT NULL,
         started_at INTEGER,
         completed_at INTEGER,
@@ -263,7 +264,7 @@ fn priority_code(p: Priority) -> i64 {
 
 const RECORD_COLUMNS: &str = "id, kind, priority, state, version, idempotency_key, created_at, started_at,
     completed_at, progress_percent, progress_stage, items_done, items_failed, items_total, attempts,
-    callback_url, callback_pending, error, timeout_ms";
+    callback_url, callback_pending, error, timeout_ms, fingerprint";
 
 /// A record from a row of `RECORD_COLUMNS` (and `result` after them, if
 /// selected); a damaged row is an error, never a panic.
@@ -272,7 +273,7 @@ fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
     let state: i64 = row.get(3)?;
     let priority: i64 = row.get(2)?;
     let error: Option<String> = row.get(17)?;
-    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 19 { row.get(19)? } else { None };
+    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 20 { row.get(20)? } else { None };
     let items = match (row.get::<_, Option<i64>>(11)?, row.get::<_, Option<i64>>(12)?, row.get::<_, Option<i64>>(13)?) {
         (Some(done), Some(failed), Some(total)) => {
             Some(ItemCounts { done: done as usize, failed: failed as usize, total: total as usize })
@@ -307,6 +308,7 @@ fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
         callback_url: row.get(15)?,
         callback_pending: row.get(16)?,
         timeout_ms: row.get::<_, Option<i64>>(18)?.map(|t| t.max(0) as u64),
+        fingerprint: row.get::<_, Option<Vec<u8>>>(19)?.and_then(|f| f.try_into().ok()),
         error,
         result: result.map(Arc::from),
     }))
@@ -357,10 +359,10 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                 }
             }
             tx.prepare_cached(
-                "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, timeout_ms,
+                "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, timeout_ms, fingerprint,
                      state, version, started_at, completed_at, progress_percent, progress_stage,
                      items_done, items_failed, items_total, attempts, callback_pending, error, priority)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?
             .execute(rusqlite::params_from_iter(
                 [
@@ -370,6 +372,7 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                     Box::new(to_millis(record.created_at)),
                     Box::new(record.callback_url.as_deref()),
                     Box::new(record.timeout_ms.map(|t| t.min(i64::MAX as u64) as i64)),
+                    Box::new(record.fingerprint.map(|f| f.to_vec())),
                 ]
                 .into_iter()
                 .chain(bind_record(record)),
