@@ -327,22 +327,26 @@ impl Walker {
                 }
             }
         }
-        let key = attr(tag, "name").or_else(|| attr(tag, "property")).unwrap_or_default().to_ascii_lowercase();
-        match key.as_str() {
+        let name = attr(tag, "name").unwrap_or_default().to_ascii_lowercase();
+        // Open Graph is `property`; Twitter cards are `name` but often written
+        // with `property`: either counts for those two, and only for them
+        // (`property="description"` is not the meta description, as for
+        // Lighthouse and Google).
+        let social =
+            if name.is_empty() { attr(tag, "property").unwrap_or_default().to_ascii_lowercase() } else { name.clone() };
+        if social.starts_with("og:") {
+            self.page.open_graph.entry(social).or_insert_with(content);
+        } else if social.starts_with("twitter:") {
+            self.page.twitter.entry(social).or_insert_with(content);
+        }
+        match name.as_str() {
             "description" => self.page.descriptions.push(clean(&content()).unwrap_or_default()),
             "viewport" => {
                 self.page.viewport.get_or_insert_with(content);
             }
-            "" => {}
-            k if k.starts_with("og:") => {
-                self.page.open_graph.entry(key.clone()).or_insert_with(content);
-            }
-            k if k.starts_with("twitter:") => {
-                self.page.twitter.entry(key.clone()).or_insert_with(content);
-            }
             // `robots` for every crawler; `googlebot`, `bingbot`, ... for one.
             k if k == "robots" || k.ends_with("bot") || k.starts_with("googlebot") => {
-                self.page.robots.push((key.clone(), content().to_ascii_lowercase()));
+                self.page.robots.push((name.clone(), content().to_ascii_lowercase()));
             }
             _ => {}
         }
@@ -383,6 +387,8 @@ mod tests {
             <META NAME="Description" CONTENT="Best &quot;fish&quot;"><meta name=viewport content="width=device-width">
             <meta name=robots content="NoIndex, follow"><meta name=googlebot content=nofollow>
             <meta property="og:title" content="OG"><meta name="twitter:card" content="summary">
+            <meta property="description" content="not the description"><meta property="twitter:site" content="@f">
+            <meta property="robots" content="noindex"><meta property="viewport" content="width=1">
             <link rel=canonical href=/fish><link rel="alternate" hreflang="de" href="https://x.de/">
             <base href="https://example.com/dir/"></head><body></body></html>"#,
         );
@@ -394,6 +400,7 @@ mod tests {
         assert_eq!(p.robots, [("robots".into(), "noindex, follow".into()), ("googlebot".into(), "nofollow".into())]);
         assert_eq!(p.open_graph.get("og:title").map(String::as_str), Some("OG"));
         assert_eq!(p.twitter.get("twitter:card").map(String::as_str), Some("summary"));
+        assert_eq!(p.twitter.get("twitter:site").map(String::as_str), Some("@f"), "Twitter tags with property count");
         assert_eq!(p.canonicals, ["/fish"]);
         assert_eq!(p.hreflang, [("de".into(), "https://x.de/".into())]);
         assert_eq!(p.base_href.as_deref(), Some("https://example.com/dir/"));
