@@ -58,6 +58,10 @@ pub struct Analysis {
     pub viewport: Option<String>,
     /// The charset the page declares, else the one it was decoded with.
     pub charset: String,
+    /// Where the encoding it was decoded with came from: `bom`, `http` (the
+    /// `Content-Type` charset), `meta` (a `<meta>` in the first 1,024 bytes)
+    /// or `default` (declared nowhere a browser looks: guessed).
+    pub charset_source: &'static str,
     /// Headings by level, in document order.
     pub headings: Headings,
     /// Link counts and items.
@@ -300,7 +304,7 @@ fn classify(raw: &str, resolved: &Result<Url, url::ParseError>, page_host: Optio
 
 /// Builds the result from the page model (checks, score and
 /// recommendations are added by the caller).
-pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
+pub fn build(page: Page, options: &Options, charset: String, charset_source: &'static str) -> Analysis {
     let base = document_base(options.url.as_ref(), page.base_href.as_deref());
     let page_host = options.url.as_ref().and_then(|u| u.host_str()).map(str::to_string);
 
@@ -409,6 +413,7 @@ pub fn build(page: Page, options: &Options, charset: String) -> Analysis {
         lang: page.lang,
         viewport: page.viewport,
         charset: page.meta_charset.unwrap_or(charset),
+        charset_source,
         headings,
         links,
         images,

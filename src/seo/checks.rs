@@ -244,8 +244,15 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         invalid_ld == 0,
         format!("{} JSON-LD blocks, {invalid_ld} invalid", a.json_ld.len()),
     );
-    let declared = !a.charset.is_empty();
-    check("charset", Low, 2, declared, format!("charset: {}", a.charset));
+    // Lighthouse's rule: declared by a BOM, the HTTP header, or a <meta> in
+    // the first 1,024 bytes; a page browsers must guess for fails.
+    let (declared, message) = match a.charset_source {
+        "default" => {
+            (false, "no charset declared in the Content-Type header or a <meta> in the first 1024 bytes".into())
+        }
+        source => (true, format!("charset {} declared ({source})", a.charset)),
+    };
+    check("charset", Low, 2, declared, message);
 
     let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
     let passed: u32 = checks.iter().filter(|c| c.passed).map(|c| u32::from(c.weight)).sum();

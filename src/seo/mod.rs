@@ -51,6 +51,7 @@ pub fn analyze(bytes: &[u8], options: &Options) -> Result<Analysis, AnalyzeError
 pub struct Parsed {
     page: page::Page,
     charset: String,
+    charset_source: &'static str,
 }
 
 /// The first half of [`analyze`]: decodes the bytes and extracts the page model.
@@ -69,12 +70,16 @@ pub fn parse(bytes: &[u8], options: &Options) -> Result<Parsed, AnalyzeError> {
     // (cut at ASCII '<' and '>'), so the text is still UTF-8; the lossy
     // branch is a guard that never runs.
     let html = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    Ok(Parsed { page: page::extract(&html, &lifted), charset: decoded.encoding.to_string() })
+    Ok(Parsed {
+        page: page::extract(&html, &lifted),
+        charset: decoded.encoding.to_string(),
+        charset_source: decoded.source,
+    })
 }
 
 /// The second half of [`analyze`]: resolves URLs, judges the checks, scores.
 pub fn score(parsed: Parsed, options: &Options) -> Analysis {
-    let mut analysis = analysis::build(parsed.page, options, parsed.charset);
+    let mut analysis = analysis::build(parsed.page, options, parsed.charset, parsed.charset_source);
     checks::judge(&mut analysis, options.url.as_ref());
     analysis
 }
