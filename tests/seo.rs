@@ -131,7 +131,7 @@ fn every_check_has_a_failing_page() {
     // No check is left out (those of fetched pages have tests of their own).
     let covered: std::collections::HashSet<&str> = cases.iter().map(|(id, _)| *id).collect();
     for c in &run(&good, Some(URL)).checks {
-        assert!(covered.contains(c.id.as_ref() as &str), "no failing page for check {}", c.id);
+        assert!(covered.contains(c.id), "no failing page for check {}", c.id);
     }
     for (id, page) in cases {
         let a = run(&page, Some(URL));
