@@ -68,6 +68,21 @@ fn sync_analyze_answers_with_the_analysis() {
     assert_eq!(json_of(&resp)["title"], "Raw");
 }
 
+/// A raw page's charset is the request's own Content-Type's.
+#[test]
+fn a_raw_page_is_decoded_with_the_request_charset() {
+    let server = start_with(config(), engine_config(), api_config());
+    let body = b"<title>caf\xe9</title><p>na\xefve</p>";
+    let mut raw = format!(
+        "POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: text/html; charset=iso-8859-1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let a = json_of(&call(server.local_addr(), &raw));
+    assert_eq!((a["title"].as_str(), a["charset_source"].as_str()), (Some("café"), Some("http")), "{a}");
+}
+
 #[test]
 fn a_high_task_starts_before_the_low_ones_queued_ahead_of_it() {
     let server = one_worker();

@@ -77,6 +77,11 @@ pub fn idempotency_key(request: &Request<'_>) -> Result<Option<String>, Response
     }
 }
 
+/// The request's `Content-Type`, for a raw page's charset.
+fn content_type(request: &Request<'_>) -> Option<String> {
+    request.head.header("content-type").map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// The body kind, or the `415` answer.
 pub fn body_kind(request: &Request<'_>, allow_html: bool) -> Result<BodyKind, Response> {
     match BodyKind::from_content_type(request.head.header("content-type")) {
@@ -108,11 +113,12 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
         Err(response) => return Reply::Now(response),
     };
     let body = request.body.to_vec();
+    let content_type = content_type(request);
     let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
     let engine = Arc::clone(&app.engine);
     let guard = app.pages.fetcher().guard().clone();
     via_intake(app, cx, body.len(), move |responder| {
-        let spec = match parse_analyze(kind, body, limits, &guard) {
+        let spec = match parse_analyze(kind, body, content_type, limits, &guard) {
             Ok(parsed) => parsed.into_spec(None),
             Err(e) => return responder.send(problem(&e)),
         };
@@ -135,10 +141,11 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
         (Err(response), _) | (_, Err(response)) => return Reply::Now(response),
     };
     let body = request.body.to_vec();
+    let content_type = content_type(request);
     let limits = app.config.limits;
     let engine = Arc::clone(&app.engine);
     let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, body.len(), move |responder| match parse_analyze(kind, body, limits, &guard) {
+    via_intake(app, cx, body.len(), move |responder| match parse_analyze(kind, body, content_type, limits, &guard) {
         Err(e) => responder.send(problem(&e)),
         Ok(parsed) => submit(&engine, parsed.into_spec(key), responder),
     })

@@ -133,6 +133,9 @@ struct PageArgs {
     url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     page_url: Option<String>,
+    /// A sent page's own `Content-Type` (its charset is the page's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
     include_links: bool,
     include_images: bool,
 }
@@ -148,6 +151,7 @@ impl PageInput {
         let args = PageArgs {
             url,
             page_url: options.url.map(String::from),
+            content_type: options.content_type,
             include_links: options.include_links,
             include_images: options.include_images,
         };
@@ -165,7 +169,9 @@ impl PageInput {
             None => Source::Html(payload.body),
         };
         let url = args.page_url.map(parse).transpose()?;
-        Ok(PageInput { source, options: options(url, Some(args.include_links), Some(args.include_images)) })
+        let mut options = options(url, Some(args.include_links), Some(args.include_images));
+        options.content_type = args.content_type;
+        Ok(PageInput { source, options })
     }
 }
 
@@ -287,10 +293,12 @@ fn options(url: Option<Url>, include_links: Option<bool>, include_images: Option
 }
 
 /// Parses and checks the body of `POST /analyze` and `/analyze/async`. The
-/// body is taken by value: a raw page becomes the input without a copy.
+/// body is taken by value: a raw page becomes the input without a copy, and
+/// the request's `content_type` is the page's (its charset decodes it).
 pub fn parse_analyze(
     kind: BodyKind,
     body: Vec<u8>,
+    content_type: Option<String>,
     limits: InputLimits,
     guard: &Guard,
 ) -> Result<AnalyzeRequest, TaskError> {
@@ -298,7 +306,8 @@ pub fn parse_analyze(
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(unprocessable("empty-page", "the request body is empty"));
         }
-        let page = PageInput { source: Source::Html(body), options: options(None, None, None) };
+        let options = seo::Options { content_type, ..options(None, None, None) };
+        let page = PageInput { source: Source::Html(body), options };
         return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None, callback: None });
     }
     let fields: Fields = serde_json::from_slice(&body).map_err(malformed)?;
@@ -348,7 +357,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_have_clear_codes() {
-        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS, &Guard::default());
+        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), None, LIMITS, &Guard::default());
         assert_eq!(code(j("{")), (400, "malformed-json".into()));
         assert_eq!(code(j("{}")), (422, "missing-input".into()));
         assert_eq!(code(j(r#"{"html":"<p>","url":"https://a"}"#)), (422, "conflicting-input".into()));
@@ -389,7 +398,8 @@ mod tests {
 
     #[test]
     fn pages_round_trip_through_task_data() {
-        let j = |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), LIMITS, &Guard::default()).unwrap();
+        let j =
+            |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), None, LIMITS, &Guard::default()).unwrap();
         let sent = j(r#"{"html":"<p>hi","page_url":"https://a.example/x","include_links":false}"#);
         let spec = sent.into_spec(Some("key".into()));
         assert_eq!(spec.options.idempotency_key.as_deref(), Some("key"));
@@ -403,6 +413,17 @@ mod tests {
         let TaskInput::One(payload) = fetched.input else { panic!("one page") };
         let page = PageInput::from_payload(payload).unwrap();
         assert!(matches!(page.source, Source::Url(ref u) if u.as_str() == "https://a.example/y"));
+        let raw = parse_analyze(
+            BodyKind::Html,
+            b"<p>\xe9".to_vec(),
+            Some("text/html; charset=iso-8859-1".into()),
+            LIMITS,
+            &Guard::default(),
+        )
+        .unwrap();
+        let TaskInput::One(payload) = raw.into_spec(None).input else { panic!("one page") };
+        let page = PageInput::from_payload(payload).unwrap();
+        assert_eq!(page.options.content_type.as_deref(), Some("text/html; charset=iso-8859-1"));
         let damaged = Payload { args: serde_json::json!({"url": 5}), body: Vec::new() };
         assert_eq!(PageInput::from_payload(damaged).unwrap_err().code, "damaged-task");
     }
