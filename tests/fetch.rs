@@ -292,9 +292,9 @@ fn the_guard_is_closed_by_default_for_async_tasks_too() {
     let done = wait_for(addr, &id, &["error", "completed"]);
     assert_eq!(done["status"], "error");
     assert_eq!(done["error"]["code"], "blocked-address", "{done}");
-    // Reached directly, with the port allowed: refused at submission.
+    // Reached by its address (127.0.0.1 in the URL): refused at submission.
     let resp = call(addr, &post("/analyze/async", &json!({"url": origin.url("/")}), ""));
-    assert_eq!((resp.status, resp.problem_code().as_str()), (403, "blocked-port"));
+    assert_eq!((resp.status, resp.problem_code().as_str()), (403, "blocked-address"));
     assert_eq!(origin.connections(), 0, "nothing reached the origin");
 }
 

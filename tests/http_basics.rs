@@ -130,6 +130,8 @@ fn expect_100_continue_with_too_large_body_is_refused_before_sending_it() {
     let resp = client.response(false);
     assert_eq!(resp.status, 413);
     assert_eq!(resp.problem_code(), "body-too-large");
+    // The answer says the limit (config(): 64 KiB).
+    assert!(resp.text().contains("limit of 65536 bytes"), "{}", resp.text());
     client.expect_closed();
 }
 

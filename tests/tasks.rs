@@ -428,6 +428,23 @@ fn bad_input_gets_clear_problems_and_the_server_keeps_serving() {
     assert_eq!(call(addr, &get("/livez")).status, 200);
     let id = submit(addr, json!({"html": "<title>still fine</title>"}));
     assert_eq!(wait_for(addr, &id, &["completed"])["result"]["title"], "still fine");
+    // A one-page task asked for as a batch: said so, with where its result is.
+    let not_batch = call(addr, &get(&format!("/bulk/{id}/results")));
+    assert_eq!((not_batch.status, not_batch.problem_code().as_str()), (404, "not-a-batch"));
+    assert!(not_batch.text().contains(&format!("/analyze/status/{id}")));
+    // A type error names its field; a batch's bad items are all named.
+    let wrong = call(addr, &raw_json("/analyze/async", r#"{"url": 42}"#));
+    assert_eq!((wrong.status, wrong.problem_code().as_str()), (422, "invalid-field"));
+    assert!(wrong.text().contains("url: invalid type"), "{}", wrong.text());
+    let items = r#"{"items":[{"url":"http://example.com:22/"},{"html":"ok"},{"url":"http://10.1.2.3/"}]}"#;
+    let bad = call(addr, &raw_json("/bulk/analyze/async", items));
+    assert_eq!((bad.status, bad.problem_code().as_str()), (422, "invalid-items"));
+    assert!(bad.text().contains("item 0") && bad.text().contains("item 2"), "{}", bad.text());
+    let html =
+        b"POST /bulk/analyze/async HTTP/1.1\r\nHost: t\r\nContent-Type: text/html\r\nContent-Length: 3\r\n\r\n<p>";
+    let unsupported = call(addr, html);
+    assert_eq!(unsupported.status, 415);
+    assert!(unsupported.text().contains("this route takes Content-Type: application/json"), "{}", unsupported.text());
 }
 
 #[test]

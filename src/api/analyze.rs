@@ -85,18 +85,20 @@ fn content_type(request: &Request<'_>) -> Option<String> {
 /// The body kind, or the `415` answer.
 pub fn body_kind(request: &Request<'_>, allow_html: bool) -> Result<BodyKind, Response> {
     match BodyKind::from_content_type(request.head.header("content-type")) {
-        Some(BodyKind::Html) if !allow_html => Err(unsupported_type()),
+        Some(BodyKind::Html) if !allow_html => Err(unsupported_type(allow_html)),
         Some(kind) => Ok(kind),
-        None => Err(unsupported_type()),
+        None => Err(unsupported_type(allow_html)),
     }
 }
 
-fn unsupported_type() -> Response {
-    Response::problem(
-        415,
-        "unsupported-media-type",
-        "send Content-Type: application/json (or text/html with the raw page as the body)",
-    )
+/// `415`, saying what the route takes.
+fn unsupported_type(allow_html: bool) -> Response {
+    let takes = if allow_html {
+        "this route takes Content-Type: application/json, or text/html with the raw page as the body"
+    } else {
+        "this route takes Content-Type: application/json: {\"items\": [{\"url\": ...} or {\"html\": ...}, ...]}"
+    };
+    Response::problem(415, "unsupported-media-type", takes)
 }
 
 /// `POST /analyze`.

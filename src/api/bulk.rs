@@ -87,9 +87,14 @@ pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<
         // A batch found always took the responder with its first call.
         let untouched = responder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(responder) = untouched {
-            responder.send(match found {
-                Err(e) => store_failed(&e),
-                Ok(_) => batch_not_found(),
+            responder.send(match (found, engine.status(id)) {
+                (Err(e), _) | (_, Err(e)) => store_failed(&e),
+                (Ok(_), Ok(Some(_))) => Response::problem(
+                    404,
+                    "not-a-batch",
+                    &format!("task {id} is one page, not a batch: its result is at /analyze/status/{id}"),
+                ),
+                (Ok(_), Ok(None)) => batch_not_found(),
             });
         }
     }));

@@ -210,13 +210,24 @@ fn unprocessable(code: &str, detail: impl Into<String>) -> TaskError {
     TaskError::new(422, code, detail)
 }
 
-fn malformed(e: serde_json::Error) -> TaskError {
-    if e.is_data() {
+/// Parses a request body as `T`, naming the field at fault in an error
+/// (`url: invalid type: integer...`, `items[3].html: ...`).
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TaskError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if !inner.is_data() {
+            return TaskError::new(400, "malformed-json", format!("the body is not valid JSON: {inner}"));
+        }
         // Valid JSON of the wrong shape (unknown field, wrong type).
-        unprocessable("invalid-field", e.to_string())
-    } else {
-        TaskError::new(400, "malformed-json", format!("the body is not valid JSON: {e}"))
-    }
+        match path.as_str() {
+            "." | "" => unprocessable("invalid-field", inner.to_string()),
+            _ => unprocessable("invalid-field", format!("{path}: {inner}")),
+        }
+    })?;
+    json.end().map_err(|e| TaskError::new(400, "malformed-json", format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
 }
 
 fn priority(name: Option<&str>) -> Result<Priority, TaskError> {
@@ -310,7 +321,7 @@ pub fn parse_analyze(
         let page = PageInput { source: Source::Html(body), options };
         return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None, callback: None });
     }
-    let fields: Fields = serde_json::from_slice(&body).map_err(malformed)?;
+    let fields: Fields = from_json(&body)?;
     let callback = callback(fields.callback_url.as_deref(), guard)?;
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
@@ -321,7 +332,7 @@ pub fn parse_analyze(
 
 /// Parses and checks the body of `POST /bulk/analyze/async`.
 pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<BulkRequest, TaskError> {
-    let fields: BulkFields = serde_json::from_slice(body).map_err(malformed)?;
+    let fields: BulkFields = from_json(body)?;
     let callback = callback(fields.callback_url.as_deref(), guard)?;
     if fields.items.is_empty() {
         return Err(unprocessable("empty-batch", "items is empty"));
@@ -335,11 +346,22 @@ pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<Bul
     }
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
+    // Every item is checked, and every bad one reported by index.
     let mut items = Vec::with_capacity(fields.items.len());
+    let mut bad: Vec<(usize, TaskError)> = Vec::new();
     for (index, item) in fields.items.into_iter().enumerate() {
-        let (source, url) = page(item.html, item.url, item.page_url, guard)
-            .map_err(|e| TaskError::new(e.status, &e.code, format!("item {index}: {}", e.detail)))?;
-        items.push(PageInput { source, options: options(url, fields.include_links, fields.include_images) });
+        match page(item.html, item.url, item.page_url, guard) {
+            Ok((source, url)) => {
+                items.push(PageInput { source, options: options(url, fields.include_links, fields.include_images) })
+            }
+            Err(e) => bad.push((index, e)),
+        }
+    }
+    if let Some((_, first)) = bad.first() {
+        let same = bad.iter().all(|(_, e)| e.code == first.code && e.status == first.status);
+        let (status, code) = if same { (first.status, first.code.as_str()) } else { (422, "invalid-items") };
+        let detail = bad.iter().map(|(i, e)| format!("item {i}: {}", e.detail)).collect::<Vec<_>>().join("; ");
+        return Err(TaskError::new(status, code, format!("{} bad items: {detail}", bad.len())));
     }
     Ok(BulkRequest { items, priority, timeout, callback })
 }
@@ -366,6 +388,9 @@ mod tests {
         assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":1e12}"#)), (422, "bad-timeout".into()));
         assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":99999999}"#)), (422, "bad-timeout".into()));
         assert_eq!(code(j(r#"{"html":"<p>","colour":"red"}"#)), (422, "invalid-field".into()));
+        assert_eq!(code(j(r#"{"html":"<p>"} trailing"#)), (400, "malformed-json".into()));
+        let wrong = j(r#"{"url": 42}"#).unwrap_err();
+        assert!(wrong.detail.starts_with("url: invalid type: integer `42`"), "{}", wrong.detail);
         assert_eq!(code(j(r#"{"html":"  "}"#)), (422, "empty-page".into()));
         assert_eq!(code(j(r#"{"html":"<p>","page_url":"::"}"#)), (422, "bad-page-url".into()));
         assert_eq!(code(j(r#"{"url":"not a url"}"#)), (422, "bad-url".into()));
@@ -373,6 +398,7 @@ mod tests {
         assert_eq!(code(j(r#"{"url":"gopher://example.com/"}"#)), (403, "blocked-scheme".into()));
         assert_eq!(code(j(r#"{"url":"http://u:p@example.com/"}"#)), (422, "url-has-credentials".into()));
         assert_eq!(code(j(r#"{"url":"http://example.com:22/"}"#)), (403, "blocked-port".into()));
+        assert_eq!(code(j(r#"{"url":"http://192.168.1.1/"}"#)), (403, "blocked-address".into()));
         assert_eq!(code(j(r#"{"html":"<p>","callback_url":"ftp://example.com/"}"#)), (403, "blocked-scheme".into()));
         let fetch = j(r#"{"url":"https://example.com/a","callback_url":"https://example.com/cb"}"#).unwrap();
         assert!(matches!(fetch.page.source, Source::Url(ref u) if u.as_str() == "https://example.com/a"));
@@ -393,6 +419,20 @@ mod tests {
             Err((413, "too-many-items".into()))
         );
         assert_eq!(b(r#"{"items":[{"html":"a"},{}]}"#), Err((422, "missing-input".into())));
+        let all = parse_bulk(
+            br#"{"items":[{"url":"http://example.com:22/"},{"html":"b"},{"url":"http://10.0.0.7/"}]}"#,
+            LIMITS,
+            &Guard::default(),
+        )
+        .unwrap_err();
+        assert_eq!((all.status, all.code.as_str()), (422, "invalid-items"));
+        assert!(
+            all.detail.starts_with("2 bad items: item 0: url: port 22") && all.detail.contains("item 2: url: 10.0.0.7"),
+            "{}",
+            all.detail
+        );
+        let wrong = parse_bulk(br#"{"items":[{"html":"a"},{"html":"b"},{"html":7}]}"#, LIMITS, &Guard::default());
+        assert!(wrong.unwrap_err().detail.starts_with("items[2].html: invalid type"));
         assert_eq!(b(r#"{"items":[{"html":"a"},{"html":"b"}],"priority":"low"}"#), Ok(2));
     }
 

@@ -144,8 +144,12 @@ impl Guard {
                 false,
             ));
         }
-        if url.host().is_none() {
-            return Err(FetchError::new(422, "bad-url", format!("{url} has no host"), false));
+        match url.host() {
+            None => return Err(FetchError::new(422, "bad-url", format!("{url} has no host"), false)),
+            // An address written in the URL is checked now, not at connect time.
+            Some(url::Host::Ipv4(ip)) => self.check_addr(IpAddr::V4(ip))?,
+            Some(url::Host::Ipv6(ip)) => self.check_addr(IpAddr::V6(ip))?,
+            Some(url::Host::Domain(_)) => {}
         }
         let port = url.port_or_known_default().unwrap_or(0);
         if let Some(ports) = &self.ports {
