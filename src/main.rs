@@ -187,7 +187,15 @@ fn read_page(args: &AnalyzeArgs) -> Result<Vec<u8>, String> {
     } else {
         std::fs::File::open(&args.page).and_then(|f| f.take(limit).read_to_end(&mut bytes))
     };
-    read.map_err(|e| format!("{}: {e}", args.page))?;
+    read.map_err(|e| {
+        // `pagelens analyze example.com`: a host name, not a file.
+        let host_like = !args.page.contains('/') && args.page.contains('.') && !args.page.ends_with(".html");
+        if e.kind() == std::io::ErrorKind::NotFound && host_like {
+            format!("{}: no such file; to fetch the page, give its URL: https://{}/", args.page, args.page)
+        } else {
+            format!("{}: {e}", args.page)
+        }
+    })?;
     if bytes.len() > args.max_page_bytes {
         return Err(format!("{}: larger than --max-page-bytes ({} bytes)", args.page, args.max_page_bytes));
     }

@@ -300,6 +300,7 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
         (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH or memory"),
         (&["serve", "--durability", "eventually"][..], "give process or power"),
+        (&["analyze", "example.com"][..], "give its URL: https://example.com/"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
@@ -315,8 +316,9 @@ fn flags_can_come_from_the_environment() {
         .env("PAGELENS_STORE", "memory")
         .env("PAGELENS_LISTEN", "127.0.0.1:0")
         .env("PAGELENS_REACTORS", "1")
+        .env("PAGELENS_FETCH_ALLOW", "10.9.0.0/16,10.8.0.0/16")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -324,4 +326,7 @@ fn flags_can_come_from_the_environment() {
     assert!(line.contains("127.0.0.1:") && line.contains("(1 reactors,"), "{line}");
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("open for 10.9.0.0/16, 10.8.0.0/16"), "PAGELENS_FETCH_ALLOW was ignored: {stderr}");
 }

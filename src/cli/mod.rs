@@ -205,7 +205,7 @@ impl LoadtestArgs {
 /// Flags of `pagelens analyze`.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// The page: a file path, or `-` to read standard input.
+    /// The page: a file, an http:// or https:// URL, or `-` to read standard input.
     pub page: String,
 
     /// Where the page was published, so that links, canonical and <base> resolve as for the live page.
@@ -377,8 +377,8 @@ pub struct FetchArgs {
     #[arg(long, env = "PAGELENS_ALLOW_PRIVATE_FETCH")]
     pub allow_private_fetch: bool,
 
-    /// Open one address range (CIDR, e.g. 10.1.0.0/16) to fetching; repeatable. Nothing else is opened.
-    #[arg(long = "fetch-allow", value_name = "CIDR", value_parser = parse_cidr)]
+    /// Open one address range (CIDR, e.g. 10.1.0.0/16) to fetching; repeatable (the variable takes a comma-separated list). Nothing else is opened.
+    #[arg(long = "fetch-allow", value_name = "CIDR", env = "PAGELENS_FETCH_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
     pub fetch_allow: Vec<Cidr>,
 
     /// Ports URLs may name: a comma-separated list, or `any`.
@@ -426,7 +426,7 @@ pub struct FetchArgs {
     pub fetch_idle_timeout: Duration,
 
     /// Open a new connection for every fetch (for comparison; keep-alive is the default).
-    #[arg(long)]
+    #[arg(long, env = "PAGELENS_FETCH_NO_KEEPALIVE")]
     pub fetch_no_keepalive: bool,
 }
 
@@ -635,5 +635,27 @@ impl ServeArgs {
             fetch.guard.check_url(hook).map_err(|e| format!("--alerts-file webhook: {e}"))?;
         }
         Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The README promises a `PAGELENS_*` variable for every flag of
+    /// `serve`: a flag without one would ignore a set variable silently.
+    #[test]
+    fn every_serve_flag_has_an_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve exists");
+        for arg in serve.get_arguments() {
+            let name = arg.get_id().as_str();
+            if matches!(name, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert!(env.as_deref().is_some_and(|e| e.starts_with("PAGELENS_")), "--{name} has no PAGELENS_ variable");
+        }
     }
 }
