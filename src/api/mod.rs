@@ -93,10 +93,17 @@ impl Service for App {
                 cx.set_route(pattern);
                 handler(self, request, params, cx)
             }
-            Match::MethodNotAllowed(allow) => Reply::Now(
-                Response::problem(405, "method-not-allowed", &format!("{} is not allowed here", request.head.method))
+            Match::MethodNotAllowed(allow, pattern) => {
+                cx.set_route(pattern);
+                Reply::Now(
+                    Response::problem(
+                        405,
+                        "method-not-allowed",
+                        &format!("{} is not allowed here", request.head.method),
+                    )
                     .header("Allow", allow),
-            ),
+                )
+            }
             Match::NotFound => {
                 Reply::Now(Response::problem(404, "not-found", &format!("no resource at {}", request.head.path)))
             }

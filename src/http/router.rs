@@ -53,8 +53,9 @@ impl<'a> Params<'a> {
 pub enum Match<'a, H> {
     /// A route matched method and path: its handler, parameters and pattern.
     Found(&'a H, Params<'a>, &'static str),
-    /// The path exists but not for this method; the value is the `Allow` list.
-    MethodNotAllowed(String),
+    /// The path exists but not for this method: the `Allow` list, and the
+    /// pattern the path matched (what its metrics are recorded under).
+    MethodNotAllowed(String, &'static str),
     /// No route has this path.
     NotFound,
 }
@@ -94,7 +95,7 @@ impl<H> Router<H> {
     /// Finds the handler for `method` and `path`. `HEAD` is served by `GET` routes.
     pub fn find<'a>(&'a self, method: &str, path: &'a str) -> Match<'a, H> {
         let mut values = [""; MAX_PARAMS];
-        let mut path_known = false;
+        let mut path_pattern = None;
         for route in &self.routes {
             if !match_path(&route.segments, path, &mut values) {
                 continue;
@@ -102,11 +103,11 @@ impl<H> Router<H> {
             if route.method == method || (method == "HEAD" && route.method == "GET") {
                 return Match::Found(&route.handler, Params { segments: &route.segments, values }, route.pattern);
             }
-            path_known = true;
+            path_pattern.get_or_insert(route.pattern);
         }
-        if !path_known {
+        let Some(pattern) = path_pattern else {
             return Match::NotFound;
-        }
+        };
         let mut allow: Vec<&str> = Vec::new();
         for route in self.routes.iter().filter(|r| match_path(&r.segments, path, &mut values)) {
             allow.push(route.method);
@@ -115,7 +116,7 @@ impl<H> Router<H> {
             }
         }
         allow.dedup();
-        Match::MethodNotAllowed(allow.join(", "))
+        Match::MethodNotAllowed(allow.join(", "), pattern)
     }
 }
 
@@ -198,11 +199,11 @@ mod tests {
         assert!(matches!(r.find("GET", "//"), Match::NotFound));
         assert!(matches!(r.find("GET", ""), Match::NotFound));
         match r.find("POST", "/livez") {
-            Match::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD"),
+            Match::MethodNotAllowed(allow, pattern) => assert_eq!((allow.as_str(), pattern), ("GET, HEAD", "/livez")),
             other => panic!("{other:?}"),
         }
         match r.find("GET", "/tasks/x") {
-            Match::MethodNotAllowed(allow) => assert_eq!(allow, "DELETE"),
+            Match::MethodNotAllowed(allow, pattern) => assert_eq!((allow.as_str(), pattern), ("DELETE", "/tasks/{id}")),
             other => panic!("{other:?}"),
         }
     }
