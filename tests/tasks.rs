@@ -43,7 +43,8 @@ fn async_flow_submit_poll_result() {
     assert_eq!(body["status"], "queued");
     assert_eq!(resp.header("location"), Some(format!("/analyze/status/{id}").as_str()));
     assert_eq!(body["check_status_url"], format!("/analyze/status/{id}"));
-    assert!(body["estimated_completion"].as_str().unwrap().ends_with('Z'));
+    // Nothing has run yet to measure from: no estimate rather than a guess.
+    assert!(body.get("estimated_completion").is_none(), "{body}");
     let done = wait_for(addr, id, &["completed"]);
     assert_eq!(done["result"]["title"], "Async page");
     assert_eq!(done["result"]["headings"]["h1"][0], "Hello");
@@ -51,9 +52,22 @@ fn async_flow_submit_poll_result() {
     for field in ["created_at", "started_at", "completed_at"] {
         assert!(done[field].is_string(), "{field}: {done}");
     }
-    // Prefer: respond-async on the sync endpoint gives 202 at once.
+    // Prefer: respond-async on the sync endpoint gives 202 at once; now
+    // that a task has run, with an estimate no earlier than now.
+    let before = call(addr, &get("/livez")).header("date").map(str::to_string);
     let resp = call(addr, &post("/analyze", &json!({"html": "<p>x"}), "Prefer: respond-async\r\n"));
     assert_eq!(resp.status, 202);
+    let estimate = json_of(&resp)["estimated_completion"].as_str().unwrap().to_string();
+    let estimate = pagelens::jobs::task::parse_rfc3339(&estimate).unwrap();
+    let before = httpdate::parse_http_date(&before.unwrap()).unwrap();
+    assert!(estimate >= before, "an estimate in the past");
+    // An ended task, submitted again under its key, has no estimate.
+    let key = "Idempotency-Key: est-1\r\n";
+    let first = json_of(&call(addr, &post("/analyze/async", &json!({"html": "<p>k"}), key)));
+    wait_for(addr, first["task_id"].as_str().unwrap(), &["completed"]);
+    let again = json_of(&call(addr, &post("/analyze/async", &json!({"html": "<p>k"}), key)));
+    assert_eq!(again["status"], "completed");
+    assert!(again.get("estimated_completion").is_none(), "{again}");
 }
 
 #[test]

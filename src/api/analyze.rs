@@ -51,8 +51,11 @@ pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
         "status": view.status,
         "priority": view.priority,
         "check_status_url": url,
-        "estimated_completion": rfc3339(engine.estimated_completion()),
     });
+    // Left out when there is nothing to estimate (an ended task, no measure yet).
+    if let Some(at) = engine.estimated_completion(view) {
+        body["estimated_completion"] = json!(rfc3339(at));
+    }
     if view.kind == "bulk" {
         body["results_url"] = json!(format!("/bulk/{}/results", view.task_id));
     }

@@ -249,6 +249,28 @@ pub fn from_millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0).unsigned_abs())
 }
 
+/// The time an [`rfc3339`] text names (`YYYY-MM-DDTHH:MM:SS.mmmZ`); `None`
+/// for any other text.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second, millis) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Howard Hinnant's days-from-civil, the inverse of `rfc3339`'s.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let millis = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis;
+    Some(from_millis(millis))
+}
+
 /// `SystemTime` as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -289,6 +311,16 @@ mod tests {
         assert!("xyz".parse::<TaskId>().is_err());
         assert!("0".repeat(33).parse::<TaskId>().is_err());
         assert!("+".repeat(32).parse::<TaskId>().is_err());
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_writes() {
+        for millis in [0, 951_782_400_123, 1_795_340_096_000, 4_102_444_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(millis);
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+        }
+        assert_eq!(parse_rfc3339("2026-11-22 09:34:56.000Z"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -360,12 +360,26 @@ impl Engine {
         self.store.counts()
     }
 
-    /// When a task submitted now would likely finish, from the queue depth
-    /// and recent job durations.
-    pub fn estimated_completion(&self) -> SystemTime {
-        let mean = Duration::from_micros(self.mean_job_micros.load(Ordering::Relaxed).max(1_000));
-        let rounds = self.waiting() / self.pool.workers() + 1;
-        SystemTime::now() + mean * rounds as u32
+    /// When a task will likely end: a queued one after the queue ahead of
+    /// it and its own run, a running one a run after it started, at the
+    /// mean time tasks took from start to end here (fetches included). None
+    /// for a task that has ended, or before any task has ended to measure.
+    pub fn estimated_completion(&self, view: &TaskView) -> Option<SystemTime> {
+        let mean = Duration::from_micros(self.mean_job_micros.load(Ordering::Relaxed));
+        if mean.is_zero() {
+            return None;
+        }
+        match view.status {
+            TaskState::Queued => {
+                let rounds = self.waiting() / self.pool.workers() + 1;
+                Some(SystemTime::now() + mean * u32::try_from(rounds).unwrap_or(u32::MAX))
+            }
+            TaskState::Processing => {
+                let started = view.started_at.as_deref().and_then(super::task::parse_rfc3339)?;
+                Some((started + mean).max(SystemTime::now()))
+            }
+            _ => None,
+        }
     }
 
     /// Queues a task and waits until it is stored (the library's `delay`;
@@ -718,6 +732,11 @@ impl Engine {
         self.close_batch(id);
         self.inputs_in_memory.fetch_sub(entry.spec_bytes, Ordering::AcqRel);
         let Live { record, stored_version, on_done, .. } = entry;
+        // How long tasks take from start to end (fetches included), for
+        // estimates and Retry-After; a batch is many tasks' work, left out.
+        if let (Some(started), Some(ended), None) = (record.started_at, record.completed_at, record.items) {
+            self.record_duration(ended.duration_since(started).unwrap_or_default());
+        }
         let state = record.state;
         self.ended.0[usize::from(state.code())].fetch_add(1, Ordering::Relaxed);
         match stored_version {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 
@@ -165,13 +165,11 @@ impl JobContext {
 
     /// Runs CPU work under this context (a panic is the task's error), then `finish`.
     pub(super) fn run(self, engine: &Arc<Engine>, work: CpuWork, finish: Finish) {
-        let began = Instant::now();
         let outcome = self.check().and_then(|()| {
             catch_unwind(AssertUnwindSafe(|| work(&self)))
                 .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the task's job failed")))
         });
         self.end_stage("done");
-        engine.record_duration(began.elapsed());
         finish(engine, outcome);
     }
 
@@ -271,6 +269,6 @@ impl Drop for Resume {
 }
 
 /// A duration as whole microseconds for an average.
-pub(super) fn micros(took: Duration) -> u64 {
+pub(super) fn micros(took: std::time::Duration) -> u64 {
     took.as_micros().min(u128::from(u64::MAX)) as u64
 }
