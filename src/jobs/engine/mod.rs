@@ -282,7 +282,7 @@ impl Engine {
             let timeout = record.timeout_ms.map(Duration::from_millis);
             let (id, priority) = (record.id, record.priority);
             let version = record.version;
-            self.go_live(record, Some(version), timeout, None, None);
+            self.go_live(record, Some(version), timeout, None, None, || {});
             self.spawn_run(id, priority, 0);
         }
         for owed in self.store.callbacks_owed()? {
@@ -463,37 +463,39 @@ impl Engine {
         let spec = Arc::new(spec);
         let kept = self.keep_input(held).then(|| Arc::clone(&spec));
         let insert = Write::Insert(Box::new(record.clone()), spec);
-        // Live before the write, so that a fast status read finds it; the
-        // id is known to nobody until the reply.
-        self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held)));
         let engine = Arc::clone(self);
-        self.committer.send(
-            insert,
-            Box::new(move |written| match written {
-                Ok(Written::Done) => {
-                    engine.spawn_run(id, priority, held);
-                    reply(Ok(Submitted::Created(view)));
-                }
-                other => {
-                    lock(&engine.live).remove(&id);
-                    lock(&engine.batches).remove(&id);
-                    engine.admission.release(held);
-                    reply(match other {
-                        Ok(Written::Existing(existing)) => match engine.store.get(existing) {
-                            // The same key for another request is a client's mistake, not a retry.
-                            Ok(Some(record)) if record.fingerprint != fingerprint => {
-                                Err(SubmitError::KeyReused { task: existing })
-                            }
-                            Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
-                            Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
-                            Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
-                        },
+        let then: super::commit::Then = Box::new(move |written| match written {
+            Ok(Written::Done) => {
+                engine.spawn_run(id, priority, held);
+                reply(Ok(Submitted::Created(view)));
+            }
+            other => {
+                lock(&engine.live).remove(&id);
+                lock(&engine.batches).remove(&id);
+                engine.admission.release(held);
+                reply(match other {
+                    Ok(Written::Existing(existing)) => match engine.store.get(existing) {
+                        // The same key for another request is a client's mistake, not a retry.
+                        Ok(Some(record)) if record.fingerprint != fingerprint => {
+                            Err(SubmitError::KeyReused { task: existing })
+                        }
+                        Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
+                        Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
                         Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
-                        Ok(_) => Err(SubmitError::StoreUnavailable { detail: "unexpected store answer".into() }),
-                    });
-                }
-            }),
-        );
+                    },
+                    Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
+                    Ok(_) => Err(SubmitError::StoreUnavailable { detail: "unexpected store answer".into() }),
+                });
+            }
+        });
+        // Held before the insert is sent, so that a fast status read finds
+        // it (the id is known to nobody until the reply), and the insert
+        // sent under the live lock: a timeout that fires at once must not
+        // write the task's end before the task (measured: a 10 ms timeout
+        // under load left a task queued in the store for good).
+        self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held)), || {
+            self.committer.send(insert, then);
+        });
     }
 
     /// Runs a task for a synchronous request: `reply` gets the finished
@@ -516,7 +518,7 @@ impl Engine {
         let (id, priority) = (record.id, record.priority);
         let timeout = spec.options.timeout();
         // A sync request's input is always in memory: it is stored only if handed over.
-        self.go_live(record, None, timeout, Some(on_done), Some((Arc::new(spec), 0)));
+        self.go_live(record, None, timeout, Some(on_done), Some((Arc::new(spec), 0)), || {});
         self.add_sync_wait(SyncWait { at: Instant::now() + sync_wait, id, slot });
         self.spawn_run(id, priority, held);
     }
@@ -609,7 +611,9 @@ impl Engine {
     }
 
     /// Holds a task in memory with its deadline, and its input with the
-    /// bytes of the budget it takes.
+    /// bytes of the budget it takes. `register` runs under the live lock
+    /// once the task is held: a write sent there (the task's insert) is
+    /// ahead of any its end can send, however soon that comes.
     fn go_live(
         &self,
         record: TaskRecord,
@@ -617,13 +621,18 @@ impl Engine {
         timeout: Option<Duration>,
         on_done: Option<OnDone>,
         spec: Option<(Arc<TaskSpec>, usize)>,
+        register: impl FnOnce(),
     ) {
         let timeout = timeout.unwrap_or(self.config.default_timeout).min(self.config.max_timeout);
         let deadline = Instant::now() + timeout;
         let id = record.id;
         let cancel = Arc::new(AtomicBool::new(false));
         let (spec, spec_bytes) = spec.map_or((None, 0), |(s, b)| (Some(s), b));
-        lock(&self.live).insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes });
+        {
+            let mut live = lock(&self.live);
+            live.insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes });
+            register();
+        }
         self.add_deadline(deadline, id);
     }
 
