@@ -97,8 +97,15 @@ fn counts_match_a_known_request_mix() {
     assert!(samples["pagelens_http_connections_accepted_total"] >= 2.0);
     assert!(samples["pagelens_http_connections_open"] >= 1.0);
     assert_eq!(samples["pagelens_pool_workers"], 2.0);
-    assert!(samples["pagelens_process_resident_memory_bytes"] > 1e6);
-    assert!(samples["pagelens_process_open_fds"] > 3.0);
+    assert!(samples["process_resident_memory_bytes"] > 1e6);
+    assert!(samples["process_open_fds"] > 3.0);
+    assert!(samples["process_max_fds"] >= samples["process_open_fds"]);
+    assert!(samples["process_cpu_seconds_total"] > 0.0);
+    // Started within the last hour (this test's server), by the wall clock.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let start = samples["process_start_time_seconds"];
+    assert!(start <= now + 1.0 && start > now - 3600.0, "start {start}, now {now}");
+    assert_eq!(samples[&format!("pagelens_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))], 1.0);
 }
 
 #[test]
