@@ -219,11 +219,15 @@ fn task_waits_and_stage_durations_are_recorded() {
         r#"pagelens_job_duration_seconds_count{stage="started"}"#,
         r#"pagelens_job_duration_seconds_count{stage="parsing"}"#,
         r#"pagelens_job_duration_seconds_count{stage="encoding"}"#,
+        r#"pagelens_task_duration_seconds_count"#,
+        r#"pagelens_tasks_finished_total{state="completed",priority="normal"}"#,
     ];
     let (text, samples) = scrape_until(addr, |s| want.iter().all(|k| s.get(*k) == Some(&4.0)));
     let parsing_sum = samples[r#"pagelens_job_duration_seconds_sum{stage="parsing"}"#];
     assert!(parsing_sum > 0.0 && parsing_sum < 1.0, "{text}");
     assert!(text.contains("# TYPE pagelens_job_duration_seconds histogram\n"));
+    assert!(samples["pagelens_task_duration_seconds_sum"] > 0.0);
+    assert_eq!(samples[r#"pagelens_tasks_finished_total{state="error",priority="normal"}"#], 0.0);
 }
 
 #[test]

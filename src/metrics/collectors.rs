@@ -52,6 +52,21 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
                 out.sample("pagelens_tasks", &[("state", state.name()), ("priority", priority.name())], n as f64);
             }
         }
+        out.family(
+            "pagelens_tasks_finished_total",
+            "counter",
+            "Tasks ended in this process, by final state and priority.",
+        );
+        for state in [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut] {
+            for priority in Priority::ALL {
+                let n = engine.ended().of(state, priority);
+                out.sample(
+                    "pagelens_tasks_finished_total",
+                    &[("state", state.name()), ("priority", priority.name())],
+                    n as f64,
+                );
+            }
+        }
         let pool = engine.pool_stats();
         out.family("pagelens_jobs_queued", "gauge", "Jobs waiting in the pool's injectors, by priority.");
         for (priority, n) in [("high", pool.queued.high), ("normal", pool.queued.normal), ("low", pool.queued.low)] {

@@ -14,7 +14,8 @@ use super::{histogram_samples, Exposition};
 #[derive(Debug)]
 struct Timing {
     histogram: Histogram<u64>,
-    sum_micros: u64,
+    /// In nanoseconds: sub-microsecond durations (a short stage) add up.
+    sum_nanos: u64,
 }
 
 /// One histogram per label value.
@@ -27,10 +28,11 @@ impl Durations {
     /// Records `took` under `label`.
     pub fn record(&self, label: &'static str, took: Duration) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(MAX_MICROS);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let mut map = self.by_label.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let timing = map.entry(label).or_insert_with(|| Timing { histogram: latency_histogram(), sum_micros: 0 });
+        let timing = map.entry(label).or_insert_with(|| Timing { histogram: latency_histogram(), sum_nanos: 0 });
         timing.histogram.saturating_record(micros.clamp(1, MAX_MICROS));
-        timing.sum_micros = timing.sum_micros.saturating_add(micros);
+        timing.sum_nanos = timing.sum_nanos.saturating_add(nanos);
     }
 
     /// Writes the histograms as family `name`, labelled `label_name`
@@ -40,7 +42,26 @@ impl Durations {
         out.family(name, "histogram", help);
         for (label, timing) in map.iter() {
             let labels: &[(&str, &str)] = if label_name.is_empty() { &[] } else { &[(label_name, label)] };
-            histogram_samples(out, name, labels, &timing.histogram, timing.sum_micros);
+            histogram_samples(out, name, labels, &timing.histogram, timing.sum_nanos as f64 / 1e9);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_microsecond_durations_add_up() {
+        let durations = Durations::default();
+        for _ in 0..4 {
+            durations.record("encoding", Duration::from_nanos(250));
+        }
+        let mut out = Exposition::default();
+        durations.write(&mut out, "pagelens_job_duration_seconds", "stage", "Stages.");
+        let text = out.finish().prometheus;
+        let sum = text.lines().find(|l| l.starts_with("pagelens_job_duration_seconds_sum")).unwrap();
+        let value: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((value - 1e-6).abs() < 1e-12, "{sum}");
     }
 }

@@ -59,7 +59,7 @@ pub fn histogram_samples(
     name: &str,
     labels: &[(&str, &str)],
     histogram: &Histogram<u64>,
-    sum_micros: u64,
+    sum_seconds: f64,
 ) {
     let bucket = format!("{name}_bucket");
     for ((_, le), count) in BUCKETS.iter().zip(bucket_counts(histogram)) {
@@ -67,7 +67,7 @@ pub fn histogram_samples(
     }
     let count = histogram.len() as f64;
     out.sample_le(&bucket, labels, "+Inf", count);
-    out.sample(&format!("{name}_sum"), labels, sum_micros as f64 / 1e6);
+    out.sample(&format!("{name}_sum"), labels, sum_seconds);
     out.sample(&format!("{name}_count"), labels, count);
 }
 
@@ -440,7 +440,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     for (key, t) in totals {
         let class = class_label(key.class);
         let labels = [("route", key.route), ("method", key.method), ("status_class", class.as_str())];
-        histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_micros);
+        histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_micros as f64 / 1e6);
     }
     out.family(
         "pagelens_http_request_latency_seconds",

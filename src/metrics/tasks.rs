@@ -13,6 +13,7 @@ pub struct TaskTimes {
     wait: Durations,
     stages: Durations,
     commits: Durations,
+    whole: Durations,
 }
 
 impl TaskTimes {
@@ -26,6 +27,11 @@ impl TaskTimes {
         self.stages.record(stage, took);
     }
 
+    /// A task ended `took` after it was accepted.
+    pub fn ended(&self, took: Duration) {
+        self.whole.record("", took);
+    }
+
     /// A commit group of the task store took `took`.
     pub fn committed(&self, took: Duration) {
         self.commits.record("", took);
@@ -36,5 +42,6 @@ impl TaskTimes {
         self.wait.write(out, "pagelens_task_wait_seconds", "", "Time tasks waited in the queue for a worker.");
         self.stages.write(out, "pagelens_job_duration_seconds", "stage", "Time task work spent in each stage.");
         self.commits.write(out, "pagelens_store_commit_seconds", "", "Time each commit group of the task store took.");
+        self.whole.write(out, "pagelens_task_duration_seconds", "", "Time from a task's acceptance to its end.");
     }
 }

@@ -167,14 +167,25 @@ struct Live {
     spec_bytes: usize,
 }
 
-/// Monotonic counts of tasks ended in this process, by final state.
+/// Monotonic counts of tasks ended in this process, by final state and priority.
 #[derive(Debug, Default)]
-pub struct EndedCounts([AtomicU64; 6]);
+pub struct EndedCounts([[AtomicU64; 3]; 6]);
 
 impl EndedCounts {
+    fn count(&self, state: TaskState, priority: Priority) {
+        let p = Priority::ALL.iter().position(|q| *q == priority).unwrap_or(1);
+        self.0[usize::from(state.code())][p].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tasks of `priority` that ended in `state`.
+    pub fn of(&self, state: TaskState, priority: Priority) -> u64 {
+        let p = Priority::ALL.iter().position(|q| *q == priority).unwrap_or(1);
+        self.0[usize::from(state.code())][p].load(Ordering::Relaxed)
+    }
+
     /// Tasks that ended in `state`.
     pub fn get(&self, state: TaskState) -> u64 {
-        self.0[usize::from(state.code())].load(Ordering::Relaxed)
+        Priority::ALL.iter().map(|p| self.of(state, *p)).sum()
     }
 }
 
@@ -746,8 +757,10 @@ impl Engine {
         if let (Some(started), Some(ended), None) = (record.started_at, record.completed_at, record.items) {
             self.record_duration(ended.duration_since(started).unwrap_or_default());
         }
-        let state = record.state;
-        self.ended.0[usize::from(state.code())].fetch_add(1, Ordering::Relaxed);
+        self.ended.count(record.state, record.priority);
+        if let Some(ended) = record.completed_at {
+            self.times.ended(ended.duration_since(record.created_at).unwrap_or_default());
+        }
         match stored_version {
             Some(expected) => {
                 let engine = Arc::clone(self);
