@@ -118,6 +118,7 @@ fn every_check_has_a_failing_page() {
         ("twitter-card", good.replace("<meta name=\"twitter:card\" content=\"summary_large_image\">", "")),
         ("structured-data", good.replace("\"name\":\"Fish and chips\"}", "\"name\":")),
         ("charset", good.replace("<meta charset=\"utf-8\">", "")),
+        ("meta-refresh", good.replace("<meta charset=\"utf-8\">", "<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0; url=/moved\">")),
         // Declared too late: past the first 1024 bytes, where browsers stop looking.
         ("charset", good.replace("<meta charset=\"utf-8\">", "").replace("</head>", &format!("<!-- {} --><meta charset=\"utf-8\"></head>", "x".repeat(1100)))),
         (

@@ -78,6 +78,9 @@ pub struct Analysis {
     pub json_ld: Vec<JsonLd>,
     /// Words of visible text.
     pub word_count: usize,
+    /// A `<meta http-equiv=refresh>`: a reload, or a redirect done by the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_refresh: Option<MetaRefresh>,
     /// Every check, passed or not.
     pub checks: Vec<Check>,
     /// 0-100, from the checks' weights.
@@ -117,6 +120,29 @@ pub struct Headings {
     pub h4: Vec<String>,
     pub h5: Vec<String>,
     pub h6: Vec<String>,
+}
+
+/// What a `<meta http-equiv=refresh>` does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetaRefresh {
+    /// Seconds before it acts.
+    pub delay_seconds: f64,
+    /// Where it goes (resolved); `None` for a reload of the page itself.
+    pub url: Option<String>,
+}
+
+/// Parses a refresh's content (`5`, `0; url=/next`, `0;URL='x'`) against `base`.
+fn meta_refresh(content: &str, base: Option<&Url>) -> MetaRefresh {
+    let (delay, rest) = content.split_once([';', ',']).unwrap_or((content, ""));
+    let delay_seconds = delay.trim().parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).unwrap_or(0.0);
+    let rest = rest.trim();
+    let target = match rest.get(..4) {
+        Some(key) if key.eq_ignore_ascii_case("url=") => &rest[4..],
+        _ => rest,
+    };
+    let target = target.trim().trim_matches(|c| c == '\'' || c == '"');
+    let url = (!target.is_empty()).then(|| resolve(base, target).map_or_else(|_| target.to_string(), String::from));
+    MetaRefresh { delay_seconds, url }
 }
 
 /// How a link relates to the page.
@@ -422,6 +448,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         hreflang,
         json_ld,
         word_count: page.word_count,
+        meta_refresh: page.refresh.as_deref().map(|c| meta_refresh(c, base.as_ref())),
         checks: Vec::new(),
         score: 0,
         recommendations: Vec::new(),
@@ -552,5 +579,17 @@ mod tests {
         assert_eq!(ok.types, ["Organization", "WebSite", "Thing"]);
         let bad = json_ld("{\"@type\": ");
         assert!(!bad.valid && bad.error.is_some());
+    }
+
+    #[test]
+    fn meta_refresh_contents() {
+        let base = Url::parse("https://example.com/dir/page").ok();
+        let r = |c: &str| meta_refresh(c, base.as_ref());
+        assert_eq!(r("5"), MetaRefresh { delay_seconds: 5.0, url: None });
+        assert_eq!(r("0; url=/next").url.as_deref(), Some("https://example.com/next"));
+        assert_eq!(r("0;URL='other'").url.as_deref(), Some("https://example.com/dir/other"));
+        assert_eq!(r("3, https://x.example/").url.as_deref(), Some("https://x.example/"));
+        assert_eq!(r("soon; url=").delay_seconds, 0.0);
+        assert_eq!(r("é;é").url.as_deref(), Some("https://example.com/dir/%C3%A9"));
     }
 }

@@ -12,7 +12,7 @@
 //! the snippet; 6 for canonical, viewport (mobile-first indexing) and image
 //! alt; 4 for link text, crawlable anchors, hreflang, lang and a single h1;
 //! 1-3 for refinements (lengths, heading order, word count, social tags,
-//! dimensions, structured data, charset).
+//! dimensions, structured data, charset, meta refresh).
 
 use serde::Serialize;
 use url::Url;
@@ -253,6 +253,16 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         source => (true, format!("charset {} declared ({source})", a.charset)),
     };
     check("charset", Low, 2, declared, message);
+    // A page that moves itself: search engines may not follow it as a
+    // redirect, and a reader loses the back button.
+    let (moves, message) = match &a.meta_refresh {
+        None => (false, "no meta refresh".to_string()),
+        Some(r) => match &r.url {
+            Some(url) => (true, format!("a meta refresh sends readers to {url} after {} s", r.delay_seconds)),
+            None => (true, format!("a meta refresh reloads the page every {} s", r.delay_seconds)),
+        },
+    };
+    check("meta-refresh", Medium, 5, !moves, message);
 
     let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
     let passed: u32 = checks.iter().filter(|c| c.passed).map(|c| u32::from(c.weight)).sum();
@@ -362,6 +372,7 @@ fn advice(check: &Check) -> String {
         "twitter-card" => "Add a twitter:card meta tag",
         "structured-data" => "Fix the JSON-LD blocks that do not parse",
         "charset" => "Declare the character encoding with <meta charset=\"utf-8\">",
+        "meta-refresh" => "Replace the meta refresh with an HTTP 301 redirect to the page's one address",
         _ => "Fix this check",
     };
     format!("{what} ({}).", check.message)

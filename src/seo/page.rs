@@ -54,6 +54,8 @@ pub struct Page {
     pub viewport: Option<String>,
     /// `<meta charset>` or the charset of `<meta http-equiv=content-type>`.
     pub meta_charset: Option<String>,
+    /// The content of the first `<meta http-equiv=refresh>` (`5; url=/next`).
+    pub refresh: Option<String>,
     /// Robots meta rules: (agent, content) with `robots` for all agents; lowercased.
     pub robots: Vec<(String, String)>,
     /// `og:*` properties (first value of each).
@@ -320,6 +322,9 @@ impl Walker {
         }
         let content = || attr(tag, "content").unwrap_or_default();
         if let Some(equiv) = attr(tag, "http-equiv") {
+            if equiv.eq_ignore_ascii_case("refresh") {
+                self.page.refresh.get_or_insert_with(content);
+            }
             if equiv.eq_ignore_ascii_case("content-type") {
                 let value = content();
                 if let Some((_, charset)) = value.to_ascii_lowercase().split_once("charset=") {
