@@ -146,6 +146,25 @@ fn every_check_has_a_failing_page() {
     }
 }
 
+/// A passing check says what is good; a failing one says what is wrong.
+#[test]
+fn messages_say_what_is_good_or_what_is_wrong() {
+    let good = run(&good_page(), Some(URL));
+    let message = |a: &Analysis, id: &str| check(a, id).message.clone();
+    assert!(message(&good, "word-count").ends_with("words of visible text"), "{}", message(&good, "word-count"));
+    assert!(message(&good, "single-h1").starts_with("one <h1>: "));
+    assert!(message(&good, "title-length").contains("within 30-60"));
+    for c in &good.checks {
+        for wrong in ["is thin", "missing", "no <", "lack", "invalid", "too short", "too long"] {
+            assert!(!c.message.contains(wrong), "passing {} says {:?}", c.id, c.message);
+        }
+    }
+    let thin = run(&GOOD.replace("WORDS", "just a few words"), Some(URL));
+    assert!(message(&thin, "word-count").starts_with("only "), "{}", message(&thin, "word-count"));
+    let two = run(&good_page().replace("<h2>The batter</h2>", "<h1>The batter</h1>"), Some(URL));
+    assert_eq!(message(&two, "single-h1"), "2 <h1> elements where one should name the page");
+}
+
 #[test]
 fn http_status_is_checked_only_when_known() {
     let page = good_page();

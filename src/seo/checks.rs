@@ -50,6 +50,15 @@ const TITLE_RANGE: (usize, usize) = (30, 60);
 const DESCRIPTION_RANGE: (usize, usize) = (70, 160);
 const MIN_WORDS: usize = 300;
 
+/// A length check's message: within the range, or how far off.
+fn length_message(what: &str, n: usize, (min, max): (usize, usize)) -> String {
+    match n {
+        n if n < min => format!("{what} is {n} characters: too short (aim for {min}-{max})"),
+        n if n > max => format!("{what} is {n} characters: too long, cut off in results (aim for {min}-{max})"),
+        n => format!("{what} is {n} characters, within {min}-{max}"),
+    }
+}
+
 /// Runs every check that applies and sets `checks`, `score` and
 /// `recommendations` on `analysis`.
 pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
@@ -88,24 +97,16 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
             check("document-title", High, 10, true, format!("title: {title:?}"));
             let n = title.chars().count();
             let ok = (TITLE_RANGE.0..=TITLE_RANGE.1).contains(&n);
-            check(
-                "title-length",
-                Low,
-                3,
-                ok,
-                format!("title is {n} characters (aim for {}-{})", TITLE_RANGE.0, TITLE_RANGE.1),
-            );
+            check("title-length", Low, 3, ok, length_message("the title", n, TITLE_RANGE));
         }
         None => check("document-title", High, 10, false, "the page has no <title>".into()),
     }
     match &a.meta_description {
         Some(d) if !d.is_empty() => {
-            check("meta-description", High, 8, true, "meta description present".into());
+            check("meta-description", High, 8, true, format!("meta description: {d:?}"));
             let n = d.chars().count();
             let ok = (DESCRIPTION_RANGE.0..=DESCRIPTION_RANGE.1).contains(&n);
-            let msg =
-                format!("meta description is {n} characters (aim for {}-{})", DESCRIPTION_RANGE.0, DESCRIPTION_RANGE.1);
-            check("meta-description-length", Low, 3, ok, msg);
+            check("meta-description-length", Low, 3, ok, length_message("the meta description", n, DESCRIPTION_RANGE));
         }
         Some(_) => check("meta-description", High, 8, false, "the meta description is empty".into()),
         None => check("meta-description", High, 8, false, "the page has no meta description".into()),
@@ -135,14 +136,20 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         4,
         l.generic_text == 0,
-        format!("{} of {} links have text that does not describe their target", l.generic_text, l.total),
+        match l.generic_text {
+            0 => format!("every link's text says where it goes ({} links)", l.total),
+            n => format!("{n} of {} links say nothing of their target (\"click here\", \"read more\")", l.total),
+        },
     );
     check(
         "crawlable-anchors",
         Medium,
         4,
         l.javascript == 0 && l.script_only == 0,
-        format!("{} javascript: links and {} script-only anchors", l.javascript, l.script_only),
+        match (l.javascript, l.script_only) {
+            (0, 0) => "every link has an href a crawler can follow".into(),
+            (js, script) => format!("{js} javascript: links and {script} anchors without an href cannot be crawled"),
+        },
     );
     let external_nofollow_heavy = l.external >= 5 && l.external_nofollow * 2 > l.external;
     check(
@@ -150,7 +157,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         1,
         !external_nofollow_heavy,
-        format!("{} of {} external links are nofollow", l.external_nofollow, l.external),
+        if external_nofollow_heavy {
+            format!("{} of {} external links are nofollow: more than half", l.external_nofollow, l.external)
+        } else {
+            format!("{} of {} external links are nofollow", l.external_nofollow, l.external)
+        },
     );
 
     let i = &a.images;
@@ -159,14 +170,20 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         6,
         i.missing_alt == 0,
-        format!("{} of {} images have no alt attribute", i.missing_alt, i.total),
+        match i.missing_alt {
+            0 => format!("every image has an alt attribute ({} images)", i.total),
+            n => format!("{n} of {} images have no alt attribute", i.total),
+        },
     );
     check(
         "image-dimensions",
         Low,
         2,
         i.missing_dimensions == 0,
-        format!("{} of {} images lack width or height", i.missing_dimensions, i.total),
+        match i.missing_dimensions {
+            0 => format!("every image has a width and a height ({} images)", i.total),
+            n => format!("{n} of {} images lack a width or a height", i.total),
+        },
     );
 
     let viewport_ok = a.viewport.as_deref().is_some_and(|v| v.contains("width") || v.contains("initial-scale"));
@@ -175,7 +192,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         6,
         viewport_ok,
-        a.viewport.as_ref().map_or("no <meta name=viewport>".into(), |v| format!("viewport: {v:?}")),
+        match (&a.viewport, viewport_ok) {
+            (None, _) => "the page has no <meta name=viewport>".into(),
+            (Some(v), true) => format!("viewport: {v:?}"),
+            (Some(v), false) => format!("the viewport {v:?} sets neither a width nor an initial-scale"),
+        },
     );
     let lang_ok = a.lang.as_deref().is_some_and(valid_language_tag);
     check(
@@ -183,11 +204,20 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Medium,
         4,
         lang_ok,
-        a.lang.as_ref().map_or("<html> has no lang".into(), |l| format!("lang: {l:?}")),
+        match (&a.lang, lang_ok) {
+            (None, _) => "<html> has no lang".into(),
+            (Some(l), true) => format!("lang: {l:?}"),
+            (Some(l), false) => format!("lang {l:?} is not a language code"),
+        },
     );
 
     let h = &a.headings;
-    check("single-h1", Medium, 4, h.h1.len() == 1, format!("{} <h1> elements", h.h1.len()));
+    let h1_message = match h.h1.as_slice() {
+        [] => "the page has no <h1>".to_string(),
+        [one] => format!("one <h1>: {one:?}"),
+        many => format!("{} <h1> elements where one should name the page", many.len()),
+    };
+    check("single-h1", Medium, 4, h.h1.len() == 1, h1_message);
     let skipped = skipped_heading_level(a);
     check(
         "heading-order",
@@ -205,7 +235,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
             Low,
             1,
             !same,
-            if same { "title and h1 are identical".into() } else { "title and h1 differ".into() },
+            if same {
+                "the title and the h1 are the same words".into()
+            } else {
+                "the title and the h1 say different things".into()
+            },
         );
     }
     check(
@@ -213,7 +247,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         3,
         a.word_count >= MIN_WORDS,
-        format!("{} words of visible text (thin under {MIN_WORDS})", a.word_count),
+        if a.word_count >= MIN_WORDS {
+            format!("{} words of visible text", a.word_count)
+        } else {
+            format!("only {} words of visible text (under {MIN_WORDS} is thin)", a.word_count)
+        },
     );
 
     let missing_og: Vec<&str> =
@@ -242,7 +280,11 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         Low,
         2,
         invalid_ld == 0,
-        format!("{} JSON-LD blocks, {invalid_ld} invalid", a.json_ld.len()),
+        match (a.json_ld.len(), invalid_ld) {
+            (0, _) => "no JSON-LD blocks".to_string(),
+            (n, 0) => format!("{n} JSON-LD blocks, all valid"),
+            (n, bad) => format!("{bad} of {n} JSON-LD blocks do not parse"),
+        },
     );
     // Lighthouse's rule: declared by a BOM, the HTTP header, or a <meta> in
     // the first 1,024 bytes; a page browsers must guess for fails.
