@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
@@ -24,6 +24,15 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Analyze(args) => analyze(&args),
         Command::Loadtest(args) => return loadtest(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pagelens", &mut std::io::stdout());
+            Ok(())
+        }
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        Command::Manpage => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the man page: {e}")),
+            _ => Ok(()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

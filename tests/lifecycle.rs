@@ -290,6 +290,30 @@ fn help_explains_every_flag() {
     assert!(help.contains("PAGELENS_LISTEN"), "{help}");
 }
 
+/// Completions and the man page come from the CLI definition: every flag is
+/// in them, and bash accepts the script.
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("--drain-grace") && bash.contains("--store"), "serve's flags are completed");
+    let dir = crate::util::TempDir::new("completions");
+    let script = dir.path().join("pagelens.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    for shell in ["zsh", "fish"] {
+        assert!(run(&["completions", shell]).contains("pagelens"), "{shell}");
+    }
+    let man = run(&["manpage"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH pagelens 1"), "{}", &man[..100.min(man.len())]);
+    assert!(man.contains("serve") && man.contains("loadtest"), "the subcommands are in the man page");
+}
+
 #[test]
 fn bad_flags_fail_with_a_clear_message() {
     for (args, needle) in [

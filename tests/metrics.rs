@@ -488,9 +488,8 @@ fn alert_changes_are_posted_to_the_webhook() {
 
 #[test]
 fn a_bad_alerts_file_stops_serve_with_a_clear_message() {
-    let dir = std::env::temp_dir().join(format!("pagelens-alerts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("alerts.toml");
+    let dir = crate::util::TempDir::new("alerts");
+    let file = dir.path().join("alerts.toml");
     std::fs::write(&file, "[rules.no_such_rule]\nthreshold = 1\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
         .args(["serve", "--store", "memory", "--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()])
@@ -499,4 +498,25 @@ fn a_bad_alerts_file_stops_serve_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("alerts.toml") && err.contains("no rule named \"no_such_rule\""), "{err}");
+}
+
+/// The README's example alerts file works as it says.
+#[test]
+fn the_readme_alerts_file_example_is_true() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let section = &readme[readme.find("### Alerts file").expect("the section")..];
+    let example = section.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a toml block");
+    let dir = crate::util::TempDir::new("readme-alerts");
+    let file = dir.path().join("alerts.toml");
+    std::fs::write(&file, example).unwrap();
+    let (mut child, addr) =
+        crate::lifecycle::spawn_binary(&["--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()], &[]);
+    let alerts: serde_json::Value = serde_json::from_slice(&request(addr, &get("/alerts")).body).unwrap();
+    let rule = |name: &str| alerts["alerts"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned();
+    let latency = rule("high_latency").unwrap();
+    assert_eq!((latency["threshold"].as_f64(), latency["for_seconds"].as_f64()), (Some(0.5), Some(10.0)));
+    assert!(rule("task_timeouts").is_none_or(|r| r["state"] == "disabled"), "{alerts}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 }

@@ -41,6 +41,13 @@ pub enum Command {
     /// Exit status: 0 all requests answered; 1 could not run (bad file, unreachable target);
     /// 2 bad flags; 3 ran, but some requests failed (or --find-max found no rate within the SLO).
     Loadtest(Box<LoadtestArgs>),
+    /// Print a shell completion script, e.g. `pagelens completions bash > /etc/bash_completion.d/pagelens`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pagelens manpage > pagelens.1`.
+    Manpage,
 }
 
 /// Flags of `pagelens loadtest`.
