@@ -238,7 +238,12 @@ fn run_loadtest(args: &LoadtestArgs) -> Result<bool, String> {
         let slo = args.slo_p99.ok_or("--find-max needs --slo-p99")?;
         eprintln!("finding the highest rate with p99 <= {:?} and no errors ({:?} a step)", slo, config.duration);
         let (steps, best) = loadtest::find_max(&config, slo, args.max_steps)?;
+        let every_step_passed = steps.last().is_some_and(|s| s.pass);
         match best {
+            Some(rate) if every_step_passed => println!(
+                "no knee found within {} steps: {rate:.0} req/s, the highest rate tried, still met p99 <= {slo:?} without errors (raise --max-steps or --rate)",
+                steps.len()
+            ),
             Some(rate) => println!("knee: {rate:.0} req/s sustained with p99 <= {slo:?} and no errors"),
             None => println!(
                 "no rate tried met p99 <= {slo:?} without errors (lowest tried: {:.0} req/s)",
@@ -266,7 +271,8 @@ fn run_loadtest(args: &LoadtestArgs) -> Result<bool, String> {
     if !report.connected {
         return Err(format!("{} is unreachable: no connection succeeded", report.url));
     }
-    Ok(report.stats.errors.total() == 0)
+    // Every response an error status is a failed run, like transport errors.
+    Ok(report.stats.errors.total() == 0 && !report.all_failed())
 }
 
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {

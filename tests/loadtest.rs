@@ -279,6 +279,32 @@ fn bad_targets_and_bad_input_give_clear_messages_and_exit_codes() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("timeout ") && !out.contains("timeout 0,"), "{out}");
 
+    // Every response an error status: a finding and exit 3.
+    let server = start(config());
+    let (code, out, _) =
+        cli(&[&format!("http://{}/no/such/page", server.local_addr()), "-n", "20", "-c", "2", "-t", "1"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("every response was an error status (404)"), "{out}");
+    // With every step of --find-max passing, no knee is claimed.
+    let (code, out, err) = cli(&[
+        &format!("http://{}/livez", server.local_addr()),
+        "--find-max",
+        "--slo-p99",
+        "1s",
+        "--rate",
+        "50",
+        "--max-steps",
+        "2",
+        "-d",
+        "300ms",
+        "-c",
+        "2",
+        "-t",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no knee found within 2 steps"), "{out}");
+
     // Malformed answers are parse errors; closing mid-response is a reset.
     let junk = Origin::start(|s| match s.path.as_str() {
         "/junk" => Action::Send(b"SSH-2.0-nope\r\n\r\n".to_vec()),

@@ -59,6 +59,12 @@ impl Report {
         self.rate() < target * 0.95 && busy > 0.9
     }
 
+    /// Whether there were responses and every one had a 4xx or 5xx status.
+    pub fn all_failed(&self) -> bool {
+        let s = &self.stats;
+        !s.statuses.is_empty() && s.statuses.keys().all(|status| *status >= 400)
+    }
+
     /// Findings drawn from the figures.
     pub fn recommendations(&self) -> Vec<String> {
         let s = &self.stats;
@@ -73,6 +79,12 @@ impl Report {
             out.push(format!(
                 "{:.1}% of requests failed (connect {}, timeout {}, reset {}, parse {}): look at the server's logs and limits",
                 share, s.errors.connect, s.errors.timeout, s.errors.reset, s.errors.parse
+            ));
+        }
+        if self.all_failed() {
+            out.push(format!(
+                "every response was an error status ({}): the server answered, but not with what was asked",
+                s.statuses.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ));
         }
         let refused: u64 = s.statuses.iter().filter(|(k, _)| matches!(**k, 429 | 503)).map(|(_, v)| v).sum();
