@@ -12,10 +12,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod fetch;
 pub mod http;
 pub mod jobs;
 pub mod loadtest;
+pub mod log;
 pub mod metrics;
 pub mod pool;
 pub mod reactor;

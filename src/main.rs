@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
 use pagelens::api::App;
-use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, ServeArgs};
+use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, LogFormat, ServeArgs};
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::Engine;
 use pagelens::loadtest;
@@ -45,8 +45,9 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
     let config = args.config()?;
+    pagelens::log::use_json(args.log_format == LogFormat::Json);
     if let Err(e) = raise_fd_limit() {
-        eprintln!("pagelens: could not raise the open-file limit: {e}");
+        pagelens::warn!("could not raise the open-file limit: {e}");
     }
     // Before any thread starts, so that all of them inherit the mask.
     let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
@@ -58,7 +59,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         } else {
             guard.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         };
-        eprintln!("pagelens: WARNING: the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
+        pagelens::warn!("the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
     }
     let fetcher = Arc::new(Fetcher::start(config.fetch.clone()).map_err(|e| format!("cannot start the fetcher: {e}"))?);
     let pages = Pages::new(Arc::clone(&fetcher));
@@ -105,20 +106,20 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let signals = Arc::new(signals);
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
-            eprintln!("pagelens: second signal: exiting now");
+            pagelens::warn!("second signal: exiting now");
             std::process::exit(130);
         }
     });
     if !args.drain_grace.is_zero() {
-        eprintln!(
-            "pagelens: signal {signal}: /readyz answers 503 for {:?} before the listeners close; send it again to stop at once",
+        pagelens::info!(
+            "signal {signal}: /readyz answers 503 for {:?} before the listeners close; send it again to stop at once",
             args.drain_grace
         );
         server.announce_drain();
         std::thread::sleep(args.drain_grace);
     }
-    eprintln!(
-        "pagelens: signal {signal}: draining connections (up to {:?}); send it again to stop at once",
+    pagelens::info!(
+        "signal {signal}: draining connections (up to {:?}); send it again to stop at once",
         config.server.shutdown_timeout
     );
     // Queued tasks stay queued (in the store) for the next start; running
@@ -129,13 +130,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     server.join().map_err(|e| format!("reactor failed: {e}"))?;
     let left = engine.shutdown(config.server.shutdown_timeout.saturating_sub(began.elapsed()));
     match store.figures().backend {
-        "memory" => eprintln!(
-            "pagelens: stopped; dropping {} queued and {} running tasks (--store memory keeps nothing)",
-            left.queued, left.running
+        "memory" => pagelens::warn!(
+            "stopped; dropping {} queued and {} running tasks (--store memory keeps nothing)",
+            left.queued,
+            left.running
         ),
-        _ => eprintln!(
-            "pagelens: stopped; {} queued and {} interrupted tasks stay in the store for the next start",
-            left.queued, left.running
+        _ => pagelens::info!(
+            "stopped; {} queued and {} interrupted tasks stay in the store for the next start",
+            left.queued,
+            left.running
         ),
     }
     Ok(())

@@ -154,6 +154,36 @@ fn sigterm_drains_a_request_in_flight_and_exits_zero() {
     assert!(stderr.contains("draining"), "{stderr}");
 }
 
+/// Every log line has a timestamp and a level, as text or as one JSON
+/// object a line (`--log-format json`).
+#[test]
+fn log_lines_have_a_timestamp_and_a_level_in_either_format() {
+    for format in ["text", "json"] {
+        let (mut child, _) = spawn_binary(
+            &["--listen", "127.0.0.1:0", "--reactors", "1", "--log-format", format, "--allow-private-fetch"],
+            &[],
+        );
+        terminate(&child);
+        assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(lines.len() >= 3, "the guard warning, the signal, the stop: {stderr}");
+        for line in lines {
+            if format == "json" {
+                let doc: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(doc["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+                assert!(["info", "warn", "error"].contains(&doc["level"].as_str().unwrap()), "{line}");
+                assert!(doc["msg"].is_string(), "{line}");
+            } else {
+                let (ts, rest) = line.split_once(' ').unwrap();
+                assert!(pagelens::clock::parse_rfc3339(ts).is_some(), "{line}");
+                assert!(["INFO ", "WARN ", "ERROR"].iter().any(|l| rest.starts_with(l)), "{line}");
+            }
+        }
+    }
+}
+
 /// With --drain-grace, SIGTERM first keeps accepting while /readyz answers
 /// 503 and every response closes its connection (a load balancer's cue),
 /// then stops as without it.
@@ -263,6 +293,7 @@ fn help_explains_every_flag() {
         "--write-timeout",
         "--shutdown-timeout",
         "--drain-grace",
+        "--log-format",
         "--max-header-bytes",
         "--max-body-bytes",
         "--workers",

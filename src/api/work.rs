@@ -159,7 +159,7 @@ pub fn callback_sender(fetcher: &Arc<Fetcher>, secret: Option<Arc<[u8]>>) -> Cal
         match url::Url::parse(url) {
             Ok(url) => callback::deliver(&fetcher, url, body, secret.as_deref(), what, done),
             Err(e) => {
-                eprintln!("pagelens: {what}: the stored URL {url:?} does not parse: {e}");
+                crate::error!("{what}: the stored URL {url:?} does not parse: {e}");
                 done();
             }
         }

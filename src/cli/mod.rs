@@ -276,6 +276,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Log lines on standard error: `text` (timestamp, level, message) or `json` (one object a line).
+    #[arg(long, env = "PAGELENS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// On SIGTERM or SIGINT, how long to keep accepting first, answering 503 on /readyz and closing every connection after its response, so a load balancer can move clients away.
     #[arg(long, env = "PAGELENS_DRAIN_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub drain_grace: Duration,
@@ -435,6 +439,15 @@ pub struct FetchArgs {
     /// Open a new connection for every fetch (for comparison; keep-alive is the default).
     #[arg(long, env = "PAGELENS_FETCH_NO_KEEPALIVE")]
     pub fetch_no_keepalive: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-30T01:02:03.456Z WARN message`.
+    Text,
+    /// `{"ts": ..., "level": ..., "msg": ...}`.
+    Json,
 }
 
 /// Where tasks are kept.

@@ -59,7 +59,7 @@ pub fn deliver(
         Box::new(move |result| {
             match result {
                 Err(e) if e.code == "shutting-down" => return,
-                Err(e) => eprintln!("pagelens: {what} to {target} failed after retries: {e}"),
+                Err(e) => crate::warn!("{what} to {target} failed after retries: {e}"),
                 Ok(_) => {}
             }
             done();

@@ -248,7 +248,7 @@ impl Loop {
             let timeout = self.next_deadline().map(|at| at.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
-                    eprintln!("pagelens: fetcher poll failed: {e}");
+                    crate::error!("fetcher poll failed: {e}");
                     return;
                 }
             }

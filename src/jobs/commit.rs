@@ -140,7 +140,7 @@ fn run(store: &Store, rx: &Receiver<Op>, times: &TaskTimes, figures: &CommitFigu
             }
             Err(e) => {
                 figures.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("pagelens: store: a commit of {} writes failed: {e}", thens.len());
+                crate::error!("store: a commit of {} writes failed: {e}", thens.len());
                 for (_, then) in thens {
                     if let Some(then) = then {
                         then(Err(e.clone()));

@@ -263,7 +263,7 @@ impl Metrics {
         drop(guard);
         let hook = lock(&self.alert_hook);
         for change in changes {
-            eprintln!("pagelens: {}", change.line());
+            crate::warn!("{}", change.line());
             if let Some(hook) = hook.as_ref() {
                 hook(&change);
             }

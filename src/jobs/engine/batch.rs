@@ -186,7 +186,7 @@ impl Engine {
             write,
             Box::new(move |written| {
                 if let Err(e) = written {
-                    eprintln!("pagelens: batch {id}: item {index}'s outcome was not stored: {e}");
+                    crate::error!("batch {id}: item {index}'s outcome was not stored: {e}");
                 }
                 let mut b = lock(&pushed);
                 b.committed += 1;

@@ -772,9 +772,9 @@ impl Engine {
                     Box::new(move |written| {
                         match &written {
                             Ok(Written::Conflict) => {
-                                eprintln!("pagelens: task {id}: its end was not stored (changed elsewhere)")
+                                crate::warn!("task {id}: its end was not stored (changed elsewhere)")
                             }
-                            Err(e) => eprintln!("pagelens: task {id}: its end was not stored: {e}"),
+                            Err(e) => crate::error!("task {id}: its end was not stored: {e}"),
                             Ok(_) => {}
                         }
                         let stored = matches!(written, Ok(Written::Done));

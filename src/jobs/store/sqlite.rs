@@ -219,7 +219,7 @@ fn checkpointer(path: &Path, conn: &Connection, stop: &std::sync::atomic::Atomic
             // so that the next commit starts the WAL over.
             let done = checkpoint("PASSIVE").and_then(|_| checkpoint("RESTART"));
             if let Err(e) = done {
-                eprintln!("pagelens: store: a checkpoint of {} failed: {e}", path.display());
+                crate::error!("store: a checkpoint of {} failed: {e}", path.display());
             }
         }
         // How often the WAL's size is looked at: at 100 MB/s of writes it
