@@ -79,6 +79,18 @@ pub enum AlertState {
     Resolved,
 }
 
+impl AlertState {
+    /// The name `/alerts` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
 /// One rule and its state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rule {
@@ -117,8 +129,12 @@ impl Change {
     pub fn line(&self) -> String {
         let r = &self.rule;
         format!(
-            "alert {}: {:?} -> {:?} (value {:.4}, threshold {})",
-            r.name, self.previous, r.state, r.value, r.threshold
+            "alert {}: {} -> {} (value {:.4}, threshold {})",
+            r.name,
+            self.previous.name(),
+            r.state.name(),
+            r.value,
+            r.threshold
         )
     }
 }
@@ -256,7 +272,7 @@ mod tests {
         let changes = alerts.evaluate(Instant::now(), &Inputs { queue_fill: 0.6, ..Inputs::default() });
         assert_eq!(state(&alerts, "queue_full"), AlertState::Firing, "threshold 0.5, no hold");
         assert_eq!((changes[0].previous, changes[0].rule.state), (AlertState::Inactive, AlertState::Firing));
-        assert!(changes[0].line().contains("alert queue_full: Inactive -> Firing"));
+        assert!(changes[0].line().contains("alert queue_full: inactive -> firing"), "the states as /alerts names them");
     }
 
     fn state(alerts: &Alerts, name: &str) -> AlertState {
