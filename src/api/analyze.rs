@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::input::{parse_analyze, BodyKind};
 use super::App;
+use crate::fetch::Guard;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
@@ -120,14 +121,12 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     let body = request.body.to_vec();
     let content_type = content_type(request);
     let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
-    let engine = Arc::clone(&app.engine);
-    let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, body.len(), move |responder| {
-        let spec = match parse_analyze(kind, body, content_type, limits, &guard) {
+    via_intake(app, cx, body.len(), move |responder, engine, guard| {
+        let spec = match parse_analyze(kind, body, content_type, limits, guard) {
             Ok(parsed) => parsed.into_spec(None),
             Err(e) => return responder.send(problem(&e)),
         };
-        let replies = Arc::clone(&engine);
+        let replies = Arc::clone(engine);
         let reply = Box::new(move |outcome| {
             responder.send(match outcome {
                 SyncOutcome::Finished(ended) => finished(ended),
@@ -148,11 +147,11 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let body = request.body.to_vec();
     let content_type = content_type(request);
     let limits = app.config.limits;
-    let engine = Arc::clone(&app.engine);
-    let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, body.len(), move |responder| match parse_analyze(kind, body, content_type, limits, &guard) {
-        Err(e) => responder.send(problem(&e)),
-        Ok(parsed) => submit(&engine, parsed.into_spec(key), responder),
+    via_intake(app, cx, body.len(), move |responder, engine, guard| {
+        match parse_analyze(kind, body, content_type, limits, guard) {
+            Err(e) => responder.send(problem(&e)),
+            Ok(parsed) => submit(engine, parsed.into_spec(key), responder),
+        }
     })
 }
 
@@ -163,18 +162,20 @@ pub fn submit(engine: &Arc<Engine>, spec: crate::jobs::TaskSpec, responder: Resp
 }
 
 /// Parses a request body of `bytes` on the intake thread; `intake`
-/// answers through the responder it is given.
+/// answers through the responder it is given, with the engine and the
+/// fetcher's guard (shared handles: nothing is copied on the reactor).
 pub fn via_intake(
     app: &App,
     cx: &mut Context<'_>,
     bytes: usize,
-    intake: impl FnOnce(Responder) + Send + 'static,
+    intake: impl FnOnce(Responder, &Arc<Engine>, &Guard) + Send + 'static,
 ) -> Reply {
     if let Err(e) = app.engine.has_room() {
         return Reply::Now(refused(&e));
     }
     let responder = cx.defer();
-    match app.intake.spawn(bytes, Box::new(move || intake(responder))) {
+    let (engine, fetcher) = (Arc::clone(&app.engine), Arc::clone(app.pages.fetcher()));
+    match app.intake.spawn(bytes, Box::new(move || intake(responder, &engine, fetcher.guard()))) {
         Ok(()) => Reply::Later,
         // The refused job (and its responder) was dropped; this answer fills
         // the request's slot first, so the responder's fallback is ignored.
@@ -185,11 +186,16 @@ pub fn via_intake(
     }
 }
 
-/// Answers from a store reader thread (a status, a list): the store is
-/// never read on a reactor.
-pub fn via_reader(app: &App, cx: &mut Context<'_>, read: impl FnOnce() -> Response + Send + 'static) -> Reply {
+/// Answers from a store reader thread (a status, a list) with what `read`
+/// makes of the engine: the store is never read on a reactor.
+pub fn via_reader(
+    app: &App,
+    cx: &mut Context<'_>,
+    read: impl FnOnce(&Arc<Engine>) -> Response + Send + 'static,
+) -> Reply {
     let responder = cx.defer();
-    app.engine.spawn_read(Box::new(move || responder.send(read())));
+    let engine = Arc::clone(&app.engine);
+    app.engine.spawn_read(Box::new(move || responder.send(read(&engine))));
     Reply::Later
 }
 

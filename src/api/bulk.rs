@@ -23,11 +23,9 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     };
     let body = request.body.to_vec();
     let limits = app.config.limits;
-    let engine = Arc::clone(&app.engine);
-    let guard = app.pages.fetcher().guard().clone();
-    via_intake(app, cx, body.len(), move |responder| match parse_bulk(&body, limits, &guard) {
+    via_intake(app, cx, body.len(), move |responder, engine, guard| match parse_bulk(&body, limits, guard) {
         Err(e) => responder.send(problem(&e)),
-        Ok(bulk) => submit_task(&engine, bulk.into_spec(key), responder),
+        Ok(bulk) => submit_task(engine, bulk.into_spec(key), responder),
     })
 }
 

@@ -41,9 +41,8 @@ pub fn health(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -
         },
     });
     // The task figures read the store: off the reactor.
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || {
-        match super::tasks::figures(&engine) {
+    via_reader(app, cx, move |engine| {
+        match super::tasks::figures(engine) {
             Ok(work) => doc["work"] = work,
             Err(e) => {
                 doc["status"] = json!("degraded");
@@ -94,8 +93,7 @@ pub fn snapshot(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>)
             "version": env!("CARGO_PKG_VERSION"),
         },
     });
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || match super::tasks::figures(&engine) {
+    via_reader(app, cx, move |engine| match super::tasks::figures(engine) {
         Ok(mut work) => {
             let capacity = engine.config().queue_capacity;
             work["queue"]["capacity_left"] = json!(capacity.saturating_sub(engine.waiting()));

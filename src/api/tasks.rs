@@ -38,8 +38,7 @@ pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Ok(id) => id,
         Err(response) => return Reply::Now(response),
     };
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || match engine.status(id) {
+    via_reader(app, cx, move |engine| match engine.status(id) {
         Ok(Some(ended)) => Response::with_body(200, "application/json", ended.body()),
         Ok(None) => not_found(),
         Err(e) => store_failed(&e),
@@ -52,8 +51,7 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Ok(id) => id,
         Err(response) => return Reply::Now(response),
     };
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || match engine.cancel(id) {
+    via_reader(app, cx, move |engine| match engine.cancel(id) {
         Ok(ended) => Response::with_body(200, "application/json", ended.body()),
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished(state)) => {
@@ -65,8 +63,7 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
 
 /// `GET /tasks/active`.
 pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || match engine.active(ACTIVE_LIMIT) {
+    via_reader(app, cx, move |engine| match engine.active(ACTIVE_LIMIT) {
         Ok(tasks) => Response::json(200, &json!({ "count": tasks.len(), "tasks": tasks })),
         Err(e) => store_failed(&e),
     })
@@ -117,8 +114,7 @@ pub fn figures(engine: &crate::jobs::Engine) -> Result<serde_json::Value, StoreE
 
 /// `GET /tasks/stats`.
 pub fn stats(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    let engine = std::sync::Arc::clone(&app.engine);
-    via_reader(app, cx, move || match figures(&engine) {
+    via_reader(app, cx, move |engine| match figures(engine) {
         Ok(figures) => Response::json(200, &figures),
         Err(e) => store_failed(&e),
     })
