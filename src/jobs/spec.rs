@@ -63,6 +63,24 @@ impl TaskOptions {
     }
 }
 
+/// The length of `value` as JSON, counted without writing it anywhere.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A Value always serialises, and counting cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The JSON half of a stored spec; the bodies follow in one blob.
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -103,7 +121,7 @@ impl TaskSpec {
     /// Bytes of input held while it waits: bodies and arguments (what
     /// `--max-queued-bytes` counts).
     pub fn input_bytes(&self) -> usize {
-        self.payloads().iter().map(|p| p.body.len() + p.args.to_string().len()).sum::<usize>() + self.kind.len() + 64
+        self.payloads().iter().map(|p| p.body.len() + json_len(&p.args)).sum::<usize>() + self.kind.len() + 64
     }
 
     /// A digest of what the task is to do (kind, input, options but its
@@ -205,6 +223,14 @@ mod tests {
         let mut high = spec("k1", b"<p>");
         high.options.priority = Priority::High;
         assert_ne!(high.fingerprint(), spec("k1", b"<p>").fingerprint());
+    }
+
+    #[test]
+    fn input_bytes_count_bodies_and_arguments() {
+        let args = json!({"url": "https://a/", "n": [1, 2]});
+        let spec = TaskSpec::one("analyze", args.clone(), vec![0; 100], TaskOptions::default());
+        assert_eq!(json_len(&args), args.to_string().len());
+        assert_eq!(spec.input_bytes(), 100 + args.to_string().len() + "analyze".len() + 64);
     }
 
     #[test]

@@ -47,7 +47,8 @@ impl Priority {
     /// All priorities, highest first.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
-    fn index(self) -> usize {
+    /// Its place in [`Priority::ALL`] (0 is the highest): stable, stores keep it.
+    pub fn index(self) -> usize {
         self as usize
     }
 

@@ -69,10 +69,10 @@ impl Admission {
         Ok(())
     }
 
-    /// Takes room whatever is waiting (recovered tasks were accepted before).
-    pub fn force(&self, bytes: usize) {
+    /// Takes a task's room whatever is waiting: a recovered task was
+    /// accepted before, and its input waits in the store (no bytes held).
+    pub fn force(&self) {
         self.tasks.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
     /// Gives back a task's room.

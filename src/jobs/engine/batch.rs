@@ -4,14 +4,13 @@
 //! end. (How they are framed for a client, NDJSON, is the API's business.)
 
 use std::collections::{HashSet, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::work::{Finish, Handler, JobContext, Outcome, Work};
+use super::work::{Finish, Handler, JobContext, Outcome};
 use super::{lock, Engine};
 use crate::jobs::spec::Payload;
 use crate::jobs::store::{StoreError, Write};
@@ -139,19 +138,7 @@ impl Engine {
             Box::new(move || {
                 let item_cx = JobContext::new(&engine, id, cancel, deadline, false);
                 let finish: Finish = Box::new(move |engine, outcome| engine.item_done(id, &batch, index, outcome));
-                if let Err(e) = item_cx.check() {
-                    return finish(&engine, Err(e));
-                }
-                match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
-                    Ok(Ok(Work::Cpu(work))) => item_cx.run(&engine, work, finish),
-                    Ok(Ok(Work::Io(start))) => {
-                        let resume = item_cx.resume(&engine, priority, finish);
-                        // A panic drops the Resume, which ends the item with an error.
-                        let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
-                    }
-                    Ok(Err(e)) => finish(&engine, Err(e)),
-                    Err(_) => finish(&engine, Err(TaskError::new(500, "internal", "the item's handler failed"))),
-                }
+                item_cx.start(&engine, &handler, payload, priority, finish);
             }),
         );
     }
@@ -214,8 +201,8 @@ impl Engine {
     pub(super) fn end_batch(&self, id: TaskId) {
         let batch = lock(&self.batches).remove(&id);
         let Some(batch) = batch else { return };
+        // Closed already: `end` closed it before writing the batch's end.
         let mut b = lock(&batch);
-        b.closed = true;
         for mut subscriber in b.subscribers.drain(..) {
             subscriber(BatchEvent::End);
         }

@@ -21,7 +21,6 @@ mod work;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -173,14 +172,12 @@ pub struct EndedCounts([[AtomicU64; 3]; 6]);
 
 impl EndedCounts {
     fn count(&self, state: TaskState, priority: Priority) {
-        let p = Priority::ALL.iter().position(|q| *q == priority).unwrap_or(1);
-        self.0[usize::from(state.code())][p].fetch_add(1, Ordering::Relaxed);
+        self.0[usize::from(state.code())][priority.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Tasks of `priority` that ended in `state`.
     pub fn of(&self, state: TaskState, priority: Priority) -> u64 {
-        let p = Priority::ALL.iter().position(|q| *q == priority).unwrap_or(1);
-        self.0[usize::from(state.code())][p].load(Ordering::Relaxed)
+        self.0[usize::from(state.code())][priority.index()].load(Ordering::Relaxed)
     }
 
     /// Tasks that ended in `state`.
@@ -285,8 +282,7 @@ impl Engine {
             } else {
                 recovered.queued += 1;
             }
-            // Its input is in the store, not in memory: no bytes held.
-            self.admission.force(0);
+            self.admission.force();
             if let Some(items) = record.items {
                 self.open_batch(record.id, items.total, &self.store.items_done(record.id)?);
             }
@@ -396,15 +392,17 @@ impl Engine {
     /// Queues a task and waits until it is stored (the library's `delay`;
     /// never call it from a reactor).
     pub fn delay(self: &Arc<Self>, spec: TaskSpec) -> Result<Submitted, SubmitError> {
-        let (tx, rx) = mpsc::channel();
-        self.enqueue(spec, None, Box::new(move |r| drop(tx.send(r))));
-        rx.recv().unwrap_or(Err(SubmitError::ShuttingDown))
+        self.enqueue_and_wait(spec, None)
     }
 
     /// Queues a task; `on_done` is called once with its final status.
     pub fn delay_with_callback(self: &Arc<Self>, spec: TaskSpec, on_done: OnDone) -> Result<Submitted, SubmitError> {
+        self.enqueue_and_wait(spec, Some(on_done))
+    }
+
+    fn enqueue_and_wait(self: &Arc<Self>, spec: TaskSpec, on_done: Option<OnDone>) -> Result<Submitted, SubmitError> {
         let (tx, rx) = mpsc::channel();
-        self.enqueue(spec, Some(on_done), Box::new(move |r| drop(tx.send(r))));
+        self.enqueue(spec, on_done, Box::new(move |r| drop(tx.send(r))));
         rx.recv().unwrap_or(Err(SubmitError::ShuttingDown))
     }
 
@@ -708,16 +706,7 @@ impl Engine {
         match spec.input {
             TaskInput::One(payload) => {
                 let finish: work::Finish = Box::new(move |engine, outcome| engine.finish(id, outcome));
-                match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
-                    Ok(Ok(Work::Cpu(work))) => cx.run(self, work, finish),
-                    Ok(Ok(Work::Io(start))) => {
-                        let resume = cx.resume(self, priority, finish);
-                        // A panic drops the Resume, which ends the task with an error.
-                        let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
-                    }
-                    Ok(Err(e)) => finish(self, Err(e)),
-                    Err(_) => finish(self, Err(TaskError::new(500, "internal", "the task's handler failed"))),
-                }
+                cx.start(self, &handler, payload, priority, finish);
             }
             TaskInput::Batch(items) => self.run_batch(cx, handler, items, priority),
         }

@@ -163,8 +163,39 @@ impl JobContext {
         Ok(())
     }
 
+    /// Turns `payload` into work with `handler` and runs it under this
+    /// context: CPU work here, I/O work started with a [`Resume`] at
+    /// `priority`. A task already stopped, a handler's error and a panic
+    /// each end it with an error; `finish` gets the outcome.
+    pub(super) fn start(
+        self,
+        engine: &Arc<Engine>,
+        handler: &Handler,
+        payload: Payload,
+        priority: Priority,
+        finish: Finish,
+    ) {
+        if let Err(e) = self.check() {
+            return finish(engine, Err(e));
+        }
+        match catch_unwind(AssertUnwindSafe(|| handler(payload))) {
+            Ok(Ok(Work::Cpu(work))) => self.run(engine, work, finish),
+            Ok(Ok(Work::Io(start))) => {
+                let resume = self.resume(engine, priority, finish);
+                // A panic drops the Resume, which ends the task with an error.
+                let _ = catch_unwind(AssertUnwindSafe(|| start(resume)));
+            }
+            Ok(Err(e)) => finish(engine, Err(e)),
+            Err(_) => {
+                // A batch item's context reports no progress of its own.
+                let whose = if self.reports.is_some() { "task" } else { "item" };
+                finish(engine, Err(TaskError::new(500, "internal", format!("the {whose}'s handler failed"))))
+            }
+        }
+    }
+
     /// Runs CPU work under this context (a panic is the task's error), then `finish`.
-    pub(super) fn run(self, engine: &Arc<Engine>, work: CpuWork, finish: Finish) {
+    fn run(self, engine: &Arc<Engine>, work: CpuWork, finish: Finish) {
         let outcome = self.check().and_then(|()| {
             catch_unwind(AssertUnwindSafe(|| work(&self)))
                 .unwrap_or_else(|_| Err(TaskError::new(500, "internal", "the task's job failed")))
@@ -174,7 +205,7 @@ impl JobContext {
     }
 
     /// Turns this context into the hand-back of work that waits on I/O.
-    pub(super) fn resume(self, engine: &Arc<Engine>, priority: Priority, finish: Finish) -> Resume {
+    fn resume(self, engine: &Arc<Engine>, priority: Priority, finish: Finish) -> Resume {
         Resume {
             engine: Arc::clone(engine),
             id: self.id,

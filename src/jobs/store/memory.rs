@@ -22,7 +22,8 @@ pub struct MemoryStore {
 struct Entry {
     record: TaskRecord,
     /// The input, until the task ends.
-    spec: Option<Arc<TaskSpec>>,
+    /// With its size, counted once: it does not change while kept.
+    spec: Option<(Arc<TaskSpec>, usize)>,
     /// A batch's item documents: item, failed, document.
     items: Vec<(usize, bool, Vec<u8>)>,
 }
@@ -30,7 +31,7 @@ struct Entry {
 impl Entry {
     fn bytes(&self) -> usize {
         self.record.bytes()
-            + self.spec.as_deref().map_or(0, TaskSpec::input_bytes)
+            + self.spec.as_ref().map_or(0, |(_, bytes)| *bytes)
             + self.items.iter().map(|(_, _, d)| d.len() + 24).sum::<usize>()
     }
 }
@@ -77,7 +78,8 @@ impl Inner {
                 if let Some(key) = &record.idempotency_key {
                     self.keys.insert(key.clone(), record.id);
                 }
-                let entry = Entry { record: (**record).clone(), spec: Some(Arc::clone(spec)), items: Vec::new() };
+                let spec = Some((Arc::clone(spec), spec.input_bytes()));
+                let entry = Entry { record: (**record).clone(), spec, items: Vec::new() };
                 if let Some(at) = entry.record.completed_at {
                     self.ended.insert((at, entry.record.id));
                 }
@@ -162,7 +164,7 @@ impl TaskStore for MemoryStore {
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
-        Ok(self.lock().tasks.get(&id).and_then(|e| e.spec.as_deref().cloned()))
+        Ok(self.lock().tasks.get(&id).and_then(|e| e.spec.as_ref().map(|(spec, _)| TaskSpec::clone(spec))))
     }
 
     fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -258,10 +258,6 @@ fn migrate(path: &Path, conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn priority_code(p: Priority) -> i64 {
-    Priority::ALL.iter().position(|q| *q == p).unwrap_or(1) as i64
-}
-
 const RECORD_COLUMNS: &str = "id, kind, priority, state, version, idempotency_key, created_at, started_at,
     completed_at, progress_percent, progress_stage, items_done, items_failed, items_total, attempts,
     callback_url, callback_pending, error, timeout_ms, fingerprint";
@@ -333,7 +329,7 @@ fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 13] {
         Box::new(i64::from(r.attempts)),
         Box::new(r.callback_pending),
         Box::new(error),
-        Box::new(priority_code(r.priority)),
+        Box::new(r.priority.index() as i64),
     ]
 }
 
