@@ -143,7 +143,7 @@ impl ChunkedDecoder {
                 if size == 0 {
                     State::TrailerStart
                 } else if size > (self.max_body - self.decoded.min(self.max_body)) as u64 {
-                    return Err(HttpError::BodyTooLarge);
+                    return Err(HttpError::BodyTooLarge { limit: self.max_body });
                 } else {
                     State::Data { remaining: size }
                 }
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn enforces_the_body_limit_across_chunks() {
         let mut buf = b"8\r\n01234567\r\n8\r\n01234567\r\n".to_vec();
-        assert_eq!(ChunkedDecoder::new(10).decode(&mut buf, 0), Err(HttpError::BodyTooLarge));
+        assert_eq!(ChunkedDecoder::new(10).decode(&mut buf, 0), Err(HttpError::BodyTooLarge { limit: 10 }));
     }
 
     #[test]

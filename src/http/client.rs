@@ -147,7 +147,7 @@ impl ResponseReader {
                 }
                 State::Body(Body::Chunked { decoder, decoded }) => {
                     let progress = decoder.decode(&mut self.buf[self.body_start..], *decoded).map_err(|e| match e {
-                        HttpError::BodyTooLarge => ResponseError::TooLarge("body"),
+                        HttpError::BodyTooLarge { .. } => ResponseError::TooLarge("body"),
                         _ => ResponseError::Malformed("bad chunked encoding".into()),
                     })?;
                     // Drop the consumed framing so the buffer holds body and unread bytes only.

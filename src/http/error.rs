@@ -35,8 +35,11 @@ pub enum HttpError {
     TransferEncodingInHttp10,
     /// A malformed chunk-size line, chunk terminator or trailer.
     BadChunk,
-    /// The body is longer than `--max-body-bytes`.
-    BodyTooLarge,
+    /// The body is longer than `--max-body-bytes`, the limit given.
+    BodyTooLarge {
+        /// The limit in bytes, said in the answer.
+        limit: usize,
+    },
     /// An `Expect` other than `100-continue`.
     ExpectationFailed,
     /// The head or body did not arrive before its deadline.
@@ -48,7 +51,7 @@ impl HttpError {
     pub fn status(self) -> u16 {
         match self {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
-            HttpError::BodyTooLarge => 413,
+            HttpError::BodyTooLarge { .. } => 413,
             HttpError::UnsupportedTransferEncoding => 501,
             HttpError::BadVersion => 505,
             HttpError::ExpectationFailed => 417,
@@ -74,7 +77,7 @@ impl HttpError {
             HttpError::UnsupportedTransferEncoding => "unsupported-transfer-encoding",
             HttpError::TransferEncodingInHttp10 => "transfer-encoding-in-http10",
             HttpError::BadChunk => "bad-chunk",
-            HttpError::BodyTooLarge => "body-too-large",
+            HttpError::BodyTooLarge { .. } => "body-too-large",
             HttpError::ExpectationFailed => "expectation-failed",
             HttpError::Timeout => "request-timeout",
         }
@@ -98,7 +101,9 @@ impl fmt::Display for HttpError {
             HttpError::UnsupportedTransferEncoding => f.write_str("only the chunked transfer coding is supported"),
             HttpError::TransferEncodingInHttp10 => f.write_str("Transfer-Encoding is not defined for HTTP/1.0"),
             HttpError::BadChunk => f.write_str("malformed chunked body"),
-            HttpError::BodyTooLarge => f.write_str("the request body is larger than the server accepts"),
+            HttpError::BodyTooLarge { limit } => {
+                write!(f, "the request body is larger than this server's limit of {limit} bytes")
+            }
             HttpError::ExpectationFailed => f.write_str("only 'Expect: 100-continue' is supported"),
             HttpError::Timeout => f.write_str("the request was not received in time"),
         }

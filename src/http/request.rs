@@ -160,7 +160,7 @@ pub fn parse_head<'b>(
     let framing = match (transfer_encoding, content_length) {
         (TransferEncoding::None, None) => Framing::Empty,
         (TransferEncoding::None, Some(0)) => Framing::Empty,
-        (TransferEncoding::None, Some(n)) if n > max_body => return Err(HttpError::BodyTooLarge),
+        (TransferEncoding::None, Some(n)) if n > max_body => return Err(HttpError::BodyTooLarge { limit: max_body }),
         (TransferEncoding::None, Some(n)) => Framing::Length(n),
         // §6.1: a sender MUST NOT send both; a server ought to treat it as an
         // error, since it is how requests are smuggled past proxies.
@@ -325,7 +325,7 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", HttpError::BadContentLength),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", HttpError::BadContentLength),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", HttpError::BadContentLength),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2048\r\n\r\n", HttpError::BodyTooLarge),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2048\r\n\r\n", HttpError::BodyTooLarge { limit: 1024 }),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", HttpError::ChunkedNotLast),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HttpError::ChunkedNotLast),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", HttpError::ChunkedNotLast),

@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn problem_documents_follow_rfc9457() {
-        let r = Response::from_http_error(HttpError::BodyTooLarge);
+        let r = Response::from_http_error(HttpError::BodyTooLarge { limit: 10 });
         assert_eq!(r.status, 413);
         assert!(r.closes());
         let doc: serde_json::Value = serde_json::from_slice(r.body()).unwrap();

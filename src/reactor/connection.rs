@@ -476,16 +476,7 @@ impl Connection {
         env.recorder.protocol_error(error.code());
         let meta =
             Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
-        let response = match error {
-            // Say the limit, so a client can size what it sends.
-            HttpError::BodyTooLarge => Response::problem(
-                413,
-                error.code(),
-                &format!("the request body is larger than this server's limit of {} bytes", env.limits.max_body_bytes),
-            )
-            .closing(),
-            _ => Response::from_http_error(error),
-        };
+        let response = Response::from_http_error(error);
         self.out.push(meta, Some(response), env);
         self.state = State::Closing;
     }

@@ -293,11 +293,8 @@ impl Engine {
             self.spawn_run(id, priority, 0);
         }
         for owed in self.store.callbacks_owed()? {
-            // With its result, which the list leaves out.
-            if let Some(record) = self.store.get(owed.id)? {
-                recovered.callbacks += 1;
-                self.deliver_callback(&record);
-            }
+            recovered.callbacks += 1;
+            self.deliver_callback(&owed);
         }
         *lock(&self.recovered) = recovered;
         Ok(recovered)

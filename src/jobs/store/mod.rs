@@ -119,7 +119,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn counts(&self) -> Result<Counts, StoreError>;
     /// Tasks that have not ended (for recovery at start).
     fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError>;
-    /// Ended tasks whose callback is still owed.
+    /// Ended tasks whose callback is still owed, with their results.
     fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Size and location.
     fn figures(&self) -> StoreFigures;

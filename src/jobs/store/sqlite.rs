@@ -507,7 +507,9 @@ impl TaskStore for SqliteStore {
     }
 
     fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE callback_pending = 1");
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS}, result FROM tasks LEFT JOIN results ON task = id WHERE callback_pending = 1"
+        );
         self.records(&sql, [])
     }
 
