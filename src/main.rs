@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
 use pagelens::api::App;
-use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, LogFormat, ServeArgs};
+use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::Engine;
 use pagelens::loadtest;
@@ -129,13 +129,13 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     server.shutdown();
     server.join().map_err(|e| format!("reactor failed: {e}"))?;
     let left = engine.shutdown(config.server.shutdown_timeout.saturating_sub(began.elapsed()));
-    match store.figures().backend {
-        "memory" => pagelens::warn!(
+    match args.store {
+        StoreSpec::Memory => pagelens::warn!(
             "stopped; dropping {} queued and {} running tasks (--store memory keeps nothing)",
             left.queued,
             left.running
         ),
-        _ => pagelens::info!(
+        StoreSpec::Sqlite(_) => pagelens::info!(
             "stopped; {} queued and {} interrupted tasks stay in the store for the next start",
             left.queued,
             left.running
