@@ -3,16 +3,15 @@
 //! and the errors a bad data folder or file gives at start.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::lifecycle::spawn_binary;
+use crate::lifecycle::{spawn_binary, stop};
 use crate::origin::{response, Action, Origin};
-use crate::util::{connect, get, json_of, post, Reader, TempDir};
+use crate::util::{connect, get, json_of, post, wait_for, Reader, TempDir};
 
 /// A page that takes the engine a little while.
 fn page(n: usize) -> String {
@@ -88,24 +87,6 @@ fn expect_all_completed(addr: SocketAddr, ids: &[String]) {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-fn wait_exit(child: &mut Child) -> (std::process::ExitStatus, String) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-            return (status, stderr);
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "pagelens did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_kill_9_loses_no_accepted_task() {
     let dir = TempDir::new("kill9");
@@ -123,7 +104,7 @@ fn a_kill_9_loses_no_accepted_task() {
         assert!(started.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(10));
     }
-    signal(&server, libc::SIGKILL);
+    server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
 
     let (mut again, addr) = serve(&db, &["--workers", "2"]);
@@ -132,8 +113,7 @@ fn a_kill_9_loses_no_accepted_task() {
     assert!(found > 0 && found < 2000, "{recovered}");
     assert!(recovered["requeued"].as_u64() <= Some(1), "one worker ran at most one task: {recovered}");
     expect_all_completed(addr, &ids);
-    signal(&again, libc::SIGTERM);
-    wait_exit(&mut again);
+    stop(&mut again);
 }
 
 #[test]
@@ -144,9 +124,7 @@ fn sigterm_keeps_queued_tasks_and_their_callbacks_for_the_next_start() {
     let open = ["--allow-private-fetch", "--fetch-ports", "any"];
     let (mut server, addr) = serve(&db, &open);
     let ids = submit_all(addr, 300, json!({ "callback_url": hooks.url("/hook") }));
-    signal(&server, libc::SIGTERM);
-    let (status, stderr) = wait_exit(&mut server);
-    assert!(status.success(), "{stderr}");
+    let stderr = stop(&mut server);
     assert!(stderr.contains("stay in the store for the next start"), "{stderr}");
 
     let (mut again, addr) = serve(&db, &open);
@@ -170,8 +148,7 @@ fn sigterm_keeps_queued_tasks_and_their_callbacks_for_the_next_start() {
         let body: Value = serde_json::from_slice(&hook.body).unwrap();
         assert_eq!(body["status"], "completed", "{body}");
     }
-    signal(&again, libc::SIGTERM);
-    wait_exit(&mut again);
+    stop(&mut again);
 }
 
 #[test]
@@ -263,25 +240,13 @@ fn big_tasks_are_bounded_in_memory_by_the_store() {
         ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
     }
     let (queued_rss, _) = resident_mb(server.id());
-    let started = Instant::now();
     for id in &ids {
-        loop {
-            client.send(&get(&format!("/analyze/status/{id}")));
-            let resp = client.response(false);
-            let status = json_of(&resp);
-            if status["status"] == "completed" {
-                assert_eq!(status["result"]["links"]["total"], 60_000);
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(240), "{id}: {}", status["status"]);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert_eq!(wait_for(addr, id, &["completed"])["result"]["links"]["total"], 60_000);
     }
     let (after_rss, peak) = resident_mb(server.id());
     eprintln!("resident: {queued_rss} MB queued, {after_rss} MB after, {peak} MB at the peak");
     assert!(peak < 400, "peak resident {peak} MB (queued: {queued_rss} MB, after: {after_rss} MB)");
-    signal(&server, libc::SIGTERM);
-    wait_exit(&mut server);
+    stop(&mut server);
 }
 
 /// A full disk: submissions get `503 store-unavailable` (never a `202` for
@@ -310,14 +275,13 @@ fn a_full_disk_refuses_tasks_with_503_and_loses_none_it_accepted() {
     eprintln!("{} tasks accepted before the disk filled: {}", ids.len(), refusal.text());
     client.send(&get("/livez"));
     assert_eq!(client.response(false).text(), "ok");
-    signal(&server, libc::SIGKILL);
+    server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
 
     // Room again: everything accepted completes.
     let (mut again, addr) = serve(&db, &[]);
     expect_all_completed(addr, &ids);
-    signal(&again, libc::SIGTERM);
-    wait_exit(&mut again);
+    stop(&mut again);
 }
 
 /// A batch stopped part way (SIGTERM while it runs) finishes after the
@@ -344,8 +308,7 @@ fn a_batch_interrupted_by_a_restart_finishes_with_each_item_once() {
         assert!(started.elapsed() < Duration::from_secs(30), "{status}");
         std::thread::sleep(Duration::from_millis(5));
     }
-    signal(&server, libc::SIGTERM);
-    wait_exit(&mut server);
+    stop(&mut server);
 
     let (mut again, addr) = serve(&db, &[]);
     assert_eq!(stats(addr)["store"]["recovered"]["requeued"], 1, "the batch was running when stopped");
@@ -368,6 +331,5 @@ fn a_batch_interrupted_by_a_restart_finishes_with_each_item_once() {
     let status = json_of(&client.response(false));
     assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(status["items"]["done"], 40);
-    signal(&again, libc::SIGTERM);
-    wait_exit(&mut again);
+    stop(&mut again);
 }

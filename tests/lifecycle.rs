@@ -40,7 +40,7 @@ pub fn spawn_binary(args: &[&str], limits: &[Limit]) -> (Child, SocketAddr) {
     (child, addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}")))
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -54,9 +54,22 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn terminate(child: &Child) {
+pub fn terminate(child: &Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Stops the binary with SIGTERM, asserts it exits cleanly, and returns
+/// what it logged.
+pub fn stop(child: &mut Child) -> String {
+    terminate(child);
+    let status = wait_exit(child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).unwrap();
+    }
+    assert!(status.success(), "{status}: {stderr}");
+    stderr
 }
 
 #[test]
@@ -163,10 +176,7 @@ fn log_lines_have_a_timestamp_and_a_level_in_either_format() {
             &["--listen", "127.0.0.1:0", "--reactors", "1", "--log-format", format, "--allow-private-fetch"],
             &[],
         );
-        terminate(&child);
-        assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
-        let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        let stderr = stop(&mut child);
         let lines: Vec<&str> = stderr.lines().collect();
         assert!(lines.len() >= 3, "the guard warning, the signal, the stop: {stderr}");
         for line in lines {

@@ -516,7 +516,5 @@ fn the_readme_alerts_file_example_is_true() {
     let latency = rule("high_latency").unwrap();
     assert_eq!((latency["threshold"].as_f64(), latency["for_seconds"].as_f64()), (Some(0.5), Some(10.0)));
     assert!(rule("task_timeouts").is_none_or(|r| r["state"] == "disabled"), "{alerts}");
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    crate::lifecycle::stop(&mut child);
 }

@@ -26,8 +26,14 @@ fn big_bodies() -> ServerConfig {
 }
 
 fn one_worker() -> Server {
+    one_worker_queue(engine_config().queue_capacity)
+}
+
+/// One worker and a queue of `capacity` tasks.
+fn one_worker_queue(capacity: usize) -> Server {
     let mut engine = engine_config();
     engine.workers = 1;
+    engine.queue_capacity = capacity;
     start_with(big_bodies(), engine, api_config())
 }
 
@@ -199,10 +205,7 @@ fn a_slow_sync_request_becomes_a_task_after_sync_wait() {
 
 #[test]
 fn a_full_queue_answers_503_and_accepted_tasks_still_complete() {
-    let mut engine = engine_config();
-    engine.workers = 1;
-    engine.queue_capacity = 3;
-    let server = start_with(big_bodies(), engine, api_config());
+    let server = one_worker_queue(3);
     let addr = server.local_addr();
     let page = "<p>word word <a href=/x>link</a></p>\n".repeat(20_000);
     let mut accepted = Vec::new();
@@ -267,10 +270,7 @@ fn a_batch_streams_ndjson_as_items_finish() {
 /// not keep other tasks out while it does.
 #[test]
 fn a_batch_larger_than_the_queue_is_admitted_and_completes() {
-    let mut engine = engine_config();
-    engine.workers = 1;
-    engine.queue_capacity = 3;
-    let server = start_with(big_bodies(), engine, api_config());
+    let server = one_worker_queue(3);
     let addr = server.local_addr();
     let items: Vec<Value> = (0..25).map(|i| json!({"html": format!("<title>item {i}</title>")})).collect();
     let resp = call(addr, &post("/bulk/analyze/async", &json!({"items": items}), ""));
