@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::lifecycle::{spawn_binary, stop};
 use crate::origin::{response, Action, Origin};
-use crate::util::{connect, get, json_of, post, wait_for, Reader, TempDir};
+use crate::util::{connect, get, json_of, post, resident_mb, wait_for, Reader, TempDir};
 
 /// A page that takes the engine a little while.
 fn page(n: usize) -> String {
@@ -204,16 +204,6 @@ fn big_page() -> String {
         page.push_str(&filler);
     }
     page + "</body></html>"
-}
-
-/// `VmRSS` and `VmHWM` (the peak) of a process, in MB.
-fn resident_mb(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |key: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
 }
 
 /// Inputs wait in the store and results live there, not in RAM: 40 tasks of

@@ -7,6 +7,7 @@ mod clients;
 mod durability;
 mod engine;
 mod fetch;
+mod hostile;
 mod http_basics;
 mod lifecycle;
 mod loadtest;

@@ -2,6 +2,7 @@
 //! reads the store, so each runs on a store reader thread.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -10,8 +11,9 @@ use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
-use crate::jobs::engine::CancelError;
+use crate::jobs::engine::{CancelError, Ended};
 use crate::jobs::store::StoreError;
+use crate::jobs::task::{status_prefix, STATUS_SUFFIX};
 use crate::jobs::{TaskError, TaskId, TaskState};
 use crate::pool::Priority;
 use crate::reactor::{Context, Reply};
@@ -39,10 +41,25 @@ pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Err(response) => return Reply::Now(response),
     };
     via_reader(app, cx, move |engine| match engine.status(id) {
-        Ok(Some(ended)) => Response::with_body(200, "application/json", ended.body()),
+        Ok(Some(ended)) => status_response(&ended),
         Ok(None) => not_found(),
         Err(e) => store_failed(&e),
     })
+}
+
+/// A `200` with the status document; a result is shared with the task's
+/// record, never copied into each response.
+fn status_response(ended: &Ended) -> Response {
+    match &ended.result {
+        Some(result) => Response::spliced(
+            200,
+            "application/json",
+            status_prefix(&ended.view, true),
+            Arc::clone(result),
+            STATUS_SUFFIX,
+        ),
+        None => Response::with_body(200, "application/json", status_prefix(&ended.view, false)),
+    }
 }
 
 /// `DELETE /tasks/{id}` and `POST /tasks/{id}/revoke`.
@@ -52,7 +69,7 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Err(response) => return Reply::Now(response),
     };
     via_reader(app, cx, move |engine| match engine.cancel(id) {
-        Ok(ended) => Response::with_body(200, "application/json", ended.body()),
+        Ok(ended) => status_response(&ended),
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished(state)) => {
             problem(&TaskError::new(409, "task-finished", format!("the task has already ended ({})", state.name())))

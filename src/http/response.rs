@@ -4,28 +4,72 @@
 //! thread); the connection encodes it with [`Response::encode`] straight into
 //! its reused write buffer, so the common case allocates nothing.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::error::HttpError;
 
 /// A response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+enum Body {
     /// No body at all.
     Empty,
     /// A body known at compile time; costs no allocation.
     Static(&'static [u8]),
     /// A body built at run time.
     Bytes(Vec<u8>),
+    /// A large shared buffer between a small built prefix and a static
+    /// suffix (a task's stored result inside its status document): every
+    /// response holds the same buffer, none a copy of it.
+    Spliced { before: Vec<u8>, shared: Arc<[u8]>, after: &'static [u8] },
 }
 
 impl Body {
-    fn as_bytes(&self) -> &[u8] {
+    fn len(&self) -> usize {
         match self {
-            Body::Empty => &[],
-            Body::Static(b) => b,
-            Body::Bytes(b) => b,
+            Body::Empty => 0,
+            Body::Static(b) => b.len(),
+            Body::Bytes(b) => b.len(),
+            Body::Spliced { before, shared, after } => before.len() + shared.len() + after.len(),
         }
+    }
+
+    fn write_to(&self, out: &mut impl Sink) {
+        match self {
+            Body::Empty => {}
+            Body::Static(b) => out.bytes(b),
+            Body::Bytes(b) => out.bytes(b),
+            Body::Spliced { before, shared, after } => {
+                out.bytes(before);
+                out.shared(shared);
+                out.bytes(after);
+            }
+        }
+    }
+}
+
+/// Where an encoded response goes: owned bytes are appended to a buffer, a
+/// shared buffer may be kept by reference instead.
+pub trait Sink {
+    /// The buffer owned bytes are appended to.
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// Appends a shared buffer's bytes (by reference where the sink can).
+    fn shared(&mut self, bytes: &Arc<[u8]>);
+    /// Appends bytes.
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.buf().extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn shared(&mut self, bytes: &Arc<[u8]>) {
+        self.extend_from_slice(bytes);
     }
 }
 
@@ -90,6 +134,20 @@ impl Response {
         }
     }
 
+    /// A response whose body is `before`, the shared buffer, then `after`.
+    pub fn spliced(
+        status: u16,
+        content_type: &'static str,
+        before: Vec<u8>,
+        shared: Arc<[u8]>,
+        after: &'static [u8],
+    ) -> Self {
+        Response {
+            body: Body::Spliced { before, shared, after },
+            ..Response::with_body(status, content_type, Vec::new())
+        }
+    }
+
     /// An `application/json` response with the serialised value.
     pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
         match serde_json::to_vec(value) {
@@ -145,9 +203,18 @@ impl Response {
         self.close
     }
 
-    /// The body bytes.
-    pub fn body(&self) -> &[u8] {
-        self.body.as_bytes()
+    /// The body bytes (copied only for a spliced body).
+    pub fn body(&self) -> Cow<'_, [u8]> {
+        match &self.body {
+            Body::Spliced { .. } => {
+                let mut all = Vec::with_capacity(self.body.len());
+                self.body.write_to(&mut all);
+                Cow::Owned(all)
+            }
+            Body::Empty => Cow::Borrowed(&[]),
+            Body::Static(b) => Cow::Borrowed(b),
+            Body::Bytes(b) => Cow::Borrowed(b),
+        }
     }
 
     /// The value of an extra header set with [`Response::header`].
@@ -156,8 +223,15 @@ impl Response {
     }
 
     /// Appends the encoded response to `out`.
-    pub fn encode(&self, how: Encoding<'_>, out: &mut Vec<u8>) {
-        let body = self.body.as_bytes();
+    pub fn encode(&self, how: Encoding<'_>, sink: &mut impl Sink) {
+        self.encode_head(how, sink.buf());
+        if !how.head_only {
+            self.body.write_to(sink);
+        }
+    }
+
+    /// Appends the status line and headers (with the blank line) to `out`.
+    pub fn encode_head(&self, how: Encoding<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(out, self.status.into());
         out.push(b' ');
@@ -176,7 +250,7 @@ impl Response {
         } else if self.status >= 200 && self.status != 204 {
             // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
             out.extend_from_slice(b"\r\nContent-Length: ");
-            push_decimal(out, body.len());
+            push_decimal(out, self.body.len());
         }
         for (name, value) in &self.headers {
             out.extend_from_slice(b"\r\n");
@@ -190,9 +264,6 @@ impl Response {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
         out.extend_from_slice(b"\r\n\r\n");
-        if !how.head_only {
-            out.extend_from_slice(body);
-        }
     }
 }
 
@@ -291,7 +362,7 @@ mod tests {
         let r = Response::from_http_error(HttpError::BodyTooLarge { limit: 10 });
         assert_eq!(r.status, 413);
         assert!(r.closes());
-        let doc: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
         assert_eq!(doc["status"], 413);
         assert_eq!(doc["code"], "body-too-large");
         assert_eq!(doc["title"], "Content Too Large");

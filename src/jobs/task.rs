@@ -218,14 +218,27 @@ pub struct TaskView {
 /// The status document as JSON: `view` with `"result":` and the stored
 /// result's bytes added, without parsing or re-encoding them.
 pub fn status_body(view: &TaskView, result: Option<&[u8]>) -> Vec<u8> {
+    let mut body = status_prefix(view, result.is_some());
+    if let Some(result) = result {
+        body.reserve(result.len() + 1);
+        body.extend_from_slice(result);
+        body.extend_from_slice(STATUS_SUFFIX);
+    }
+    body
+}
+
+/// What closes a status document after its result.
+pub const STATUS_SUFFIX: &[u8] = b"}";
+
+/// The status document up to its result: `view` and, `with_result`,
+/// `,"result":` (the result and [`STATUS_SUFFIX`] follow); else the whole
+/// document.
+pub fn status_prefix(view: &TaskView, with_result: bool) -> Vec<u8> {
     // A TaskView always serialises (plain fields, string map keys).
     let mut body = serde_json::to_vec(view).unwrap_or_else(|_| b"{}".to_vec());
-    if let Some(result) = result {
+    if with_result {
         body.pop(); // the closing brace
-        body.reserve(result.len() + 12);
         body.extend_from_slice(b",\"result\":");
-        body.extend_from_slice(result);
-        body.push(b'}');
     }
     body
 }

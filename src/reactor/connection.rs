@@ -6,7 +6,6 @@
 //! all end up there. Time is passed in through [`Env::now`], never read here.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,18 +19,19 @@ use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
 use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
 use super::state::ServerState;
+use super::wire::Wire;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::request::{header_slots, parse_head, Framing, Head, Parsed, Request, Version};
-use crate::http::response::{Encoding, Response};
+use crate::http::response::{Encoding, Response, Sink};
 use crate::metrics::recorder::{method_label, Recorder};
 
 /// Most requests one connection may have waiting for their responses;
 /// past that, reading pauses until responses go out.
 pub const MAX_PIPELINE: usize = 64;
 /// Unsent response bytes past which reading pauses.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
+const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// A streamed response whose client has this much unread (in the kernel's
 /// send queue and ours) has stalled: the connection is closed rather than
 /// buffered without bound. For the live stream, about 10 s of snapshots
@@ -178,16 +178,6 @@ struct Output {
     wire: Wire,
 }
 
-/// Encoded bytes not yet sent.
-#[derive(Debug)]
-struct Wire {
-    wbuf: Vec<u8>,
-    wpos: usize,
-    write_since: Instant,
-    /// A response said the connection ends after it: nothing more is encoded.
-    close_after: bool,
-}
-
 /// An accepted client connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -214,11 +204,7 @@ impl Connection {
             token,
             state: State::Head { since: Some(now) },
             rbuf: ReadBuf::default(),
-            out: Output {
-                pending: VecDeque::new(),
-                next_seq: 0,
-                wire: Wire { wbuf: Vec::new(), wpos: 0, write_since: now, close_after: false },
-            },
+            out: Output { pending: VecDeque::new(), next_seq: 0, wire: Wire::new(now) },
             last_activity: now,
             peer_closed: false,
             largest_chunk: 0,
@@ -418,7 +404,7 @@ impl Connection {
                     // RFC 9110 §10.1.1: ask for the body only when nothing of it
                     // came yet, and only if no earlier response is still owed.
                     if head.expect_continue && self.rbuf.len() == head_len && self.out.is_idle() {
-                        self.out.wire.buffer(env.pool, env.now).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.out.wire.open(env.pool, env.now).bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
                     self.state = State::Body { head_len, since: env.now, framing };
                 }
@@ -517,11 +503,7 @@ impl Connection {
     /// Gives buffers back to the reactor's pool while they hold nothing.
     fn release(&mut self, pool: &mut BufPool) {
         self.rbuf.release_if_empty(pool);
-        let wire = &mut self.out.wire;
-        if !wire.has_unwritten() && wire.wbuf.capacity() > 0 {
-            pool.give_write(std::mem::take(&mut wire.wbuf));
-            wire.wpos = 0;
-        }
+        self.out.wire.release(pool);
         if self.out.pending.is_empty() && self.out.pending.capacity() > 0 {
             self.out.pending = VecDeque::new();
         }
@@ -573,7 +555,7 @@ impl Output {
         match response {
             // The common case: nothing ahead, so encode at once without a slot.
             Some(response) if self.pending.is_empty() && !response.is_streamed() => {
-                self.wire.encode(&response, meta, env);
+                encode(&mut self.wire, &response, meta, env);
             }
             response => {
                 let state = response.map_or(SlotState::Waiting, SlotState::Ready);
@@ -613,18 +595,18 @@ impl Output {
             let meta = front.meta;
             let keep_alive = match &mut front.state {
                 SlotState::Waiting => return,
-                SlotState::Ready(response) => wire.encode(response, meta, env),
+                SlotState::Ready(response) => encode(wire, response, meta, env),
                 SlotState::Streaming { head, chunks, ended, keep_alive, .. } => {
                     if let Some(head) = head.take() {
-                        *keep_alive = wire.encode(&head, meta, env) && !meta.http10;
+                        *keep_alive = encode(wire, &head, meta, env) && !meta.http10;
                     }
                     for chunk in chunks.drain(..) {
-                        wire.chunk(&chunk, meta, env);
+                        encode_chunk(wire, &chunk, meta, env);
                     }
                     if !*ended {
                         return;
                     }
-                    wire.end_stream(meta, env);
+                    end_stream(wire, meta, env);
                     *keep_alive
                 }
             };
@@ -638,84 +620,44 @@ impl Output {
     }
 }
 
-impl Wire {
-    fn unwritten(&self) -> usize {
-        self.wbuf.len() - self.wpos
+/// Encodes a response head (and body, unless streamed) onto the wire;
+/// returns whether the connection stays open after it. (The wire itself
+/// knows nothing of HTTP.)
+fn encode(wire: &mut Wire, response: &Response, meta: Meta, env: &mut Env<'_>) -> bool {
+    if wire.close_after {
+        return false;
     }
-
-    fn has_unwritten(&self) -> bool {
-        self.wpos < self.wbuf.len()
+    // HTTP/1.0 has no chunked coding: a streamed body ends with the connection.
+    let streamed_to_http10 = response.is_streamed() && meta.http10;
+    let keep_alive = meta.keep_alive && !response.closes() && !env.closing && !streamed_to_http10;
+    let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
+    response.encode(how, wire.open(env.pool, env.now));
+    let micros = env.now.saturating_duration_since(meta.started).as_micros();
+    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(micros).unwrap_or(u64::MAX));
+    if !keep_alive && !response.is_streamed() {
+        wire.close_after = true;
     }
+    keep_alive
+}
 
-    /// Encodes a response head (and body, unless streamed); returns whether
-    /// the connection stays open after it.
-    fn encode(&mut self, response: &Response, meta: Meta, env: &mut Env<'_>) -> bool {
-        if self.close_after {
-            return false;
-        }
-        // HTTP/1.0 has no chunked coding: a streamed body ends with the connection.
-        let streamed_to_http10 = response.is_streamed() && meta.http10;
-        let keep_alive = meta.keep_alive && !response.closes() && !env.closing && !streamed_to_http10;
-        let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
-        response.encode(how, self.buffer(env.pool, env.now));
-        let micros = env.now.saturating_duration_since(meta.started).as_micros();
-        env.recorder.record(meta.route, meta.method, response.status, u64::try_from(micros).unwrap_or(u64::MAX));
-        if !keep_alive && !response.is_streamed() {
-            self.close_after = true;
-        }
-        keep_alive
+/// One piece of a streamed body, chunk-framed for HTTP/1.1.
+fn encode_chunk(wire: &mut Wire, bytes: &[u8], meta: Meta, env: &mut Env<'_>) {
+    if wire.close_after || meta.head_only {
+        return;
     }
-
-    /// One piece of a streamed body, chunk-framed for HTTP/1.1.
-    fn chunk(&mut self, bytes: &[u8], meta: Meta, env: &mut Env<'_>) {
-        if self.close_after || meta.head_only {
-            return;
-        }
-        let out = self.buffer(env.pool, env.now);
-        if meta.http10 {
-            out.extend_from_slice(bytes);
-        } else {
-            out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
-            out.extend_from_slice(bytes);
-            out.extend_from_slice(b"\r\n");
-        }
+    let out = wire.open(env.pool, env.now).buf();
+    if meta.http10 {
+        out.extend_from_slice(bytes);
+    } else {
+        out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
     }
+}
 
-    fn end_stream(&mut self, meta: Meta, env: &mut Env<'_>) {
-        if !self.close_after && !meta.head_only && !meta.http10 {
-            self.buffer(env.pool, env.now).extend_from_slice(b"0\r\n\r\n");
-        }
-    }
-
-    /// The write buffer, taken from the pool if none is held.
-    fn buffer(&mut self, pool: &mut BufPool, now: Instant) -> &mut Vec<u8> {
-        if !self.has_unwritten() {
-            self.write_since = now;
-        }
-        if self.wbuf.capacity() == 0 {
-            self.wbuf = pool.take_write();
-        }
-        &mut self.wbuf
-    }
-
-    /// Writes buffered bytes until done or the socket is full; returns how many went out.
-    fn write_to(&mut self, stream: &mut TcpStream, now: Instant) -> io::Result<usize> {
-        let mut written = 0;
-        while self.wpos < self.wbuf.len() {
-            match stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wpos += n;
-                    written += n;
-                    self.write_since = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.wbuf.clear();
-        self.wpos = 0;
-        Ok(written)
+/// The end of a streamed body.
+fn end_stream(wire: &mut Wire, meta: Meta, env: &mut Env<'_>) {
+    if !wire.close_after && !meta.head_only && !meta.http10 {
+        wire.open(env.pool, env.now).bytes(b"0\r\n\r\n");
     }
 }

@@ -12,6 +12,7 @@ mod mailbox;
 mod service;
 mod state;
 pub mod timers;
+mod wire;
 
 use std::io;
 use std::net::SocketAddr;

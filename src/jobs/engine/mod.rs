@@ -426,7 +426,14 @@ impl Engine {
         if let Some(record) = lock(&self.recent).get(id, ended_after) {
             return Ok(Some(Ended::of(&record)));
         }
-        Ok(self.store.get(id)?.map(|record| Ended::of(&record)))
+        let Some(record) = self.store.get(id)? else { return Ok(None) };
+        let ended = Ended::of(&record);
+        if record.completed_at.is_some() {
+            // Clients poll: the next read (and concurrent ones) share this
+            // result instead of each reading a copy from the store.
+            lock(&self.recent).add(record);
+        }
+        Ok(Some(ended))
     }
 
     /// Queued and processing tasks, oldest first (not on a reactor).
