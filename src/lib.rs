@@ -11,6 +11,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod api;
+pub mod cidr;
 pub mod cli;
 pub mod clock;
 pub mod fetch;
@@ -20,6 +21,7 @@ pub mod loadtest;
 pub mod log;
 pub mod metrics;
 pub mod pool;
+pub mod ratelimit;
 pub mod reactor;
 pub mod seo;
 pub mod signals;

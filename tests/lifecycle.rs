@@ -365,6 +365,10 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
         (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH or memory"),
         (&["serve", "--durability", "eventually"][..], "give process or power"),
+        (&["serve", "--rate-limit", "fast"][..], "is not a rate such as 20/s"),
+        (&["serve", "--rate-limit", "0/s"][..], "must be above zero"),
+        (&["serve", "--rate-limit-submit", "5/week"][..], "unknown unit"),
+        (&["serve", "--trust-proxy", "10.0.0.0/99"][..], "bad prefix length"),
         (&["analyze", "example.com"][..], "give its URL: https://example.com/"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();

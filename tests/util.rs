@@ -97,6 +97,7 @@ pub fn api_config() -> ApiConfig {
         sync_wait: Duration::from_secs(5),
         limits: InputLimits { max_timeout: Duration::from_secs(60), max_bulk_items: 100 },
         callback_secret: None,
+        rate_limits: Default::default(),
     }
 }
 

@@ -21,8 +21,12 @@ use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
 use crate::jobs::Engine;
 use crate::metrics::Metrics;
+use crate::ratelimit::{Class, RateLimitConfig, RateLimiter};
 use crate::reactor::{Context, Reply, Service};
 use input::InputLimits;
+
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "unmatched";
 
 /// A request handler: the app, the request, its path parameters, the context.
 type Handler = fn(&App, &Request<'_>, Params<'_>, &mut Context<'_>) -> Reply;
@@ -36,6 +40,8 @@ pub struct ApiConfig {
     pub limits: InputLimits,
     /// The key callbacks are signed with (`--callback-secret`).
     pub callback_secret: Option<Arc<[u8]>>,
+    /// Per-client rate limits (none by default).
+    pub rate_limits: RateLimitConfig,
 }
 
 /// The pagelens HTTP API.
@@ -47,6 +53,7 @@ pub struct App {
     pages: work::Pages,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl App {
@@ -71,7 +78,42 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);
-        Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None })
+        let routes = router.patterns().into_iter().chain([UNMATCHED]);
+        let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);
+        Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None, limiter })
+    }
+
+    /// The rate limiter, if any class is limited (for its metrics).
+    pub fn rate_limiter(&self) -> Option<&Arc<RateLimiter>> {
+        self.limiter.as_ref()
+    }
+
+    /// Draws on the client's budget for this request: `Err` with the `429`
+    /// when it is spent; else the budget's state goes on the response.
+    fn limit(&self, request: &Request<'_>, route: &'static str, cx: &mut Context<'_>) -> Result<(), Response> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        let class = match route {
+            // Probes and scrapes come from the infrastructure, not clients.
+            "/livez" | "/readyz" | "/metrics" => return Ok(()),
+            "/analyze" | "/analyze/async" | "/bulk/analyze/async" if request.head.method == "POST" => Class::Submit,
+            _ => Class::Read,
+        };
+        let Some(verdict) = limiter.check(class, cx.peer(), &request.head, cx.now()) else { return Ok(()) };
+        if !verdict.decision.allowed {
+            limiter.count_refused(route);
+            let detail = format!(
+                "this client is over its rate for {} requests (see the RateLimit-Policy header); try again in {} s",
+                class.name(),
+                verdict.retry_after()
+            );
+            return Err(Response::problem(429, "rate-limited", &detail)
+                .header("Retry-After", verdict.retry_after().to_string())
+                .header("RateLimit-Policy", verdict.policy())
+                .header("RateLimit", verdict.state()));
+        }
+        cx.add_header("RateLimit-Policy", verdict.policy());
+        cx.add_header("RateLimit", verdict.state());
+        Ok(())
     }
 
     /// Serves `GET /metrics` from `metrics`.
@@ -88,22 +130,21 @@ impl App {
 
 impl Service for App {
     fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply {
-        match self.router.find(request.head.method, request.head.path) {
-            Match::Found(handler, params, pattern) => {
-                cx.set_route(pattern);
-                handler(self, request, params, cx)
-            }
-            Match::MethodNotAllowed(allow, pattern) => {
-                cx.set_route(pattern);
-                Reply::Now(
-                    Response::problem(
-                        405,
-                        "method-not-allowed",
-                        &format!("{} is not allowed here", request.head.method),
-                    )
+        let found = self.router.find(request.head.method, request.head.path);
+        let route = match &found {
+            Match::Found(_, _, pattern) | Match::MethodNotAllowed(_, pattern) => pattern,
+            Match::NotFound => UNMATCHED,
+        };
+        cx.set_route(route);
+        if let Err(refused) = self.limit(request, route, cx) {
+            return Reply::Now(refused);
+        }
+        match found {
+            Match::Found(handler, params, _) => handler(self, request, params, cx),
+            Match::MethodNotAllowed(allow, _) => Reply::Now(
+                Response::problem(405, "method-not-allowed", &format!("{} is not allowed here", request.head.method))
                     .header("Allow", allow),
-                )
-            }
+            ),
             Match::NotFound => {
                 Reply::Now(Response::problem(404, "not-found", &format!("no resource at {}", request.head.path)))
             }

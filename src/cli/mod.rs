@@ -17,6 +17,7 @@ use crate::api::ApiConfig;
 use crate::fetch::{Cidr, FetchConfig, Guard};
 use crate::jobs::{Durability, EngineConfig};
 use crate::metrics::alerts::AlertConfig;
+use crate::ratelimit::{rate, RateLimitConfig};
 use crate::reactor::{Limits, ServerConfig};
 use units::{parse_duration, parse_size};
 
@@ -379,6 +380,26 @@ pub struct ServeArgs {
     /// Key for the HMAC-SHA256 signature of callbacks (header X-Pagelens-Signature: sha256=HEX). Unsigned without it.
     #[arg(long, env = "PAGELENS_CALLBACK_SECRET", hide_env_values = true)]
     pub callback_secret: Option<String>,
+
+    /// Requests a client (an address; IPv6 by /64) may make, e.g. 20/s or 600/min; past it, 429 with Retry-After and RateLimit headers. Probes and /metrics are not limited. Off by default.
+    #[arg(long, env = "PAGELENS_RATE_LIMIT", value_name = "RATE", value_parser = crate::ratelimit::parse_rate)]
+    pub rate_limit: Option<f64>,
+
+    /// A separate rate for submissions (POST /analyze, /analyze/async, /bulk/analyze/async); without it they share --rate-limit.
+    #[arg(long, env = "PAGELENS_RATE_LIMIT_SUBMIT", value_name = "RATE", value_parser = crate::ratelimit::parse_rate)]
+    pub rate_limit_submit: Option<f64>,
+
+    /// Requests a client may make at once before the rate applies; default one second's worth.
+    #[arg(long, env = "PAGELENS_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+
+    /// Clients the rate limiter remembers (16 bytes each, fixed at start); past it the least recently seen are forgotten.
+    #[arg(long, env = "PAGELENS_RATE_LIMIT_CLIENTS", default_value_t = 65_536)]
+    pub rate_limit_clients: usize,
+
+    /// Proxies (CIDR) whose Forwarded / X-Forwarded-For header names the client for rate limits; repeatable (the variable takes a comma-separated list). Without it the peer address is the client.
+    #[arg(long = "trust-proxy", value_name = "CIDR", env = "PAGELENS_TRUST_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trust_proxy: Vec<Cidr>,
 }
 
 /// Flags of the outbound client.
@@ -610,6 +631,12 @@ impl ServeArgs {
             sync_wait: self.sync_wait,
             limits: InputLimits { max_timeout: self.max_task_timeout, max_bulk_items: self.max_bulk_items },
             callback_secret: self.callback_secret.as_ref().map(|s| s.as_bytes().into()),
+            rate_limits: RateLimitConfig {
+                submit: self.rate_limit_submit.or(self.rate_limit).map(|r| rate(r, self.rate_burst)),
+                read: self.rate_limit.map(|r| rate(r, self.rate_burst)),
+                clients: self.rate_limit_clients.max(1),
+                trust_proxy: self.trust_proxy.clone(),
+            },
         };
         let server = ServerConfig {
             listen: self.listen,

@@ -18,9 +18,10 @@ pub mod transport;
 
 use std::io::Read;
 
+pub use crate::cidr::Cidr;
 pub use client::Fetcher;
 pub use error::FetchError;
-pub use guard::{Cidr, Guard};
+pub use guard::Guard;
 pub use request::{FetchConfig, FetchRequest, FetchResponse, RetryOn, Timings};
 
 /// Undoes `Content-Encoding` (gzip, deflate, identity), refusing output

@@ -92,6 +92,17 @@ impl<H> Router<H> {
         self
     }
 
+    /// Every route's pattern, each once, in the order added.
+    pub fn patterns(&self) -> Vec<&'static str> {
+        let mut patterns: Vec<&'static str> = Vec::new();
+        for route in &self.routes {
+            if !patterns.contains(&route.pattern) {
+                patterns.push(route.pattern);
+            }
+        }
+        patterns
+    }
+
     /// Finds the handler for `method` and `path`. `HEAD` is served by `GET` routes.
     pub fn find<'a>(&'a self, method: &str, path: &'a str) -> Match<'a, H> {
         let mut values = [""; MAX_PARAMS];

@@ -8,6 +8,7 @@ use super::{Collector, Exposition};
 use crate::fetch::Fetcher;
 use crate::jobs::{Engine, TaskState};
 use crate::pool::Priority;
+use crate::ratelimit::RateLimiter;
 use crate::reactor::ServerState;
 
 /// Connection figures of the reactors.
@@ -37,6 +38,17 @@ pub fn server(state: Arc<ServerState>) -> Collector {
             "Connections closed because the client was too slow.",
             state.connections_timed_out() as f64,
         );
+    })
+}
+
+/// Refusals of the per-client rate limits, by route.
+pub fn rate_limits(limiter: Arc<RateLimiter>) -> Collector {
+    Box::new(move |out: &mut Exposition| {
+        let name = "pagelens_http_rate_limited_total";
+        out.family(name, "counter", "Requests refused with 429 by the per-client rate limits, by route.");
+        for (route, n) in limiter.refused() {
+            out.sample(name, &[("route", route)], n as f64);
+        }
     })
 }
 

@@ -6,7 +6,7 @@
 //! all end up there. Time is passed in through [`Env::now`], never read here.
 
 use std::collections::VecDeque;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -143,6 +143,8 @@ struct Slot {
     seq: u64,
     meta: Meta,
     state: SlotState,
+    /// Headers the service added for the response still to come.
+    headers: Vec<(&'static str, String)>,
 }
 
 /// How far a response owed has come.
@@ -183,6 +185,7 @@ struct Output {
 pub struct Connection {
     stream: TcpStream,
     token: Token,
+    peer: IpAddr,
     state: State,
     rbuf: ReadBuf,
     out: Output,
@@ -198,10 +201,11 @@ pub struct Connection {
 
 impl Connection {
     /// A connection that has just been accepted at `now`.
-    pub fn new(stream: TcpStream, token: Token, now: Instant) -> Self {
+    pub fn new(stream: TcpStream, token: Token, peer: IpAddr, now: Instant) -> Self {
         Connection {
             stream,
             token,
+            peer,
             state: State::Head { since: Some(now) },
             rbuf: ReadBuf::default(),
             out: Output { pending: VecDeque::new(), next_seq: 0, wire: Wire::new(now) },
@@ -393,7 +397,7 @@ impl Connection {
                     let head_len = head.len;
                     let framing = match head.framing {
                         Framing::Empty => {
-                            let keep = self.out.dispatch(Request { head, body: &[] }, self.token, env);
+                            let keep = self.out.dispatch(Request { head, body: &[] }, self.token, self.peer, env);
                             self.rbuf.consume(head_len);
                             self.state = if keep { State::Head { since: None } } else { State::Closing };
                             continue;
@@ -446,7 +450,7 @@ impl Connection {
                         }
                     };
                     let body = &filled[head_len..head_len + body_len];
-                    let keep = self.out.dispatch(Request { head, body }, self.token, env);
+                    let keep = self.out.dispatch(Request { head, body }, self.token, self.peer, env);
                     self.rbuf.consume(head_len + raw_len);
                     self.state = if keep { State::Head { since: None } } else { State::Closing };
                 }
@@ -463,7 +467,7 @@ impl Connection {
         let meta =
             Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
         let response = Response::from_http_error(error);
-        self.out.push(meta, Some(response), env);
+        self.out.push(meta, Some(response), Vec::new(), env);
         self.state = State::Closing;
     }
 
@@ -522,9 +526,9 @@ impl Output {
 
     /// Calls the service for one request and queues or encodes its answer.
     /// Returns whether the connection stays open for further requests.
-    fn dispatch(&mut self, request: Request<'_>, token: Token, env: &mut Env<'_>) -> bool {
+    fn dispatch(&mut self, request: Request<'_>, token: Token, peer: IpAddr, env: &mut Env<'_>) -> bool {
         env.recorder.request_started();
-        let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server);
+        let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server, peer, env.now);
         let service = env.service;
         let reply = catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut cx)));
         let head: &Head<'_> = &request.head;
@@ -544,14 +548,21 @@ impl Output {
             }
             Err(_) => Some(Response::problem(500, "internal", "the request's handler failed")),
         };
-        self.push(meta, response, env);
+        self.push(meta, response, cx.take_headers(), env);
         meta.keep_alive
     }
 
     /// Queues the next response slot; encodes whatever is ready in order.
-    fn push(&mut self, meta: Meta, response: Option<Response>, env: &mut Env<'_>) {
+    fn push(
+        &mut self,
+        meta: Meta,
+        response: Option<Response>,
+        mut headers: Vec<(&'static str, String)>,
+        env: &mut Env<'_>,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let response = response.map(|r| with_headers(r, &mut headers));
         match response {
             // The common case: nothing ahead, so encode at once without a slot.
             Some(response) if self.pending.is_empty() && !response.is_streamed() => {
@@ -559,7 +570,7 @@ impl Output {
             }
             response => {
                 let state = response.map_or(SlotState::Waiting, SlotState::Ready);
-                self.pending.push_back(Slot { seq, meta, state });
+                self.pending.push_back(Slot { seq, meta, state, headers });
                 self.encode_ready(env);
             }
         }
@@ -569,10 +580,12 @@ impl Output {
         // Parts for a slot already answered (or dropped by a close) are ignored.
         let Some(slot) = self.pending.iter_mut().find(|s| s.seq == seq) else { return };
         match (&mut slot.state, part) {
-            (SlotState::Waiting, Part::Whole(response)) => slot.state = SlotState::Ready(response),
+            (SlotState::Waiting, Part::Whole(response)) => {
+                slot.state = SlotState::Ready(with_headers(response, &mut slot.headers))
+            }
             (SlotState::Waiting, Part::Head(head, gone)) => {
                 slot.state = SlotState::Streaming {
-                    head: Some(head),
+                    head: Some(with_headers(head, &mut slot.headers)),
                     chunks: VecDeque::new(),
                     ended: false,
                     keep_alive: true,
@@ -618,6 +631,14 @@ impl Output {
             }
         }
     }
+}
+
+/// `response` with the headers a service added through its context.
+fn with_headers(mut response: Response, headers: &mut Vec<(&'static str, String)>) -> Response {
+    for (name, value) in headers.drain(..) {
+        response = response.header(name, value);
+    }
+    response
 }
 
 /// Encodes a response head (and body, unless streamed) onto the wire;

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -253,7 +254,7 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.admit(stream, now),
+                Ok((stream, peer)) => self.admit(stream, peer.ip(), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -295,7 +296,7 @@ impl EventLoop {
         shed && self.spare_fd.is_some()
     }
 
-    fn admit(&mut self, mut stream: TcpStream, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
         if !self.server.try_open() {
             // Best effort: a fresh socket's send buffer has room for this.
             let _ = stream.write(OVER_CAPACITY);
@@ -313,7 +314,7 @@ impl EventLoop {
             self.server.close();
             return;
         }
-        let entry = slot.insert(Entry { generation, conn: Connection::new(stream, token, now) });
+        let entry = slot.insert(Entry { generation, conn: Connection::new(stream, token, peer, now) });
         if let Some(at) = entry.conn.next_deadline(&self.config.limits) {
             self.timers.arm(token, at, &mut entry.conn.armed);
         }

@@ -5,7 +5,9 @@
 //! another thread with a [`Responder`] and answer [`Reply::Later`]; it must
 //! never block, because it runs on the event loop.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mio::Token;
 
@@ -39,11 +41,41 @@ pub struct Context<'a> {
     server: &'a ServerState,
     deferred: bool,
     route: &'static str,
+    peer: IpAddr,
+    now: Instant,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(mailbox: &'a Arc<Mailbox>, token: Token, seq: u64, server: &'a ServerState) -> Self {
-        Context { mailbox, token, seq, server, deferred: false, route: "unmatched" }
+    pub(crate) fn new(
+        mailbox: &'a Arc<Mailbox>,
+        token: Token,
+        seq: u64,
+        server: &'a ServerState,
+        peer: IpAddr,
+        now: Instant,
+    ) -> Self {
+        Context { mailbox, token, seq, server, deferred: false, route: "unmatched", peer, now, headers: Vec::new() }
+    }
+
+    /// The address of the connection's peer.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// The reactor's time for this request.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Adds a header to this request's response, whoever answers it and
+    /// whenever (a deferred answer too).
+    pub fn add_header(&mut self, name: &'static str, value: String) {
+        self.headers.push((name, value));
+    }
+
+    pub(crate) fn take_headers(&mut self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut self.headers)
     }
 
     /// A handle through which another thread answers this request later.
