@@ -26,3 +26,4 @@ pub mod reactor;
 pub mod seo;
 pub mod signals;
 pub mod system;
+pub mod tls;

@@ -16,7 +16,8 @@ use pagelens::loadtest;
 use pagelens::metrics::{collectors, Metrics};
 use pagelens::reactor::Server;
 use pagelens::seo;
-use pagelens::signals::{raise_fd_limit, TerminationSignals};
+use pagelens::signals::{raise_fd_limit, Signals};
+use pagelens::tls::Certificates;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,7 +51,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         pagelens::warn!("could not raise the open-file limit: {e}");
     }
     // Before any thread starts, so that all of them inherit the mask.
-    let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let signals = Signals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let store = args.open_store()?;
     if config.fetch.guard.is_loosened() {
         let guard = &config.fetch.guard;
@@ -92,9 +93,13 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         hub.add_snapshot_part(collectors::server_snapshot(Arc::clone(server.state())));
     }
     let figures = store.figures();
+    let listening = match (server.tls_addr(), server.local_addr()) {
+        (Some(tls), plain) if tls == plain => format!("https://{tls}"),
+        (Some(tls), plain) => format!("http://{plain} and https://{tls}"),
+        (None, plain) => format!("http://{plain}"),
+    };
     println!(
-        "pagelens listening on http://{} ({} reactors, {} workers; tasks in {}{}; recovered {} queued, {} interrupted, {} callbacks owed)",
-        server.local_addr(),
+        "pagelens listening on {listening} ({} reactors, {} workers; tasks in {}{}; recovered {} queued, {} interrupted, {} callbacks owed)",
         config.server.reactors,
         config.engine.workers,
         figures.backend,
@@ -105,12 +110,22 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    let signal = signals.wait().map_err(|e| format!("waiting for signals: {e}"))?;
+    let signal = loop {
+        match signals.wait().map_err(|e| format!("waiting for signals: {e}"))? {
+            libc::SIGHUP => reload(config.certificates.as_deref()),
+            signal => break signal,
+        }
+    };
     let signals = Arc::new(signals);
-    std::thread::spawn(move || {
-        if signals.wait().is_ok() {
-            pagelens::warn!("second signal: exiting now");
-            std::process::exit(130);
+    let certificates = config.certificates.clone();
+    std::thread::spawn(move || loop {
+        match signals.wait() {
+            Ok(libc::SIGHUP) => reload(certificates.as_deref()),
+            Ok(_) => {
+                pagelens::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            Err(_) => return,
         }
     });
     if !args.drain_grace.is_zero() {
@@ -145,6 +160,16 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         ),
     }
     Ok(())
+}
+
+/// SIGHUP: reads the TLS certificate and key again; new handshakes get the
+/// new pair, open connections keep theirs. A bad file keeps the old pair.
+fn reload(certificates: Option<&Certificates>) {
+    match certificates.map(Certificates::reload) {
+        None => pagelens::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+        Some(Ok(())) => pagelens::info!("SIGHUP: TLS certificate and key reloaded"),
+        Some(Err(e)) => pagelens::warn!("SIGHUP: still serving the previous certificate: {e}"),
+    }
 }
 
 fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
@@ -233,7 +258,7 @@ fn loadtest(args: &LoadtestArgs) -> ExitCode {
 fn run_loadtest(args: &LoadtestArgs) -> Result<bool, String> {
     let config = args.config()?;
     // Ctrl-C (or SIGTERM) ends the run early; what was measured is reported.
-    let signals = TerminationSignals::block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let signals = Signals::block().map_err(|e| format!("cannot block signals: {e}"))?;
     let stop = Arc::clone(&config.stop);
     std::thread::spawn(move || {
         if signals.wait().is_ok() {

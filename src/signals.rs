@@ -1,4 +1,4 @@
-//! Waiting for SIGINT and SIGTERM without a signal handler.
+//! Waiting for SIGINT, SIGTERM and SIGHUP without a signal handler.
 //!
 //! The signals are blocked in the main thread before any other thread
 //! starts, so every thread inherits the mask and only `sigwait` here ever
@@ -6,13 +6,14 @@
 
 use std::io;
 
-/// SIGINT and SIGTERM, blocked for this thread and all threads it starts.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), blocked for this thread
+/// and all threads it starts.
 #[derive(Debug)]
-pub struct TerminationSignals {
+pub struct Signals {
     set: libc::sigset_t,
 }
 
-impl TerminationSignals {
+impl Signals {
     /// Blocks the signals. Call before starting any thread.
     pub fn block() -> io::Result<Self> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it before
@@ -22,11 +23,12 @@ impl TerminationSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
-            Ok(TerminationSignals { set })
+            Ok(Signals { set })
         }
     }
 
@@ -43,8 +45,8 @@ impl TerminationSignals {
 }
 
 // SAFETY: sigset_t is a plain bit set; sharing it read-only between threads is sound.
-unsafe impl Send for TerminationSignals {}
-unsafe impl Sync for TerminationSignals {}
+unsafe impl Send for Signals {}
+unsafe impl Sync for Signals {}
 
 /// Raises the soft open-file limit to the hard limit, so that
 /// `--max-connections` is not capped by a low default.

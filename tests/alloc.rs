@@ -66,6 +66,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
         listen: "127.0.0.1:0".parse().unwrap(),
         reactors: 1,
         max_connections: 100,
+        tls: None,
         shutdown_timeout: Duration::from_secs(1),
         limits: Limits {
             header_timeout: Duration::from_secs(10),

@@ -17,6 +17,13 @@ pub type Limit = (libc::__rlimit_resource_t, u64);
 /// store) under `limits`; returns it and the address it printed. SIGXFSZ is
 /// ignored, so that a file-size limit fails writes as a full disk does.
 pub fn spawn_binary(args: &[&str], limits: &[Limit]) -> (Child, SocketAddr) {
+    let (child, line) = spawn_binary_line(args, limits);
+    let addr = line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    (child, addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}")))
+}
+
+/// As [`spawn_binary`], returning the start line instead of the address.
+pub fn spawn_binary_line(args: &[&str], limits: &[Limit]) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
     command.arg("serve").env("PAGELENS_STORE", "memory").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let limits = limits.to_vec();
@@ -36,8 +43,7 @@ pub fn spawn_binary(args: &[&str], limits: &[Limit]) -> (Child, SocketAddr) {
     let mut child = command.spawn().expect("start pagelens");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
-    (child, addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}")))
+    (child, line)
 }
 
 pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

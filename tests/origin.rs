@@ -77,9 +77,15 @@ pub struct Tls {
     config: Arc<rustls::ServerConfig>,
 }
 
-impl Tls {
-    /// A fresh CA and a certificate for `names`.
-    pub fn new(names: &[&str]) -> Tls {
+/// A fresh test CA, and a certificate it signed for `names` with its key.
+pub struct Issued {
+    pub ca: rcgen::Certificate,
+    pub cert: rcgen::Certificate,
+    pub key: rcgen::KeyPair,
+}
+
+impl Issued {
+    pub fn new(names: &[&str]) -> Issued {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -88,6 +94,14 @@ impl Tls {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        Issued { ca: ca.as_ref().clone(), cert, key }
+    }
+}
+
+impl Tls {
+    /// A fresh CA and a certificate for `names`.
+    pub fn new(names: &[&str]) -> Tls {
+        let Issued { ca, cert, key } = Issued::new(names);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)

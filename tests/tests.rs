@@ -16,3 +16,4 @@ mod pipelining;
 mod rejects;
 mod seo;
 mod tasks;
+mod tls;

@@ -28,6 +28,7 @@ pub fn config() -> ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         reactors: 2,
         max_connections: 10_000,
+        tls: None,
         shutdown_timeout: Duration::from_secs(5),
         limits: Limits {
             header_timeout: Duration::from_secs(10),

@@ -8,6 +8,8 @@ mod alerts_file;
 pub mod units;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +20,8 @@ use crate::fetch::{Cidr, FetchConfig, Guard};
 use crate::jobs::{Durability, EngineConfig};
 use crate::metrics::alerts::AlertConfig;
 use crate::ratelimit::{rate, RateLimitConfig};
-use crate::reactor::{Limits, ServerConfig};
+use crate::reactor::{Limits, ServerConfig, TlsListen};
+use crate::tls::Certificates;
 use units::{parse_duration, parse_size};
 
 /// pagelens: a non-blocking SEO analysis service.
@@ -248,6 +251,18 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "PAGELENS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// PEM certificate chain to serve TLS with (with --tls-key): on --tls-listen if given, else on --listen itself. Read again on SIGHUP without dropping connections.
+    #[arg(long, env = "PAGELENS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "PAGELENS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A separate address for TLS, so that --listen stays plain HTTP (e.g. for probes on a private port).
+    #[arg(long, env = "PAGELENS_TLS_LISTEN", value_name = "ADDR", requires = "tls_cert")]
+    pub tls_listen: Option<SocketAddr>,
 
     /// Reactor (event loop) threads; 0 means one per available core.
     #[arg(long, env = "PAGELENS_REACTORS", default_value_t = 0)]
@@ -530,20 +545,9 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
 impl FetchArgs {
     /// The fetcher's configuration; reads `--ca-file`.
     pub fn config(&self) -> Result<FetchConfig, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
         let extra_roots = match &self.ca_file {
             None => Vec::new(),
-            Some(path) => {
-                let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?
-                    .collect();
-                let certs = certs.map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!("--ca-file {}: no certificates in it", path.display()));
-                }
-                certs
-            }
+            Some(path) => crate::tls::read_certificates(path, "--ca-file")?,
         };
         if !(self.fetch_rate > 0.0 && self.fetch_rate.is_finite()) {
             return Err("--fetch-rate must be a positive number".into());
@@ -588,6 +592,8 @@ pub struct ServeConfig {
     pub fetch: FetchConfig,
     /// Where alert changes are POSTed (from `--alerts-file`).
     pub alert_webhook: Option<url::Url>,
+    /// The certificate served over TLS, reloaded on SIGHUP.
+    pub certificates: Option<Arc<Certificates>>,
 }
 
 impl ServeArgs {
@@ -638,7 +644,17 @@ impl ServeArgs {
                 trust_proxy: self.trust_proxy.clone(),
             },
         };
+        let certificates = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(Certificates::load(cert, key)?),
+            // clap's `requires` lets neither come alone.
+            _ => None,
+        };
+        let tls = match &certificates {
+            Some(certs) => Some(TlsListen { addr: self.tls_listen, config: certs.server_config()? }),
+            None => None,
+        };
         let server = ServerConfig {
+            tls,
             listen: self.listen,
             reactors: if self.reactors == 0 { cores } else { self.reactors },
             max_connections: self.max_connections,
@@ -681,7 +697,7 @@ impl ServeArgs {
         if let Some(hook) = &alert_webhook {
             fetch.guard.check_url(hook).map_err(|e| format!("--alerts-file webhook: {e}"))?;
         }
-        Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook })
+        Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook, certificates })
     }
 }
 

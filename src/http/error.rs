@@ -44,6 +44,8 @@ pub enum HttpError {
     ExpectationFailed,
     /// The head or body did not arrive before its deadline.
     Timeout,
+    /// Plain HTTP sent to a port that speaks TLS.
+    PlainOnTlsPort,
 }
 
 impl HttpError {
@@ -80,6 +82,7 @@ impl HttpError {
             HttpError::BodyTooLarge { .. } => "body-too-large",
             HttpError::ExpectationFailed => "expectation-failed",
             HttpError::Timeout => "request-timeout",
+            HttpError::PlainOnTlsPort => "http-to-https-port",
         }
     }
 }
@@ -106,6 +109,7 @@ impl fmt::Display for HttpError {
             }
             HttpError::ExpectationFailed => f.write_str("only 'Expect: 100-continue' is supported"),
             HttpError::Timeout => f.write_str("the request was not received in time"),
+            HttpError::PlainOnTlsPort => f.write_str("this port speaks TLS: send the request with https://"),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! all end up there. Time is passed in through [`Env::now`], never read here.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Shutdown};
+use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use mio::Token;
 use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
 use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
+use super::socket::{PlainOnTls, Socket};
 use super::state::ServerState;
 use super::wire::Wire;
 use crate::http::chunked::ChunkedDecoder;
@@ -183,7 +184,7 @@ struct Output {
 /// An accepted client connection.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    socket: Socket,
     token: Token,
     peer: IpAddr,
     state: State,
@@ -201,9 +202,9 @@ pub struct Connection {
 
 impl Connection {
     /// A connection that has just been accepted at `now`.
-    pub fn new(stream: TcpStream, token: Token, peer: IpAddr, now: Instant) -> Self {
+    pub fn new(socket: Socket, token: Token, peer: IpAddr, now: Instant) -> Self {
         Connection {
-            stream,
+            socket,
             token,
             peer,
             state: State::Head { since: Some(now) },
@@ -218,7 +219,7 @@ impl Connection {
 
     /// The socket, for (de)registration.
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        self.socket.tcp_mut()
     }
 
     /// Advances the connection as far as the socket and its jobs allow.
@@ -231,7 +232,7 @@ impl Connection {
             let mut progressed = false;
             if !drained && self.wants_read() {
                 let limit = self.read_limit(env.limits);
-                match self.rbuf.fill(&mut self.stream, env.pool, limit) {
+                match self.rbuf.fill(&mut self.socket, env.pool, limit) {
                     Ok(Fill::Data { n, drained: empty }) => {
                         progressed = true;
                         drained = empty;
@@ -243,13 +244,21 @@ impl Connection {
                         progressed = true;
                     }
                     Ok(Fill::WouldBlock | Fill::Full) => {}
+                    Err(e) if e.get_ref().is_some_and(|e| e.is::<PlainOnTls>()) => {
+                        self.socket.drop_tls();
+                        self.fail(HttpError::PlainOnTlsPort, env);
+                        progressed = true;
+                    }
                     Err(_) => self.state = State::Closed,
                 }
             }
             progressed |= self.process(env);
-            match self.out.wire.write_to(&mut self.stream, env.now) {
+            match self.out.wire.write_to(&mut self.socket, env.now) {
                 Ok(written) => env.recorder.bytes(0, written),
                 Err(_) => self.state = State::Closed,
+            }
+            if self.socket.flush_tls().is_err() {
+                self.state = State::Closed;
             }
             progressed |= self.settle(env);
             if progressed {
@@ -289,12 +298,7 @@ impl Connection {
     /// Whether the client of a stream has stopped reading: more than two of
     /// its largest chunks, and at least [`STREAM_BACKLOG`], still unread.
     fn stream_stalled(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int: the bytes not yet acknowledged.
-        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        let kernel = if rc == 0 { usize::try_from(queued).unwrap_or(0) } else { 0 };
-        kernel + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * self.largest_chunk)
+        self.socket.unacknowledged() + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * self.largest_chunk)
     }
 
     /// Acts on a deadline that has passed, then drives on.
@@ -326,7 +330,8 @@ impl Connection {
     }
 
     fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
-        let write = self.out.has_unwritten().then(|| (self.out.wire.write_since + limits.write_timeout, Expiry::Write));
+        let unsent = self.out.has_unwritten() || self.socket.wants_write();
+        let write = unsent.then(|| (self.out.wire.write_since + limits.write_timeout, Expiry::Write));
         let read = match self.state {
             State::Head { since: Some(t) } => Some((t + limits.header_timeout, Expiry::Request)),
             State::Head { since: None } if self.out.is_idle() => {
@@ -491,8 +496,8 @@ impl Connection {
         if idle && self.rbuf.is_empty() && self.out.is_idle() {
             self.state = State::Closed;
         }
-        if matches!(self.state, State::Closing) && self.out.is_idle() {
-            self.state = if self.peer_closed || self.stream.shutdown(Shutdown::Write).is_err() {
+        if matches!(self.state, State::Closing) && self.out.is_idle() && !self.socket.wants_write() {
+            self.state = if self.peer_closed || self.socket.shutdown_write().is_err() {
                 State::Closed
             } else {
                 State::Lingering { until: env.now + LINGER }

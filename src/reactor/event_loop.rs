@@ -19,16 +19,18 @@ use super::buffers::BufPool;
 use super::connection::{Connection, Env, Limits, Status};
 use super::mailbox::Mailbox;
 use super::service::Service;
+use super::socket::Socket;
 use super::state::ServerState;
 use super::timers::Timers;
 use crate::http::date::DateCache;
 use crate::metrics::recorder::Recorder;
 use crate::metrics::INTERVAL as METRICS_INTERVAL;
 
-/// Token of the listening socket.
-const LISTENER: Token = Token(usize::MAX);
 /// Token of the mailbox's waker.
 pub const WAKER: Token = Token(usize::MAX - 1);
+/// Token of the first listening socket; the next ones count down from it.
+/// (Connection tokens carry a slab index, far below these, in their low bits.)
+const FIRST_LISTENER: usize = usize::MAX - 2;
 /// How long to stop accepting after an accept error we cannot shed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Sent to a connection over `--max-connections` before closing it.
@@ -52,6 +54,16 @@ fn split_token(token: Token) -> (usize, u32) {
     (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
 }
 
+/// A listening socket and, for a TLS port, the configuration its
+/// connections' handshakes use.
+#[derive(Debug)]
+pub struct Listening {
+    /// The socket.
+    pub socket: TcpListener,
+    /// TLS, or `None` for plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// The reactor's settings, shared by all reactors.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -64,7 +76,8 @@ pub struct LoopConfig {
 /// One reactor.
 pub struct EventLoop {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// Empty once draining: nothing more is accepted.
+    listeners: Vec<Listening>,
     conns: Slab<Entry>,
     timers: Timers,
     mailbox: Arc<Mailbox>,
@@ -86,20 +99,22 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// A reactor around `poll`, serving `listener`.
+    /// A reactor around `poll`, serving `listeners`.
     pub fn new(
         poll: Poll,
-        mut listener: TcpListener,
+        mut listeners: Vec<Listening>,
         mailbox: Arc<Mailbox>,
         service: Arc<dyn Service>,
         config: LoopConfig,
         server: Arc<ServerState>,
         recorder: Recorder,
     ) -> io::Result<Self> {
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry().register(&mut listener.socket, Token(FIRST_LISTENER - i), Interest::READABLE)?;
+        }
         Ok(EventLoop {
             poll,
-            listener: Some(listener),
+            listeners,
             conns: Slab::new(),
             timers: Timers::default(),
             mailbox,
@@ -132,8 +147,8 @@ impl EventLoop {
             self.date.refresh(SystemTime::now());
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
                     WAKER => self.on_wake(now),
+                    token if self.listener_of(token).is_some() => self.accept(now),
                     token => self.with_conn(token, now, |conn, env| conn.drive(env)),
                 }
             }
@@ -160,6 +175,11 @@ impl EventLoop {
         }
         self.recorder.flush();
         Ok(())
+    }
+
+    /// The index of the listener behind `token`, if it is one.
+    fn listener_of(&self, token: Token) -> Option<usize> {
+        FIRST_LISTENER.checked_sub(token.0).filter(|i| *i < self.listeners.len())
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -239,8 +259,8 @@ impl EventLoop {
     fn begin_drain(&mut self, now: Instant) {
         self.drain_deadline = Some(now + self.config.shutdown_timeout);
         self.server.start_draining();
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         let tokens: Vec<Token> = self.conns.iter().map(|(i, e)| token_of(i, e.generation)).collect();
         for token in tokens {
@@ -248,19 +268,29 @@ impl EventLoop {
         }
     }
 
+    /// Accepts from every listener until each is empty (or accepting pauses).
     fn accept(&mut self, now: Instant) {
+        for i in 0..self.listeners.len() {
+            self.accept_from(i, now);
+        }
+    }
+
+    fn accept_from(&mut self, i: usize, now: Instant) {
         while self.accept_paused_until.is_none() {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listeners.get(i) else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer.ip(), now),
+            match listener.socket.accept() {
+                Ok((stream, peer)) => {
+                    let tls = listener.tls.clone();
+                    self.admit(stream, peer.ip(), tls, now)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     self.server.count_refused();
-                    if !self.shed_one() {
+                    if !self.shed_one(i) {
                         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     }
                 }
@@ -273,14 +303,16 @@ impl EventLoop {
     /// Out of descriptors: free the spare, accept one pending connection,
     /// answer it `503` and close it so it is not left hanging, then take
     /// the spare back.
-    fn shed_one(&mut self) -> bool {
-        let Some(listener) = &self.listener else {
+    /// (On a TLS port the `503` is not readable: the client sees the
+    /// connection close, which is still an answer rather than a hang.)
+    fn shed_one(&mut self, i: usize) -> bool {
+        let Some(listener) = self.listeners.get(i) else {
             return false;
         };
         if self.spare_fd.take().is_none() {
             return false;
         }
-        let shed = match listener.accept() {
+        let shed = match listener.socket.accept() {
             Ok((mut stream, _)) => {
                 // What it sent is read first: closing with unread bytes
                 // would reset the connection and could destroy the answer.
@@ -296,9 +328,10 @@ impl EventLoop {
         shed && self.spare_fd.is_some()
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, tls: Option<Arc<rustls::ServerConfig>>, now: Instant) {
         if !self.server.try_open() {
-            // Best effort: a fresh socket's send buffer has room for this.
+            // Best effort: a fresh socket's send buffer has room for this
+            // (a TLS client sees only the close).
             let _ = stream.write(OVER_CAPACITY);
             return;
         }
@@ -314,7 +347,17 @@ impl EventLoop {
             self.server.close();
             return;
         }
-        let entry = slot.insert(Entry { generation, conn: Connection::new(stream, token, peer, now) });
+        let socket = match tls.map(rustls::ServerConnection::new) {
+            None => Socket::plain(stream),
+            Some(Ok(conn)) => Socket::tls(stream, conn),
+            // Only a configuration error fails here, and the configuration was built at start.
+            Some(Err(_)) => {
+                let _ = self.poll.registry().deregister(&mut stream);
+                self.server.close();
+                return;
+            }
+        };
+        let entry = slot.insert(Entry { generation, conn: Connection::new(socket, token, peer, now) });
         if let Some(at) = entry.conn.next_deadline(&self.config.limits) {
             self.timers.arm(token, at, &mut entry.conn.armed);
         }

@@ -10,6 +10,7 @@ mod event_loop;
 mod listener;
 mod mailbox;
 mod service;
+mod socket;
 mod state;
 pub mod timers;
 mod wire;
@@ -31,7 +32,7 @@ pub use mailbox::{Responder, StreamSender};
 pub use service::{Context, Reply, Service};
 pub use state::ServerState;
 
-use event_loop::{EventLoop, LoopConfig, WAKER};
+use event_loop::{EventLoop, Listening, LoopConfig, WAKER};
 use mailbox::Mailbox;
 
 /// Everything the server needs to start.
@@ -47,12 +48,25 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Per-connection limits and timeouts.
     pub limits: Limits,
+    /// TLS termination, if any.
+    pub tls: Option<TlsListen>,
+}
+
+/// Where TLS is served.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// A port of its own beside the plain `listen`; `None`: `listen`
+    /// itself speaks TLS.
+    pub addr: Option<SocketAddr>,
+    /// The handshake's configuration (certificate, versions, ALPN).
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// A running server: its reactor threads and the means to stop them.
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     mailboxes: Vec<Arc<Mailbox>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state: Arc<ServerState>,
@@ -72,17 +86,31 @@ impl Server {
         metrics: Option<Sender<Handoff>>,
     ) -> io::Result<Server> {
         let reactors = config.reactors.max(1);
-        listener::ensure_free(config.listen)?;
-        let first = listener::bind(config.listen)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..reactors {
-            listeners.push(listener::bind(addr)?);
+        let (plain_tls, extra) = match &config.tls {
+            None => (None, None),
+            Some(TlsListen { addr: None, config }) => (Some(Arc::clone(config)), None),
+            Some(TlsListen { addr: Some(addr), config }) => (None, Some((*addr, Arc::clone(config)))),
+        };
+        let mut ports = vec![listener::bind_all(config.listen, reactors, plain_tls)?];
+        let addr = ports[0][0].socket.local_addr()?;
+        let mut tls_addr = config.tls.as_ref().map(|_| addr);
+        if let Some((at, tls)) = extra {
+            let port = listener::bind_all(at, reactors, Some(tls))?;
+            tls_addr = Some(port[0].socket.local_addr()?);
+            ports.push(port);
+        }
+        // Reactor i takes the i-th listener of every port.
+        let mut per_reactor: Vec<Vec<Listening>> = (0..reactors).map(|_| Vec::new()).collect();
+        for port in ports {
+            for (i, listening) in port.into_iter().enumerate() {
+                per_reactor[i].push(listening);
+            }
         }
         let state = Arc::new(ServerState::new(reactors, config.max_connections));
         let loop_config = LoopConfig { limits: config.limits.clone(), shutdown_timeout: config.shutdown_timeout };
-        let mut server = Server { addr, mailboxes: Vec::new(), threads: Vec::new(), state: Arc::clone(&state) };
-        for (i, listener) in listeners.into_iter().enumerate() {
+        let mut server =
+            Server { addr, tls_addr, mailboxes: Vec::new(), threads: Vec::new(), state: Arc::clone(&state) };
+        for (i, listener) in per_reactor.into_iter().enumerate() {
             let poll = Poll::new()?;
             let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
             let reactor = EventLoop::new(
@@ -102,9 +130,14 @@ impl Server {
         Ok(server)
     }
 
-    /// The address the listeners are bound to.
+    /// The address `listen` is bound to (plain HTTP, unless TLS has no port of its own).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address that speaks TLS, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Server-wide figures.
