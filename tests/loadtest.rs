@@ -19,6 +19,8 @@ fn settings(url: &str) -> LoadConfig {
     let target = Target::parse(url).unwrap();
     let options = RequestOptions { method: "GET".into(), ..RequestOptions::default() };
     LoadConfig {
+        extra_roots: Vec::new(),
+        tls_resume: false,
         plan: Plan::single(target, &options).unwrap(),
         threads: 1,
         connections: 4,

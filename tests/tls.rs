@@ -98,6 +98,29 @@ fn tls_serves_curl_and_python_with_keep_alive_pipelining_and_both_versions() {
     stop(&mut server);
 }
 
+/// `pagelens loadtest` against the TLS port, kept-alive and with a
+/// handshake per request, trusting the test CA with `--ca-file`.
+#[test]
+fn the_load_tester_speaks_tls_with_and_without_keep_alive() {
+    let dir = TempDir::new("tls-loadtest");
+    let files = write_pki(dir.path(), "a");
+    let (mut server, _, tls) = serve_tls(&files, &[]);
+    let url = format!("https://localhost:{}/livez", tls.port());
+    for extra in [&[][..], &["--no-keepalive"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+            .args(["loadtest", "-n", "300", "-c", "4", "-t", "1", "--warmup", "0s"])
+            .args(["--ca-file", files.ca.to_str().unwrap()])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{extra:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("300 requests in"), "{extra:?}: {stdout}");
+    }
+    stop(&mut server);
+}
+
 #[test]
 fn wrong_names_plain_http_and_slow_handshakes_on_the_tls_port_are_refused_cleanly() {
     let dir = TempDir::new("tls-refusals");

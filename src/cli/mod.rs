@@ -64,6 +64,14 @@ pub struct LoadtestArgs {
     #[arg(short = 'c', long, default_value_t = 64)]
     pub connections: usize,
 
+    /// PEM file of CA certificates to trust for an https target, beside the web PKI roots (a staging or test CA).
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Resume TLS sessions on new connections. Off by default, so that each new connection (see --no-keepalive) costs the server a full handshake, as distinct clients do.
+    #[arg(long)]
+    pub tls_resume: bool,
+
     /// Threads (0: one per core, at most one per connection).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
@@ -194,8 +202,14 @@ impl LoadtestArgs {
             );
         }
         let cores = crate::system::cores();
+        let extra_roots = match &self.ca_file {
+            Some(path) => crate::tls::read_certificates(path, "--ca-file")?,
+            None => Vec::new(),
+        };
         Ok(crate::loadtest::LoadConfig {
             plan,
+            extra_roots,
+            tls_resume: self.tls_resume,
             threads: if self.threads == 0 { cores } else { self.threads },
             connections: self.connections,
             duration: self.duration,

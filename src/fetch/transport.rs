@@ -61,6 +61,27 @@ impl Transport {
         matches!(self, Transport::Tls(_, tls) if tls.is_handshaking())
     }
 
+    /// Moves a TLS handshake on: reads the records the socket has, then
+    /// sends the replies. (A read into an empty buffer would not read.)
+    pub fn handshake(&mut self) -> Result<(), FetchError> {
+        let Transport::Tls(stream, tls) = self else { return Ok(()) };
+        while tls.is_handshaking() {
+            match tls.read_tls(stream) {
+                Ok(0) => return Err(FetchError::io(&io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        let _ = tls.write_tls(stream);
+                        return Err(tls_error(&e));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FetchError::io(&e)),
+            }
+        }
+        self.flush()
+    }
+
     /// Sends what TLS has queued (handshake messages, encrypted data).
     pub fn flush(&mut self) -> Result<(), FetchError> {
         let Transport::Tls(stream, tls) = self else { return Ok(()) };

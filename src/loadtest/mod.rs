@@ -23,6 +23,10 @@ use worker::{Phases, Share, Shared};
 pub struct LoadConfig {
     /// What to send.
     pub plan: Plan,
+    /// CA certificates trusted for an https target beside the web PKI roots.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Resume TLS sessions on new connections (else every one is a full handshake).
+    pub tls_resume: bool,
     /// Threads.
     pub threads: usize,
     /// Connections, spread over the threads.
@@ -52,7 +56,14 @@ pub struct LoadConfig {
 /// Runs one load test.
 pub fn run(config: &LoadConfig) -> Result<Report, String> {
     let tls = match config.plan.target.tls_name {
-        Some(_) => Some(crate::fetch::client::tls_config(&[]).map_err(|e| format!("TLS: {e}"))?),
+        Some(_) => {
+            let shared = crate::fetch::client::tls_config(&config.extra_roots).map_err(|e| format!("TLS: {e}"))?;
+            let mut tls = (*shared).clone();
+            if !config.tls_resume {
+                tls.resumption = rustls::client::Resumption::disabled();
+            }
+            Some(Arc::new(tls))
+        }
         None => None,
     };
     let shared = Shared {

@@ -523,9 +523,7 @@ impl Worker<'_> {
                 return self.broken(i, now, ErrorKind::Connect);
             }
             if t.handshaking() {
-                // Drive the handshake; a read with no plaintext yet is fine.
-                let mut none = [0u8; 0];
-                if t.read_into(&mut none).is_err() || t.flush().is_err() {
+                if t.handshake().is_err() {
                     return self.broken(i, now, ErrorKind::Connect);
                 }
                 if t.handshaking() {
