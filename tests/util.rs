@@ -294,7 +294,13 @@ impl Reader {
 
     fn fill(&mut self) -> io::Result<bool> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let n = loop {
+            // EINTR is not an answer (seen once in CI): read again.
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n > 0)
     }
