@@ -107,7 +107,7 @@ struct Totals {
     all: Histogram<u64>,
     /// Durations of the last interval (for the quantiles).
     last: Histogram<u64>,
-    sum_micros: u64,
+    sum_nanos: u64,
 }
 
 /// The metrics hub.
@@ -300,12 +300,12 @@ impl Aggregate {
             let t = self.totals.entry(*key).or_insert_with(|| Totals {
                 all: latency_histogram(),
                 last: latency_histogram(),
-                sum_micros: 0,
+                sum_nanos: 0,
             });
             // Same bounds on both sides, so adding cannot fail.
             let _ = t.all.add(&stats.latency);
             let _ = t.last.add(&stats.latency);
-            t.sum_micros = t.sum_micros.saturating_add(stats.sum_micros);
+            t.sum_nanos = t.sum_nanos.saturating_add(stats.sum_nanos);
         }
         self.bytes_in += interval.bytes_in;
         self.bytes_out += interval.bytes_out;
@@ -440,7 +440,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     for (key, t) in totals {
         let class = class_label(key.class);
         let labels = [("route", key.route), ("method", key.method), ("status_class", class.as_str())];
-        histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_micros as f64 / 1e6);
+        histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_nanos as f64 / 1e9);
     }
     out.family(
         "pagelens_http_request_latency_seconds",
@@ -457,7 +457,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
                 out.sample("pagelens_http_request_latency_seconds", &with_q, t.last.value_at_quantile(q) as f64 / 1e6);
             }
         }
-        out.sample("pagelens_http_request_latency_seconds_sum", &labels, t.sum_micros as f64 / 1e6);
+        out.sample("pagelens_http_request_latency_seconds_sum", &labels, t.sum_nanos as f64 / 1e9);
         out.sample("pagelens_http_request_latency_seconds_count", &labels, t.all.len() as f64);
     }
 }
@@ -491,7 +491,7 @@ mod tests {
         let mut interval = recorder::Interval::default();
         let key = SeriesKey { route: "/x", method: "GET", class: 2 };
         for micros in 1..=100_000 {
-            interval.record(key, micros);
+            interval.record(key, micros * 1000);
         }
         let mut aggregate = Aggregate::default();
         aggregate.merge(&interval);

@@ -48,10 +48,11 @@ impl SeriesKey {
 /// One series' figures for an interval.
 #[derive(Debug, Clone)]
 pub struct SeriesStats {
-    /// Durations in microseconds.
+    /// Durations in microseconds (rounded up: at least 1).
     pub latency: Histogram<u64>,
-    /// Exact sum of durations in microseconds (HDR keeps no exact sum).
-    pub sum_micros: u64,
+    /// Exact sum of durations in nanoseconds (HDR keeps no exact sum), so
+    /// that sub-microsecond requests do not sum to 0.
+    pub sum_nanos: u64,
 }
 
 /// FNV-1a: the keys are a few short labels, where SipHash's setup cost
@@ -99,16 +100,16 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Records one request.
-    pub fn record(&mut self, key: SeriesKey, micros: u64) {
+    /// Records one request that took `nanos`.
+    pub fn record(&mut self, key: SeriesKey, nanos: u64) {
         let at = match self.series.get(self.last) {
             Some((last, _)) if last.same(&key) => self.last,
             _ => self.position(key),
         };
         self.last = at;
         if let Some((_, stats)) = self.series.get_mut(at) {
-            stats.latency.saturating_record(micros.clamp(1, MAX_MICROS));
-            stats.sum_micros = stats.sum_micros.saturating_add(micros);
+            stats.latency.saturating_record(nanos.div_ceil(1000).clamp(1, MAX_MICROS));
+            stats.sum_nanos = stats.sum_nanos.saturating_add(nanos);
         }
     }
 
@@ -118,7 +119,7 @@ impl Interval {
         if let Some(&at) = self.index.get(&key) {
             return at;
         }
-        self.series.push((key, SeriesStats { latency: latency_histogram(), sum_micros: 0 }));
+        self.series.push((key, SeriesStats { latency: latency_histogram(), sum_nanos: 0 }));
         self.index.insert(key, self.series.len() - 1);
         self.series.len() - 1
     }
@@ -127,7 +128,7 @@ impl Interval {
     pub fn reset(&mut self) {
         for (_, stats) in &mut self.series {
             stats.latency.reset();
-            stats.sum_micros = 0;
+            stats.sum_nanos = 0;
         }
         self.bytes_in = 0;
         self.bytes_out = 0;
@@ -159,11 +160,11 @@ impl Recorder {
         Recorder { current: Interval::default(), sink, back, returned }
     }
 
-    /// Records one response, `micros` after its request was complete.
-    pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, micros: u64) {
+    /// Records one response, `nanos` after its request was complete.
+    pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, nanos: u64) {
         if self.sink.is_some() {
             let class = (status / 100).clamp(1, 5) as u8;
-            self.current.record(SeriesKey { route, method, class }, micros);
+            self.current.record(SeriesKey { route, method, class }, nanos);
         }
     }
 
@@ -223,14 +224,15 @@ mod tests {
     fn intervals_travel_and_come_back_empty() {
         let (sink, source) = std::sync::mpsc::channel::<Handoff>();
         let mut recorder = Recorder::new(Some(sink));
-        recorder.record("/livez", "GET", 200, 120);
-        recorder.record("/livez", "GET", 204, 80);
-        recorder.record("/x", "POST", 503, 5_000);
+        recorder.record("/livez", "GET", 200, 120_000);
+        recorder.record("/livez", "GET", 204, 400);
+        recorder.record("/x", "POST", 503, 5_000_000);
         recorder.flush();
         let (mut interval, back) = source.recv().unwrap();
         let key = SeriesKey { route: "/livez", method: "GET", class: 2 };
         assert_eq!(stats(&interval, key).latency.len(), 2);
-        assert_eq!(stats(&interval, key).sum_micros, 200);
+        assert_eq!(stats(&interval, key).sum_nanos, 120_400, "a sub-microsecond request adds its nanoseconds");
+        assert_eq!(stats(&interval, key).latency.min(), 1, "and counts as 1 µs in the histogram");
         assert_eq!(stats(&interval, SeriesKey { route: "/x", method: "POST", class: 5 }).latency.len(), 1);
         interval.reset();
         back.send(interval).unwrap();
@@ -256,7 +258,7 @@ mod tests {
         interval.record(SeriesKey { route: elsewhere, method: "GET", class: 2 }, 30);
         interval.record(SeriesKey { route: "/livez", method: "GET", class: 2 }, 20);
         let livez = stats(&interval, SeriesKey { route: "/livez", method: "GET", class: 2 });
-        assert_eq!((livez.latency.len(), livez.sum_micros), (3, 60));
+        assert_eq!((livez.latency.len(), livez.sum_nanos), (3, 60));
         assert_eq!(interval.series.len(), 2);
     }
 

@@ -658,8 +658,10 @@ fn encode(wire: &mut Wire, response: &Response, meta: Meta, env: &mut Env<'_>) -
     let keep_alive = meta.keep_alive && !response.closes() && !env.closing && !streamed_to_http10;
     let how = Encoding { head_only: meta.head_only, keep_alive, http10: meta.http10, date: env.date.get() };
     response.encode(how, wire.open(env.pool, env.now));
-    let micros = env.now.saturating_duration_since(meta.started).as_micros();
-    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(micros).unwrap_or(u64::MAX));
+    // A clock read of its own: the loop's `now` is when the request was
+    // read, so in the same turn every response would take 0.
+    let nanos = Instant::now().saturating_duration_since(meta.started).as_nanos();
+    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(nanos).unwrap_or(u64::MAX));
     if !keep_alive && !response.is_streamed() {
         wire.close_after = true;
     }
