@@ -80,6 +80,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             hub.on_alert_change(alert_webhook(&fetcher, url.clone(), config.api.callback_secret.clone()));
         }
         hub.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
+        if let Some(log) = &config.server.access_log {
+            hub.add_collector(collectors::access_log(Arc::clone(log)));
+        }
         if let Some(limiter) = app.rate_limiter() {
             hub.add_collector(collectors::rate_limits(Arc::clone(limiter)));
         }

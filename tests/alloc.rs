@@ -67,6 +67,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
         reactors: 1,
         max_connections: 100,
         tls: None,
+        access_log: None,
         shutdown_timeout: Duration::from_secs(1),
         limits: Limits {
             header_timeout: Duration::from_secs(10),

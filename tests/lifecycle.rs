@@ -200,6 +200,61 @@ fn log_lines_have_a_timestamp_and_a_level_in_either_format() {
     }
 }
 
+/// `--access-log FILE`: one line a response, deferred answers and protocol
+/// errors included, in text or JSON.
+#[test]
+fn the_access_log_has_a_line_a_response_in_either_format() {
+    use crate::util::{call, get, post, request};
+    let dir = crate::util::TempDir::new("access-log");
+    for format in ["text", "json"] {
+        let path = dir.path().join(format!("access-{format}.log"));
+        let log = path.to_str().unwrap();
+        let (mut child, addr) =
+            spawn_binary(&["--listen", "127.0.0.1:0", "--log-format", format, "--access-log", log], &[]);
+        assert_eq!(call(addr, &get("/livez")).status, 200);
+        assert_eq!(call(addr, &get("/tasks/active?limit=1")).status, 200);
+        assert_eq!(
+            call(addr, &post("/analyze/async", &serde_json::json!({"html": "<title>x</title>"}), "")).status,
+            202
+        );
+        assert_eq!(call(addr, &get("/nowhere")).status, 404);
+        assert_eq!(request(addr, b"GET /livez HTTP/1.1\r\n\r\n").status, 400, "no Host");
+        // Lines are written by a thread of their own: wait for all five.
+        let started = Instant::now();
+        let text = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() >= 5 {
+                break text;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        if format == "json" {
+            let docs: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(docs[0]["method"], "GET");
+            assert_eq!(docs[0]["target"], "/livez");
+            assert_eq!((docs[0]["status"].as_u64(), docs[0]["bytes"].as_u64()), (Some(200), Some(2)));
+            assert!(docs[0]["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+            assert_eq!(docs[0]["client"], "127.0.0.1");
+            assert!(docs[0]["ts"].as_str().is_some_and(|t| pagelens::clock::parse_rfc3339(t).is_some()));
+            assert_eq!(docs[1]["target"], "/tasks/active?limit=1");
+            assert_eq!((docs[2]["method"].as_str(), docs[2]["status"].as_u64()), (Some("POST"), Some(202)));
+            assert_eq!(docs[3]["status"], 404);
+            assert_eq!((docs[4]["method"].as_str(), docs[4]["status"].as_u64()), (Some("-"), Some(400)));
+        } else {
+            let fields: Vec<&str> = lines[0].split(' ').collect();
+            assert!(pagelens::clock::parse_rfc3339(fields[0]).is_some(), "{}", lines[0]);
+            assert_eq!(&fields[1..6], ["127.0.0.1", "\"GET", "/livez\"", "200", "2"], "{}", lines[0]);
+            assert!(fields[6].ends_with("ms"), "{}", lines[0]);
+            assert!(lines[2].contains("\"POST /analyze/async\" 202 "), "{}", lines[2]);
+            assert!(lines[4].contains("\"- -\" 400 "), "{}", lines[4]);
+        }
+        stop(&mut child);
+    }
+}
+
 /// With --drain-grace, SIGTERM first keeps accepting while /readyz answers
 /// 503 and every response closes its connection (a load balancer's cue),
 /// then stops as without it.

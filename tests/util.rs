@@ -29,6 +29,7 @@ pub fn config() -> ServerConfig {
         reactors: 2,
         max_connections: 10_000,
         tls: None,
+        access_log: None,
         shutdown_timeout: Duration::from_secs(5),
         limits: Limits {
             header_timeout: Duration::from_secs(10),

@@ -20,7 +20,7 @@ use crate::fetch::{Cidr, FetchConfig, Guard};
 use crate::jobs::{Durability, EngineConfig};
 use crate::metrics::alerts::AlertConfig;
 use crate::ratelimit::{rate, RateLimitConfig};
-use crate::reactor::{Limits, ServerConfig, TlsListen};
+use crate::reactor::{AccessLog, Limits, ServerConfig, TlsListen};
 use crate::tls::Certificates;
 use units::{parse_duration, parse_size};
 
@@ -273,6 +273,10 @@ pub struct ServeArgs {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "PAGELENS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Write one line a response (time, client, method, target, status, body bytes, duration) to FILE, appending, or `-` for standard output; JSON lines with --log-format json. Written by a thread of its own (never blocking a reactor); lines past 65,536 waiting are dropped and counted. Off by default.
+    #[arg(long, env = "PAGELENS_ACCESS_LOG", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 
     /// A separate address for TLS, so that --listen stays plain HTTP (e.g. for probes on a private port).
     #[arg(long, env = "PAGELENS_TLS_LISTEN", value_name = "ADDR", requires = "tls_cert")]
@@ -667,8 +671,16 @@ impl ServeArgs {
             Some(certs) => Some(TlsListen { addr: self.tls_listen, config: certs.server_config()? }),
             None => None,
         };
+        let access_log = match &self.access_log {
+            Some(path) => Some(
+                AccessLog::open(path, self.log_format == LogFormat::Json)
+                    .map_err(|e| format!("--access-log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let server = ServerConfig {
             tls,
+            access_log,
             listen: self.listen,
             reactors: if self.reactors == 0 { cores } else { self.reactors },
             max_connections: self.max_connections,

@@ -203,6 +203,11 @@ impl Response {
         self.close
     }
 
+    /// The body's length in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The body bytes (copied only for a spliced body).
     pub fn body(&self) -> Cow<'_, [u8]> {
         match &self.body {

@@ -9,7 +9,7 @@ use crate::fetch::Fetcher;
 use crate::jobs::{Engine, TaskState};
 use crate::pool::Priority;
 use crate::ratelimit::RateLimiter;
-use crate::reactor::ServerState;
+use crate::reactor::{AccessLog, ServerState};
 
 /// Connection figures of the reactors.
 pub fn server(state: Arc<ServerState>) -> Collector {
@@ -49,6 +49,18 @@ pub fn rate_limits(limiter: Arc<RateLimiter>) -> Collector {
         for (route, n) in limiter.refused() {
             out.sample(name, &[("route", route)], n as f64);
         }
+    })
+}
+
+/// Access-log lines dropped because its writer fell behind.
+pub fn access_log(log: Arc<AccessLog>) -> Collector {
+    Box::new(move |out: &mut Exposition| {
+        out.single(
+            "pagelens_access_log_dropped_total",
+            "counter",
+            "Access-log lines dropped because the writer fell behind.",
+            log.dropped() as f64,
+        );
     })
 }
 

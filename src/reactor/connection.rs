@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::Token;
 
+use super::access_log::{AccessEntry, AccessLog};
 use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
 use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
@@ -113,6 +114,8 @@ pub struct Env<'a> {
     /// Responses close their connection (the drain grace, or draining).
     pub closing: bool,
     pub recorder: &'a mut Recorder,
+    /// The access log, if on.
+    pub access_log: Option<&'a AccessLog>,
 }
 
 /// What the reactor does with a connection after driving it.
@@ -144,8 +147,16 @@ struct Slot {
     seq: u64,
     meta: Meta,
     state: SlotState,
-    /// Headers the service added for the response still to come.
+    extras: Extras,
+}
+
+/// What a request leaves for its response besides [`Meta`].
+#[derive(Debug, Default)]
+struct Extras {
+    /// Headers the service added.
     headers: Vec<(&'static str, String)>,
+    /// The access-log entry, when the log is on.
+    access: Option<Box<AccessEntry>>,
 }
 
 /// How far a response owed has come.
@@ -472,7 +483,8 @@ impl Connection {
         let meta =
             Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
         let response = Response::from_http_error(error);
-        self.out.push(meta, Some(response), Vec::new(), env);
+        let access = env.access_log.map(|_| Box::new(AccessEntry::unparsed(self.peer)));
+        self.out.push(meta, Some(response), Extras { headers: Vec::new(), access }, env);
         self.state = State::Closing;
     }
 
@@ -553,29 +565,24 @@ impl Output {
             }
             Err(_) => Some(Response::problem(500, "internal", "the request's handler failed")),
         };
-        self.push(meta, response, cx.take_headers(), env);
+        let access = env.access_log.map(|_| Box::new(AccessEntry::of(peer, head)));
+        self.push(meta, response, Extras { headers: cx.take_headers(), access }, env);
         meta.keep_alive
     }
 
     /// Queues the next response slot; encodes whatever is ready in order.
-    fn push(
-        &mut self,
-        meta: Meta,
-        response: Option<Response>,
-        mut headers: Vec<(&'static str, String)>,
-        env: &mut Env<'_>,
-    ) {
+    fn push(&mut self, meta: Meta, response: Option<Response>, mut extras: Extras, env: &mut Env<'_>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let response = response.map(|r| with_headers(r, &mut headers));
+        let response = response.map(|r| with_headers(r, &mut extras.headers));
         match response {
             // The common case: nothing ahead, so encode at once without a slot.
             Some(response) if self.pending.is_empty() && !response.is_streamed() => {
-                encode(&mut self.wire, &response, meta, env);
+                encode(&mut self.wire, &response, meta, extras.access.as_deref(), env);
             }
             response => {
                 let state = response.map_or(SlotState::Waiting, SlotState::Ready);
-                self.pending.push_back(Slot { seq, meta, state, headers });
+                self.pending.push_back(Slot { seq, meta, state, extras });
                 self.encode_ready(env);
             }
         }
@@ -586,11 +593,11 @@ impl Output {
         let Some(slot) = self.pending.iter_mut().find(|s| s.seq == seq) else { return };
         match (&mut slot.state, part) {
             (SlotState::Waiting, Part::Whole(response)) => {
-                slot.state = SlotState::Ready(with_headers(response, &mut slot.headers))
+                slot.state = SlotState::Ready(with_headers(response, &mut slot.extras.headers))
             }
             (SlotState::Waiting, Part::Head(head, gone)) => {
                 slot.state = SlotState::Streaming {
-                    head: Some(with_headers(head, &mut slot.headers)),
+                    head: Some(with_headers(head, &mut slot.extras.headers)),
                     chunks: VecDeque::new(),
                     ended: false,
                     keep_alive: true,
@@ -611,12 +618,13 @@ impl Output {
         let Output { pending, wire, .. } = self;
         while let Some(front) = pending.front_mut() {
             let meta = front.meta;
+            let access = front.extras.access.as_deref();
             let keep_alive = match &mut front.state {
                 SlotState::Waiting => return,
-                SlotState::Ready(response) => encode(wire, response, meta, env),
+                SlotState::Ready(response) => encode(wire, response, meta, access, env),
                 SlotState::Streaming { head, chunks, ended, keep_alive, .. } => {
                     if let Some(head) = head.take() {
-                        *keep_alive = encode(wire, &head, meta, env) && !meta.http10;
+                        *keep_alive = encode(wire, &head, meta, access, env) && !meta.http10;
                     }
                     for chunk in chunks.drain(..) {
                         encode_chunk(wire, &chunk, meta, env);
@@ -649,7 +657,7 @@ fn with_headers(mut response: Response, headers: &mut Vec<(&'static str, String)
 /// Encodes a response head (and body, unless streamed) onto the wire;
 /// returns whether the connection stays open after it. (The wire itself
 /// knows nothing of HTTP.)
-fn encode(wire: &mut Wire, response: &Response, meta: Meta, env: &mut Env<'_>) -> bool {
+fn encode(wire: &mut Wire, response: &Response, meta: Meta, access: Option<&AccessEntry>, env: &mut Env<'_>) -> bool {
     if wire.close_after {
         return false;
     }
@@ -660,8 +668,12 @@ fn encode(wire: &mut Wire, response: &Response, meta: Meta, env: &mut Env<'_>) -
     response.encode(how, wire.open(env.pool, env.now));
     // A clock read of its own: the loop's `now` is when the request was
     // read, so in the same turn every response would take 0.
-    let nanos = Instant::now().saturating_duration_since(meta.started).as_nanos();
-    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(nanos).unwrap_or(u64::MAX));
+    let took = Instant::now().saturating_duration_since(meta.started);
+    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+    if let (Some(log), Some(entry)) = (env.access_log, access) {
+        let bytes = (!response.is_streamed()).then(|| response.body_len());
+        log.record(entry, response.status, bytes, took);
+    }
     if !keep_alive && !response.is_streamed() {
         wire.close_after = true;
     }

@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::access_log::AccessLog;
 use super::buffers::BufPool;
 use super::connection::{Connection, Env, Limits, Status};
 use super::mailbox::Mailbox;
@@ -71,6 +72,8 @@ pub struct LoopConfig {
     pub limits: Limits,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// The access log, if on.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// One reactor.
@@ -211,6 +214,7 @@ impl EventLoop {
             draining: self.drain_deadline.is_some(),
             closing: self.drain_deadline.is_some() || self.server.is_draining(),
             recorder: &mut self.recorder,
+            access_log: self.config.access_log.as_deref(),
         };
         match step(&mut entry.conn, &mut env) {
             Status::Closed => {

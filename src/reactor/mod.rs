@@ -4,6 +4,7 @@
 //! The reactor knows HTTP/1.1 framing and nothing of what requests mean;
 //! that is the [`Service`]'s business.
 
+mod access_log;
 mod buffers;
 mod connection;
 mod event_loop;
@@ -27,6 +28,7 @@ use mio::{Poll, Waker};
 
 use crate::metrics::recorder::{Handoff, Recorder};
 
+pub use access_log::AccessLog;
 pub use connection::{Limits, MAX_PIPELINE};
 pub use mailbox::{Responder, StreamSender};
 pub use service::{Context, Reply, Service};
@@ -50,6 +52,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS termination, if any.
     pub tls: Option<TlsListen>,
+    /// The access log, if on.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Where TLS is served.
@@ -107,7 +111,11 @@ impl Server {
             }
         }
         let state = Arc::new(ServerState::new(reactors, config.max_connections));
-        let loop_config = LoopConfig { limits: config.limits.clone(), shutdown_timeout: config.shutdown_timeout };
+        let loop_config = LoopConfig {
+            limits: config.limits.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+            access_log: config.access_log.clone(),
+        };
         let mut server =
             Server { addr, tls_addr, mailboxes: Vec::new(), threads: Vec::new(), state: Arc::clone(&state) };
         for (i, listener) in per_reactor.into_iter().enumerate() {
