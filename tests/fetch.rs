@@ -253,8 +253,18 @@ fn redirects_are_followed_and_loops_refused() {
     let (status, a) = analyze(&server, json!({"url": origin.url("/r1")}));
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["fetch"]["redirects"], 2);
+    assert_eq!(a["fetch"]["redirect_chain"][0], json!({"url": origin.url("/r1"), "status": 301}));
+    assert_eq!(a["fetch"]["redirect_chain"][1], json!({"url": origin.url("/r2"), "status": 302}));
     assert_eq!(a["fetch"]["final_url"], origin.url("/final"));
     assert_eq!(a["url"], origin.url("/final"));
+    // The chain is a finding, with what to do.
+    let finding = a["checks"].as_array().unwrap().iter().find(|c| c["id"] == "redirects").unwrap();
+    assert_eq!(finding["passed"], false);
+    assert!(finding["message"].as_str().unwrap().starts_with("reached through 2 redirects"), "{finding}");
+    assert!(a["recommendations"].to_string().contains("Link to the final address"), "{a}");
+    let (_, direct) = analyze(&server, json!({"url": origin.url("/final")}));
+    let finding = direct["checks"].as_array().unwrap().iter().find(|c| c["id"] == "redirects").unwrap();
+    assert_eq!(finding["passed"], true, "{finding}");
     let (status, p) = analyze(&server, json!({"url": origin.url("/loop-a")}));
     assert_eq!((status, p["code"].as_str()), (502, Some("too-many-redirects")), "{p}");
 }

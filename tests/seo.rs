@@ -81,6 +81,21 @@ fn a_good_page_passes_every_check() {
     assert!(a.word_count > 300);
 }
 
+/// A JavaScript-only redirect stub is reported as such, with its target;
+/// a script that may navigate on a page with content of its own is not.
+#[test]
+fn a_script_redirect_stub_is_a_finding() {
+    let stub = "<html><head><title>Moved</title><script>location.replace('/new-home')</script></head><body>Redirecting…</body></html>";
+    let a = run(stub, Some(URL));
+    assert_eq!(a.script_redirect.as_deref(), Some("https://food.example.com/new-home"));
+    let c = check(&a, "js-redirect");
+    assert!(!c.passed && c.message.contains("redirect stub"), "{c:?}");
+    assert!(a.recommendations.iter().any(|r| r.contains("script redirect")), "{:?}", a.recommendations);
+    let with_content =
+        good_page().replace("</head>", "<script>function go() { location.href = '/next'; }</script></head>");
+    assert!(passes(&run(&with_content, Some(URL)), "js-redirect"));
+}
+
 #[test]
 fn every_check_has_a_failing_page() {
     let good = good_page();
@@ -119,6 +134,7 @@ fn every_check_has_a_failing_page() {
         ("structured-data", good.replace("\"name\":\"Fish and chips\"}", "\"name\":")),
         ("charset", good.replace("<meta charset=\"utf-8\">", "")),
         ("meta-refresh", good.replace("<meta charset=\"utf-8\">", "<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0; url=/moved\">")),
+        ("js-redirect", GOOD.replace("WORDS", "Redirecting").replace("</head>", "<script>window.location.href = \"/moved\";</script></head>")),
         // Declared too late: past the first 1024 bytes, where browsers stop looking.
         ("charset", good.replace("<meta charset=\"utf-8\">", "").replace("</head>", &format!("<!-- {} --><meta charset=\"utf-8\"></head>", "x".repeat(1100)))),
         (

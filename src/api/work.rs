@@ -117,10 +117,12 @@ pub fn fetched_page(
         "content_type": options.content_type,
         "bytes": body.len(),
         "attempts": attempts,
-        "redirects": redirects,
+        "redirects": redirects.len(),
+        "redirect_chain": redirects,
         "reused_connection": reused_connection,
         "timings": timings,
     });
+    options.redirected_from = redirects.into_iter().map(|r| (r.url, r.status)).collect();
     options.url = Some(final_url);
     let html = decode_body(head.header("content-encoding"), body, max)?;
     Ok((html, options, json))

@@ -24,7 +24,7 @@ use super::dns::{Addrs, Resolver};
 use super::error::FetchError;
 use super::guard::Guard;
 use super::origin::Origin;
-use super::request::{FetchConfig, FetchRequest, FetchResponse, OnDone, RetryOn, Timings};
+use super::request::{FetchConfig, FetchRequest, FetchResponse, OnDone, Redirect, RetryOn, Timings};
 use crate::http::client::{encode_request, ResponseHead, ResponseReader};
 use crate::metrics::durations::Durations;
 use crate::reactor::timers::Timers;
@@ -200,7 +200,7 @@ struct Fetch {
     started: Instant,
     deadline: Instant,
     attempt: u32,
-    redirects: u32,
+    redirects: Vec<Redirect>,
     /// A reused connection failed before answering; the fetch moved to a fresh one once.
     stale_retry: bool,
     timings: Timings,
@@ -328,7 +328,7 @@ impl Loop {
             started: now,
             deadline,
             attempt: 1,
-            redirects: 0,
+            redirects: Vec::new(),
             stale_retry: false,
             timings: Timings::default(),
         };
@@ -593,7 +593,7 @@ impl Loop {
         let status = head.status;
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             if let Some(location) = head.header("location") {
-                if fetch.redirects >= self.config.max_redirects {
+                if fetch.redirects.len() >= self.config.max_redirects as usize {
                     let detail = format!("more than {} redirects", self.config.max_redirects);
                     return self.finish(id, Err(FetchError::new(502, "too-many-redirects", detail, false)), now);
                 }
@@ -601,7 +601,7 @@ impl Loop {
                     Ok(next) => next,
                     Err(e) => return self.finish(id, Err(FetchError::malformed(format!("bad Location: {e}"))), now),
                 };
-                fetch.redirects += 1;
+                fetch.redirects.push(Redirect { url: fetch.url.to_string(), status });
                 fetch.url = next;
                 if status == 303 || (fetch.request.method == "POST" && status != 307 && status != 308) {
                     fetch.request.method = "GET";
@@ -634,7 +634,7 @@ impl Loop {
             body,
             timings: fetch.timings,
             attempts: fetch.attempt,
-            redirects: fetch.redirects,
+            redirects: fetch.redirects.clone(),
             reused_connection: reused,
         };
         self.finish(id, Ok(response), now);

@@ -22,7 +22,7 @@ pub use crate::cidr::Cidr;
 pub use client::Fetcher;
 pub use error::FetchError;
 pub use guard::Guard;
-pub use request::{FetchConfig, FetchRequest, FetchResponse, RetryOn, Timings};
+pub use request::{FetchConfig, FetchRequest, FetchResponse, Redirect, RetryOn, Timings};
 
 /// Undoes `Content-Encoding` (gzip, deflate, identity), refusing output
 /// over `max` bytes (a small gzip can inflate to gigabytes). CPU work: run

@@ -144,6 +144,15 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
+/// One redirect followed: the URL that sent it and its status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Redirect {
+    /// The URL that answered with the redirect.
+    pub url: String,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
 /// A fetched response.
 #[derive(Debug)]
 pub struct FetchResponse {
@@ -159,8 +168,8 @@ pub struct FetchResponse {
     pub timings: Timings,
     /// Attempts made (1 without retries).
     pub attempts: u32,
-    /// Redirects followed.
-    pub redirects: u32,
+    /// Redirects followed, in order: each URL that answered with one.
+    pub redirects: Vec<Redirect>,
     /// Whether the last exchange ran on a reused connection.
     pub reused_connection: bool,
 }

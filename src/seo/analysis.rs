@@ -27,6 +27,9 @@ pub struct Options {
     pub include_images: bool,
     /// The site's robots.txt (its URL and what fetching it found), when fetched.
     pub robots_txt: Option<(String, RobotsSource)>,
+    /// The redirects followed to reach `url`, when fetched: each URL that
+    /// answered with one, and its status.
+    pub redirected_from: Vec<(String, u16)>,
 }
 
 /// The full analysis of one page.
@@ -81,6 +84,9 @@ pub struct Analysis {
     /// A `<meta http-equiv=refresh>`: a reload, or a redirect done by the page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta_refresh: Option<MetaRefresh>,
+    /// Where an inline script that sets `location` sends the reader (resolved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_redirect: Option<String>,
     /// Every check, passed or not.
     pub checks: Vec<Check>,
     /// 0-100, from the checks' weights.
@@ -93,6 +99,10 @@ pub struct Analysis {
     /// Several canonical links that resolve to different URLs.
     #[serde(skip)]
     pub(crate) canonical_conflict: bool,
+    /// The redirects followed to reach the page, when fetched (the fetch
+    /// section lists them as `redirect_chain`).
+    #[serde(skip)]
+    pub(crate) redirected_from: Vec<(String, u16)>,
 }
 
 /// Robots directives from `<meta>` and `X-Robots-Tag`.
@@ -141,8 +151,13 @@ fn meta_refresh(content: &str, base: Option<&Url>) -> MetaRefresh {
         _ => rest,
     };
     let target = target.trim().trim_matches(|c| c == '\'' || c == '"');
-    let url = (!target.is_empty()).then(|| resolve(base, target).map_or_else(|_| target.to_string(), String::from));
+    let url = (!target.is_empty()).then(|| resolved_or_raw(target, base));
     MetaRefresh { delay_seconds, url }
+}
+
+/// `target` resolved against `base`, or as written when it does not resolve.
+fn resolved_or_raw(target: &str, base: Option<&Url>) -> String {
+    resolve(base, target).map_or_else(|_| target.to_string(), String::from)
 }
 
 /// How a link relates to the page.
@@ -449,11 +464,13 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         json_ld,
         word_count: page.word_count,
         meta_refresh: page.refresh.as_deref().map(|c| meta_refresh(c, base.as_ref())),
+        script_redirect: page.script_redirect.map(|u| resolved_or_raw(&u, base.as_ref())),
         checks: Vec::new(),
         score: 0,
         recommendations: Vec::new(),
         heading_order,
         canonical_conflict,
+        redirected_from: options.redirected_from.clone(),
     }
 }
 

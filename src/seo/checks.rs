@@ -49,6 +49,8 @@ pub struct Check {
 const TITLE_RANGE: (usize, usize) = (30, 60);
 const DESCRIPTION_RANGE: (usize, usize) = (70, 160);
 const MIN_WORDS: usize = 300;
+/// Fewer words than this make a page that redirects by script a stub.
+const STUB_WORDS: usize = 50;
 
 /// A length check's message: within the range, or how far off.
 fn length_message(what: &str, n: usize, (min, max): (usize, usize)) -> String {
@@ -305,6 +307,38 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         },
     };
     check("meta-refresh", Medium, 5, !moves, message);
+    // A page that is only a script sending readers elsewhere: crawlers may
+    // index the stub, not the target.
+    let stub = a.script_redirect.as_ref().filter(|_| a.word_count < STUB_WORDS);
+    let message = match (&a.script_redirect, stub) {
+        (_, Some(url)) => {
+            format!(
+                "a script sends readers to {url} and the page has {} words of its own: a redirect stub",
+                a.word_count
+            )
+        }
+        (Some(url), None) => format!("a script may send readers to {url}, but the page has content of its own"),
+        (None, _) => "no script redirect".to_string(),
+    };
+    check("js-redirect", Medium, 5, stub.is_none(), message);
+    if a.status_code.is_some() {
+        // Every hop is a request a crawler spends, and a chain may lose
+        // link equity: link to the final address.
+        let message = match a.redirected_from.as_slice() {
+            [] => "reached without a redirect".to_string(),
+            hops => {
+                let chain: Vec<String> = hops.iter().map(|(url, status)| format!("{url} ({status})")).collect();
+                let n = hops.len();
+                format!(
+                    "reached through {n} redirect{}: {} -> {}",
+                    if n == 1 { "" } else { "s" },
+                    chain.join(" -> "),
+                    a.url.as_deref().unwrap_or("?")
+                )
+            }
+        };
+        check("redirects", Medium, 4, a.redirected_from.is_empty(), message);
+    }
 
     let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
     let passed: u32 = checks.iter().filter(|c| c.passed).map(|c| u32::from(c.weight)).sum();
@@ -415,6 +449,8 @@ fn advice(check: &Check) -> String {
         "structured-data" => "Fix the JSON-LD blocks that do not parse",
         "charset" => "Declare the character encoding with <meta charset=\"utf-8\">",
         "meta-refresh" => "Replace the meta refresh with an HTTP 301 redirect to the page's one address",
+        "js-redirect" => "Replace the script redirect with an HTTP 301 redirect from the server",
+        "redirects" => "Link to the final address, and make old addresses redirect there in one 301 hop",
         _ => "Fix this check",
     };
     format!("{what} ({}).", check.message)

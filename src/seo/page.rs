@@ -56,6 +56,8 @@ pub struct Page {
     pub meta_charset: Option<String>,
     /// The content of the first `<meta http-equiv=refresh>` (`5; url=/next`).
     pub refresh: Option<String>,
+    /// Where the first inline script that sets `location` sends the reader (as written).
+    pub script_redirect: Option<String>,
     /// Robots meta rules: (agent, content) with `robots` for all agents; lowercased.
     pub robots: Vec<(String, String)>,
     /// `og:*` properties (first value of each).
@@ -187,6 +189,45 @@ fn attr(tag: &HTMLTag<'_>, name: &str) -> Option<String> {
     }
 }
 
+/// The URL an inline script sends the reader to, if it sets `location` to
+/// a string literal: `location = "…"`, `location.href = '…'`,
+/// `location.replace("…")` or `location.assign("…")`, whatever object the
+/// `location` is reached through (`window.`, `document.`, `top.`).
+fn script_redirect(script: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(at) = script[from..].find("location") {
+        let start = from + at;
+        from = start + "location".len();
+        let before = script[..start].bytes().next_back();
+        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+            continue; // part of a longer name (`mylocation`)
+        }
+        let rest = &script[from..];
+        let rest = rest.strip_prefix(".href").unwrap_or(rest).trim_start();
+        let argument = match rest.strip_prefix('=') {
+            Some(r) if !r.starts_with('=') => r,
+            Some(_) => continue, // a comparison
+            None => match rest.strip_prefix(".replace(").or_else(|| rest.strip_prefix(".assign(")) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
+        if let Some(url) = string_literal(argument.trim_start()) {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+/// The contents of the non-empty JavaScript string literal `text` starts with.
+fn string_literal(text: &str) -> Option<&str> {
+    let quote = text.chars().next().filter(|c| matches!(c, '"' | '\'' | '`'))?;
+    let body = &text[1..];
+    let end = body.find(quote)?;
+    let literal = &body[..end];
+    (!literal.is_empty() && !literal.contains('\\') && !literal.contains("${")).then_some(literal)
+}
+
 impl Walker {
     fn lifted(&mut self, lifted: &[RawElement]) {
         for element in lifted {
@@ -205,6 +246,8 @@ impl Walker {
                     });
                     if is_json_ld == Some(true) {
                         self.page.json_ld.push(content.clone());
+                    } else if self.page.script_redirect.is_none() {
+                        self.page.script_redirect = script_redirect(content);
                     }
                 }
                 _ => {}
@@ -409,6 +452,23 @@ mod tests {
         assert_eq!(p.canonicals, ["/fish"]);
         assert_eq!(p.hreflang, [("de".into(), "https://x.de/".into())]);
         assert_eq!(p.base_href.as_deref(), Some("https://example.com/dir/"));
+    }
+
+    #[test]
+    fn script_redirects_are_found_only_where_location_is_set() {
+        for (script, url) in [
+            ("window.location.href = \"https://new.example/\";", Some("https://new.example/")),
+            ("location='/moved'", Some("/moved")),
+            ("document.location.replace( \"/x?a=1\" )", Some("/x?a=1")),
+            ("top.location.assign(`/y`)", Some("/y")),
+            ("if (location == '/a') {}", None),
+            ("var mylocation = '/no';", None),
+            ("location.href = base + '/z';", None),
+            ("location.href = `${base}/z`;", None),
+            ("console.log(location.pathname)", None),
+        ] {
+            assert_eq!(script_redirect(script).as_deref(), url, "{script}");
+        }
     }
 
     #[test]

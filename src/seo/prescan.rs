@@ -96,8 +96,9 @@ fn lifted_name(name: &[u8]) -> Option<&'static str> {
 }
 
 /// One lifted element. Contents are kept only where the analysis reads
-/// them (titles, and scripts that may be JSON-LD); a page's other scripts
-/// and styles are often most of its bytes and are not copied.
+/// them (titles, scripts that may be JSON-LD, inline scripts that mention
+/// `location`, which may redirect); a page's other scripts and styles are
+/// often most of its bytes and are not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawElement {
     /// Lowercased tag name.
@@ -109,8 +110,13 @@ pub struct RawElement {
 }
 
 /// Whether the contents of this element are needed later.
-fn keeps_content(name: &str, start_tag: &[u8]) -> bool {
-    name == "title" || (name == "script" && memchr::memmem::find(&start_tag.to_ascii_lowercase(), b"ld+json").is_some())
+fn keeps_content(name: &str, start_tag: &[u8], content: &[u8]) -> bool {
+    let has = |haystack: &[u8], needle: &[u8]| memchr::memmem::find(haystack, needle).is_some();
+    name == "title"
+        || (name == "script" && {
+            let tag = start_tag.to_ascii_lowercase();
+            has(&tag, b"ld+json") || (!has(&tag, b"src") && has(content, b"location"))
+        })
 }
 
 /// Reduces `page` in place (see the module documentation) and returns the
@@ -158,8 +164,9 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
                 Some(name) if !(page[tag_end - 1] == b'/' && (name == "svg" || name == "math")) => {
                     let content_end = closing_tag(page, at, name);
                     let start_tag = &page[lt..at];
-                    let content = keeps_content(name, start_tag)
-                        .then(|| String::from_utf8_lossy(&page[at..content_end]).into_owned());
+                    let body = &page[at..content_end];
+                    let content =
+                        keeps_content(name, start_tag, body).then(|| String::from_utf8_lossy(body).into_owned());
                     lifted.push(RawElement {
                         name,
                         start_tag: String::from_utf8_lossy(start_tag).into_owned(),
