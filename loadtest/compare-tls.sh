@@ -64,7 +64,7 @@ run() {
     --ca-file "$work/ca.pem" "$@" "$url" > "$work/out"
   local t1; t1=$(cpu_ticks "$pid")
   awk -v name="$name" -v c="$conns" -v t=$((t1 - t0)) -v hz="$HZ" '
-    $1 == "corrected" { p50 = $2; p99 = $5 }
+    $1 == "latency" { p50 = $2; p99 = $5 }
     /requests in/ { n = $1 }
     /^Requests\/sec/ { rps = $2 }
     END { printf "%s %s 1 %s %sms %sms %.2f\n", name, c, rps, p50, p99, t / hz * 1e6 / n }' "$work/out" >> "$work/$rows"

@@ -224,8 +224,57 @@ weight = 1
     assert!(completed > 5, "{report}");
     assert_eq!(report["tasks"]["outcomes"].as_object().unwrap().len(), 1, "only completed: {}", report["tasks"]);
     assert!(report["tasks"]["latency"]["p50_ms"].as_f64().unwrap() > 0.0);
-    assert!(report["by_name"]["analyze-async"].as_u64().unwrap() > completed, "submits and polls are counted");
+    assert!(report["by_name"]["analyze-async"].as_u64().unwrap() >= completed, "submissions are counted");
     assert!(report["by_name"]["livez"].as_u64().unwrap() > 0);
+    // Polls are the tool's own: counted apart, never in the request figures.
+    let polls = report["polls"]["count"].as_u64().unwrap();
+    assert!(polls >= completed, "{}", report["polls"]);
+    assert_eq!(report["polls"]["status"]["200"].as_u64(), Some(polls));
+    let submitted_and_livez =
+        report["by_name"]["analyze-async"].as_u64().unwrap() + report["by_name"]["livez"].as_u64().unwrap();
+    assert_eq!(report["requests"].as_u64(), Some(submitted_and_livez));
+    assert!(out.contains("Polls (the tool's own"), "{out}");
+    assert!(out.contains("    200 OK"), "a status table: {out}");
+}
+
+/// Open loop with one connection: a flow waiting to poll (every 50 ms)
+/// must not hold back the submissions the schedule sends (100/s), and the
+/// polls do not count toward the rate.
+#[test]
+fn polls_never_delay_scheduled_submissions() {
+    let server = start(config());
+    let page = temp("page.json", r#"{"html": "<title>x</title>"}"#);
+    let scenario = temp(
+        "poll-flow.toml",
+        &format!(
+            "[[task]]\nname = \"a\"\nmethod = \"POST\"\npath = \"/analyze/async\"\nheaders = {{ \"Content-Type\" = \"application/json\" }}\nbody_file = \"{}\"\npoll_interval = \"50ms\"\n",
+            page.file_name().unwrap().to_str().unwrap()
+        ),
+    );
+    let json = temp("poll-flow.json", "");
+    let url = format!("http://{}/", server.local_addr());
+    let (code, out, err) = cli(&[
+        &url,
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "-c",
+        "1",
+        "-t",
+        "1",
+        "--rate",
+        "100",
+        "-d",
+        "2s",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Were a poll to hold the connection, a flow (50 ms or more) would cap it near 20/s.
+    let rate = report["requests_per_s"].as_f64().unwrap();
+    assert!((80.0..=110.0).contains(&rate), "submissions at {rate}/s of 100: {out}");
+    assert!(report["polls"]["count"].as_u64().unwrap() > 0, "{out}");
+    assert!(out.contains("corrected") && out.contains("uncorrected"), "open loop shows both: {out}");
 }
 
 #[test]

@@ -41,6 +41,7 @@ fn quantiles(h: &Histogram<u64>) -> Value {
         out.insert(format!("{name}_ms"), json!(ms(h.value_at_quantile(q))));
     }
     out.insert("mean_ms".into(), json!(h.mean() / 1000.0));
+    out.insert("stdev_ms".into(), json!(h.stdev() / 1000.0));
     out.insert("count".into(), json!(h.len()));
     Value::Object(out)
 }
@@ -154,6 +155,11 @@ impl Report {
         if !s.tasks.outcomes.is_empty() {
             tasks = json!({"outcomes": s.tasks.outcomes, "latency": quantiles(&s.tasks.latency)});
         }
+        let polls = json!({
+            "count": s.polls.count,
+            "latency": quantiles(&s.polls.latency),
+            "status": s.polls.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
         json!({
             "url": self.url,
             "threads": self.threads,
@@ -171,6 +177,7 @@ impl Report {
             "by_name": s.by_name,
             "errors": {"connect": s.errors.connect, "timeout": s.errors.timeout, "reset": s.errors.reset, "parse": s.errors.parse, "total": s.errors.total()},
             "tasks": tasks,
+            "polls": polls,
             "harness_cpu_s": s.cpu.as_secs_f64(),
             "harness_bound": self.harness_bound(),
             "timeseries": series,
@@ -189,19 +196,24 @@ impl Report {
         };
         let _ = writeln!(out, "{} threads and {} connections, {mode} @ {}", self.threads, self.connections, self.url);
         let header = QUANTILES.iter().map(|(n, _)| format!("{n:>9}")).collect::<String>();
-        let _ = writeln!(out, "  Latency (ms)        {header}");
-        for (label, h) in [("corrected", &s.corrected), ("uncorrected", &s.uncorrected)] {
+        let _ = writeln!(out, "  Latency (ms)        {header}     mean    stdev");
+        // Closed loop sends each request when the previous answer comes, so
+        // corrected and uncorrected are one figure: one row.
+        let rows: &[(&str, &Histogram<u64>)] = match self.target_rate {
+            Some(_) => &[("corrected", &s.corrected), ("uncorrected", &s.uncorrected)],
+            None => &[("latency", &s.uncorrected)],
+        };
+        for (label, h) in rows {
             let row =
                 QUANTILES.iter().map(|(_, q)| format!("{:>9.3}", ms(h.value_at_quantile(*q)))).collect::<String>();
-            let _ = writeln!(out, "    {label:<16}{row}");
+            let _ = writeln!(out, "    {label:<16}{row}{:>9.3}{:>9.3}", h.mean() / 1000.0, h.stdev() / 1000.0);
         }
         if spectrum {
             let _ = writeln!(out, "  Detailed percentile spectrum (corrected):");
             out.push_str(&hgrm(&s.corrected));
         }
         let _ = writeln!(out, "  {} requests in {:.2}s, {:.2} MB read", s.requests, secs, s.bytes as f64 / 1e6);
-        let statuses = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
-        let _ = writeln!(out, "  Status: {}", if statuses.is_empty() { "none".into() } else { statuses });
+        status_table(&mut out, &s.statuses);
         let e = &s.errors;
         let _ = writeln!(
             out,
@@ -219,12 +231,37 @@ impl Report {
                 ms(t.max())
             );
         }
+        if s.polls.count > 0 {
+            let p = &s.polls.latency;
+            let statuses = s.polls.statuses.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                out,
+                "  Polls (the tool's own, not in the figures above): {}, p50 {:.3} ms, p99 {:.3} ms; {statuses}",
+                s.polls.count,
+                ms(p.value_at_quantile(0.5)),
+                ms(p.value_at_quantile(0.99))
+            );
+        }
         let _ = writeln!(out, "Requests/sec: {:.2}", self.rate());
         let _ = writeln!(out, "Transfer/sec: {:.2} MB", s.bytes as f64 / 1e6 / secs);
         for r in self.recommendations() {
             let _ = writeln!(out, "  * {r}");
         }
         out
+    }
+}
+
+/// Responses by status, one row each with its reason and share.
+fn status_table(out: &mut String, statuses: &std::collections::BTreeMap<u16, u64>) {
+    let total: u64 = statuses.values().sum();
+    if total == 0 {
+        let _ = writeln!(out, "  Status: no responses");
+        return;
+    }
+    let _ = writeln!(out, "  Status                              count    share");
+    for (status, n) in statuses {
+        let label = format!("{status} {}", crate::http::response::reason(*status));
+        let _ = writeln!(out, "    {label:<30}{n:>9}{:>8.1}%", *n as f64 * 100.0 / total as f64);
     }
 }
 

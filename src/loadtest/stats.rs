@@ -90,6 +90,33 @@ impl Default for TaskStats {
     }
 }
 
+/// Status polls of task flows: the tool's own traffic, kept apart from
+/// the requests the schedule sent.
+#[derive(Debug, Clone)]
+pub struct PollStats {
+    /// Polls answered.
+    pub count: u64,
+    /// From sending a poll to its answer.
+    pub latency: Histogram<u64>,
+    /// Answers by status.
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+impl Default for PollStats {
+    fn default() -> Self {
+        PollStats { count: 0, latency: latency(), statuses: BTreeMap::new() }
+    }
+}
+
+impl PollStats {
+    /// One answered poll.
+    pub fn response(&mut self, status: u16, took: Duration) {
+        self.count += 1;
+        record(&mut self.latency, took);
+        *self.statuses.entry(status).or_default() += 1;
+    }
+}
+
 /// A thread's measurements.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -111,6 +138,8 @@ pub struct Stats {
     pub seconds: Vec<Second>,
     /// Task flows.
     pub tasks: TaskStats,
+    /// Task flows' status polls.
+    pub polls: PollStats,
     /// Requests the schedule called for (open loop).
     pub scheduled: u64,
     /// CPU time the thread used.
@@ -129,6 +158,7 @@ impl Default for Stats {
             errors: Errors::default(),
             seconds: Vec::new(),
             tasks: TaskStats::default(),
+            polls: PollStats::default(),
             scheduled: 0,
             cpu: Duration::ZERO,
         }
@@ -178,6 +208,11 @@ impl Stats {
         }
         for (k, v) in &other.by_name {
             *self.by_name.entry(k.clone()).or_default() += v;
+        }
+        self.polls.count += other.polls.count;
+        let _ = self.polls.latency.add(&other.polls.latency);
+        for (k, v) in &other.polls.statuses {
+            *self.polls.statuses.entry(*k).or_default() += v;
         }
         for (k, v) in &other.tasks.outcomes {
             *self.tasks.outcomes.entry(k.clone()).or_default() += v;

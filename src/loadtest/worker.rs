@@ -40,6 +40,8 @@ const RECONNECT: Duration = Duration::from_millis(100);
 const TIMER: Token = Token(usize::MAX);
 /// Adaptive rate: at most one decrease per this long.
 const DECREASE_EVERY: Duration = Duration::from_millis(250);
+/// Status polls one connection may have in flight beyond its pipeline.
+const POLLS_IN_FLIGHT: usize = 16;
 
 /// Settings every thread shares.
 #[derive(Debug)]
@@ -137,6 +139,18 @@ enum State {
     Open,
 }
 
+/// A task flow waiting to poll its task's status.
+#[derive(Debug)]
+struct PendingPoll {
+    /// When the poll is due.
+    at: Instant,
+    flow: usize,
+    /// When the flow's submission was intended.
+    began: Instant,
+    /// The status path.
+    path: String,
+}
+
 #[derive(Debug)]
 struct Conn {
     state: State,
@@ -147,8 +161,8 @@ struct Conn {
     buf: Vec<u8>,
     filled: usize,
     head: Option<(HeadInfo, Body)>,
-    /// A task flow waiting to poll: when, which flow, when it began, the path.
-    poll: Option<(Instant, usize, Instant, String)>,
+    /// Task flows waiting to poll, soonest first.
+    polls: Vec<PendingPoll>,
     /// Open loop: the intended time of its next request.
     next_intended: Option<Instant>,
     /// The peer said `Connection: close`: reconnect once the front is answered.
@@ -166,14 +180,27 @@ impl Conn {
             buf: vec![0; READ_BUF],
             filled: 0,
             head: None,
-            poll: None,
+            polls: Vec::new(),
             next_intended: None,
             closing: false,
         }
     }
 
+    /// Room for a scheduled request: polls in flight take none, so that the
+    /// tool's own polling never delays what the schedule sends.
     fn has_room(&self, pipeline: usize) -> bool {
-        self.state == State::Open && !self.closing && self.poll.is_none() && self.inflight.len() < pipeline
+        self.state == State::Open && !self.closing && self.scheduled_in_flight() < pipeline
+    }
+
+    /// Requests in flight that the schedule sent (polls aside).
+    fn scheduled_in_flight(&self) -> usize {
+        self.inflight.iter().filter(|s| !matches!(s.what, What::Poll { .. })).count()
+    }
+
+    /// Queues a poll for `flow`, due at `at`.
+    fn poll_later(&mut self, poll: PendingPoll) {
+        let at = self.polls.partition_point(|p| p.at <= poll.at);
+        self.polls.insert(at, poll);
     }
 }
 
@@ -324,9 +351,9 @@ impl Worker<'_> {
                 wake = wake.min(end);
             }
             for c in &self.conns {
-                match (c.state, &c.poll) {
+                match (c.state, c.polls.first()) {
                     (State::Down { at }, _) => wake = wake.min(at),
-                    (_, Some((at, ..))) => wake = wake.min(*at),
+                    (_, Some(poll)) => wake = wake.min(poll.at),
                     _ => {}
                 }
             }
@@ -381,7 +408,7 @@ impl Worker<'_> {
             None => {
                 let limit = self.shared.limit.unwrap_or(0);
                 self.shared.issued.load(Ordering::Relaxed) >= limit
-                    && self.conns.iter().all(|c| c.inflight.is_empty() && c.poll.is_none())
+                    && self.conns.iter().all(|c| c.inflight.is_empty() && c.polls.is_empty())
             }
         }
     }
@@ -451,16 +478,20 @@ impl Worker<'_> {
         conn.inflight.push_back(Sent { intended, sent: now, what });
     }
 
-    /// Sends the status polls that are due on connection `i`.
+    /// Sends the status polls that are due on connection `i`, pipelined
+    /// behind what is in flight (at most [`POLLS_IN_FLIGHT`] at once).
     fn poll_flows(&mut self, i: usize, now: Instant) {
         let conn = &mut self.conns[i];
-        if conn.state != State::Open || !conn.inflight.is_empty() {
+        if conn.state != State::Open || conn.closing {
             return;
         }
-        let Some((at, flow, began, path)) = conn.poll.take_if(|(at, ..)| *at <= now) else { return };
-        let bytes = self.shared.plan.poll(&path);
-        conn.out.extend_from_slice(&bytes);
-        conn.inflight.push_back(Sent { intended: at, sent: now, what: What::Poll { flow, began, path } });
+        let mut in_flight = conn.inflight.iter().filter(|s| matches!(s.what, What::Poll { .. })).count();
+        while in_flight < POLLS_IN_FLIGHT && conn.polls.first().is_some_and(|p| p.at <= now) {
+            let PendingPoll { at, flow, began, path } = conn.polls.remove(0);
+            conn.out.extend_from_slice(&self.shared.plan.poll(&path));
+            conn.inflight.push_back(Sent { intended: at, sent: now, what: What::Poll { flow, began, path } });
+            in_flight += 1;
+        }
     }
 
     /// Connects the connections whose time has come.
@@ -549,7 +580,7 @@ impl Worker<'_> {
         // Closed loop tops a pipeline up once half of it has room, so that
         // one write carries several requests: a server that answers each
         // request in its own segment would otherwise cost a write per request.
-        let free = pipeline.saturating_sub(self.conns[i].inflight.len());
+        let free = pipeline.saturating_sub(self.conns[i].scheduled_in_flight());
         let batched = self.share.rate.is_some() || free >= pipeline.div_ceil(2);
         while batched && self.conns[i].has_room(pipeline) {
             let intended = match (self.share.rate, self.conns[i].next_intended) {
@@ -615,7 +646,7 @@ impl Worker<'_> {
             }
             if got.eof {
                 let conn = &self.conns[i];
-                if conn.inflight.is_empty() && conn.poll.is_none() {
+                if conn.inflight.is_empty() && conn.polls.is_empty() {
                     return self.reconnect(i, now);
                 }
                 return self.broken(i, now, ErrorKind::Reset);
@@ -704,7 +735,12 @@ impl Worker<'_> {
     /// A response arrived for `sent`.
     fn answered(&mut self, i: usize, sent: Sent, status: u16, bytes: usize, body: Option<Vec<u8>>, now: Instant) {
         self.done_batch += 1;
-        if self.measured(sent.intended) {
+        if let What::Poll { .. } = sent.what {
+            // The tool's own traffic: kept apart from what the schedule sent.
+            if self.measured(sent.intended) {
+                self.stats.polls.response(status, now - sent.sent);
+            }
+        } else if self.measured(sent.intended) {
             let second = self.second_of(sent.intended);
             self.stats.response(second, bytes, now - sent.intended, now - sent.sent);
             // parse_head only returns three-digit statuses.
@@ -740,7 +776,7 @@ impl Worker<'_> {
                     Err(_) => url,
                 };
                 let interval = self.shared.plan.flows[flow].poll_interval;
-                self.conns[i].poll = Some((now + interval, flow, began, path));
+                self.conns[i].poll_later(PendingPoll { at: now + interval, flow, began, path });
             }
             (status, _) => self.flow_ended(began, &format!("refused-{status}"), now),
         }
@@ -755,7 +791,7 @@ impl Worker<'_> {
         match (status, state.as_deref()) {
             (200, Some("queued" | "processing")) => {
                 let interval = self.shared.plan.flows[flow].poll_interval;
-                self.conns[i].poll = Some((now + interval, flow, began, path));
+                self.conns[i].poll_later(PendingPoll { at: now + interval, flow, began, path });
             }
             (200, Some(state)) => self.flow_ended(began, state, now),
             (status, _) => self.flow_ended(began, &format!("poll-{status}"), now),
@@ -803,7 +839,7 @@ impl Worker<'_> {
     fn broken(&mut self, i: usize, now: Instant, kind: ErrorKind) {
         let conn = &mut self.conns[i];
         let lost: Vec<Sent> = conn.inflight.drain(..).collect();
-        let had_poll = conn.poll.take();
+        let waiting = std::mem::take(&mut conn.polls);
         let connect_failed = conn.state == State::Connecting && lost.is_empty();
         for sent in &lost {
             self.failed_batch += 1;
@@ -819,8 +855,8 @@ impl Worker<'_> {
                 self.flow_ended(began, "failed", now);
             }
         }
-        if let Some((_, _, began, _)) = had_poll {
-            self.flow_ended(began, "failed", now);
+        for poll in waiting {
+            self.flow_ended(poll.began, "failed", now);
         }
         if connect_failed {
             self.failed_batch += 1;
