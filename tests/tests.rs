@@ -12,6 +12,7 @@ mod http_basics;
 mod lifecycle;
 mod loadtest;
 mod metrics;
+mod openapi;
 mod pipelining;
 mod rejects;
 mod seo;

@@ -1,4 +1,4 @@
-//! Liveness, readiness and detailed health.
+//! Liveness, readiness and health; the metrics pages and the dashboard; the API description.
 
 use serde_json::json;
 
@@ -133,4 +133,13 @@ pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>)
         return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
     }
     Reply::Now(Response::with_static(200, "text/html; charset=utf-8", DASHBOARD).header("Cache-Control", "no-cache"))
+}
+
+/// The OpenAPI 3.1 description of every route (kept true by the tests:
+/// every route is in it, and schemathesis checks the server against it).
+const OPENAPI: &[u8] = include_bytes!("openapi.json");
+
+/// `GET /openapi.json`.
+pub fn openapi(_: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
+    Reply::Now(Response::with_static(200, "application/json", OPENAPI))
 }

@@ -94,16 +94,30 @@ pub struct InputLimits {
     pub max_bulk_items: usize,
 }
 
+/// A field that may be left out but not sent as `null`: the API's schema
+/// has no nulls, and a `null` that silently meant "absent" hid mistakes.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fields {
+    #[serde(default, deserialize_with = "present")]
     html: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     page_url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     priority: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     timeout_ms: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "present")]
     callback_url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     include_links: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     include_images: Option<bool>,
 }
 
@@ -111,18 +125,26 @@ struct Fields {
 #[serde(deny_unknown_fields)]
 struct BulkFields {
     items: Vec<ItemFields>,
+    #[serde(default, deserialize_with = "present")]
     priority: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     timeout_ms: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "present")]
     callback_url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     include_links: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     include_images: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ItemFields {
+    #[serde(default, deserialize_with = "present")]
     html: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     page_url: Option<String>,
 }
 
@@ -388,6 +410,8 @@ mod tests {
         assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":1e12}"#)), (422, "bad-timeout".into()));
         assert_eq!(code(j(r#"{"html":"<p>","timeout_ms":99999999}"#)), (422, "bad-timeout".into()));
         assert_eq!(code(j(r#"{"html":"<p>","colour":"red"}"#)), (422, "invalid-field".into()));
+        assert_eq!(code(j(r#"{"html":"<p>","include_images":null}"#)), (422, "invalid-field".into()));
+        assert_eq!(code(j(r#"{"html":null,"url":"https://a.example/"}"#)), (422, "invalid-field".into()));
         assert_eq!(code(j(r#"{"html":"<p>"} trailing"#)), (400, "malformed-json".into()));
         let wrong = j(r#"{"url": 42}"#).unwrap_err();
         assert!(wrong.detail.starts_with("url: invalid type: integer `42`"), "{}", wrong.detail);

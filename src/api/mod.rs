@@ -69,6 +69,7 @@ impl App {
             .route("GET", "/performance/real-time", health::real_time)
             .route("GET", "/alerts", health::alerts)
             .route("GET", "/dashboard", health::dashboard)
+            .route("GET", "/openapi.json", health::openapi)
             .route("POST", "/analyze", analyze::analyze)
             .route("POST", "/analyze/async", analyze::analyze_async)
             .route("GET", "/analyze/status/{id}", tasks::status)
@@ -81,6 +82,11 @@ impl App {
         let routes = router.patterns().into_iter().chain([UNMATCHED]);
         let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);
         Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None, limiter })
+    }
+
+    /// Every route: its method and path pattern, in the order added.
+    pub fn routes(&self) -> Vec<(&'static str, &'static str)> {
+        self.router.routes()
     }
 
     /// The rate limiter, if any class is limited (for its metrics).

@@ -18,6 +18,8 @@ struct Route<H> {
     method: &'static str,
     pattern: &'static str,
     segments: Vec<Segment>,
+    /// Literal segments: the more, the more specific the route.
+    literals: usize,
     handler: H,
 }
 
@@ -88,8 +90,18 @@ impl<H> Router<H> {
             .collect();
         let params = segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
         assert!(params <= MAX_PARAMS, "route {pattern} has more than {MAX_PARAMS} parameters");
-        self.routes.push(Route { method, pattern, segments, handler });
+        let literals = segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
+        // Kept most specific first (stable among equals), so that the first
+        // route a path matches is the most specific: `/tasks/active` owns
+        // that path, not `/tasks/{id}`.
+        let at = self.routes.partition_point(|r| r.literals >= literals);
+        self.routes.insert(at, Route { method, pattern, segments, literals, handler });
         self
+    }
+
+    /// Every route's method and pattern, in the order added.
+    pub fn routes(&self) -> Vec<(&'static str, &'static str)> {
+        self.routes.iter().map(|r| (r.method, r.pattern)).collect()
     }
 
     /// Every route's pattern, each once, in the order added.
@@ -103,29 +115,37 @@ impl<H> Router<H> {
         patterns
     }
 
-    /// Finds the handler for `method` and `path`. `HEAD` is served by `GET` routes.
+    /// Finds the handler for `method` and `path`. `HEAD` is served by `GET`
+    /// routes. Only the most specific routes matching the path count: a
+    /// literal segment beats a parameter.
     pub fn find<'a>(&'a self, method: &str, path: &'a str) -> Match<'a, H> {
         let mut values = [""; MAX_PARAMS];
-        let mut path_pattern = None;
+        // (pattern, literals) of the first, most specific, route the path matched.
+        let mut matched: Option<(&'static str, usize)> = None;
         for route in &self.routes {
+            if matched.is_some_and(|(_, literals)| route.literals < literals) {
+                break;
+            }
             if !match_path(&route.segments, path, &mut values) {
                 continue;
             }
             if route.method == method || (method == "HEAD" && route.method == "GET") {
                 return Match::Found(&route.handler, Params { segments: &route.segments, values }, route.pattern);
             }
-            path_pattern.get_or_insert(route.pattern);
+            matched.get_or_insert((route.pattern, route.literals));
         }
-        let Some(pattern) = path_pattern else {
+        let Some((pattern, literals)) = matched else {
             return Match::NotFound;
         };
         let mut allow: Vec<&str> = Vec::new();
-        for route in self.routes.iter().filter(|r| match_path(&r.segments, path, &mut values)) {
+        let same = self.routes.iter().filter(|r| r.literals == literals);
+        for route in same.filter(|r| match_path(&r.segments, path, &mut values)) {
             allow.push(route.method);
             if route.method == "GET" {
                 allow.push("HEAD");
             }
         }
+        allow.sort_unstable();
         allow.dedup();
         Match::MethodNotAllowed(allow.join(", "), pattern)
     }
@@ -216,6 +236,24 @@ mod tests {
         match r.find("GET", "/tasks/x") {
             Match::MethodNotAllowed(allow, pattern) => assert_eq!((allow.as_str(), pattern), ("DELETE", "/tasks/{id}")),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_literal_segment_owns_its_path_over_a_parameter() {
+        // Added in either order, `/tasks/active` is its own resource.
+        for r in [
+            Router::new().route("DELETE", "/tasks/{id}", 1u8).route("GET", "/tasks/active", 2),
+            Router::new().route("GET", "/tasks/active", 2u8).route("DELETE", "/tasks/{id}", 1),
+        ] {
+            assert!(matches!(r.find("GET", "/tasks/active"), Match::Found(2, _, "/tasks/active")));
+            assert!(matches!(r.find("DELETE", "/tasks/abc"), Match::Found(1, _, "/tasks/{id}")));
+            match r.find("DELETE", "/tasks/active") {
+                Match::MethodNotAllowed(allow, pattern) => {
+                    assert_eq!((allow.as_str(), pattern), ("GET, HEAD", "/tasks/active"))
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }
