@@ -258,10 +258,12 @@ fn events(client: &mut std::net::TcpStream, n: usize) -> Vec<serde_json::Value> 
     let mut chunk = [0u8; 4096];
     loop {
         let text = String::from_utf8_lossy(&raw).into_owned();
+        // Snapshots are objects; the opening `history` event's data is an array.
         let found: Vec<serde_json::Value> = text
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .map(|json| serde_json::from_str(json).expect("each event is one JSON document"))
+            .map(|json| serde_json::from_str::<serde_json::Value>(json).expect("each event is one JSON document"))
+            .filter(serde_json::Value::is_object)
             .collect();
         if found.len() >= n {
             return found;
@@ -286,12 +288,13 @@ fn the_live_stream_sends_a_snapshot_a_second_and_drops_watchers_that_leave() {
     for _ in 0..5 {
         request(addr, &get("/livez"));
     }
-    let first = events(&mut watchers[0], 2);
+    // The last of three: the first may be the latest one replayed to a new watcher.
+    let first = events(&mut watchers[0], 3);
     let head_seen = first.iter().all(|e| e["latency_seconds"]["p99"].is_number());
     assert!(head_seen, "{first:?}");
-    assert_eq!(first[1]["watchers"], 3);
-    assert!(first[1]["queue"]["workers"].as_u64() == Some(2), "{first:?}");
-    assert!(first[1]["connections"]["open"].as_u64().unwrap() >= 3);
+    assert_eq!(first[2]["watchers"], 3);
+    assert!(first[2]["queue"]["workers"].as_u64() == Some(2), "{first:?}");
+    assert!(first[2]["connections"]["open"].as_u64().unwrap() >= 3);
     // Two watchers leave; within a couple of seconds only one is counted.
     drop(watchers.pop());
     drop(watchers.pop());
@@ -303,6 +306,92 @@ fn the_live_stream_sends_a_snapshot_a_second_and_drops_watchers_that_leave() {
         }
         assert!(started.elapsed() < Duration::from_secs(10), "gone watchers were never dropped: {latest}");
     }
+}
+
+/// A new watcher is first sent the seconds the server already holds (in
+/// brief, one `history` event) and the latest snapshot, so that a page
+/// opened now is not empty for two minutes.
+#[test]
+fn a_new_watcher_gets_the_recent_history_first() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let mut early = connect(addr);
+    early.write_all(&get("/performance/real-time")).unwrap();
+    for _ in 0..20 {
+        request(addr, &get("/livez"));
+    }
+    // Three seconds have been recorded once an early watcher saw three snapshots.
+    let seen = events(&mut early, 3);
+    let mut late = connect(addr);
+    late.write_all(&get("/performance/real-time")).unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let history: serde_json::Value = loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some(at) = text.find("event: history\ndata: ") {
+            if let Some(line) = text[at..].lines().nth(1) {
+                if text[at..].contains("\n\n") {
+                    break serde_json::from_str(line.strip_prefix("data: ").unwrap()).unwrap();
+                }
+            }
+        }
+        let got = std::io::Read::read(&mut late, &mut chunk).unwrap();
+        assert!(got > 0, "{text}");
+        raw.extend_from_slice(&chunk[..got]);
+    };
+    let points = history.as_array().unwrap();
+    assert!(points.len() >= 3, "{history}");
+    assert!(points.windows(2).all(|w| w[0]["t"].as_i64() < w[1]["t"].as_i64()), "in time order: {history}");
+    assert!(points.iter().all(|p| p["rps"].is_number() && p["p99_ms"].is_number() && p["waiting"].is_number()));
+    assert!(points.iter().any(|p| p["rps"].as_f64().unwrap() > 0.0), "the requests show: {history}");
+    let (last, seen_last) = (points.last().unwrap()["t"].as_i64(), seen.last().unwrap()["time"].as_i64());
+    assert!(last >= seen_last, "the history reaches the latest snapshot: {last:?} {seen_last:?}");
+    // And the latest whole snapshot follows at once.
+    assert!(!events(&mut late, 1).is_empty());
+}
+
+/// The dashboard has the recent history in it when served, so a plain
+/// `chromium --headless --screenshot` (which takes the page at its load,
+/// before any live event) shows figures and charts, not dashes.
+#[test]
+fn a_headless_screenshot_of_the_dashboard_shows_figures_at_once() {
+    let server = start_with_metrics(config());
+    let addr = server.local_addr();
+    let mut watcher = connect(addr);
+    watcher.write_all(&get("/performance/real-time")).unwrap();
+    for _ in 0..30 {
+        request(addr, &get("/livez"));
+    }
+    events(&mut watcher, 3);
+    let dir = crate::util::TempDir::new("dashboard-shot");
+    let chromium = |extra: &[&str]| {
+        let profile = dir.path().join(format!("profile-{}", extra.len()));
+        let out = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("http://{addr}/dashboard"))
+            .output()
+            .expect("chromium runs (.ci/install-test-tools installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let card = |id: &str| {
+        let at = dom.find(&format!("id=\"{id}\">")).unwrap_or_else(|| panic!("no #{id} in {dom}"));
+        let text = &dom[at + id.len() + 6..];
+        text[..text.find('<').unwrap()].to_string()
+    };
+    for id in ["rps", "latency", "errors", "connections", "queue", "workers"] {
+        let text = card(id);
+        assert!(text.chars().any(|c| c.is_ascii_digit()) && !text.contains('–'), "#{id} shows {text:?}");
+    }
+    let points: usize = dom.split("data-points=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
+    assert!(points >= 3, "the charts start with the history: {points} points");
+    let shot = dir.path().join("dashboard.png");
+    chromium(&[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
 }
 
 /// Four clients requesting `/delay/300` (over the test alert's 100 ms p99)
@@ -395,7 +484,7 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
                  connections: document.getElementById('connections').textContent, \
                  alerts: document.getElementById('alerts').textContent, \
                  drawn: document.getElementById('p99-chart').toDataURL().length, \
-                 blank: Object.assign(document.createElement('canvas'), {width: 600, height: 120}).toDataURL().length})";
+                 blank: Object.assign(document.createElement('canvas'), {width: 600, height: 170}).toDataURL().length})";
     let shot = std::env::temp_dir().join(format!("pagelens-dashboard-{}.png", std::process::id()));
     let out = Command::new("python3")
         .args([script, &format!("http://{addr}/dashboard"), wait, state, "20", shot.to_str().unwrap()])

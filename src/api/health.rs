@@ -124,15 +124,24 @@ pub fn alerts(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) ->
     Reply::Now(Response::json(200, &json!({ "alerts": metrics.alerts().unwrap_or_default() })))
 }
 
-/// The dashboard page: static HTML that draws the live stream.
-const DASHBOARD: &[u8] = include_bytes!("dashboard.html");
+/// The dashboard page: HTML that draws the live stream.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// `GET /dashboard`: a live page drawn from `GET /performance/real-time`.
+/// Where the page takes the server's recent history.
+const SEED: &str = "/*SEED*/null";
+
+/// `GET /dashboard`: a live page drawn from `GET /performance/real-time`,
+/// with the recent history in it so that it shows figures from the start.
 pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
-    if app.metrics.is_none() {
+    let Some(metrics) = &app.metrics else {
         return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
-    }
-    Reply::Now(Response::with_static(200, "text/html; charset=utf-8", DASHBOARD).header("Cache-Control", "no-cache"))
+    };
+    // Inside a <script>: `<` escaped so that no `</script>` can end it early.
+    let seed = metrics.history().replace('<', "\\u003c");
+    let page = DASHBOARD.replacen(SEED, &seed, 1);
+    Reply::Now(
+        Response::with_body(200, "text/html; charset=utf-8", page.into_bytes()).header("Cache-Control", "no-cache"),
+    )
 }
 
 /// The OpenAPI 3.1 description of every route (kept true by the tests:

@@ -13,7 +13,7 @@ mod process;
 pub mod recorder;
 pub mod tasks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -101,6 +101,48 @@ pub type Collector = Box<dyn Fn(&mut Exposition) + Send>;
 /// Adds a named part to the live snapshot, e.g. `("queue", {...})`.
 pub type SnapshotPart = Box<dyn Fn() -> (&'static str, serde_json::Value) + Send>;
 
+/// Seconds of history a new watcher of the live stream is sent.
+pub const HISTORY: usize = 120;
+
+/// The live stream's past: the last [`HISTORY`] seconds in brief, and the
+/// latest whole snapshot (JSON; empty before the first).
+#[derive(Debug, Default)]
+struct History {
+    points: VecDeque<Point>,
+    latest: String,
+}
+
+impl History {
+    fn points_json(&self) -> String {
+        let points: Vec<Point> = self.points.iter().copied().collect();
+        serde_json::to_string(&points).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+/// One second of the live stream in brief: what the dashboard charts.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Point {
+    /// Milliseconds since the Unix epoch.
+    t: i64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    waiting: u64,
+}
+
+impl Point {
+    fn of(snapshot: &serde_json::Value) -> Point {
+        let ms = |q: &str| snapshot["latency_seconds"][q].as_f64().unwrap_or(0.0) * 1e3;
+        Point {
+            t: snapshot["time"].as_i64().unwrap_or(0),
+            rps: snapshot["requests_per_second"].as_f64().unwrap_or(0.0),
+            p50_ms: ms("p50"),
+            p99_ms: ms("p99"),
+            waiting: snapshot["queue"]["waiting"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
 /// A series' running totals.
 struct Totals {
     /// All durations since start (for the cumulative buckets).
@@ -119,6 +161,9 @@ pub struct Metrics {
     snapshot_parts: Mutex<Vec<SnapshotPart>>,
     /// Clients of the live stream; one snapshot a second goes to all of them.
     watchers: Mutex<Vec<StreamSender>>,
+    /// What a new watcher is sent first, so that its page is full at once.
+    /// Locked after `watchers`.
+    history: Mutex<History>,
     /// Alert rules, once enabled.
     alerts: Arc<Mutex<Option<Alerts>>>,
     /// Told of every alert change (the webhook), on the metrics thread.
@@ -148,6 +193,7 @@ impl Metrics {
             collectors: Mutex::new(vec![Box::new(process::collect)]),
             snapshot_parts: Mutex::new(vec![Box::new(process::snapshot)]),
             watchers: Mutex::new(Vec::new()),
+            history: Mutex::new(History::default()),
             alerts: Arc::new(Mutex::new(None)),
             alert_hook: Mutex::new(None),
         });
@@ -171,11 +217,31 @@ impl Metrics {
         lock(&self.snapshot_parts).push(part);
     }
 
-    /// Sends the live snapshot to `watcher` once a second, as Server-Sent
-    /// Events, until it is gone.
+    /// Sends `watcher` the last [`HISTORY`] seconds in brief (one
+    /// `history` event), then the live snapshot once a second, as
+    /// Server-Sent Events, until it is gone.
     pub fn watch(&self, watcher: StreamSender) {
-        watcher.send(b": pagelens live metrics, one event a second\n\n".to_vec());
-        lock(&self.watchers).push(watcher);
+        let mut watchers = lock(&self.watchers);
+        // Under the watchers' lock, so that no second is sent twice or missed.
+        let history = lock(&self.history);
+        let mut opening = format!(
+            ": pagelens live metrics, one event a second\n\nevent: history\ndata: {}\n\n",
+            history.points_json()
+        );
+        if !history.latest.is_empty() {
+            opening.push_str(&format!("data: {}\n\n", history.latest));
+        }
+        drop(history);
+        watcher.send(opening.into_bytes());
+        watchers.push(watcher);
+    }
+
+    /// The recent history as one JSON object, `{"points": [...], "latest":
+    /// {...} | null}`, for a page to draw before its stream opens.
+    pub fn history(&self) -> String {
+        let history = lock(&self.history);
+        let latest = if history.latest.is_empty() { "null" } else { &history.latest };
+        format!("{{\"points\":{},\"latest\":{latest}}}", history.points_json())
     }
 
     /// Evaluates alert rules with `config` every second, from now on.
@@ -212,24 +278,30 @@ impl Metrics {
         snapshot
     }
 
-    /// Sends the same snapshot bytes to every watcher; watchers whose
-    /// connection is gone are dropped.
+    /// Keeps the snapshot's brief in the history and sends the same
+    /// snapshot bytes to every watcher; watchers whose connection is gone
+    /// are dropped.
     fn broadcast(&self, mut snapshot: serde_json::Value) {
         let mut watchers = lock(&self.watchers);
         watchers.retain(|w| !w.is_gone());
-        if watchers.is_empty() {
-            return;
-        }
+        snapshot["time"] = crate::clock::to_millis(std::time::SystemTime::now()).into();
         snapshot["watchers"] = watchers.len().into();
         if let Some(alerts) = lock(&self.alerts).as_ref() {
             let firing: Vec<&str> =
                 alerts.rules().iter().filter(|r| r.state == AlertState::Firing).map(|r| r.name).collect();
             snapshot["alerts_firing"] = firing.into();
         }
-        let event = format!("data: {snapshot}\n\n").into_bytes();
+        let json = snapshot.to_string();
+        let event = format!("data: {json}\n\n").into_bytes();
         for watcher in watchers.iter() {
             watcher.send(event.clone());
         }
+        let mut history = lock(&self.history);
+        if history.points.len() == HISTORY {
+            history.points.pop_front();
+        }
+        history.points.push_back(Point::of(&snapshot));
+        history.latest = json;
     }
 
     /// Evaluates the alert rules on this second's figures; logs each change.
