@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::lifecycle::{spawn_binary, stop};
+use crate::binary::{spawn_binary, stop};
 use crate::origin::{response, Action, Origin};
-use crate::util::{connect, get, json_of, post, resident_mb, wait_for, Reader, TempDir};
+use crate::util::{connect, get, json_of, post, Reader, TempDir};
 
 /// A page that takes the engine a little while.
 fn page(n: usize) -> String {
@@ -24,7 +24,7 @@ fn serve(db: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
     serve_limited(db, extra, &[])
 }
 
-fn serve_limited(db: &std::path::Path, extra: &[&str], limits: &[crate::lifecycle::Limit]) -> (Child, SocketAddr) {
+fn serve_limited(db: &std::path::Path, extra: &[&str], limits: &[crate::binary::Limit]) -> (Child, SocketAddr) {
     let store = format!("sqlite:{}", db.display());
     let mut args = vec!["--listen", "127.0.0.1:0", "--reactors", "1", "--store", &store];
     if !extra.contains(&"--workers") {
@@ -191,52 +191,6 @@ fn rusqlite_user_version(path: &std::path::Path, version: i64) {
         .output()
         .expect("python3 runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A 6 MB page with 60,000 links: its analysis is about 5 MB of JSON.
-fn big_page() -> String {
-    let mut page = String::from("<html><head><title>Big</title></head><body>");
-    for i in 0..60_000 {
-        page.push_str(&format!("<p>Item {i} <a href=\"/p/{i}\">link number {i}</a></p>\n"));
-    }
-    let filler = format!("<p>{}</p>\n", "filler words for a long page ".repeat(40));
-    while page.len() < 6_000_000 {
-        page.push_str(&filler);
-    }
-    page + "</body></html>"
-}
-
-/// Inputs wait in the store and results live there, not in RAM: 40 tasks of
-/// a 6 MB page (about 460 MB of inputs and results; the engine that kept
-/// them in memory reached 5.4 GB with 300) stay under 400 MB resident while
-/// they queue and after, and every result is readable. The benchmark
-/// `loadtest/memory-bound.sh` runs the full 300 on a release build.
-#[test]
-fn big_tasks_are_bounded_in_memory_by_the_store() {
-    let dir = TempDir::new("big-tasks");
-    let (mut server, addr) = serve(&dir.path().join("tasks.db"), &["--workers", "2"]);
-    let body = serde_json::to_vec(&json!({ "html": big_page() })).unwrap();
-    let mut client = Reader::new(connect(addr));
-    let mut ids = Vec::new();
-    for _ in 0..40 {
-        let head = format!(
-            "POST /analyze/async HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        client.send(head.as_bytes());
-        client.send(&body);
-        let resp = client.response(false);
-        assert_eq!(resp.status, 202, "{}", resp.text());
-        ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
-    }
-    let (queued_rss, _) = resident_mb(server.id());
-    for id in &ids {
-        assert_eq!(wait_for(addr, id, &["completed"])["result"]["links"]["total"], 60_000);
-    }
-    let (after_rss, peak) = resident_mb(server.id());
-    eprintln!("resident: {queued_rss} MB queued, {after_rss} MB after, {peak} MB at the peak");
-    assert!(peak < 400, "peak resident {peak} MB (queued: {queued_rss} MB, after: {after_rss} MB)");
-    stop(&mut server);
 }
 
 /// A full disk: submissions get `503 store-unavailable` (never a `202` for

@@ -57,6 +57,7 @@ fn temp(name: &str, contents: &str) -> std::path::PathBuf {
 
 #[test]
 fn n_requests_are_exactly_n_across_threads_and_pipelining() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let url = format!("http://{}/livez", server.local_addr());
     for (threads, connections, pipeline) in [(1, 1, 1), (2, 8, 1), (2, 4, 8)] {
@@ -72,6 +73,7 @@ fn n_requests_are_exactly_n_across_threads_and_pipelining() {
 
 #[test]
 fn statuses_and_errors_match_what_the_server_did() {
+    let _turn = crate::one_at_a_time();
     // Every fifth request is dropped without an answer, every fifth answered 404, the rest 200.
     let n = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&n);
@@ -97,6 +99,7 @@ fn statuses_and_errors_match_what_the_server_did() {
 
 #[test]
 fn one_stall_shows_in_the_corrected_tail_not_only_in_the_max() {
+    let _turn = crate::one_at_a_time();
     // At 200 requests/s on one connection, the 100th request stalls 500 ms.
     let n = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&n);
@@ -133,6 +136,7 @@ fn one_stall_shows_in_the_corrected_tail_not_only_in_the_max() {
 
 #[test]
 fn the_adaptive_rate_backs_off_on_429() {
+    let _turn = crate::one_at_a_time();
     let origin = Origin::start(|_| Action::Send(response(429, &[], b"slow down")));
     let fixed = loadtest::run(&LoadConfig { rate: Some(400.0), ..settings(&origin.url("/")) }).unwrap();
     let adaptive =
@@ -144,6 +148,7 @@ fn the_adaptive_rate_backs_off_on_429() {
 
 #[test]
 fn the_ramp_rises_linearly_before_measuring() {
+    let _turn = crate::one_at_a_time();
     let origin = Origin::start(|_| ok("text/plain", b"ok"));
     let started = Instant::now();
     loadtest::run(&LoadConfig {
@@ -167,6 +172,7 @@ fn the_ramp_rises_linearly_before_measuring() {
 
 #[test]
 fn url_weights_shape_the_mix() {
+    let _turn = crate::one_at_a_time();
     let origin = Origin::start(|_| ok("text/plain", b"ok"));
     let file = temp("urls.txt", &format!("# weights\n/heavy 3\n{} 1\n", origin.url("/light")));
     let target = Target::parse(&origin.url("/")).unwrap();
@@ -179,6 +185,7 @@ fn url_weights_shape_the_mix() {
 
 #[test]
 fn the_task_flow_scenario_runs_against_pagelens() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let page = temp("page.json", r#"{"html": "<html><head><title>Load</title></head><body><h1>x</h1></body></html>"}"#);
     let scenario = temp(
@@ -242,6 +249,7 @@ weight = 1
 /// polls do not count toward the rate.
 #[test]
 fn polls_never_delay_scheduled_submissions() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let page = temp("page.json", r#"{"html": "<title>x</title>"}"#);
     let scenario = temp(
@@ -279,6 +287,7 @@ fn polls_never_delay_scheduled_submissions() {
 
 #[test]
 fn json_and_hgrm_files_are_well_formed() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let url = format!("http://{}/livez", server.local_addr());
     let (json, hgrm) = (temp("r.json", ""), temp("r.hgrm", ""));
@@ -319,6 +328,7 @@ fn json_and_hgrm_files_are_well_formed() {
 
 #[test]
 fn bad_targets_and_bad_input_give_clear_messages_and_exit_codes() {
+    let _turn = crate::one_at_a_time();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (code, _, err) = cli(&[&format!("http://{closed}/"), "-d", "1s", "-c", "2", "-t", "1"]);
     assert_eq!(code, 1, "{err}");
@@ -399,6 +409,7 @@ fn bad_targets_and_bad_input_give_clear_messages_and_exit_codes() {
 
 #[test]
 fn find_max_reports_the_knee_of_a_server_with_known_capacity() {
+    let _turn = crate::one_at_a_time();
     // One connection to an origin taking 10 ms a request: at most ~100 requests/s.
     let origin = Origin::start(|_| Action::SendAfter(Duration::from_millis(10), response(200, &[], b"ok")));
     let config = LoadConfig {
@@ -419,6 +430,7 @@ fn find_max_reports_the_knee_of_a_server_with_known_capacity() {
 
 #[test]
 fn the_shipped_scenarios_run_against_pagelens() {
+    let _turn = crate::one_at_a_time();
     let mut c = config();
     c.limits.max_body_bytes = 1024 * 1024;
     let server = start(c);
@@ -437,6 +449,7 @@ fn the_shipped_scenarios_run_against_pagelens() {
 
 #[test]
 fn sigint_ends_the_run_early_with_a_report_of_what_was_measured() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let url = format!("http://{}/livez", server.local_addr());
     let child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
@@ -464,6 +477,7 @@ fn resident_kib() -> u64 {
 
 #[test]
 fn an_unreachable_rate_is_said_so_and_costs_no_memory() {
+    let _turn = crate::one_at_a_time();
     let server = start(config());
     let url = format!("http://{}/livez", server.local_addr());
     let before = resident_kib();
@@ -488,6 +502,7 @@ fn an_unreachable_rate_is_said_so_and_costs_no_memory() {
 
 #[test]
 fn large_bodies_are_counted_not_held() {
+    let _turn = crate::one_at_a_time();
     let body = Arc::new(vec![b'x'; 20 << 20]);
     let origin = Origin::start(move |_| ok("application/octet-stream", &body));
     let report =

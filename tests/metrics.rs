@@ -599,11 +599,11 @@ fn the_readme_alerts_file_example_is_true() {
     let file = dir.path().join("alerts.toml");
     std::fs::write(&file, example).unwrap();
     let (mut child, addr) =
-        crate::lifecycle::spawn_binary(&["--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()], &[]);
+        crate::binary::spawn_binary(&["--listen", "127.0.0.1:0", "--alerts-file", file.to_str().unwrap()], &[]);
     let alerts: serde_json::Value = serde_json::from_slice(&request(addr, &get("/alerts")).body).unwrap();
     let rule = |name: &str| alerts["alerts"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned();
     let latency = rule("high_latency").unwrap();
     assert_eq!((latency["threshold"].as_f64(), latency["for_seconds"].as_f64()), (Some(0.5), Some(10.0)));
     assert!(rule("task_timeouts").is_none_or(|r| r["state"] == "disabled"), "{alerts}");
-    crate::lifecycle::stop(&mut child);
+    crate::binary::stop(&mut child);
 }

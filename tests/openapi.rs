@@ -12,7 +12,7 @@ use pagelens::api::App;
 use pagelens::fetch::FetchConfig;
 use serde_json::Value;
 
-use crate::lifecycle::{spawn_binary, stop};
+use crate::binary::{spawn_binary, stop};
 use crate::util::{api_config, call, config, engine_config, fetcher, get, json_of, start, start_engine, TempDir};
 
 fn document(addr: std::net::SocketAddr) -> Value {

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, so CI links once.
 
+mod binary;
 mod origin;
 mod util;
 
@@ -10,7 +11,6 @@ mod fetch;
 mod hostile;
 mod http_basics;
 mod lifecycle;
-mod loadtest;
 mod metrics;
 mod openapi;
 mod pipelining;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::lifecycle::{spawn_binary_line, stop};
+use crate::binary::{spawn_binary_line, stop};
 use crate::origin::Issued;
 use crate::util::{get, Reader, TempDir};
 

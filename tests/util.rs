@@ -215,11 +215,6 @@ impl Reader {
         Reader { stream, buf: Vec::new() }
     }
 
-    /// Puts back bytes read from the stream directly, to be parsed first.
-    pub fn unread(&mut self, bytes: &[u8]) {
-        self.buf.splice(0..0, bytes.iter().copied());
-    }
-
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
     }
@@ -394,14 +389,4 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// `VmRSS` and `VmHWM` (the peak) of a process, in MB.
-pub fn resident_mb(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |key: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
 }
