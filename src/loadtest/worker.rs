@@ -186,10 +186,14 @@ impl Conn {
         }
     }
 
-    /// Room for a scheduled request: polls in flight take none, so that the
-    /// tool's own polling never delays what the schedule sends.
-    fn has_room(&self, pipeline: usize) -> bool {
-        self.state == State::Open && !self.closing && self.scheduled_in_flight() < pipeline
+    /// Room for the next request. Open loop: polls take none, so that the
+    /// tool's own polling never delays what the schedule sends. Closed loop:
+    /// a task flow holds its connection until it ends, so that the
+    /// connections are the flows in progress (else every connection would
+    /// submit without bound and the queue, not the flows, would be measured).
+    fn has_room(&self, pipeline: usize, open_loop: bool) -> bool {
+        let flows_done = open_loop || (self.polls.is_empty() && self.scheduled_in_flight() == self.inflight.len());
+        self.state == State::Open && !self.closing && flows_done && self.scheduled_in_flight() < pipeline
     }
 
     /// Requests in flight that the schedule sent (polls aside).
@@ -343,7 +347,9 @@ impl Worker<'_> {
             self.publish(now);
             let mut wake = next_sweep;
             let pipeline = self.shared.pipeline;
-            let due = self.conns.iter().filter(|c| c.has_room(pipeline)).filter_map(|c| c.next_intended).min();
+            let open_loop = self.share.rate.is_some();
+            let due =
+                self.conns.iter().filter(|c| c.has_room(pipeline, open_loop)).filter_map(|c| c.next_intended).min();
             if let (Some(due), Some(timer)) = (due, &self.timer) {
                 arm_timer(timer, due.saturating_duration_since(now));
             }
@@ -582,7 +588,7 @@ impl Worker<'_> {
         // request in its own segment would otherwise cost a write per request.
         let free = pipeline.saturating_sub(self.conns[i].scheduled_in_flight());
         let batched = self.share.rate.is_some() || free >= pipeline.div_ceil(2);
-        while batched && self.conns[i].has_room(pipeline) {
+        while batched && self.conns[i].has_room(pipeline, self.share.rate.is_some()) {
             let intended = match (self.share.rate, self.conns[i].next_intended) {
                 (Some(_), Some(due)) if due <= now && self.phases.end.is_none_or(|end| due < end) => due,
                 (Some(_), _) => break,
