@@ -7,6 +7,7 @@ mod util;
 mod clients;
 mod durability;
 mod engine;
+mod events;
 mod fetch;
 mod hostile;
 mod http_basics;

@@ -73,6 +73,7 @@ impl App {
             .route("POST", "/analyze", analyze::analyze)
             .route("POST", "/analyze/async", analyze::analyze_async)
             .route("GET", "/analyze/status/{id}", tasks::status)
+            .route("GET", "/analyze/status/{id}/events", tasks::events)
             .route("DELETE", "/tasks/{id}", tasks::cancel)
             .route("POST", "/tasks/{id}/revoke", tasks::cancel)
             .route("GET", "/tasks/active", tasks::active)

@@ -11,7 +11,7 @@ use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
-use crate::jobs::engine::{CancelError, Ended};
+use crate::jobs::engine::{CancelError, Ended, TaskWatcher};
 use crate::jobs::store::StoreError;
 use crate::jobs::task::{status_prefix, STATUS_SUFFIX};
 use crate::jobs::{TaskError, TaskId, TaskState};
@@ -60,6 +60,50 @@ fn status_response(ended: &Ended) -> Response {
         ),
         None => Response::with_body(200, "application/json", status_prefix(&ended.view, false)),
     }
+}
+
+/// `GET /analyze/status/{id}/events`: Server-Sent Events of the task's
+/// state and progress, one `status` event a change (its id the record's
+/// version), ending with an `end` event of its final status. A client that
+/// reconnects with `Last-Event-ID` gets only what is newer; one that stops
+/// reading is dropped by the connection, as for the metrics stream.
+pub fn events(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let id = match task_id(&params) {
+        Ok(id) => id,
+        Err(response) => return Reply::Now(response),
+    };
+    let seen =
+        request.head.header("last-event-id").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let responder = cx.defer();
+    let engine = Arc::clone(app.engine());
+    app.engine().spawn_read(Box::new(move || {
+        match engine.status(id) {
+            Err(e) => return responder.send(store_failed(&e)),
+            Ok(None) => return responder.send(not_found()),
+            Ok(Some(_)) => {}
+        }
+        let head = Response::streaming(200, "text/event-stream").header("Cache-Control", "no-cache");
+        let mut stream = Some(responder.stream(head));
+        let watcher: TaskWatcher = Box::new(move |event| {
+            let Some(sender) = stream.as_ref().filter(|s| !s.is_gone()) else { return false };
+            if seen.is_none_or(|s| s < event.version) {
+                // A TaskView always serialises (plain fields).
+                let doc = serde_json::to_string(event.view).unwrap_or_default();
+                let kind = if event.last { "end" } else { "status" };
+                sender.send(format!("id: {}\nevent: {kind}\ndata: {doc}\n\n", event.version).into_bytes());
+            }
+            if event.last {
+                // Dropping the sender ends the stream.
+                stream = None;
+            }
+            !event.last
+        });
+        // A task that vanished in between (expired) ends the stream empty.
+        if let Err(e) = engine.watch(id, watcher) {
+            crate::warn!("task {id}: cannot follow its events: {e}");
+        }
+    }));
+    Reply::Later
 }
 
 /// `DELETE /tasks/{id}` and `POST /tasks/{id}/revoke`.

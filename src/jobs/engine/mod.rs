@@ -17,6 +17,7 @@ mod admission;
 mod batch;
 mod recent;
 mod timer;
+mod watch;
 mod work;
 
 use std::cmp::Reverse;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
+pub use watch::{TaskEvent, TaskWatcher};
 pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
 
 use super::commit::{CommitFigures, Committer};
@@ -72,11 +74,13 @@ pub struct Ended {
     pub view: TaskView,
     /// The result (JSON), if it completed.
     pub result: Option<Arc<[u8]>>,
+    /// The record's version (see [`TaskEvent::version`]).
+    pub version: u64,
 }
 
 impl Ended {
     fn of(record: &TaskRecord) -> Ended {
-        Ended { view: record.view(), result: record.result.clone() }
+        Ended { view: record.view(), result: record.result.clone(), version: record.version }
     }
 
     /// The status document as JSON, the result spliced in.
@@ -164,6 +168,8 @@ struct Live {
     spec: Option<Arc<TaskSpec>>,
     /// Bytes of `INPUTS_IN_MEMORY` the kept input holds.
     spec_bytes: usize,
+    /// Who follows its changes.
+    watchers: Vec<TaskWatcher>,
 }
 
 /// Monotonic counts of tasks ended in this process, by final state and priority.
@@ -199,6 +205,8 @@ pub struct Engine {
     /// Mean job run time in microseconds (exponentially weighted).
     mean_job_micros: AtomicU64,
     live: Mutex<HashMap<TaskId, Live>>,
+    /// Watchers of tasks whose end is being stored (locked after `live`).
+    ending: Mutex<HashMap<TaskId, Vec<TaskWatcher>>>,
     deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
     sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
@@ -244,6 +252,7 @@ impl Engine {
             config,
             mean_job_micros: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
+            ending: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(BinaryHeap::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
             batches: Mutex::new(HashMap::new()),
@@ -409,9 +418,9 @@ impl Engine {
         let on_done: OnDone = Box::new(move |ended| drop(tx.send(ended.clone())));
         match self.delay_with_callback(spec, on_done)? {
             // on_done runs once for a created task, so recv returns.
-            Submitted::Created(view) => Ok(rx.recv().unwrap_or(Ended { view, result: None })),
+            Submitted::Created(view) => Ok(rx.recv().unwrap_or(Ended { view, result: None, version: 0 })),
             Submitted::Existing(view) => {
-                Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None }))
+                Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None, version: 0 }))
             }
         }
     }
@@ -434,6 +443,30 @@ impl Engine {
             lock(&self.recent).add(record);
         }
         Ok(Some(ended))
+    }
+
+    /// Follows task `id` (not on a reactor): `watcher` hears its state now
+    /// and every change after, the last once its end is stored. Returns
+    /// `false` for a task that does not exist.
+    pub fn watch(&self, id: TaskId, mut watcher: TaskWatcher) -> Result<bool, StoreError> {
+        {
+            let mut live = lock(&self.live);
+            if let Some(l) = live.get_mut(&id) {
+                let view = l.record.view();
+                if watcher(TaskEvent { view: &view, version: l.record.version, last: false }) {
+                    l.watchers.push(watcher);
+                }
+                return Ok(true);
+            }
+            if let Some(waiting) = lock(&self.ending).get_mut(&id) {
+                waiting.push(watcher);
+                return Ok(true);
+            }
+        }
+        let Some(ended) = self.status(id)? else { return Ok(false) };
+        let version = ended.version;
+        watcher(TaskEvent { view: &ended.view, version, last: true });
+        Ok(true)
     }
 
     /// Queued and processing tasks, oldest first (not on a reactor).
@@ -643,7 +676,8 @@ impl Engine {
         let (spec, spec_bytes) = spec.map_or((None, 0), |(s, b)| (Some(s), b));
         {
             let mut live = lock(&self.live);
-            live.insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes });
+            let watchers = Vec::new();
+            live.insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes, watchers });
             register();
         }
         self.add_deadline(deadline, id);
@@ -667,6 +701,7 @@ impl Engine {
                 Some(l) if stopping && l.stored_version.is_some() => None,
                 Some(l) => match apply(&mut l.record, Event::Started, SystemTime::now()) {
                     Ok(_) => {
+                        watch::notify(&mut l.watchers, &l.record, false);
                         // A stored task's kept input is no longer needed in
                         // memory once taken; a sync request keeps its own
                         // for a hand-over.
@@ -719,7 +754,9 @@ impl Engine {
     /// Records progress of a running task (in memory: not written).
     fn progress(&self, id: TaskId, percent: u8, stage: String, items: Option<super::task::ItemCounts>) {
         if let Some(live) = lock(&self.live).get_mut(&id) {
-            let _ = apply(&mut live.record, Event::Progress { percent, stage, items }, SystemTime::now());
+            if apply(&mut live.record, Event::Progress { percent, stage, items }, SystemTime::now()).is_ok() {
+                watch::notify(&mut live.watchers, &live.record, false);
+            }
         }
     }
 
@@ -744,7 +781,7 @@ impl Engine {
         entry.cancel.store(true, Ordering::Release);
         self.close_batch(id);
         self.inputs_in_memory.fetch_sub(entry.spec_bytes, Ordering::AcqRel);
-        let Live { record, stored_version, on_done, .. } = entry;
+        let Live { record, stored_version, on_done, mut watchers, .. } = entry;
         // How long tasks take from start to end (fetches included), for
         // estimates and Retry-After; a batch is many tasks' work, left out.
         if let (Some(started), Some(ended), None) = (record.started_at, record.completed_at, record.items) {
@@ -756,6 +793,8 @@ impl Engine {
         }
         match stored_version {
             Some(expected) => {
+                // Told once the end is stored; meanwhile new watchers join them.
+                lock(&self.ending).insert(id, std::mem::take(&mut watchers));
                 let engine = Arc::clone(self);
                 let final_record = record.clone();
                 let put = Write::Put { record: Box::new(record.clone()), expected };
@@ -774,6 +813,9 @@ impl Engine {
                         if stored {
                             lock(&engine.recent).add(final_record.clone());
                         }
+                        if let Some(mut watchers) = lock(&engine.ending).remove(&id) {
+                            watch::notify(&mut watchers, &final_record, true);
+                        }
                         engine.after_end(&final_record, on_done, stored);
                         // After the batch's last line: those were sent first.
                         engine.end_batch(id);
@@ -786,6 +828,7 @@ impl Engine {
             }
             None => {
                 drop(live);
+                watch::notify(&mut watchers, &record, true);
                 self.after_end(&record, on_done, false);
                 self.end_batch(id);
                 if let Some(committed) = committed {
