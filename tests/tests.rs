@@ -9,6 +9,7 @@ mod durability;
 mod engine;
 mod events;
 mod fetch;
+mod history;
 mod hostile;
 mod http_basics;
 mod lifecycle;

@@ -76,6 +76,7 @@ impl App {
             .route("GET", "/analyze/status/{id}/events", tasks::events)
             .route("DELETE", "/tasks/{id}", tasks::cancel)
             .route("POST", "/tasks/{id}/revoke", tasks::cancel)
+            .route("GET", "/tasks", tasks::history)
             .route("GET", "/tasks/active", tasks::active)
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)

@@ -12,8 +12,9 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
 use crate::jobs::engine::{CancelError, Ended, TaskWatcher};
+use crate::jobs::store::HistoryQuery;
 use crate::jobs::store::StoreError;
-use crate::jobs::task::{status_prefix, STATUS_SUFFIX};
+use crate::jobs::task::{status_body, status_prefix, to_millis, STATUS_SUFFIX};
 use crate::jobs::{TaskError, TaskId, TaskState};
 use crate::pool::Priority;
 use crate::reactor::{Context, Reply};
@@ -120,6 +121,73 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         }
         Err(CancelError::Store(e)) => store_failed(&e),
     })
+}
+
+/// Most tasks one page of `GET /tasks` lists.
+const HISTORY_LIMIT: usize = 1000;
+
+/// `GET /tasks?state=&kind=&priority=&since=&until=&limit=&cursor=&include=result`:
+/// stored tasks, newest first, a page at a time; `next_cursor` continues.
+pub fn history(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let query = match history_query(request.head.query.unwrap_or("")) {
+        Ok(query) => query,
+        Err(detail) => return Reply::Now(Response::problem(400, "bad-query", &detail)),
+    };
+    via_reader(app, cx, move |engine| match engine.history(&query) {
+        Ok(tasks) => {
+            let mut body = b"{\"tasks\":[".to_vec();
+            for (i, task) in tasks.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend(status_body(&task.view, task.result.as_deref()));
+            }
+            body.extend_from_slice(b"],\"next_cursor\":");
+            match tasks.last().filter(|_| tasks.len() == query.limit) {
+                Some(last) => {
+                    let created = crate::jobs::task::parse_rfc3339(&last.view.created_at).map_or(0, to_millis);
+                    body.extend(format!("\"{created}-{}\"}}", last.view.task_id).into_bytes());
+                }
+                None => body.extend_from_slice(b"null}"),
+            }
+            Response::with_body(200, "application/json", body)
+        }
+        Err(e) => store_failed(&e),
+    })
+}
+
+/// The history query from a query string; `Err` names what is wrong.
+fn history_query(text: &str) -> Result<HistoryQuery, String> {
+    let mut query = HistoryQuery { limit: 100, ..HistoryQuery::default() };
+    for (name, value) in url::form_urlencoded::parse(text.as_bytes()) {
+        let bad = || format!("{name}={value:?} is not valid");
+        let time = || {
+            crate::jobs::task::parse_rfc3339(&value).ok_or_else(|| {
+                format!("{name} must be an RFC 3339 time such as 2026-11-30T12:00:00.000Z, not {value:?}")
+            })
+        };
+        match &*name {
+            "state" => query.state = Some(TaskState::ALL.into_iter().find(|s| s.name() == value).ok_or_else(bad)?),
+            "kind" => query.kind = Some(value.into_owned()),
+            "priority" => query.priority = Some(Priority::ALL.into_iter().find(|p| p.name() == value).ok_or_else(bad)?),
+            "since" => query.since = Some(time()?),
+            "until" => query.until = Some(time()?),
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_LIMIT).contains(n))
+                    .ok_or_else(|| format!("limit must be 1 to {HISTORY_LIMIT}, not {value:?}"))?
+            }
+            "cursor" => {
+                let (ms, id) = value.split_once('-').ok_or_else(bad)?;
+                query.before = Some((ms.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?));
+            }
+            "include" if value == "result" => query.with_results = true,
+            _ => return Err(format!("unknown parameter {name}={value:?}")),
+        }
+    }
+    Ok(query)
 }
 
 /// `GET /tasks/active`.

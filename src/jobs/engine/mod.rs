@@ -34,7 +34,7 @@ pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, 
 use super::commit::{CommitFigures, Committer};
 use super::lifecycle::{apply, Event, TaskRecord};
 use super::spec::{TaskInput, TaskSpec};
-use super::store::{Counts, Store, StoreError, StoreFigures, Write, Written};
+use super::store::{Counts, HistoryQuery, Store, StoreError, StoreFigures, Write, Written};
 use super::task::{status_body, TaskError, TaskId, TaskState, TaskView};
 use crate::metrics::tasks::TaskTimes;
 use crate::pool::{Pool, PoolStats, Priority};
@@ -467,6 +467,20 @@ impl Engine {
         let version = ended.version;
         watcher(TaskEvent { view: &ended.view, version, last: true });
         Ok(true)
+    }
+
+    /// Stored tasks by `query`, newest first (not on a reactor); those
+    /// running here with their progress as it is now.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<Ended>, StoreError> {
+        let records = self.store.history(query)?;
+        let live = lock(&self.live);
+        Ok(records
+            .iter()
+            .map(|r| match live.get(&r.id) {
+                Some(l) => Ended::of(&l.record),
+                None => Ended::of(r),
+            })
+            .collect())
     }
 
     /// Queued and processing tasks, oldest first (not on a reactor).

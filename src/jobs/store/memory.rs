@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Counts, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, HistoryQuery, StoreError, StoreFigures, TaskStore, Write, Written};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::TaskId;
@@ -184,6 +184,24 @@ impl TaskStore for MemoryStore {
         active.sort_by_key(|r| r.created_at);
         active.truncate(limit);
         Ok(active)
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<&TaskRecord> =
+            inner.tasks.values().map(|e| &e.record).filter(|r| query.matches(r)).collect();
+        found.sort_by_key(|r| std::cmp::Reverse((crate::clock::to_millis(r.created_at), r.id.to_bytes())));
+        Ok(found
+            .into_iter()
+            .take(query.limit)
+            .map(|r| {
+                let mut r = r.clone();
+                if !query.with_results {
+                    r.result = None;
+                }
+                r
+            })
+            .collect())
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

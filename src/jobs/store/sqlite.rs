@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{Counts, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, HistoryQuery, StoreError, StoreFigures, TaskStore, Write, Written};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{from_millis, to_millis, ItemCounts, Progress, TaskError, TaskId, TaskState};
@@ -66,6 +66,8 @@ const MIGRATIONS: &[&str] = &[
         doc BLOB NOT NULL,
         PRIMARY KEY (task, item)
     );",
+    // 2: the history, newest first.
+    "CREATE INDEX tasks_by_creation ON tasks (created_at, id);",
 ];
 
 /// SQLite's page size (the default: 16 KiB pages measured no faster).
@@ -482,6 +484,45 @@ impl TaskStore for SqliteStore {
     fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE state <= 1 ORDER BY created_at LIMIT ?1");
         self.records(&sql, [limit.min(i64::MAX as usize) as i64])
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        use rusqlite::types::Value;
+        let mut clauses = Vec::new();
+        let mut bind: Vec<Value> = Vec::new();
+        let mut clause = |sql: &str, values: Vec<Value>| {
+            bind.extend(values);
+            clauses.push(sql.replace('?', &format!("?{}", bind.len())));
+        };
+        if let Some(state) = query.state {
+            clause("state = ?", vec![Value::Integer(i64::from(state.code()))]);
+        }
+        if let Some(kind) = &query.kind {
+            clause("kind = ?", vec![Value::Text(kind.clone())]);
+        }
+        if let Some(priority) = query.priority {
+            clause("priority = ?", vec![Value::Integer(priority.index() as i64)]);
+        }
+        if let Some(since) = query.since {
+            clause("created_at >= ?", vec![Value::Integer(to_millis(since))]);
+        }
+        if let Some(until) = query.until {
+            clause("created_at < ?", vec![Value::Integer(to_millis(until))]);
+        }
+        if let Some((ms, id)) = query.before {
+            // Row values: (created_at, id) < (ms, id), in index order.
+            bind.push(Value::Integer(ms));
+            bind.push(Value::Blob(id.to_bytes().to_vec()));
+            clauses.push(format!("(created_at, id) < (?{}, ?{})", bind.len() - 1, bind.len()));
+        }
+        bind.push(Value::Integer(query.limit.min(i64::MAX as usize) as i64));
+        let limit = bind.len();
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let (result, join) = if query.with_results { (", result", "LEFT JOIN results ON task = id") } else { ("", "") };
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS}{result} FROM tasks {join} {filter} ORDER BY created_at DESC, id DESC LIMIT ?{limit}"
+        );
+        self.records(&sql, rusqlite::params_from_iter(bind))
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -1,0 +1,86 @@
+//! The task history: `GET /tasks`, newest first, a page at a time, from
+//! the SQLite store of the real binary.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::binary::{spawn_binary, stop};
+use crate::util::{call, connect, get, json_of, post, Reader, TempDir};
+
+/// Submits `n` small pages, pipelined 50 at a time; returns their ids.
+fn submit(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut client = Reader::new(connect(addr));
+    let mut ids = Vec::new();
+    for first in (0..n).step_by(50) {
+        let burst = first..n.min(first + 50);
+        let bytes: Vec<u8> = burst
+            .clone()
+            .flat_map(|i| post("/analyze/async", &json!({"html": format!("<title>Page {i}</title>")}), ""))
+            .collect();
+        client.send(&bytes);
+        for _ in burst {
+            let resp = client.response(false);
+            assert_eq!(resp.status, 202, "{}", resp.text());
+            ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+fn list(addr: SocketAddr, query: &str) -> Value {
+    let resp = call(addr, &get(&format!("/tasks?{query}")));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    json_of(&resp)
+}
+
+#[test]
+fn the_history_pages_through_250_tasks_without_duplicates_or_gaps() {
+    let dir = TempDir::new("history");
+    let store = format!("sqlite:{}", dir.path().join("tasks.db").display());
+    let (mut server, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--store", &store], &[]);
+    let ids = submit(addr, 250);
+    let started = Instant::now();
+    while list(addr, "state=completed&limit=1000")["tasks"].as_array().unwrap().len() < 250 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the tasks never completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = list(addr, &format!("limit=40{cursor}"));
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(tasks.iter().all(|t| t.get("result").is_none() && t["status"] == "completed"));
+        seen.extend(tasks.iter().map(|t| t["task_id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 250, "no task twice");
+    assert_eq!(seen.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>(), "and none missing");
+    // Newest first: the last submitted (created no earlier than the rest) leads.
+    let created: Vec<String> = list(addr, "limit=1000")["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["created_at"].as_str().unwrap().to_string())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let with = list(addr, "limit=2&include=result");
+    assert!(with["tasks"][0]["result"]["title"].as_str().unwrap().starts_with("Page "), "{with}");
+    assert_eq!(list(addr, "kind=bulk")["tasks"].as_array().unwrap().len(), 0);
+    assert_eq!(list(addr, "state=queued&priority=high")["tasks"].as_array().unwrap().len(), 0);
+    assert_eq!(list(addr, "since=2099-01-01T00:00:00.000Z")["tasks"].as_array().unwrap().len(), 0);
+    assert_eq!(list(addr, "until=2099-01-01T00:00:00.000Z&limit=1000")["tasks"].as_array().unwrap().len(), 250);
+
+    for bad in ["state=finished", "limit=0", "limit=5000", "since=yesterday", "cursor=nope", "colour=red"] {
+        let resp = call(addr, &get(&format!("/tasks?{bad}")));
+        assert_eq!((resp.status, resp.problem_code().as_str()), (400, "bad-query"), "{bad}: {}", resp.text());
+    }
+    stop(&mut server);
+}
