@@ -84,3 +84,46 @@ fn the_history_pages_through_250_tasks_without_duplicates_or_gaps() {
     }
     stop(&mut server);
 }
+
+/// Analytics count what the store holds: the buckets' sums are the tasks
+/// that ended, by outcome, and the failures' code leads the error list.
+#[test]
+fn analytics_sums_equal_the_counts() {
+    let dir = TempDir::new("analytics");
+    let store = format!("sqlite:{}", dir.path().join("tasks.db").display());
+    let (mut server, addr) = spawn_binary(
+        &["--listen", "127.0.0.1:0", "--store", &store, "--allow-private-fetch", "--fetch-ports", "any"],
+        &[],
+    );
+    let since = pagelens::clock::rfc3339(std::time::SystemTime::now() - Duration::from_secs(60));
+    submit(addr, 30);
+    // A closed port on loopback: each fetch is refused, the task fails.
+    for _ in 0..10 {
+        let resp = call(addr, &post("/analyze/async", &json!({"url": "http://127.0.0.1:1/"}), ""));
+        assert_eq!(resp.status, 202, "{}", resp.text());
+    }
+    let started = Instant::now();
+    let report = loop {
+        let resp = call(addr, &get(&format!("/tasks/analytics?since={since}&bucket=1m")));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let report = json_of(&resp);
+        if report["totals"]["completed"].as_u64().unwrap() + report["totals"]["error"].as_u64().unwrap() == 40 {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{report}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((report["totals"]["completed"].as_u64(), report["totals"]["error"].as_u64()), (Some(30), Some(10)));
+    let buckets = report["buckets"].as_array().unwrap();
+    let sum = |key: &str| buckets.iter().map(|b| b[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("total"), sum("completed"), sum("error")), (40, 30, 10), "{report}");
+    assert_eq!(report["errors"][0], json!({"code": "connect-refused", "count": 10}), "{report}");
+    assert_eq!(report["bucket_seconds"], 60);
+    assert!(report["timings_since_start"]["queue_wait"]["count"].as_u64().unwrap() >= 40, "{report}");
+    assert!(report["timings_since_start"]["stages"]["parsing"]["count"].as_u64().unwrap() >= 30, "{report}");
+    for bad in ["bucket=0h", "bucket=1w", "since=today", "bucket=1s&since=2000-01-01T00:00:00.000Z", "x=1"] {
+        let resp = call(addr, &get(&format!("/tasks/analytics?{bad}")));
+        assert_eq!((resp.status, resp.problem_code().as_str()), (400, "bad-query"), "{bad}");
+    }
+    stop(&mut server);
+}

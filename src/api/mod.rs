@@ -78,6 +78,7 @@ impl App {
             .route("POST", "/tasks/{id}/revoke", tasks::cancel)
             .route("GET", "/tasks", tasks::history)
             .route("GET", "/tasks/active", tasks::active)
+            .route("GET", "/tasks/analytics", tasks::analytics)
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results);

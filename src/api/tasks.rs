@@ -190,6 +190,95 @@ fn history_query(text: &str) -> Result<HistoryQuery, String> {
     Ok(query)
 }
 
+/// Most buckets one analytics answer holds.
+const MAX_BUCKETS: i64 = 1000;
+
+/// `GET /tasks/analytics?since=&bucket=1h`: stored tasks ended since
+/// `since` (default: a day ago) by outcome per bucket, the most frequent
+/// error codes, and queue waits and stage times of this process.
+pub fn analytics(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let now = std::time::SystemTime::now();
+    let (since, bucket_ms) = match analytics_query(request.head.query.unwrap_or(""), now) {
+        Ok(query) => query,
+        Err(detail) => return Reply::Now(Response::problem(400, "bad-query", &detail)),
+    };
+    via_reader(app, cx, move |engine| match engine.outcomes(since, bucket_ms) {
+        Ok(outcomes) => {
+            let ended = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut];
+            let mut totals: BTreeMap<&str, u64> = ended.iter().map(|s| (s.name(), 0)).collect();
+            let buckets: Vec<serde_json::Value> = outcomes
+                .buckets
+                .iter()
+                .map(|(start, by_state)| {
+                    let mut row = serde_json::Map::new();
+                    row.insert("start".into(), json!(crate::clock::rfc3339(crate::clock::from_millis(*start))));
+                    let mut total = 0;
+                    for state in ended {
+                        let n = by_state.get(&state).copied().unwrap_or(0);
+                        *totals.entry(state.name()).or_default() += n;
+                        total += n;
+                        row.insert(state.name().into(), json!(n));
+                    }
+                    row.insert("total".into(), json!(total));
+                    serde_json::Value::Object(row)
+                })
+                .collect();
+            let errors: Vec<serde_json::Value> =
+                outcomes.errors.iter().map(|(code, n)| json!({"code": code, "count": n})).collect();
+            Response::json(
+                200,
+                &json!({
+                    "since": crate::clock::rfc3339(since),
+                    "bucket_seconds": bucket_ms / 1000,
+                    "buckets": buckets,
+                    "totals": totals,
+                    "errors": errors,
+                    "timings_since_start": engine.times().summary(),
+                }),
+            )
+        }
+        Err(e) => store_failed(&e),
+    })
+}
+
+/// `since` and the bucket in milliseconds; `Err` names what is wrong.
+fn analytics_query(text: &str, now: std::time::SystemTime) -> Result<(std::time::SystemTime, i64), String> {
+    let mut since = now - std::time::Duration::from_secs(86_400);
+    let mut bucket_ms = 3_600_000;
+    for (name, value) in url::form_urlencoded::parse(text.as_bytes()) {
+        match &*name {
+            "since" => {
+                since = crate::jobs::task::parse_rfc3339(&value)
+                    .ok_or_else(|| format!("since must be an RFC 3339 time, not {value:?}"))?
+            }
+            "bucket" => {
+                let unit = |u: &str| match u {
+                    "s" => Some(1_000),
+                    "m" => Some(60_000),
+                    "h" => Some(3_600_000),
+                    "d" => Some(86_400_000),
+                    _ => None,
+                };
+                let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+                let (n, u) = value.split_at(split);
+                bucket_ms = n
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .zip(unit(u))
+                    .map(|(n, u)| n.saturating_mul(u))
+                    .ok_or_else(|| format!("bucket must be a duration such as 30s, 5m, 1h or 1d, not {value:?}"))?
+            }
+            _ => return Err(format!("unknown parameter {name}={value:?}")),
+        }
+    }
+    let span = now.duration_since(since).map_or(0, |d| d.as_millis() as i64);
+    if span / bucket_ms > MAX_BUCKETS {
+        return Err(format!("more than {MAX_BUCKETS} buckets: choose a larger bucket or a later since"));
+    }
+    Ok((since, bucket_ms))
+}
+
 /// `GET /tasks/active`.
 pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     via_reader(app, cx, move |engine| match engine.active(ACTIVE_LIMIT) {

@@ -35,6 +35,20 @@ impl Durations {
         timing.sum_nanos = timing.sum_nanos.saturating_add(nanos);
     }
 
+    /// Each label's count, p50 and p99 (milliseconds), as JSON.
+    pub fn summary(&self) -> serde_json::Value {
+        let map = self.by_label.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+        let by_label: serde_json::Map<String, serde_json::Value> = map
+            .iter()
+            .map(|(label, t)| {
+                let h = &t.histogram;
+                (label.to_string(), serde_json::json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99)}))
+            })
+            .collect();
+        serde_json::Value::Object(by_label)
+    }
+
     /// Writes the histograms as family `name`, labelled `label_name`
     /// (no label when `label_name` is empty).
     pub fn write(&self, out: &mut Exposition, name: &str, label_name: &str, help: &str) {

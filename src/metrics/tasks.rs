@@ -37,6 +37,16 @@ impl TaskTimes {
         self.commits.record("", took);
     }
 
+    /// Queue waits and stage durations since this process started: count,
+    /// p50 and p99 in milliseconds.
+    pub fn summary(&self) -> serde_json::Value {
+        let wait = self.wait.summary();
+        serde_json::json!({
+            "queue_wait": wait.get("").cloned().unwrap_or(serde_json::Value::Null),
+            "stages": self.stages.summary(),
+        })
+    }
+
     /// Writes `pagelens_task_wait_seconds` and `pagelens_job_duration_seconds{stage}`.
     pub fn write(&self, out: &mut Exposition) {
         self.wait.write(out, "pagelens_task_wait_seconds", "", "Time tasks waited in the queue for a worker.");

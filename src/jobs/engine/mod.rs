@@ -34,7 +34,7 @@ pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, 
 use super::commit::{CommitFigures, Committer};
 use super::lifecycle::{apply, Event, TaskRecord};
 use super::spec::{TaskInput, TaskSpec};
-use super::store::{Counts, HistoryQuery, Store, StoreError, StoreFigures, Write, Written};
+use super::store::{Counts, HistoryQuery, Outcomes, Store, StoreError, StoreFigures, Write, Written};
 use super::task::{status_body, TaskError, TaskId, TaskState, TaskView};
 use crate::metrics::tasks::TaskTimes;
 use crate::pool::{Pool, PoolStats, Priority};
@@ -467,6 +467,12 @@ impl Engine {
         let version = ended.version;
         watcher(TaskEvent { view: &ended.view, version, last: true });
         Ok(true)
+    }
+
+    /// Stored tasks ended since `since`, per bucket of `bucket_ms`, and the
+    /// most frequent error codes (not on a reactor).
+    pub fn outcomes(&self, since: SystemTime, bucket_ms: i64) -> Result<Outcomes, StoreError> {
+        self.store.outcomes(since, bucket_ms)
     }
 
     /// Stored tasks by `query`, newest first (not on a reactor); those

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Counts, HistoryQuery, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::TaskId;
@@ -184,6 +184,28 @@ impl TaskStore for MemoryStore {
         active.sort_by_key(|r| r.created_at);
         active.truncate(limit);
         Ok(active)
+    }
+
+    fn outcomes(&self, since: SystemTime, bucket_ms: i64) -> Result<Outcomes, StoreError> {
+        let inner = self.lock();
+        let mut outcomes = Outcomes::default();
+        let mut errors: HashMap<&str, u64> = HashMap::new();
+        let since = crate::clock::to_millis(since);
+        for record in inner.tasks.values().map(|e| &e.record) {
+            let Some(ended) = record.completed_at.map(crate::clock::to_millis).filter(|t| *t >= since) else {
+                continue;
+            };
+            let bucket = ended.div_euclid(bucket_ms.max(1)) * bucket_ms.max(1);
+            *outcomes.buckets.entry(bucket).or_default().entry(record.state).or_default() += 1;
+            if let Some(e) = &record.error {
+                *errors.entry(&e.code).or_default() += 1;
+            }
+        }
+        let mut errors: Vec<(String, u64)> = errors.into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+        errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        errors.truncate(TOP_ERRORS);
+        outcomes.errors = errors;
+        Ok(outcomes)
     }
 
     fn history(&self, query: &HistoryQuery) -> Result<Vec<TaskRecord>, StoreError> {

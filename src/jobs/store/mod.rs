@@ -136,6 +136,19 @@ impl HistoryQuery {
     }
 }
 
+/// Ended tasks in brief: how many ended in each state per time bucket,
+/// and the most frequent error codes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// By bucket start (Unix milliseconds), tasks ended in each state.
+    pub buckets: std::collections::BTreeMap<i64, HashMap<TaskState, u64>>,
+    /// Error codes, most frequent first (at most [`TOP_ERRORS`]).
+    pub errors: Vec<(String, u64)>,
+}
+
+/// Most error codes an [`Outcomes`] lists.
+pub const TOP_ERRORS: usize = 10;
+
 /// A table of tasks, their inputs, results and batch lines.
 pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Applies a commit group: all of it, or (on error) none of it. One
@@ -154,6 +167,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError>;
     /// Tasks by state and priority.
     fn counts(&self) -> Result<Counts, StoreError>;
+    /// Tasks ended at or after `since`, counted per `bucket_ms` of their end.
+    fn outcomes(&self, since: SystemTime, bucket_ms: i64) -> Result<Outcomes, StoreError>;
     /// Tasks passing `query`'s filters, newest first, at most its limit.
     fn history(&self, query: &HistoryQuery) -> Result<Vec<TaskRecord>, StoreError>;
     /// Tasks that have not ended (for recovery at start).

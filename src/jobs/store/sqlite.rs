@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{Counts, HistoryQuery, StoreError, StoreFigures, TaskStore, Write, Written};
+use super::{Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{from_millis, to_millis, ItemCounts, Progress, TaskError, TaskId, TaskState};
@@ -484,6 +484,34 @@ impl TaskStore for SqliteStore {
     fn active(&self, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM tasks WHERE state <= 1 ORDER BY created_at LIMIT ?1");
         self.records(&sql, [limit.min(i64::MAX as usize) as i64])
+    }
+
+    fn outcomes(&self, since: std::time::SystemTime, bucket_ms: i64) -> Result<Outcomes, StoreError> {
+        let (since, bucket) = (to_millis(since), bucket_ms.max(1));
+        let (counts, errors) = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT (completed_at / ?2) * ?2, state, count(*) FROM tasks
+                 WHERE completed_at >= ?1 GROUP BY 1, 2",
+            )?;
+            let rows = stmt
+                .query_map([since, bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+            let counts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT json_extract(error, '$.code'), count(*) FROM tasks
+                 WHERE completed_at >= ?1 AND error IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map([since, TOP_ERRORS as i64], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)))?;
+            Ok((counts, rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        })?;
+        let mut outcomes = Outcomes::default();
+        for (bucket, state, n) in counts {
+            if let Some(state) = u8::try_from(state).ok().and_then(TaskState::from_code) {
+                *outcomes.buckets.entry(bucket).or_default().entry(state).or_default() += n as u64;
+            }
+        }
+        outcomes.errors = errors.into_iter().map(|(code, n)| (code.unwrap_or_default(), n as u64)).collect();
+        Ok(outcomes)
     }
 
     fn history(&self, query: &HistoryQuery) -> Result<Vec<TaskRecord>, StoreError> {
