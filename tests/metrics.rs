@@ -362,6 +362,7 @@ fn a_headless_screenshot_of_the_dashboard_shows_figures_at_once() {
     for _ in 0..30 {
         request(addr, &get("/livez"));
     }
+    let task = crate::util::submit(addr, serde_json::json!({"html": "<title>listed</title>"}));
     events(&mut watcher, 3);
     let dir = crate::util::TempDir::new("dashboard-shot");
     let chromium = |extra: &[&str]| {
@@ -388,6 +389,7 @@ fn a_headless_screenshot_of_the_dashboard_shows_figures_at_once() {
     }
     let points: usize = dom.split("data-points=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
     assert!(points >= 3, "the charts start with the history: {points} points");
+    assert!(dom.contains(&format!("data-id=\"{task}\"")), "the task list shows the newest tasks: {dom}");
     let shot = dir.path().join("dashboard.png");
     chromium(&[&format!("--screenshot={}", shot.display())]);
     let png = std::fs::read(&shot).unwrap();
@@ -476,13 +478,18 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     // Slow requests (300 ms, over the test alert's 100 ms p99) until the page shows the alert.
     let load = SlowLoad::start(addr);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
+    let task = crate::util::submit(addr, serde_json::json!({"html": "<title>followed</title>"}));
+    // Once the alert shows, a click on the task's row opens its live events.
     let wait = "document.getElementById('alerts').textContent.includes('high_latency') \
-                && Number(document.body.dataset.snapshots || 0) >= 3";
+                && Number(document.body.dataset.snapshots || 0) >= 3 \
+                && (window.clicked || (document.querySelector('#tasks tbody tr')?.click(), window.clicked = true)) \
+                && document.getElementById('task-detail').textContent.includes('completed')";
     let state = "({status: document.getElementById('status').textContent, \
                  rps: document.getElementById('rps').textContent, \
                  latency: document.getElementById('latency').textContent, \
                  connections: document.getElementById('connections').textContent, \
                  alerts: document.getElementById('alerts').textContent, \
+                 detail: document.getElementById('task-detail').textContent, \
                  drawn: document.getElementById('p99-chart').toDataURL().length, \
                  blank: Object.assign(document.createElement('canvas'), {width: 600, height: 170}).toDataURL().length})";
     let shot = std::env::temp_dir().join(format!("pagelens-dashboard-{}.png", std::process::id()));
@@ -500,6 +507,8 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     assert!(p99 >= 250.0, "the 300 ms requests show in p99: {s}");
     assert!(s["connections"].as_str().unwrap().ends_with("/ 10,000"), "{s}");
     assert!(s["alerts"].as_str().unwrap().contains("high_latency"), "{s}");
+    let detail = s["detail"].as_str().unwrap();
+    assert!(detail.contains(&task) && detail.contains("completed 100% done"), "the task's live events: {s}");
     assert!(s["drawn"].as_u64().unwrap() > s["blank"].as_u64().unwrap(), "the chart has a line: {s}");
     let png = std::fs::read(&shot).unwrap();
     assert!(

@@ -7,6 +7,7 @@ use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
+use crate::jobs::store::HistoryQuery;
 use crate::reactor::{Context, Reply};
 
 /// `GET /livez`: the process answers. Allocates nothing.
@@ -130,18 +131,32 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// Where the page takes the server's recent history.
 const SEED: &str = "/*SEED*/null";
 
+/// Tasks the dashboard's list shows.
+const DASHBOARD_TASKS: usize = 20;
+
 /// `GET /dashboard`: a live page drawn from `GET /performance/real-time`,
-/// with the recent history in it so that it shows figures from the start.
-pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Reply {
-    let Some(metrics) = &app.metrics else {
+/// with the recent history and newest tasks in it so that it shows
+/// figures from the start (the tasks are read on a store reader).
+pub fn dashboard(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let Some(metrics) = app.metrics.clone() else {
         return Reply::Now(Response::problem(404, "metrics-off", "this server records no metrics"));
     };
-    // Inside a <script>: `<` escaped so that no `</script>` can end it early.
-    let seed = metrics.history().replace('<', "\\u003c");
-    let page = DASHBOARD.replacen(SEED, &seed, 1);
-    Reply::Now(
-        Response::with_body(200, "text/html; charset=utf-8", page.into_bytes()).header("Cache-Control", "no-cache"),
-    )
+    via_reader(app, cx, move |engine| {
+        let query = HistoryQuery { limit: DASHBOARD_TASKS, ..HistoryQuery::default() };
+        // A store that fails leaves the list to the page's own refresh.
+        let tasks: Vec<serde_json::Value> = engine
+            .history(&query)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| serde_json::to_value(&t.view).unwrap_or_default())
+            .collect();
+        let mut seed = metrics.history();
+        seed["tasks"] = tasks.into();
+        // Inside a <script>: `<` escaped so that no `</script>` can end it early.
+        let seed = seed.to_string().replace('<', "\\u003c");
+        let page = DASHBOARD.replacen(SEED, &seed, 1);
+        Response::with_body(200, "text/html; charset=utf-8", page.into_bytes()).header("Cache-Control", "no-cache")
+    })
 }
 
 /// The OpenAPI 3.1 description of every route (kept true by the tests:

@@ -238,10 +238,11 @@ impl Metrics {
 
     /// The recent history as one JSON object, `{"points": [...], "latest":
     /// {...} | null}`, for a page to draw before its stream opens.
-    pub fn history(&self) -> String {
+    pub fn history(&self) -> serde_json::Value {
         let history = lock(&self.history);
-        let latest = if history.latest.is_empty() { "null" } else { &history.latest };
-        format!("{{\"points\":{},\"latest\":{latest}}}", history.points_json())
+        let points: Vec<Point> = history.points.iter().copied().collect();
+        let latest: serde_json::Value = serde_json::from_str(&history.latest).unwrap_or_default();
+        serde_json::json!({ "points": points, "latest": latest })
     }
 
     /// Evaluates alert rules with `config` every second, from now on.
