@@ -11,6 +11,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod api;
+pub mod auth;
 pub mod cidr;
 pub mod cli;
 pub mod clock;

@@ -9,7 +9,8 @@ use clap::{CommandFactory, Parser};
 use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
 use pagelens::api::App;
-use pagelens::cli::{AnalyzeArgs, Cli, Command, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
+use pagelens::auth::Keys;
+use pagelens::cli::{AnalyzeArgs, Cli, Command, KeysCommand, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::Engine;
 use pagelens::loadtest;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         // A closed pipe (`| head`) is a normal way to stop reading.
+        Command::Keys(command) => keys(command),
         Command::Manpage => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the man page: {e}")),
             _ => Ok(()),
@@ -112,18 +114,28 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         recovered.callbacks,
     );
     let _ = std::io::stdout().flush();
+    match (&config.api.keys, &args.api_keys) {
+        (Some(keys), Some(path)) => {
+            pagelens::info!(
+                "API keys from {}: {} keys; /livez and /readyz stay open",
+                path.display(),
+                keys.describe().len()
+            )
+        }
+        _ => pagelens::info!("no --api-keys: every route is open to whoever can reach the server"),
+    }
 
     let signal = loop {
         match signals.wait().map_err(|e| format!("waiting for signals: {e}"))? {
-            libc::SIGHUP => reload(config.certificates.as_deref()),
+            libc::SIGHUP => reload(config.certificates.as_deref(), config.api.keys.as_deref()),
             signal => break signal,
         }
     };
     let signals = Arc::new(signals);
-    let certificates = config.certificates.clone();
+    let (certificates, api_keys) = (config.certificates.clone(), config.api.keys.clone());
     std::thread::spawn(move || loop {
         match signals.wait() {
-            Ok(libc::SIGHUP) => reload(certificates.as_deref()),
+            Ok(libc::SIGHUP) => reload(certificates.as_deref(), api_keys.as_deref()),
             Ok(_) => {
                 pagelens::warn!("second signal: exiting now");
                 std::process::exit(130);
@@ -165,13 +177,43 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP: reads the TLS certificate and key again; new handshakes get the
-/// new pair, open connections keep theirs. A bad file keeps the old pair.
-fn reload(certificates: Option<&Certificates>) {
+/// SIGHUP: reads the TLS certificate and key, and the API keys, again.
+/// New handshakes get the new pair, open connections keep theirs; a bad
+/// file keeps what was loaded before.
+fn reload(certificates: Option<&Certificates>, keys: Option<&Keys>) {
     match certificates.map(Certificates::reload) {
-        None => pagelens::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+        None => {}
         Some(Ok(())) => pagelens::info!("SIGHUP: TLS certificate and key reloaded"),
         Some(Err(e)) => pagelens::warn!("SIGHUP: still serving the previous certificate: {e}"),
+    }
+    match keys.map(Keys::reload) {
+        None => {}
+        Some(Ok(n)) => pagelens::info!("SIGHUP: API keys reloaded ({n} keys)"),
+        Some(Err(e)) => pagelens::warn!("SIGHUP: keeping the previous API keys: {e}"),
+    }
+    if certificates.is_none() && keys.is_none() {
+        pagelens::info!("SIGHUP: nothing to reload (no --tls-cert, no --api-keys)");
+    }
+}
+
+/// `pagelens keys add | list`.
+fn keys(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Add { name, scopes, rate_limit, daily_quota, file } => {
+            let (key, mut entry) = pagelens::auth::generate(&name, &scopes)?;
+            entry.rate_limit = rate_limit.map(|r| format!("{r}/s"));
+            entry.daily_quota = daily_quota;
+            pagelens::auth::KeyFile::append(&file, &entry)?;
+            println!("{key}");
+            eprintln!("key {name:?} added to {}: this is the only time it is shown", file.display());
+            Ok(())
+        }
+        KeysCommand::List { file } => {
+            for line in Keys::load(&file)?.describe() {
+                println!("{line}");
+            }
+            Ok(())
+        }
     }
 }
 

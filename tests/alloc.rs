@@ -94,6 +94,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
         limits: InputLimits { max_timeout: Duration::from_secs(10), max_bulk_items: 10 },
         callback_secret: None,
         rate_limits: Default::default(),
+        keys: None,
     };
     let server = Server::start(config, Arc::new(App::new(engine, pages, api).unwrap())).unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();

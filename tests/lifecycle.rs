@@ -362,6 +362,8 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--rate-limit", "0/s"][..], "must be above zero"),
         (&["serve", "--rate-limit-submit", "5/week"][..], "unknown unit"),
         (&["serve", "--trust-proxy", "10.0.0.0/99"][..], "bad prefix length"),
+        (&["serve", "--api-keys", "/nonexistent/keys.toml"][..], "--api-keys /nonexistent/keys.toml"),
+        (&["keys", "add", "x", "--scopes", "root", "--file", "/tmp/unused.toml"][..], "unknown scope \"root\""),
         (&["analyze", "example.com"][..], "give its URL: https://example.com/"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pagelens")).args(args).output().unwrap();

@@ -12,6 +12,7 @@ mod fetch;
 mod history;
 mod hostile;
 mod http_basics;
+mod keys;
 mod lifecycle;
 mod metrics;
 mod openapi;

@@ -100,6 +100,7 @@ pub fn api_config() -> ApiConfig {
         limits: InputLimits { max_timeout: Duration::from_secs(60), max_bulk_items: 100 },
         callback_secret: None,
         rate_limits: Default::default(),
+        keys: None,
     }
 }
 

@@ -121,9 +121,10 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     let body = request.body.to_vec();
     let content_type = content_type(request);
     let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
+    let owner = App::owner(cx);
     via_intake(app, cx, body.len(), move |responder, engine, guard| {
         let spec = match parse_analyze(kind, body, content_type, limits, guard) {
-            Ok(parsed) => parsed.into_spec(None),
+            Ok(parsed) => parsed.into_spec(None, owner),
             Err(e) => return responder.send(problem(&e)),
         };
         let replies = Arc::clone(engine);
@@ -147,10 +148,11 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let body = request.body.to_vec();
     let content_type = content_type(request);
     let limits = app.config.limits;
+    let owner = App::owner(cx);
     via_intake(app, cx, body.len(), move |responder, engine, guard| {
         match parse_analyze(kind, body, content_type, limits, guard) {
             Err(e) => responder.send(problem(&e)),
-            Ok(parsed) => submit(engine, parsed.into_spec(key), responder),
+            Ok(parsed) => submit(engine, parsed.into_spec(key, owner), responder),
         }
     })
 }

@@ -23,9 +23,10 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     };
     let body = request.body.to_vec();
     let limits = app.config.limits;
+    let owner = App::owner(cx);
     via_intake(app, cx, body.len(), move |responder, engine, guard| match parse_bulk(&body, limits, guard) {
         Err(e) => responder.send(problem(&e)),
-        Ok(bulk) => submit_task(engine, bulk.into_spec(key), responder),
+        Ok(bulk) => submit_task(engine, bulk.into_spec(key, owner), responder),
     })
 }
 
@@ -50,10 +51,20 @@ pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<
         return Reply::Now(batch_not_found());
     };
     let engine = Arc::clone(&app.engine);
+    let viewer = app.viewer(cx);
     // The responder is taken by the first line (the stream starts), or
     // answers 404 / 503 if there is no batch to stream.
     let responder = Arc::new(Mutex::new(Some(cx.defer())));
     app.engine.spawn_read(Box::new(move || {
+        match engine.status(id) {
+            Ok(Some(ended)) if !super::tasks::visible(viewer, ended.view.owner.as_deref()) => {
+                if let Some(responder) = responder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    responder.send(batch_not_found());
+                }
+                return;
+            }
+            _ => {}
+        }
         let taken = Arc::clone(&responder);
         let mut sender: Option<StreamSender> = None;
         let start = move || -> Option<StreamSender> {

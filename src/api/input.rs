@@ -202,27 +202,35 @@ fn task_options(
     timeout: Option<Duration>,
     callback: Option<Url>,
     key: Option<String>,
+    owner: Option<String>,
 ) -> TaskOptions {
+    // Each API key has idempotency keys of its own: another key's same
+    // key must neither find nor collide with its task.
+    let key = match &owner {
+        Some(owner) => key.map(|k| format!("{owner}\u{0}{k}")),
+        None => key,
+    };
     TaskOptions {
         priority,
         timeout_ms: timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
         callback_url: callback.map(String::from),
         idempotency_key: key,
+        owner,
     }
 }
 
 impl AnalyzeRequest {
     /// The task that runs this request, under the client's idempotency `key`.
-    pub fn into_spec(self, key: Option<String>) -> TaskSpec {
-        let options = task_options(self.priority, self.timeout, self.callback, key);
+    pub fn into_spec(self, key: Option<String>, owner: Option<String>) -> TaskSpec {
+        let options = task_options(self.priority, self.timeout, self.callback, key, owner);
         TaskSpec { kind: ANALYZE.into(), input: TaskInput::One(self.page.into_payload()), options }
     }
 }
 
 impl BulkRequest {
     /// The batch task that runs this request, under the client's idempotency `key`.
-    pub fn into_spec(self, key: Option<String>) -> TaskSpec {
-        let options = task_options(self.priority, self.timeout, self.callback, key);
+    pub fn into_spec(self, key: Option<String>, owner: Option<String>) -> TaskSpec {
+        let options = task_options(self.priority, self.timeout, self.callback, key, owner);
         let items = self.items.into_iter().map(PageInput::into_payload).collect();
         TaskSpec { kind: BULK.into(), input: TaskInput::Batch(items), options }
     }
@@ -465,14 +473,14 @@ mod tests {
         let j =
             |s: &str| parse_analyze(BodyKind::Json, s.as_bytes().to_vec(), None, LIMITS, &Guard::default()).unwrap();
         let sent = j(r#"{"html":"<p>hi","page_url":"https://a.example/x","include_links":false}"#);
-        let spec = sent.into_spec(Some("key".into()));
+        let spec = sent.into_spec(Some("key".into()), None);
         assert_eq!(spec.options.idempotency_key.as_deref(), Some("key"));
         let TaskInput::One(payload) = spec.input else { panic!("one page") };
         let page = PageInput::from_payload(payload).unwrap();
         assert!(matches!(page.source, Source::Html(ref h) if h == b"<p>hi"));
         assert_eq!(page.options.url.unwrap().as_str(), "https://a.example/x");
         assert!(!page.options.include_links && page.options.include_images);
-        let fetched = j(r#"{"url":"https://a.example/y","priority":"low","timeout_ms":900}"#).into_spec(None);
+        let fetched = j(r#"{"url":"https://a.example/y","priority":"low","timeout_ms":900}"#).into_spec(None, None);
         assert_eq!((fetched.options.priority, fetched.options.timeout_ms), (Priority::Low, Some(900)));
         let TaskInput::One(payload) = fetched.input else { panic!("one page") };
         let page = PageInput::from_payload(payload).unwrap();
@@ -485,7 +493,7 @@ mod tests {
             &Guard::default(),
         )
         .unwrap();
-        let TaskInput::One(payload) = raw.into_spec(None).input else { panic!("one page") };
+        let TaskInput::One(payload) = raw.into_spec(None, None).input else { panic!("one page") };
         let page = PageInput::from_payload(payload).unwrap();
         assert_eq!(page.options.content_type.as_deref(), Some("text/html; charset=iso-8859-1"));
         let damaged = Payload { args: serde_json::json!({"url": 5}), body: Vec::new() };

@@ -16,14 +16,29 @@ pub mod work;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Denied, Keys, Scope};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{Match, Params, Router};
 use crate::jobs::Engine;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Class, RateLimitConfig, RateLimiter};
+use crate::ratelimit::{Class, RateLimitConfig, RateLimiter, Verdict};
 use crate::reactor::{Context, Reply, Service};
 use input::InputLimits;
+
+/// The scope a route needs with API keys on; `None`: open to all
+/// (the probes).
+fn scope_of(method: &str, route: &str) -> Option<Scope> {
+    match (method, route) {
+        (_, "/livez" | "/readyz") => None,
+        (_, "/metrics" | "/non-blocking/metrics" | "/performance/real-time" | "/alerts" | "/dashboard") => {
+            Some(Scope::Metrics)
+        }
+        ("POST", "/analyze" | "/analyze/async" | "/bulk/analyze/async" | "/tasks/{id}/revoke") => Some(Scope::Submit),
+        ("DELETE", "/tasks/{id}") => Some(Scope::Submit),
+        _ => Some(Scope::Read),
+    }
+}
 
 /// The route label of a request no route matched.
 const UNMATCHED: &str = "unmatched";
@@ -42,6 +57,8 @@ pub struct ApiConfig {
     pub callback_secret: Option<Arc<[u8]>>,
     /// Per-client rate limits (none by default).
     pub rate_limits: RateLimitConfig,
+    /// API keys (`--api-keys`); `None`: the service is open.
+    pub keys: Option<Arc<Keys>>,
 }
 
 /// The pagelens HTTP API.
@@ -97,6 +114,56 @@ impl App {
         self.limiter.as_ref()
     }
 
+    /// With API keys on: the request's key, known and holding the route's
+    /// scope, within its own rate and daily quota; its name goes on the
+    /// context. `Err` is the answer: 401, 403 or 429.
+    fn authorize(&self, request: &Request<'_>, route: &'static str, cx: &mut Context<'_>) -> Result<(), Response> {
+        let Some(keys) = &self.config.keys else { return Ok(()) };
+        let Some(scope) = scope_of(request.head.method, route) else { return Ok(()) };
+        let key = keys.authenticate(request.head.header("authorization")).map_err(|denied| {
+            let (detail, challenge) = match denied {
+                Denied::Missing => {
+                    ("this server needs an API key: send Authorization: Bearer KEY", "Bearer realm=\"pagelens\"")
+                }
+                Denied::Invalid => ("this API key is not known", "Bearer realm=\"pagelens\", error=\"invalid_token\""),
+            };
+            Response::problem(401, "unauthorized", detail).header("WWW-Authenticate", challenge)
+        })?;
+        cx.set_client(key.name);
+        if !key.may(scope) {
+            let detail = format!("the key {:?} does not have the {} scope this route needs", key.name, scope.name());
+            return Err(Response::problem(403, "forbidden", &detail));
+        }
+        if let Some((rate, decision)) = keys.check_rate(&key, cx.now()).filter(|(_, d)| !d.allowed) {
+            let verdict = Verdict { class: Class::Key, rate, decision };
+            return Err(Response::problem(429, "rate-limited", &format!("the key {:?} is over its rate", key.name))
+                .header("Retry-After", verdict.retry_after().to_string())
+                .header("RateLimit-Policy", verdict.policy())
+                .header("RateLimit", verdict.state()));
+        }
+        if let Err(quota) = key.spend(std::time::SystemTime::now()) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let to_midnight = 86_400 - now.as_secs() % 86_400;
+            let detail = format!("the key {:?} has used its {quota} requests of today (UTC)", key.name);
+            return Err(
+                Response::problem(429, "quota-exceeded", &detail).header("Retry-After", to_midnight.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    /// Whose tasks the caller sees: `None` for all (no keys, or an admin
+    /// key), else its own key's name.
+    pub fn viewer(&self, cx: &Context<'_>) -> Option<&'static str> {
+        let keys = self.config.keys.as_ref()?;
+        cx.client().filter(|name| !keys.is_admin(name))
+    }
+
+    /// The owner a new task of this caller gets (its key's name).
+    pub fn owner(cx: &Context<'_>) -> Option<String> {
+        cx.client().map(str::to_string)
+    }
+
     /// Draws on the client's budget for this request: `Err` with the `429`
     /// when it is spent; else the budget's state goes on the response.
     fn limit(&self, request: &Request<'_>, route: &'static str, cx: &mut Context<'_>) -> Result<(), Response> {
@@ -145,7 +212,7 @@ impl Service for App {
             Match::NotFound => UNMATCHED,
         };
         cx.set_route(route);
-        if let Err(refused) = self.limit(request, route, cx) {
+        if let Err(refused) = self.authorize(request, route, cx).and_then(|()| self.limit(request, route, cx)) {
             return Reply::Now(refused);
         }
         match found {

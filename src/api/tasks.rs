@@ -35,14 +35,21 @@ pub fn store_failed(e: &StoreError) -> Response {
     Response::problem(503, "store-unavailable", &format!("the task store failed: {e}")).header("Retry-After", "5")
 }
 
+/// Whether `viewer` (see [`App::viewer`]) may see a task of `owner`.
+pub fn visible(viewer: Option<&str>, owner: Option<&str>) -> bool {
+    viewer.is_none_or(|v| owner == Some(v))
+}
+
 /// `GET /analyze/status/{id}`.
 pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let id = match task_id(&params) {
         Ok(id) => id,
         Err(response) => return Reply::Now(response),
     };
+    let viewer = app.viewer(cx);
     via_reader(app, cx, move |engine| match engine.status(id) {
-        Ok(Some(ended)) => status_response(&ended),
+        Ok(Some(ended)) if visible(viewer, ended.view.owner.as_deref()) => status_response(&ended),
+        Ok(Some(_)) => not_found(),
         Ok(None) => not_found(),
         Err(e) => store_failed(&e),
     })
@@ -75,13 +82,14 @@ pub fn events(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Con
     };
     let seen =
         request.head.header("last-event-id").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let viewer = app.viewer(cx);
     let responder = cx.defer();
     let engine = Arc::clone(app.engine());
     app.engine().spawn_read(Box::new(move || {
         match engine.status(id) {
             Err(e) => return responder.send(store_failed(&e)),
-            Ok(None) => return responder.send(not_found()),
-            Ok(Some(_)) => {}
+            Ok(Some(ended)) if visible(viewer, ended.view.owner.as_deref()) => {}
+            Ok(_) => return responder.send(not_found()),
         }
         let head = Response::streaming(200, "text/event-stream").header("Cache-Control", "no-cache");
         let mut stream = Some(responder.stream(head));
@@ -113,14 +121,23 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Ok(id) => id,
         Err(response) => return Reply::Now(response),
     };
-    via_reader(app, cx, move |engine| match engine.cancel(id) {
+    let viewer = app.viewer(cx);
+    via_reader(app, cx, move |engine| match engine.status(id) {
+        Err(e) => store_failed(&e),
+        Ok(Some(ended)) if !visible(viewer, ended.view.owner.as_deref()) => not_found(),
+        Ok(_) => cancel_task(engine, id),
+    })
+}
+
+fn cancel_task(engine: &Arc<crate::jobs::Engine>, id: TaskId) -> Response {
+    match engine.cancel(id) {
         Ok(ended) => status_response(&ended),
         Err(CancelError::NotFound) => not_found(),
         Err(CancelError::Finished(state)) => {
             problem(&TaskError::new(409, "task-finished", format!("the task has already ended ({})", state.name())))
         }
         Err(CancelError::Store(e)) => store_failed(&e),
-    })
+    }
 }
 
 /// Most tasks one page of `GET /tasks` lists.
@@ -129,10 +146,11 @@ const HISTORY_LIMIT: usize = 1000;
 /// `GET /tasks?state=&kind=&priority=&since=&until=&limit=&cursor=&include=result`:
 /// stored tasks, newest first, a page at a time; `next_cursor` continues.
 pub fn history(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    let query = match history_query(request.head.query.unwrap_or("")) {
+    let mut query = match history_query(request.head.query.unwrap_or("")) {
         Ok(query) => query,
         Err(detail) => return Reply::Now(Response::problem(400, "bad-query", &detail)),
     };
+    query.owner = app.viewer(cx).map(str::to_string);
     via_reader(app, cx, move |engine| match engine.history(&query) {
         Ok(tasks) => {
             let mut body = b"{\"tasks\":[".to_vec();
@@ -281,8 +299,12 @@ fn analytics_query(text: &str, now: std::time::SystemTime) -> Result<(std::time:
 
 /// `GET /tasks/active`.
 pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    let viewer = app.viewer(cx);
     via_reader(app, cx, move |engine| match engine.active(ACTIVE_LIMIT) {
-        Ok(tasks) => Response::json(200, &json!({ "count": tasks.len(), "tasks": tasks })),
+        Ok(mut tasks) => {
+            tasks.retain(|t| visible(viewer, t.owner.as_deref()));
+            Response::json(200, &json!({ "count": tasks.len(), "tasks": tasks }))
+        }
         Err(e) => store_failed(&e),
     })
 }

@@ -52,6 +52,44 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `pagelens manpage > pagelens.1`.
     Manpage,
+    /// Manage the API keys file of `serve --api-keys`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `pagelens keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new random key: prints it once (keep it: the file holds only its SHA-256) and appends it to the file.
+    Add {
+        /// The key's name (in logs, metrics and task ownership).
+        name: String,
+        /// What it may do: a comma-separated list of submit, read, metrics, admin.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scopes: Vec<crate::auth::Scope>,
+        /// Its own rate, e.g. 20/s.
+        #[arg(long, value_parser = crate::ratelimit::parse_rate)]
+        rate_limit: Option<f64>,
+        /// Requests it may make a UTC day.
+        #[arg(long)]
+        daily_quota: Option<u64>,
+        /// The keys file (made if missing).
+        #[arg(long, env = "PAGELENS_API_KEYS")]
+        file: PathBuf,
+    },
+    /// List the keys of the file: names, scopes and limits (never the keys).
+    List {
+        /// The keys file.
+        #[arg(long, env = "PAGELENS_API_KEYS")]
+        file: PathBuf,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<crate::auth::Scope, String> {
+    crate::auth::Scope::ALL
+        .into_iter()
+        .find(|s| s.name() == text)
+        .ok_or_else(|| format!("unknown scope {text:?}: submit, read, metrics or admin"))
 }
 
 /// Flags of `pagelens loadtest`.
@@ -277,6 +315,10 @@ pub struct ServeArgs {
     /// Write one line a response (time, client, method, target, status, body bytes, duration) to FILE, appending, or `-` for standard output; JSON lines with --log-format json. Written by a thread of its own (never blocking a reactor); lines past 65,536 waiting are dropped and counted. Off by default.
     #[arg(long, env = "PAGELENS_ACCESS_LOG", value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+
+    /// A keys file (TOML; see `pagelens keys add`): with it every route but /livez and /readyz needs `Authorization: Bearer KEY` with the route's scope, and a task is seen only by the key that submitted it (and admin keys). Read again on SIGHUP. Without it the service is open.
+    #[arg(long, env = "PAGELENS_API_KEYS", value_name = "FILE")]
+    pub api_keys: Option<PathBuf>,
 
     /// A separate address for TLS, so that --listen stays plain HTTP (e.g. for probes on a private port).
     #[arg(long, env = "PAGELENS_TLS_LISTEN", value_name = "ADDR", requires = "tls_cert")]
@@ -655,6 +697,10 @@ impl ServeArgs {
             sync_wait: self.sync_wait,
             limits: InputLimits { max_timeout: self.max_task_timeout, max_bulk_items: self.max_bulk_items },
             callback_secret: self.callback_secret.as_ref().map(|s| s.as_bytes().into()),
+            keys: match &self.api_keys {
+                Some(path) => Some(Arc::new(crate::auth::Keys::load(path)?)),
+                None => None,
+            },
             rate_limits: RateLimitConfig {
                 submit: self.rate_limit_submit.or(self.rate_limit).map(|r| rate(r, self.rate_burst)),
                 read: self.rate_limit.map(|r| rate(r, self.rate_burst)),

@@ -59,6 +59,8 @@ pub struct TaskRecord {
     pub callback_url: Option<String>,
     /// The callback is owed: the task has ended and delivery has not finished.
     pub callback_pending: bool,
+    /// The API key (its name) that submitted it, when keys are on.
+    pub owner: Option<String>,
 }
 
 /// What happens to a task.
@@ -159,6 +161,7 @@ impl TaskRecord {
             timeout_ms: spec.options.timeout_ms,
             callback_url: spec.options.callback_url.clone(),
             callback_pending: false,
+            owner: spec.options.owner.clone(),
         }
     }
 
@@ -175,6 +178,7 @@ impl TaskRecord {
             started_at: self.started_at.map(rfc3339),
             completed_at: self.completed_at.map(rfc3339),
             items: self.items,
+            owner: self.owner.clone(),
         }
     }
 

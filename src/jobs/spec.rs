@@ -54,6 +54,10 @@ pub struct TaskOptions {
     /// The client's `Idempotency-Key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The API key (its name) that submitted it: only that key (or an
+    /// admin) sees the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl TaskOptions {
@@ -196,6 +200,7 @@ mod tests {
             timeout_ms: Some(500),
             callback_url: Some("https://example.com/cb".into()),
             idempotency_key: Some("k".into()),
+            owner: Some("ci".into()),
         };
         let one = TaskSpec::one("analyze", json!({"page_url": "https://a/"}), b"<p>\xff</p>".to_vec(), options);
         let (meta, bodies) = one.encode();

@@ -213,6 +213,9 @@ pub struct TaskView {
     /// For batches: items finished and in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<ItemCounts>,
+    /// The API key (its name) that submitted it, when keys are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The status document as JSON: `view` with `"result":` and the stored

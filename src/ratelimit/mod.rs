@@ -10,11 +10,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use table::{Decision, Rate};
+pub use table::{Decision, Rate, Table};
 
 use crate::cidr::Cidr;
 use crate::http::request::Head;
-use table::Table;
 
 /// Which budget a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +22,8 @@ pub enum Class {
     Submit,
     /// Everything else a client asks of the API.
     Read,
+    /// An API key's own rate.
+    Key,
 }
 
 impl Class {
@@ -31,6 +32,7 @@ impl Class {
         match self {
             Class::Submit => "submit",
             Class::Read => "read",
+            Class::Key => "key",
         }
     }
 }
@@ -53,6 +55,7 @@ impl RateLimitConfig {
         match class {
             Class::Submit => self.submit,
             Class::Read => self.read,
+            Class::Key => None,
         }
     }
 }

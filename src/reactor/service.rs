@@ -44,6 +44,7 @@ pub struct Context<'a> {
     peer: IpAddr,
     now: Instant,
     headers: Vec<(&'static str, String)>,
+    client: Option<&'static str>,
 }
 
 impl<'a> Context<'a> {
@@ -55,12 +56,24 @@ impl<'a> Context<'a> {
         peer: IpAddr,
         now: Instant,
     ) -> Self {
-        Context { mailbox, token, seq, server, deferred: false, route: "unmatched", peer, now, headers: Vec::new() }
+        let headers = Vec::new();
+        Context { mailbox, token, seq, server, deferred: false, route: "unmatched", peer, now, headers, client: None }
     }
 
     /// The address of the connection's peer.
     pub fn peer(&self) -> IpAddr {
         self.peer
+    }
+
+    /// Names the authenticated client (an API key's name), for the access
+    /// log and the request metrics.
+    pub fn set_client(&mut self, name: &'static str) {
+        self.client = Some(name);
+    }
+
+    /// The authenticated client, if any.
+    pub fn client(&self) -> Option<&'static str> {
+        self.client
     }
 
     /// The reactor's time for this request.

@@ -109,6 +109,8 @@ pub struct HistoryQuery {
     pub kind: Option<String>,
     /// Only tasks of this priority.
     pub priority: Option<Priority>,
+    /// Only tasks this API key submitted.
+    pub owner: Option<String>,
     /// Only tasks created at or after this.
     pub since: Option<SystemTime>,
     /// Only tasks created before this.
@@ -130,6 +132,7 @@ impl HistoryQuery {
         self.state.is_none_or(|s| record.state == s)
             && self.kind.as_ref().is_none_or(|k| record.kind == *k)
             && self.priority.is_none_or(|p| record.priority == p)
+            && self.owner.as_ref().is_none_or(|o| record.owner.as_ref() == Some(o))
             && self.since.is_none_or(|t| created >= crate::clock::to_millis(t))
             && self.until.is_none_or(|t| created < crate::clock::to_millis(t))
             && self.before.is_none_or(|(ms, id)| (created, record.id.to_bytes()) < (ms, id.to_bytes()))

@@ -68,6 +68,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: the history, newest first.
     "CREATE INDEX tasks_by_creation ON tasks (created_at, id);",
+    // 3: the API key that submitted a task.
+    "ALTER TABLE tasks ADD COLUMN owner TEXT;",
 ];
 
 /// SQLite's page size (the default: 16 KiB pages measured no faster).
@@ -262,7 +264,7 @@ fn migrate(path: &Path, conn: &Connection) -> Result<(), StoreError> {
 
 const RECORD_COLUMNS: &str = "id, kind, priority, state, version, idempotency_key, created_at, started_at,
     completed_at, progress_percent, progress_stage, items_done, items_failed, items_total, attempts,
-    callback_url, callback_pending, error, timeout_ms, fingerprint";
+    callback_url, callback_pending, error, timeout_ms, fingerprint, owner";
 
 /// A record from a row of `RECORD_COLUMNS` (and `result` after them, if
 /// selected); a damaged row is an error, never a panic.
@@ -271,7 +273,7 @@ fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
     let state: i64 = row.get(3)?;
     let priority: i64 = row.get(2)?;
     let error: Option<String> = row.get(17)?;
-    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 20 { row.get(20)? } else { None };
+    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 21 { row.get(21)? } else { None };
     let items = match (row.get::<_, Option<i64>>(11)?, row.get::<_, Option<i64>>(12)?, row.get::<_, Option<i64>>(13)?) {
         (Some(done), Some(failed), Some(total)) => {
             Some(ItemCounts { done: done as usize, failed: failed as usize, total: total as usize })
@@ -307,6 +309,7 @@ fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
         callback_pending: row.get(16)?,
         timeout_ms: row.get::<_, Option<i64>>(18)?.map(|t| t.max(0) as u64),
         fingerprint: row.get::<_, Option<Vec<u8>>>(19)?.and_then(|f| f.try_into().ok()),
+        owner: row.get(20)?,
         error,
         result: result.map(Arc::from),
     }))
@@ -359,8 +362,8 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
             tx.prepare_cached(
                 "INSERT INTO tasks (id, kind, idempotency_key, created_at, callback_url, timeout_ms, fingerprint,
                      state, version, started_at, completed_at, progress_percent, progress_stage,
-                     items_done, items_failed, items_total, attempts, callback_pending, error, priority)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                     items_done, items_failed, items_total, attempts, callback_pending, error, priority, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             )?
             .execute(rusqlite::params_from_iter(
                 [
@@ -373,7 +376,8 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
                     Box::new(record.fingerprint.map(|f| f.to_vec())),
                 ]
                 .into_iter()
-                .chain(bind_record(record)),
+                .chain(bind_record(record))
+                .chain([Box::new(record.owner.as_deref()) as Box<dyn rusqlite::ToSql>]),
             ))?;
             let (meta, input) = spec.encode();
             tx.prepare_cached("INSERT INTO inputs (task, spec, input) VALUES (?1, ?2, ?3)")?.execute(params![
@@ -530,6 +534,9 @@ impl TaskStore for SqliteStore {
         }
         if let Some(priority) = query.priority {
             clause("priority = ?", vec![Value::Integer(priority.index() as i64)]);
+        }
+        if let Some(owner) = &query.owner {
+            clause("owner = ?", vec![Value::Text(owner.clone())]);
         }
         if let Some(since) = query.since {
             clause("created_at >= ?", vec![Value::Integer(to_millis(since))]);
