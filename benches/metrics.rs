@@ -15,17 +15,17 @@ fn main() {
     let mut recorder = Recorder::new(Some(sink));
     let n = 20_000_000u64;
     for i in 0..1000 {
-        recorder.record(ROUTES[i % 10], "GET", 200, 100);
+        recorder.record(ROUTES[i % 10], "GET", 200, "", 100);
     }
     let started = Instant::now();
     for i in 0..n {
-        recorder.record(ROUTES[(i % 10) as usize], "GET", 200 + (i % 3) as u16 * 100, 50 + i % 5000);
+        recorder.record(ROUTES[(i % 10) as usize], "GET", 200 + (i % 3) as u16 * 100, "", 50 + i % 5000);
     }
     let per_record = started.elapsed().as_nanos() as f64 / n as f64;
     println!("one recording: {per_record:.1} ns (mean of {n} calls, each of another series than the last, over 30)");
     let started = Instant::now();
     for i in 0..n {
-        recorder.record(ROUTES[0], "GET", 200, 50 + i % 5000);
+        recorder.record(ROUTES[0], "GET", 200, "", 50 + i % 5000);
     }
     let per_record = started.elapsed().as_nanos() as f64 / n as f64;
     println!("one recording: {per_record:.1} ns (mean of {n} calls of one series, as on a busy route)");
@@ -37,7 +37,7 @@ fn main() {
         for method in ["GET", "POST", "PUT", "DELETE", "HEAD"] {
             for class in [2, 5] {
                 for v in [80, 120, 950, 20_000] {
-                    interval.record(SeriesKey { route, method, class }, v);
+                    interval.record(SeriesKey { route, method, class, key: "" }, v);
                 }
             }
         }

@@ -130,7 +130,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
     let mut recorder = Recorder::new(Some(sink));
     let round = |recorder: &mut Recorder| {
         for i in 0..1000u64 {
-            recorder.record("/livez", "GET", 200, 40 + i % 100);
+            recorder.record("/livez", "GET", 200, "", 40 + i % 100);
             recorder.request_started();
             recorder.bytes(37, 131);
         }

@@ -43,7 +43,11 @@ fn keys_guard_every_route_and_tasks_belong_to_their_key() {
     let watcher = add_key(&file, "watcher", "metrics", &[]);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(![&alice, &bob, &ops, &watcher].iter().any(|k| text.contains(k.as_str())), "the file holds no key");
-    let (mut server, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--api-keys", file.to_str().unwrap()], &[]);
+    let access = dir.path().join("access.log");
+    let (mut server, addr) = spawn_binary(
+        &["--listen", "127.0.0.1:0", "--api-keys", file.to_str().unwrap(), "--access-log", access.to_str().unwrap()],
+        &[],
+    );
 
     // Probes stay open; the rest needs a key.
     assert_eq!(ask(addr, "GET", "/livez", None, None).status, 200);
@@ -95,6 +99,19 @@ fn keys_guard_every_route_and_tasks_belong_to_their_key() {
     let (a, b) = (key(&alice, "{\"html\": \"<p>a</p>\"}"), key(&bob, "{\"html\": \"<p>b</p>\"}"));
     assert_eq!((a.status, b.status), (202, 202), "{} {}", a.text(), b.text());
     assert_ne!(json_of(&a)["task_id"], json_of(&b)["task_id"]);
+
+    // The key's name (never the key) is in the access log and the request metrics.
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&access).unwrap_or_default();
+        let metrics = ask(addr, "GET", "/metrics", Some(&watcher), None).text();
+        if log.contains(" key=alice") && metrics.contains("key=\"alice\"") {
+            assert!(!log.contains(&alice) && !metrics.contains(&alice));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{log}\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // `keys list` names the keys and their scopes, never the keys.
     let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))

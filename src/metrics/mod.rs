@@ -503,6 +503,15 @@ fn run(metrics: &std::sync::Weak<Metrics>, source: &Receiver<Handoff>) {
     }
 }
 
+/// A request series' labels: `key` only when API keys named one.
+fn series_labels<'a>(key: &'a SeriesKey, class: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("route", key.route), ("method", key.method), ("status_class", class)];
+    if !key.key.is_empty() {
+        labels.push(("key", key.key));
+    }
+    labels
+}
+
 fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     let class_label = |class: u8| format!("{class}xx");
     out.family(
@@ -512,7 +521,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     );
     for (key, t) in totals {
         let class = class_label(key.class);
-        let labels = [("route", key.route), ("method", key.method), ("status_class", class.as_str())];
+        let labels = series_labels(key, &class);
         histogram_samples(out, "pagelens_http_request_duration_seconds", &labels, &t.all, t.sum_nanos as f64 / 1e9);
     }
     out.family(
@@ -522,7 +531,7 @@ fn requests(out: &mut Exposition, totals: &BTreeMap<SeriesKey, Totals>) {
     );
     for (key, t) in totals {
         let class = class_label(key.class);
-        let labels = [("route", key.route), ("method", key.method), ("status_class", class.as_str())];
+        let labels = series_labels(key, &class);
         if !t.last.is_empty() {
             for (q, name) in QUANTILES {
                 let mut with_q = labels.to_vec();
@@ -562,7 +571,7 @@ mod tests {
     fn quantiles_are_within_hdr_precision_of_a_known_distribution() {
         // 1..=100,000 us, uniformly: the q-quantile is q * 100,000 us.
         let mut interval = recorder::Interval::default();
-        let key = SeriesKey { route: "/x", method: "GET", class: 2 };
+        let key = SeriesKey { route: "/x", method: "GET", class: 2, key: "" };
         for micros in 1..=100_000 {
             interval.record(key, micros * 1000);
         }

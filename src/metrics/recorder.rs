@@ -34,6 +34,8 @@ pub struct SeriesKey {
     pub method: &'static str,
     /// Status class: 1 to 5.
     pub class: u8,
+    /// The API key's name, or `""` (no keys, or none given).
+    pub key: &'static str,
 }
 
 impl SeriesKey {
@@ -41,7 +43,10 @@ impl SeriesKey {
     /// of a few words that may say no for equal keys, never yes for
     /// different ones.
     fn same(&self, other: &SeriesKey) -> bool {
-        std::ptr::eq(self.route, other.route) && std::ptr::eq(self.method, other.method) && self.class == other.class
+        std::ptr::eq(self.route, other.route)
+            && std::ptr::eq(self.method, other.method)
+            && self.class == other.class
+            && std::ptr::eq(self.key, other.key)
     }
 }
 
@@ -160,11 +165,12 @@ impl Recorder {
         Recorder { current: Interval::default(), sink, back, returned }
     }
 
-    /// Records one response, `nanos` after its request was complete.
-    pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, nanos: u64) {
+    /// Records one response of `key` (an API key's name, or `""`), `nanos`
+    /// after its request was complete.
+    pub fn record(&mut self, route: &'static str, method: &'static str, status: u16, key: &'static str, nanos: u64) {
         if self.sink.is_some() {
             let class = (status / 100).clamp(1, 5) as u8;
-            self.current.record(SeriesKey { route, method, class }, nanos);
+            self.current.record(SeriesKey { route, method, class, key }, nanos);
         }
     }
 
@@ -224,19 +230,19 @@ mod tests {
     fn intervals_travel_and_come_back_empty() {
         let (sink, source) = std::sync::mpsc::channel::<Handoff>();
         let mut recorder = Recorder::new(Some(sink));
-        recorder.record("/livez", "GET", 200, 120_000);
-        recorder.record("/livez", "GET", 204, 400);
-        recorder.record("/x", "POST", 503, 5_000_000);
+        recorder.record("/livez", "GET", 200, "", 120_000);
+        recorder.record("/livez", "GET", 204, "", 400);
+        recorder.record("/x", "POST", 503, "", 5_000_000);
         recorder.flush();
         let (mut interval, back) = source.recv().unwrap();
-        let key = SeriesKey { route: "/livez", method: "GET", class: 2 };
+        let key = SeriesKey { route: "/livez", method: "GET", class: 2, key: "" };
         assert_eq!(stats(&interval, key).latency.len(), 2);
         assert_eq!(stats(&interval, key).sum_nanos, 120_400, "a sub-microsecond request adds its nanoseconds");
         assert_eq!(stats(&interval, key).latency.min(), 1, "and counts as 1 µs in the histogram");
-        assert_eq!(stats(&interval, SeriesKey { route: "/x", method: "POST", class: 5 }).latency.len(), 1);
+        assert_eq!(stats(&interval, SeriesKey { route: "/x", method: "POST", class: 5, key: "" }).latency.len(), 1);
         interval.reset();
         back.send(interval).unwrap();
-        recorder.record("/livez", "GET", 200, 1);
+        recorder.record("/livez", "GET", 200, "", 1);
         recorder.flush();
         let (second, _) = source.recv().unwrap();
         assert_eq!(stats(&second, key).latency.len(), 1);
@@ -253,11 +259,11 @@ mod tests {
     fn equal_labels_at_other_addresses_are_one_series() {
         let mut interval = Interval::default();
         let elsewhere: &'static str = Box::leak(String::from("/livez").into_boxed_str());
-        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2 }, 10);
-        interval.record(SeriesKey { route: "/x", method: "GET", class: 2 }, 10);
-        interval.record(SeriesKey { route: elsewhere, method: "GET", class: 2 }, 30);
-        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2 }, 20);
-        let livez = stats(&interval, SeriesKey { route: "/livez", method: "GET", class: 2 });
+        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2, key: "" }, 10);
+        interval.record(SeriesKey { route: "/x", method: "GET", class: 2, key: "" }, 10);
+        interval.record(SeriesKey { route: elsewhere, method: "GET", class: 2, key: "" }, 30);
+        interval.record(SeriesKey { route: "/livez", method: "GET", class: 2, key: "" }, 20);
+        let livez = stats(&interval, SeriesKey { route: "/livez", method: "GET", class: 2, key: "" });
         assert_eq!((livez.latency.len(), livez.sum_nanos), (3, 60));
         assert_eq!(interval.series.len(), 2);
     }
@@ -265,7 +271,7 @@ mod tests {
     #[test]
     fn without_a_sink_nothing_is_kept() {
         let mut recorder = Recorder::new(None);
-        recorder.record("/livez", "GET", 200, 10);
+        recorder.record("/livez", "GET", 200, "", 10);
         assert!(recorder.current.series.is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! The access log (`--access-log`): one line a response (time, client,
-//! method, target, status, body bytes, duration), formatted on the reactor
+//! method, target, status, body bytes, duration, and the API key's name
+//! when one was given), formatted on the reactor
 //! and written by a thread of its own, so that a slow disk never blocks a
 //! loop. Lines queue up to a bound; past it they are dropped and counted.
 //! When the log is off, nothing of this runs.
@@ -64,8 +65,9 @@ impl AccessLog {
         Ok(Arc::new(AccessLog { lines, json, dropped: AtomicU64::new(0) }))
     }
 
-    /// Queues the line of one response; never blocks.
-    pub fn record(&self, entry: &AccessEntry, status: u16, bytes: Option<usize>, took: Duration) {
+    /// Queues the line of one response (`key`: the API key's name, or
+    /// `""`); never blocks.
+    pub fn record(&self, entry: &AccessEntry, key: &str, status: u16, bytes: Option<usize>, took: Duration) {
         let time = crate::clock::rfc3339(SystemTime::now());
         let millis = took.as_secs_f64() * 1e3;
         let line = if self.json {
@@ -77,12 +79,14 @@ impl AccessLog {
                 "status": status,
                 "bytes": bytes,
                 "duration_ms": millis,
+                "key": (!key.is_empty()).then_some(key),
             })
             .to_string()
         } else {
             let bytes = bytes.map_or_else(|| "-".to_string(), |b| b.to_string());
             // The target is quoted as sent, so a space in it cannot shift the fields.
-            format!("{time} {} \"{} {}\" {status} {bytes} {millis:.3}ms", entry.client, entry.method, entry.target)
+            let key = if key.is_empty() { String::new() } else { format!(" key={key}") };
+            format!("{time} {} \"{} {}\" {status} {bytes} {millis:.3}ms{key}", entry.client, entry.method, entry.target)
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.lines.try_send(line) {
             self.dropped.fetch_add(1, Ordering::Relaxed);

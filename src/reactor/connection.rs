@@ -138,6 +138,8 @@ struct Meta {
     /// Metrics labels and the time the request was complete.
     route: &'static str,
     method: &'static str,
+    /// The authenticated client's name (an API key's), or `""`.
+    client: &'static str,
     started: Instant,
 }
 
@@ -480,8 +482,15 @@ impl Connection {
             env.server.count_timeout();
         }
         env.recorder.protocol_error(error.code());
-        let meta =
-            Meta { head_only: false, keep_alive: false, http10: false, route: "-", method: "OTHER", started: env.now };
+        let meta = Meta {
+            head_only: false,
+            keep_alive: false,
+            http10: false,
+            route: "-",
+            method: "OTHER",
+            client: "",
+            started: env.now,
+        };
         let response = Response::from_http_error(error);
         let access = env.access_log.map(|_| Box::new(AccessEntry::unparsed(self.peer)));
         self.out.push(meta, Some(response), Extras { headers: Vec::new(), access }, env);
@@ -555,6 +564,7 @@ impl Output {
             http10: head.version == Version::Http10,
             route: cx.route(),
             method: method_label(head.method),
+            client: cx.client().unwrap_or(""),
             started: env.now,
         };
         let response = match reply {
@@ -669,10 +679,11 @@ fn encode(wire: &mut Wire, response: &Response, meta: Meta, access: Option<&Acce
     // A clock read of its own: the loop's `now` is when the request was
     // read, so in the same turn every response would take 0.
     let took = Instant::now().saturating_duration_since(meta.started);
-    env.recorder.record(meta.route, meta.method, response.status, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+    let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    env.recorder.record(meta.route, meta.method, response.status, meta.client, nanos);
     if let (Some(log), Some(entry)) = (env.access_log, access) {
         let bytes = (!response.is_streamed()).then(|| response.body_len());
-        log.record(entry, response.status, bytes, took);
+        log.record(entry, meta.client, response.status, bytes, took);
     }
     if !keep_alive && !response.is_streamed() {
         wire.close_after = true;
