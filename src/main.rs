@@ -65,7 +65,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         pagelens::warn!("the SSRF guard is open for {opened}; clients can make this server fetch them. Use only locally or in tests.");
     }
     let fetcher = Arc::new(Fetcher::start(config.fetch.clone()).map_err(|e| format!("cannot start the fetcher: {e}"))?);
-    let pages = Pages::new(Arc::clone(&fetcher));
+    let mut pages = Pages::new(Arc::clone(&fetcher));
+    if let Some(cache) = &config.cache {
+        pages = pages.with_cache(Arc::clone(cache));
+    }
     let engine = Engine::start(config.engine.clone(), Arc::clone(&store), handlers(&pages))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
     engine.set_callbacks(callback_sender(&fetcher, config.api.callback_secret.clone()));
@@ -82,6 +85,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             hub.on_alert_change(alert_webhook(&fetcher, url.clone(), config.api.callback_secret.clone()));
         }
         hub.add_snapshot_part(collectors::engine_snapshot(Arc::clone(&engine)));
+        if let Some(cache) = &config.cache {
+            hub.add_collector(pagelens::api::cache::collector(Arc::clone(cache)));
+        }
         if let Some(log) = &config.server.access_log {
             hub.add_collector(collectors::access_log(Arc::clone(log)));
         }

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, so CI links once.
 
 mod binary;
+mod cache;
 mod origin;
 mod util;
 

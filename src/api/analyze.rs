@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::cache::{closing, Directives, Outcome, ResultCache};
 use super::input::{parse_analyze, BodyKind};
+use super::input::{PageInput, Source};
 use super::App;
 use crate::fetch::Guard;
 use crate::http::request::Request;
@@ -66,10 +68,45 @@ pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
 /// The answer to a task that has ended: its result, or its error.
 fn finished(ended: Ended) -> Response {
     match (ended.view.status, ended.result, ended.view.error) {
-        (TaskState::Completed, Some(result), _) => Response::with_body(200, "application/json", result.to_vec()),
+        (TaskState::Completed, Some(result), _) => {
+            let age = cache_age(&result);
+            let response = Response::with_body(200, "application/json", result.to_vec());
+            match age {
+                Some(age) => response.header("Age", age.to_string()),
+                None => response,
+            }
+        }
         (_, _, Some(error)) => problem(&error),
         _ => Response::problem(500, "internal", "the task ended without a result"),
     }
+}
+
+/// The answer to a URL analysis the cache holds fresh: the stored analysis
+/// shared, its cache fields after it, and `Age`.
+fn cache_hit(cache: &ResultCache, page: &PageInput, directives: Directives) -> Option<Response> {
+    let Source::Url(url) = &page.source else { return None };
+    if directives.no_store {
+        return None;
+    }
+    let key = ResultCache::key(url, page.options.include_links, page.options.include_images);
+    let (entry, fresh) = cache.lookup(&key, directives, std::time::Instant::now())?;
+    if !fresh {
+        return None;
+    }
+    cache.count(Outcome::Hit);
+    let age = entry.fresh_at.elapsed();
+    let closing = closing(Outcome::Hit, age);
+    let response = Response::spliced(200, "application/json", Vec::new(), entry.analysis, closing);
+    Some(response.header("Age", age.as_secs().to_string()))
+}
+
+/// The `cache_age_seconds` the result cache put at the end of an analysis.
+fn cache_age(result: &[u8]) -> Option<u64> {
+    const FIELD: &[u8] = b"\"cache_age_seconds\":";
+    let tail = &result[result.len().saturating_sub(48)..];
+    let at = tail.windows(FIELD.len()).rposition(|w| w == FIELD)? + FIELD.len();
+    let digits = &tail[at..tail.len().saturating_sub(1)];
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The `Idempotency-Key` header, checked.
@@ -122,9 +159,18 @@ pub fn analyze(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Co
     let content_type = content_type(request);
     let (limits, sync_wait) = (app.config.limits, app.config.sync_wait);
     let owner = App::owner(cx);
+    let directives = Directives::parse(request.head.header("cache-control"));
+    let cache = app.pages.cache().cloned();
     via_intake(app, cx, body.len(), move |responder, engine, guard| {
         let spec = match parse_analyze(kind, body, content_type, limits, guard) {
-            Ok(parsed) => parsed.into_spec(None, owner),
+            Ok(mut parsed) => {
+                // A fresh cached analysis is answered here: no task, no copy of it.
+                if let Some(hit) = cache.as_deref().and_then(|c| cache_hit(c, &parsed.page, directives)) {
+                    return responder.send(hit);
+                }
+                parsed.page.cache = directives;
+                parsed.into_spec(None, owner)
+            }
             Err(e) => return responder.send(problem(&e)),
         };
         let replies = Arc::clone(engine);
@@ -149,10 +195,14 @@ pub fn analyze_async(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut C
     let content_type = content_type(request);
     let limits = app.config.limits;
     let owner = App::owner(cx);
+    let directives = Directives::parse(request.head.header("cache-control"));
     via_intake(app, cx, body.len(), move |responder, engine, guard| {
         match parse_analyze(kind, body, content_type, limits, guard) {
             Err(e) => responder.send(problem(&e)),
-            Ok(parsed) => submit(engine, parsed.into_spec(key, owner), responder),
+            Ok(mut parsed) => {
+                parsed.page.cache = directives;
+                submit(engine, parsed.into_spec(key, owner), responder)
+            }
         }
     })
 }

@@ -24,9 +24,15 @@ pub fn submit(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Context<
     let body = request.body.to_vec();
     let limits = app.config.limits;
     let owner = App::owner(cx);
+    let directives = super::cache::Directives::parse(request.head.header("cache-control"));
     via_intake(app, cx, body.len(), move |responder, engine, guard| match parse_bulk(&body, limits, guard) {
         Err(e) => responder.send(problem(&e)),
-        Ok(bulk) => submit_task(engine, bulk.into_spec(key, owner), responder),
+        Ok(mut bulk) => {
+            for item in &mut bulk.items {
+                item.cache = directives;
+            }
+            submit_task(engine, bulk.into_spec(key, owner), responder)
+        }
     })
 }
 

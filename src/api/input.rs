@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use url::Url;
 
+use super::cache::Directives;
 use crate::fetch::{FetchError, Guard};
 use crate::jobs::{Payload, TaskError, TaskInput, TaskOptions, TaskSpec};
 use crate::pool::Priority;
@@ -57,6 +58,8 @@ pub struct PageInput {
     pub source: Source,
     /// What is known about it.
     pub options: seo::Options,
+    /// What the client's `Cache-Control` asked of the result cache.
+    pub cache: Directives,
 }
 
 /// A checked analysis request.
@@ -160,12 +163,15 @@ struct PageArgs {
     content_type: Option<String>,
     include_links: bool,
     include_images: bool,
+    /// The client's cache directives (a URL's analysis).
+    #[serde(default)]
+    cache: Directives,
 }
 
 impl PageInput {
     /// The page as a task's payload.
     pub fn into_payload(self) -> Payload {
-        let PageInput { source, options } = self;
+        let PageInput { source, options, cache } = self;
         let (url, body) = match source {
             Source::Html(html) => (None, html),
             Source::Url(url) => (Some(url.to_string()), Vec::new()),
@@ -176,6 +182,7 @@ impl PageInput {
             content_type: options.content_type,
             include_links: options.include_links,
             include_images: options.include_images,
+            cache,
         };
         // A struct of strings and booleans: serialising cannot fail.
         Payload { args: serde_json::to_value(args).unwrap_or_default(), body }
@@ -193,7 +200,7 @@ impl PageInput {
         let url = args.page_url.map(parse).transpose()?;
         let mut options = options(url, Some(args.include_links), Some(args.include_images));
         options.content_type = args.content_type;
-        Ok(PageInput { source, options })
+        Ok(PageInput { source, options, cache: args.cache })
     }
 }
 
@@ -348,7 +355,7 @@ pub fn parse_analyze(
             return Err(unprocessable("empty-page", "the request body is empty"));
         }
         let options = seo::Options { content_type, ..options(None, None, None) };
-        let page = PageInput { source: Source::Html(body), options };
+        let page = PageInput { source: Source::Html(body), options, cache: Directives::default() };
         return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None, callback: None });
     }
     let fields: Fields = from_json(&body)?;
@@ -356,7 +363,11 @@ pub fn parse_analyze(
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
     let (source, url) = page(fields.html, fields.url, fields.page_url, guard)?;
-    let page = PageInput { source, options: options(url, fields.include_links, fields.include_images) };
+    let page = PageInput {
+        source,
+        options: options(url, fields.include_links, fields.include_images),
+        cache: Directives::default(),
+    };
     Ok(AnalyzeRequest { page, priority, timeout, callback })
 }
 
@@ -381,9 +392,11 @@ pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<Bul
     let mut bad: Vec<(usize, TaskError)> = Vec::new();
     for (index, item) in fields.items.into_iter().enumerate() {
         match page(item.html, item.url, item.page_url, guard) {
-            Ok((source, url)) => {
-                items.push(PageInput { source, options: options(url, fields.include_links, fields.include_images) })
-            }
+            Ok((source, url)) => items.push(PageInput {
+                source,
+                options: options(url, fields.include_links, fields.include_images),
+                cache: Directives::default(),
+            }),
             Err(e) => bad.push((index, e)),
         }
     }

@@ -6,6 +6,7 @@
 
 mod analyze;
 mod bulk;
+pub mod cache;
 mod health;
 pub mod input;
 mod intake;

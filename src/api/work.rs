@@ -3,9 +3,11 @@
 //! worker), then analysed on the pool. And the callbacks and webhooks.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::json;
 
+use super::cache::{annotated, open, storable, Entry, Outcome, ResultCache};
 use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
@@ -15,17 +17,38 @@ use crate::metrics::alerts::Change;
 use crate::metrics::AlertHook;
 use crate::seo;
 
-/// What pages are fetched with: the fetcher and the robots.txt cache.
+/// What pages are fetched with: the fetcher, the robots.txt cache, and the
+/// result cache of URL analyses (if on).
 #[derive(Debug, Clone)]
 pub struct Pages {
     fetcher: Arc<Fetcher>,
     robots: Arc<RobotsCache>,
+    cache: Option<Arc<ResultCache>>,
+}
+
+/// A URL analysis' place in the result cache: the cache, its key, what the
+/// client asked, and what it already holds.
+struct Cached {
+    cache: Arc<ResultCache>,
+    key: String,
+    held: Option<Entry>,
 }
 
 impl Pages {
     /// Pages fetched with `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> Pages {
-        Pages { fetcher, robots: Arc::default() }
+        Pages { fetcher, robots: Arc::default(), cache: None }
+    }
+
+    /// URL analyses kept in `cache` and answered from it while fresh.
+    pub fn with_cache(mut self, cache: Arc<ResultCache>) -> Pages {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The result cache, if on (for its metrics).
+    pub fn cache(&self) -> Option<&Arc<ResultCache>> {
+        self.cache.as_ref()
     }
 
     /// The fetcher (its guard, callbacks).
@@ -36,26 +59,52 @@ impl Pages {
     /// The work of analysing `page`: CPU only for a sent page, a fetch
     /// first for a URL.
     pub fn work(&self, page: PageInput) -> Work {
-        let PageInput { source, options } = page;
+        let PageInput { source, options, cache: directives } = page;
         let url = match source {
             Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
             Source::Url(url) => url,
         };
+        let cached = self.cache.as_ref().filter(|_| !directives.no_store).map(|cache| {
+            let key = ResultCache::key(&url, options.include_links, options.include_images);
+            (Arc::clone(cache), key)
+        });
+        let cached = match cached {
+            None => None,
+            Some((cache, key)) => match cache.lookup(&key, directives, Instant::now()) {
+                // Fresh: no fetch, no parse.
+                Some((entry, true)) => {
+                    cache.count(Outcome::Hit);
+                    let answer = annotated(&entry.analysis, Outcome::Hit, entry.fresh_at.elapsed());
+                    return Work::cpu(move |_| raw(answer));
+                }
+                held => Some(Cached { cache, key, held: held.map(|(entry, _)| entry) }),
+            },
+        };
         let pages = self.clone();
-        Work::Io(Box::new(move |resume| fetch_then_analyse(resume, url, options, pages)))
+        Work::Io(Box::new(move |resume| fetch_then_analyse(resume, url, options, pages, cached)))
     }
 }
 
 /// Fetches `url` (and its site's robots.txt) on the fetcher, then hands the
 /// analysis back to the pool.
-fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, pages: Pages) {
-    let Pages { fetcher, robots } = pages;
+fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, pages: Pages, cached: Option<Cached>) {
+    let Pages { fetcher, robots, .. } = pages;
     let progress = resume.progress();
     progress(5, "fetching".into());
+    // A stale analysis is revalidated with its validators.
+    let held = cached.as_ref().and_then(|c| c.held.as_ref());
+    let mut headers = Vec::new();
+    if let Some(etag) = held.and_then(|e| e.etag.clone()) {
+        headers.push(("If-None-Match".to_string(), etag));
+    }
+    if let Some(date) = held.and_then(|e| e.last_modified.clone()) {
+        headers.push(("If-Modified-Since".to_string(), date));
+    }
     let request = FetchRequest {
         deadline: Some(resume.deadline()),
         cancel: Some(resume.cancel_flag()),
         on_attempt: Some(Box::new(move |n| progress(5, format!("fetching (attempt {n})")))),
+        headers,
         ..FetchRequest::get(url)
     };
     let max = fetcher.max_response_bytes();
@@ -70,6 +119,22 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
                     return resume.fail(e.into());
                 }
             };
+            // Not modified: the stored analysis, renewed, without a parse.
+            if let (304, Some(Cached { cache, key, held: Some(entry) })) = (response.status, &cached) {
+                let (cache, key, mut entry) = (Arc::clone(cache), key.clone(), entry.clone());
+                resume.record_stage("fetching");
+                entry.fresh_at = Instant::now();
+                let answer = annotated(&entry.analysis, Outcome::Revalidated, std::time::Duration::ZERO);
+                cache.count(Outcome::Revalidated);
+                cache.store(key, entry);
+                return resume.then(Box::new(move |_| raw(answer)));
+            }
+            // What the cache keeps of a fresh answer: its validators, if the origin allows it.
+            let storing = response.status == 200 && storable(response.head.header("cache-control"));
+            let keep = cached.map(|c| {
+                let header = |name: &str| response.head.header(name).map(str::to_string);
+                (c, header("etag"), header("last-modified"))
+            });
             let (final_url, deadline) = (response.final_url.clone(), resume.deadline());
             robots.get(
                 &fetcher,
@@ -80,7 +145,15 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
                     resume.then(Box::new(move |cx| {
                         let (html, mut options, fetch) = fetched_page(response, options, max)?;
                         options.robots_txt = Some((robots_url, robots_source));
-                        analyse(cx, &html, &options, Some(fetch))
+                        let analysis = analyse(cx, &html, &options, Some(fetch))?;
+                        let Some((Cached { cache, key, .. }, etag, last_modified)) = keep else { return Ok(analysis) };
+                        let bytes = open(analysis.get().as_bytes());
+                        cache.count(Outcome::Miss);
+                        let answer = annotated(&bytes, Outcome::Miss, std::time::Duration::ZERO);
+                        if storing {
+                            cache.store(key, Entry { analysis: bytes, fresh_at: Instant::now(), etag, last_modified });
+                        }
+                        raw(answer)
                     }));
                 }),
             );
@@ -142,6 +215,15 @@ fn analyse(
     cx.stage(90, "encoding")?;
     // Serialised straight into a RawValue: no second parse to validate it.
     serde_json::value::to_raw_value(&analysis).map_err(|e| TaskError::new(500, "internal", e.to_string()))
+}
+
+/// Bytes known to be one JSON document (an analysis as made, with the
+/// cache's fields added) as the engine's outcome.
+fn raw(json: Vec<u8>) -> Result<Box<serde_json::value::RawValue>, TaskError> {
+    String::from_utf8(json)
+        .ok()
+        .and_then(|text| serde_json::value::RawValue::from_string(text).ok())
+        .ok_or_else(|| TaskError::new(500, "internal", "a cached analysis is damaged"))
 }
 
 /// The task handlers of the API: `analyze` runs one page, `bulk` runs

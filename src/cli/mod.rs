@@ -320,6 +320,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_API_KEYS", value_name = "FILE")]
     pub api_keys: Option<PathBuf>,
 
+    /// How long an analysis of a URL is answered again from the result cache without a fetch (then revalidated with the origin); 0 turns the cache off.
+    #[arg(long, env = "PAGELENS_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Most bytes of analyses the result cache keeps; past it the oldest go.
+    #[arg(long, env = "PAGELENS_CACHE_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub cache_max_bytes: usize,
+
     /// A separate address for TLS, so that --listen stays plain HTTP (e.g. for probes on a private port).
     #[arg(long, env = "PAGELENS_TLS_LISTEN", value_name = "ADDR", requires = "tls_cert")]
     pub tls_listen: Option<SocketAddr>,
@@ -654,6 +662,8 @@ pub struct ServeConfig {
     pub alert_webhook: Option<url::Url>,
     /// The certificate served over TLS, reloaded on SIGHUP.
     pub certificates: Option<Arc<Certificates>>,
+    /// The result cache of URL analyses, unless off.
+    pub cache: Option<Arc<crate::api::cache::ResultCache>>,
 }
 
 impl ServeArgs {
@@ -769,7 +779,9 @@ impl ServeArgs {
         if let Some(hook) = &alert_webhook {
             fetch.guard.check_url(hook).map_err(|e| format!("--alerts-file webhook: {e}"))?;
         }
-        Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook, certificates })
+        let cache = (!self.cache_ttl.is_zero())
+            .then(|| Arc::new(crate::api::cache::ResultCache::new(self.cache_ttl, self.cache_max_bytes)));
+        Ok(ServeConfig { server, engine, api, alerts, fetch, alert_webhook, certificates, cache })
     }
 }
 

@@ -23,7 +23,7 @@ enum Body {
     /// A large shared buffer between a small built prefix and a static
     /// suffix (a task's stored result inside its status document): every
     /// response holds the same buffer, none a copy of it.
-    Spliced { before: Vec<u8>, shared: Arc<[u8]>, after: &'static [u8] },
+    Spliced { before: Vec<u8>, shared: Arc<[u8]>, after: Cow<'static, [u8]> },
 }
 
 impl Body {
@@ -140,8 +140,9 @@ impl Response {
         content_type: &'static str,
         before: Vec<u8>,
         shared: Arc<[u8]>,
-        after: &'static [u8],
+        after: impl Into<Cow<'static, [u8]>>,
     ) -> Self {
+        let after = after.into();
         Response {
             body: Body::Spliced { before, shared, after },
             ..Response::with_body(status, content_type, Vec::new())
