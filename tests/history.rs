@@ -121,6 +121,9 @@ fn analytics_sums_equal_the_counts() {
     assert_eq!(report["bucket_seconds"], 60);
     assert!(report["timings_since_start"]["queue_wait"]["count"].as_u64().unwrap() >= 40, "{report}");
     assert!(report["timings_since_start"]["stages"]["parsing"]["count"].as_u64().unwrap() >= 30, "{report}");
+    // The refused fetches were cache misses (nothing to keep).
+    assert_eq!(report["cache_since_start"]["misses"], 0, "a failed fetch is not an answer: {report}");
+    assert_eq!(report["cache_since_start"]["hit_ratio"], 0.0);
     for bad in ["bucket=0h", "bucket=1w", "since=today", "bucket=1s&since=2000-01-01T00:00:00.000Z", "x=1"] {
         let resp = call(addr, &get(&format!("/tasks/analytics?{bad}")));
         assert_eq!((resp.status, resp.problem_code().as_str()), (400, "bad-query"), "{bad}");

@@ -220,6 +220,7 @@ pub fn analytics(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Conte
         Ok(query) => query,
         Err(detail) => return Reply::Now(Response::problem(400, "bad-query", &detail)),
     };
+    let cache = app.pages.cache().cloned();
     via_reader(app, cx, move |engine| match engine.outcomes(since, bucket_ms) {
         Ok(outcomes) => {
             let ended = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut];
@@ -252,6 +253,12 @@ pub fn analytics(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Conte
                     "totals": totals,
                     "errors": errors,
                     "timings_since_start": engine.times().summary(),
+                    "cache_since_start": cache.map(|c| {
+                        let f = c.figures();
+                        let answers = f.hits + f.misses + f.revalidations;
+                        let ratio = if answers == 0 { 0.0 } else { f.hits as f64 / answers as f64 };
+                        json!({"hits": f.hits, "misses": f.misses, "revalidations": f.revalidations, "hit_ratio": ratio})
+                    }),
                 }),
             )
         }
