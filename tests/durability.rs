@@ -37,26 +37,16 @@ fn serve_limited(db: &std::path::Path, extra: &[&str], limits: &[crate::binary::
 /// Submits `n` pages on one connection, pipelined 50 at a time; returns
 /// the ids that got a `202`.
 fn submit_all(addr: SocketAddr, n: usize, extra: Value) -> Vec<String> {
-    let mut client = Reader::new(connect(addr));
-    let mut ids = Vec::with_capacity(n);
-    for first in (0..n).step_by(50) {
-        let burst = first..n.min(first + 50);
-        let mut bytes = Vec::new();
-        for i in burst.clone() {
+    crate::util::submit_pipelined(
+        addr,
+        (0..n).map(|i| {
             let mut body = json!({ "html": page(i) });
             for (k, v) in extra.as_object().into_iter().flatten() {
                 body[k] = v.clone();
             }
-            bytes.extend(post("/analyze/async", &body, ""));
-        }
-        client.send(&bytes);
-        for _ in burst {
-            let resp = client.response(false);
-            assert_eq!(resp.status, 202, "{}", resp.text());
-            ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
-        }
-    }
-    ids
+            body
+        }),
+    )
 }
 
 fn stats(addr: SocketAddr) -> Value {

@@ -8,26 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::binary::{spawn_binary, stop};
-use crate::util::{call, connect, get, json_of, post, Reader, TempDir};
+use crate::util::{call, get, json_of, post, TempDir};
 
-/// Submits `n` small pages, pipelined 50 at a time; returns their ids.
+/// Submits `n` small pages; returns their ids.
 fn submit(addr: SocketAddr, n: usize) -> Vec<String> {
-    let mut client = Reader::new(connect(addr));
-    let mut ids = Vec::new();
-    for first in (0..n).step_by(50) {
-        let burst = first..n.min(first + 50);
-        let bytes: Vec<u8> = burst
-            .clone()
-            .flat_map(|i| post("/analyze/async", &json!({"html": format!("<title>Page {i}</title>")}), ""))
-            .collect();
-        client.send(&bytes);
-        for _ in burst {
-            let resp = client.response(false);
-            assert_eq!(resp.status, 202, "{}", resp.text());
-            ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
-        }
-    }
-    ids
+    crate::util::submit_pipelined(addr, (0..n).map(|i| json!({"html": format!("<title>Page {i}</title>")})))
 }
 
 fn list(addr: SocketAddr, query: &str) -> Value {

@@ -391,3 +391,21 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Submits each body to `POST /analyze/async` on one connection, pipelined
+/// 50 at a time; asserts every answer is `202` and returns the task ids.
+pub fn submit_pipelined(addr: SocketAddr, bodies: impl IntoIterator<Item = Value>) -> Vec<String> {
+    let bodies: Vec<Value> = bodies.into_iter().collect();
+    let mut client = Reader::new(connect(addr));
+    let mut ids = Vec::with_capacity(bodies.len());
+    for burst in bodies.chunks(50) {
+        let bytes: Vec<u8> = burst.iter().flat_map(|body| post("/analyze/async", body, "")).collect();
+        client.send(&bytes);
+        for _ in burst {
+            let resp = client.response(false);
+            assert_eq!(resp.status, 202, "{}", resp.text());
+            ids.push(json_of(&resp)["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
