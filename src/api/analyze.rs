@@ -70,7 +70,8 @@ fn finished(ended: Ended) -> Response {
     match (ended.view.status, ended.result, ended.view.error) {
         (TaskState::Completed, Some(result), _) => {
             let age = cache_age(&result);
-            let response = Response::with_body(200, "application/json", result.to_vec());
+            // The result as the engine holds it: shared, not copied.
+            let response = Response::shared(200, "application/json", result);
             match age {
                 Some(age) => response.header("Age", age.to_string()),
                 None => response,
@@ -88,13 +89,7 @@ fn cache_hit(cache: &ResultCache, page: &PageInput, directives: Directives) -> O
     if directives.no_store {
         return None;
     }
-    let key = ResultCache::key(url, page.options.include_links, page.options.include_images);
-    let (entry, fresh) = cache.lookup(&key, directives, std::time::Instant::now())?;
-    if !fresh {
-        return None;
-    }
-    cache.count(Outcome::Hit);
-    let age = entry.fresh_at.elapsed();
+    let (entry, age) = cache.consult(&ResultCache::key(url, &page.options), directives).ok()?;
     let closing = closing(Outcome::Hit, age);
     let response = Response::spliced(200, "application/json", Vec::new(), entry.analysis, closing);
     Some(response.header("Age", age.as_secs().to_string()))

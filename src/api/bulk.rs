@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::analyze::{body_kind, idempotency_key, problem, submit as submit_task, via_intake};
 use super::input::parse_bulk;
-use super::tasks::store_failed;
+use super::tasks::{may_act, store_failed};
 use super::App;
 use crate::http::request::Request;
 use crate::http::response::Response;
@@ -62,14 +62,12 @@ pub fn results(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<
     // answers 404 / 503 if there is no batch to stream.
     let responder = Arc::new(Mutex::new(Some(cx.defer())));
     app.engine.spawn_read(Box::new(move || {
-        match engine.status(id) {
-            Ok(Some(ended)) if !super::tasks::visible(viewer, ended.view.owner.as_deref()) => {
-                if let Some(responder) = responder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                    responder.send(batch_not_found());
-                }
-                return;
+        // Another key's batch is not found (a store failure shows below).
+        if let Ok(false) = may_act(&engine, id, viewer) {
+            if let Some(responder) = responder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                responder.send(batch_not_found());
             }
-            _ => {}
+            return;
         }
         let taken = Arc::clone(&responder);
         let mut sender: Option<StreamSender> = None;

@@ -157,11 +157,26 @@ impl ResultCache {
     }
 
     /// The key of an analysis of `url` with these list options.
-    pub fn key(url: &url::Url, include_links: bool, include_images: bool) -> String {
+    pub fn key(url: &url::Url, options: &crate::seo::Options) -> String {
         // The fragment never reaches the origin: `/a#x` and `/a` are one page.
         let mut url = url.clone();
         url.set_fragment(None);
-        format!("{}|{}|{}", url, u8::from(include_links), u8::from(include_images))
+        format!("{}|{}|{}", url, u8::from(options.include_links), u8::from(options.include_images))
+    }
+
+    /// What the cache does for an analysis of `key` asked with
+    /// `directives`: `Ok`, a fresh answer (counted as a hit) and its age;
+    /// `Err`, what it holds to revalidate, if anything.
+    pub fn consult(&self, key: &str, directives: Directives) -> Result<(Entry, Duration), Option<Entry>> {
+        let now = Instant::now();
+        match self.lookup(key, directives, now) {
+            Some((entry, true)) => {
+                self.count(Outcome::Hit);
+                let age = now.saturating_duration_since(entry.fresh_at);
+                Ok((entry, age))
+            }
+            held => Err(held.map(|(entry, _)| entry)),
+        }
     }
 
     /// What the cache holds for `key`, and whether it is fresh for a client

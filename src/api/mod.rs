@@ -27,6 +27,15 @@ use crate::ratelimit::{Class, RateLimitConfig, RateLimiter, Verdict};
 use crate::reactor::{Context, Reply, Service};
 use input::InputLimits;
 
+/// `429 rate-limited` for a refused `verdict`, with `Retry-After` and the
+/// draft's `RateLimit-Policy` / `RateLimit` fields.
+fn too_many(verdict: &Verdict, detail: &str) -> Response {
+    Response::problem(429, "rate-limited", detail)
+        .header("Retry-After", verdict.retry_after().to_string())
+        .header("RateLimit-Policy", verdict.policy())
+        .header("RateLimit", verdict.state())
+}
+
 /// The scope a route needs with API keys on; `None`: open to all
 /// (the probes).
 fn scope_of(method: &str, route: &str) -> Option<Scope> {
@@ -137,14 +146,12 @@ impl App {
         }
         if let Some((rate, decision)) = keys.check_rate(&key, cx.now()).filter(|(_, d)| !d.allowed) {
             let verdict = Verdict { class: Class::Key, rate, decision };
-            return Err(Response::problem(429, "rate-limited", &format!("the key {:?} is over its rate", key.name))
-                .header("Retry-After", verdict.retry_after().to_string())
-                .header("RateLimit-Policy", verdict.policy())
-                .header("RateLimit", verdict.state()));
+            return Err(too_many(&verdict, &format!("the key {:?} is over its rate", key.name)));
         }
-        if let Err(quota) = key.spend(std::time::SystemTime::now()) {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            let to_midnight = 86_400 - now.as_secs() % 86_400;
+        let now = std::time::SystemTime::now();
+        if let Err(quota) = key.spend(now) {
+            let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let to_midnight = 86_400 - since_epoch.as_secs() % 86_400;
             let detail = format!("the key {:?} has used its {quota} requests of today (UTC)", key.name);
             return Err(
                 Response::problem(429, "quota-exceeded", &detail).header("Retry-After", to_midnight.to_string())
@@ -183,10 +190,7 @@ impl App {
                 class.name(),
                 verdict.retry_after()
             );
-            return Err(Response::problem(429, "rate-limited", &detail)
-                .header("Retry-After", verdict.retry_after().to_string())
-                .header("RateLimit-Policy", verdict.policy())
-                .header("RateLimit", verdict.state()));
+            return Err(too_many(&verdict, &detail));
         }
         cx.add_header("RateLimit-Policy", verdict.policy());
         cx.add_header("RateLimit", verdict.state());

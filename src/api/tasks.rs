@@ -15,7 +15,7 @@ use crate::jobs::engine::{CancelError, Ended, TaskWatcher};
 use crate::jobs::store::HistoryQuery;
 use crate::jobs::store::StoreError;
 use crate::jobs::task::{status_body, status_prefix, to_millis, STATUS_SUFFIX};
-use crate::jobs::{TaskError, TaskId, TaskState};
+use crate::jobs::{Engine, TaskError, TaskId, TaskState};
 use crate::pool::Priority;
 use crate::reactor::{Context, Reply};
 
@@ -36,8 +36,23 @@ pub fn store_failed(e: &StoreError) -> Response {
 }
 
 /// Whether `viewer` (see [`App::viewer`]) may see a task of `owner`.
-pub fn visible(viewer: Option<&str>, owner: Option<&str>) -> bool {
+fn visible(viewer: Option<&str>, owner: Option<&str>) -> bool {
     viewer.is_none_or(|v| owner == Some(v))
+}
+
+/// Task `id` if `viewer` may see it; `None` when it does not exist or is
+/// another key's (both answer `404`, so neither is revealed).
+fn seen_by(engine: &Engine, id: TaskId, viewer: Option<&str>) -> Result<Option<Ended>, StoreError> {
+    Ok(engine.status(id)?.filter(|ended| visible(viewer, ended.view.owner.as_deref())))
+}
+
+/// Whether `viewer` may act on task `id`. Without keys, or for an admin
+/// key, always, and the store is not read for it.
+pub fn may_act(engine: &Engine, id: TaskId, viewer: Option<&str>) -> Result<bool, StoreError> {
+    match viewer {
+        None => Ok(true),
+        Some(_) => Ok(seen_by(engine, id, viewer)?.is_some()),
+    }
 }
 
 /// `GET /analyze/status/{id}`.
@@ -47,9 +62,8 @@ pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Err(response) => return Reply::Now(response),
     };
     let viewer = app.viewer(cx);
-    via_reader(app, cx, move |engine| match engine.status(id) {
-        Ok(Some(ended)) if visible(viewer, ended.view.owner.as_deref()) => status_response(&ended),
-        Ok(Some(_)) => not_found(),
+    via_reader(app, cx, move |engine| match seen_by(engine, id, viewer) {
+        Ok(Some(ended)) => status_response(&ended),
         Ok(None) => not_found(),
         Err(e) => store_failed(&e),
     })
@@ -86,10 +100,10 @@ pub fn events(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Con
     let responder = cx.defer();
     let engine = Arc::clone(app.engine());
     app.engine().spawn_read(Box::new(move || {
-        match engine.status(id) {
+        match seen_by(&engine, id, viewer) {
             Err(e) => return responder.send(store_failed(&e)),
-            Ok(Some(ended)) if visible(viewer, ended.view.owner.as_deref()) => {}
-            Ok(_) => return responder.send(not_found()),
+            Ok(None) => return responder.send(not_found()),
+            Ok(Some(_)) => {}
         }
         let head = Response::streaming(200, "text/event-stream").header("Cache-Control", "no-cache");
         let mut stream = Some(responder.stream(head));
@@ -122,14 +136,14 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
         Err(response) => return Reply::Now(response),
     };
     let viewer = app.viewer(cx);
-    via_reader(app, cx, move |engine| match engine.status(id) {
+    via_reader(app, cx, move |engine| match may_act(engine, id, viewer) {
         Err(e) => store_failed(&e),
-        Ok(Some(ended)) if !visible(viewer, ended.view.owner.as_deref()) => not_found(),
-        Ok(_) => cancel_task(engine, id),
+        Ok(false) => not_found(),
+        Ok(true) => cancel_task(engine, id),
     })
 }
 
-fn cancel_task(engine: &Arc<crate::jobs::Engine>, id: TaskId) -> Response {
+fn cancel_task(engine: &Arc<Engine>, id: TaskId) -> Response {
     match engine.cancel(id) {
         Ok(ended) => status_response(&ended),
         Err(CancelError::NotFound) => not_found(),
@@ -223,8 +237,7 @@ pub fn analytics(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Conte
     let cache = app.pages.cache().cloned();
     via_reader(app, cx, move |engine| match engine.outcomes(since, bucket_ms) {
         Ok(outcomes) => {
-            let ended = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut];
-            let mut totals: BTreeMap<&str, u64> = ended.iter().map(|s| (s.name(), 0)).collect();
+            let mut totals: BTreeMap<&str, u64> = TaskState::ENDED.iter().map(|s| (s.name(), 0)).collect();
             let buckets: Vec<serde_json::Value> = outcomes
                 .buckets
                 .iter()
@@ -232,7 +245,7 @@ pub fn analytics(app: &App, request: &Request<'_>, _: Params<'_>, cx: &mut Conte
                     let mut row = serde_json::Map::new();
                     row.insert("start".into(), json!(crate::clock::rfc3339(crate::clock::from_millis(*start))));
                     let mut total = 0;
-                    for state in ended {
+                    for state in TaskState::ENDED {
                         let n = by_state.get(&state).copied().unwrap_or(0);
                         *totals.entry(state.name()).or_default() += n;
                         total += n;
@@ -317,7 +330,7 @@ pub fn active(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -
 }
 
 /// Task counts by state and priority, queue, pool and store figures.
-pub fn figures(engine: &crate::jobs::Engine) -> Result<serde_json::Value, StoreError> {
+pub fn figures(engine: &Engine) -> Result<serde_json::Value, StoreError> {
     let counts = engine.counts()?;
     let mut by_state = BTreeMap::new();
     for state in TaskState::ALL {

@@ -64,21 +64,19 @@ impl Pages {
             Source::Html(html) => return Work::cpu(move |cx| analyse(cx, &html, &options, None)),
             Source::Url(url) => url,
         };
-        let cached = self.cache.as_ref().filter(|_| !directives.no_store).map(|cache| {
-            let key = ResultCache::key(&url, options.include_links, options.include_images);
-            (Arc::clone(cache), key)
-        });
-        let cached = match cached {
+        let cached = match self.cache.as_ref().filter(|_| !directives.no_store) {
             None => None,
-            Some((cache, key)) => match cache.lookup(&key, directives, Instant::now()) {
-                // Fresh: no fetch, no parse.
-                Some((entry, true)) => {
-                    cache.count(Outcome::Hit);
-                    let answer = annotated(&entry.analysis, Outcome::Hit, entry.fresh_at.elapsed());
-                    return Work::cpu(move |_| raw(answer));
+            Some(cache) => {
+                let key = ResultCache::key(&url, &options);
+                match cache.consult(&key, directives) {
+                    // Fresh: no fetch, no parse.
+                    Ok((entry, age)) => {
+                        let answer = annotated(&entry.analysis, Outcome::Hit, age);
+                        return Work::cpu(move |_| raw(answer));
+                    }
+                    Err(held) => Some(Cached { cache: Arc::clone(cache), key, held }),
                 }
-                held => Some(Cached { cache, key, held: held.map(|(entry, _)| entry) }),
-            },
+            }
         };
         let pages = self.clone();
         Work::Io(Box::new(move |resume| fetch_then_analyse(resume, url, options, pages, cached)))
@@ -120,15 +118,17 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
                 }
             };
             // Not modified: the stored analysis, renewed, without a parse.
-            if let (304, Some(Cached { cache, key, held: Some(entry) })) = (response.status, &cached) {
-                let (cache, key, mut entry) = (Arc::clone(cache), key.clone(), entry.clone());
-                resume.record_stage("fetching");
-                entry.fresh_at = Instant::now();
-                let answer = annotated(&entry.analysis, Outcome::Revalidated, std::time::Duration::ZERO);
-                cache.count(Outcome::Revalidated);
-                cache.store(key, entry);
-                return resume.then(Box::new(move |_| raw(answer)));
-            }
+            let cached = match (response.status, cached) {
+                (304, Some(Cached { cache, key, held: Some(mut entry) })) => {
+                    resume.record_stage("fetching");
+                    entry.fresh_at = Instant::now();
+                    let answer = annotated(&entry.analysis, Outcome::Revalidated, std::time::Duration::ZERO);
+                    cache.count(Outcome::Revalidated);
+                    cache.store(key, entry);
+                    return resume.then(Box::new(move |_| raw(answer)));
+                }
+                (_, cached) => cached,
+            };
             // What the cache keeps of a fresh answer: its validators, if the origin allows it.
             let storing = response.status == 200 && storable(response.head.header("cache-control"));
             let keep = cached.map(|c| {

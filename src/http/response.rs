@@ -134,6 +134,11 @@ impl Response {
         }
     }
 
+    /// A response whose body is a shared buffer, sent without a copy.
+    pub fn shared(status: u16, content_type: &'static str, body: Arc<[u8]>) -> Self {
+        Response::spliced(status, content_type, Vec::new(), body, &b""[..])
+    }
+
     /// A response whose body is `before`, the shared buffer, then `after`.
     pub fn spliced(
         status: u16,

@@ -98,6 +98,10 @@ impl TaskState {
         TaskState::TimedOut,
     ];
 
+    /// The states a task ends in (those [`TaskState::is_final`] holds for).
+    pub const ENDED: [TaskState; 4] =
+        [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut];
+
     /// Whether the task has ended.
     pub fn is_final(self) -> bool {
         !matches!(self, TaskState::Queued | TaskState::Processing)
@@ -260,6 +264,12 @@ pub struct ItemCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ended_states_are_the_final_ones() {
+        let finals: Vec<TaskState> = TaskState::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, TaskState::ENDED);
+    }
 
     #[test]
     fn ids_are_random_hex_and_round_trip() {

@@ -192,8 +192,9 @@ impl Conn {
     /// connections are the flows in progress (else every connection would
     /// submit without bound and the queue, not the flows, would be measured).
     fn has_room(&self, pipeline: usize, open_loop: bool) -> bool {
-        let flows_done = open_loop || (self.polls.is_empty() && self.scheduled_in_flight() == self.inflight.len());
-        self.state == State::Open && !self.closing && flows_done && self.scheduled_in_flight() < pipeline
+        let scheduled = self.scheduled_in_flight();
+        let flows_done = open_loop || (self.polls.is_empty() && scheduled == self.inflight.len());
+        self.state == State::Open && !self.closing && flows_done && scheduled < pipeline
     }
 
     /// Requests in flight that the schedule sent (polls aside).

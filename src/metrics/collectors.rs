@@ -81,7 +81,7 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
             "counter",
             "Tasks ended in this process, by final state and priority.",
         );
-        for state in [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut] {
+        for state in TaskState::ENDED {
             for priority in Priority::ALL {
                 let n = engine.ended().of(state, priority);
                 out.sample(
@@ -195,10 +195,7 @@ pub fn engine_snapshot(engine: Arc<Engine>) -> super::SnapshotPart {
         let pool = engine.pool_stats();
         let total = |state: TaskState| engine.ended().get(state);
         // Counted in this process since it started: rules read its rises.
-        let ended: u64 = [TaskState::Completed, TaskState::Error, TaskState::Cancelled, TaskState::TimedOut]
-            .into_iter()
-            .map(total)
-            .sum();
+        let ended: u64 = TaskState::ENDED.into_iter().map(total).sum();
         let queue = serde_json::json!({
             "waiting": engine.waiting(),
             "capacity": engine.config().queue_capacity,

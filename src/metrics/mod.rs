@@ -112,13 +112,6 @@ struct History {
     latest: String,
 }
 
-impl History {
-    fn points_json(&self) -> String {
-        let points: Vec<Point> = self.points.iter().copied().collect();
-        serde_json::to_string(&points).unwrap_or_else(|_| "[]".into())
-    }
-}
-
 /// One second of the live stream in brief: what the dashboard charts.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Point {
@@ -226,7 +219,7 @@ impl Metrics {
         let history = lock(&self.history);
         let mut opening = format!(
             ": pagelens live metrics, one event a second\n\nevent: history\ndata: {}\n\n",
-            history.points_json()
+            serde_json::to_string(&history.points).unwrap_or_else(|_| "[]".into())
         );
         if !history.latest.is_empty() {
             opening.push_str(&format!("data: {}\n\n", history.latest));
@@ -240,9 +233,8 @@ impl Metrics {
     /// {...} | null}`, for a page to draw before its stream opens.
     pub fn history(&self) -> serde_json::Value {
         let history = lock(&self.history);
-        let points: Vec<Point> = history.points.iter().copied().collect();
         let latest: serde_json::Value = serde_json::from_str(&history.latest).unwrap_or_default();
-        serde_json::json!({ "points": points, "latest": latest })
+        serde_json::json!({ "points": history.points, "latest": latest })
     }
 
     /// Evaluates alert rules with `config` every second, from now on.
