@@ -13,7 +13,7 @@ use crate::binary::{spawn_binary, stop};
 use crate::util::{call, json_of, Resp, TempDir};
 
 /// `pagelens keys add NAME --scopes ...`: the key it printed.
-fn add_key(file: &Path, name: &str, scopes: &str, extra: &[&str]) -> String {
+pub fn add_key(file: &Path, name: &str, scopes: &str, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
         .args(["keys", "add", name, "--scopes", scopes, "--file", file.to_str().unwrap()])
         .args(extra)
@@ -23,7 +23,7 @@ fn add_key(file: &Path, name: &str, scopes: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn ask(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<serde_json::Value>) -> Resp {
+pub fn ask(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<serde_json::Value>) -> Resp {
     let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let raw = format!(

@@ -22,3 +22,4 @@ mod rejects;
 mod seo;
 mod tasks;
 mod tls;
+mod websocket;

@@ -12,6 +12,7 @@ pub mod input;
 mod intake;
 pub mod robots;
 mod tasks;
+mod websocket;
 pub mod work;
 
 use std::sync::Arc;
@@ -108,7 +109,8 @@ impl App {
             .route("GET", "/tasks/analytics", tasks::analytics)
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
-            .route("GET", "/bulk/{id}/results", bulk::results);
+            .route("GET", "/bulk/{id}/results", bulk::results)
+            .route("GET", "/ws", websocket::open);
         let routes = router.patterns().into_iter().chain([UNMATCHED]);
         let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);
         Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None, limiter })

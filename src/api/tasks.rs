@@ -42,7 +42,7 @@ fn visible(viewer: Option<&str>, owner: Option<&str>) -> bool {
 
 /// Task `id` if `viewer` may see it; `None` when it does not exist or is
 /// another key's (both answer `404`, so neither is revealed).
-fn seen_by(engine: &Engine, id: TaskId, viewer: Option<&str>) -> Result<Option<Ended>, StoreError> {
+pub(super) fn seen_by(engine: &Engine, id: TaskId, viewer: Option<&str>) -> Result<Option<Ended>, StoreError> {
     Ok(engine.status(id)?.filter(|ended| visible(viewer, ended.view.owner.as_deref())))
 }
 

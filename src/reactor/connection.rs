@@ -21,6 +21,7 @@ use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
 use super::socket::{PlainOnTls, Socket};
 use super::state::ServerState;
+use super::websocket::WsCore;
 use super::wire::Wire;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
@@ -39,6 +40,9 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// buffered without bound. For the live stream, about 10 s of snapshots
 /// (a reader over a slow link has a few hundred bytes in flight).
 const STREAM_BACKLOG: usize = 4 * 1024;
+/// A WebSocket client with this much unread has stalled and is dropped
+/// (a subscriber to all tasks under load gets a few hundred events a second).
+const WS_BACKLOG: usize = 256 * 1024;
 /// Bytes read from one connection per wake-up before others get a turn.
 const READ_BUDGET: usize = 512 * 1024;
 /// How long to keep reading after shutting the write side, so that the
@@ -71,6 +75,9 @@ enum State {
     Head { since: Option<Instant> },
     /// The head at the front of the buffer is valid; its body is arriving.
     Body { head_len: usize, since: Instant, framing: BodyFraming },
+    /// Upgraded to WebSocket: bytes go to the core, its frames go out once
+    /// the responses before the `101` have.
+    WebSocket(Box<WsCore>),
     /// No more requests will be read; owed responses are written, then the
     /// write side is shut.
     Closing,
@@ -295,6 +302,17 @@ impl Connection {
 
     /// Takes a response (or part of one) finished on another thread.
     pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
+        if let Part::Message(text) = part {
+            let State::WebSocket(core) = &mut self.state else { return Status::Open };
+            let unread = self.socket.unacknowledged() + self.out.wire.unwritten() + core.outbox().len();
+            if unread > WS_BACKLOG {
+                env.server.count_timeout();
+                self.state = State::Closed;
+                return Status::Closed;
+            }
+            core.send(text);
+            return self.drive(env);
+        }
         // Judged on what is still unread before this chunk joins it.
         if let Part::Chunk(bytes) = &part {
             self.largest_chunk = self.largest_chunk.max(bytes.len());
@@ -328,7 +346,18 @@ impl Connection {
                 self.state = State::Closed
             }
             Expiry::Request => self.fail(HttpError::Timeout, env),
-            Expiry::Idle | Expiry::Linger => self.state = State::Closed,
+            Expiry::Idle | Expiry::Linger => {
+                // A quiet WebSocket is pinged first, closed if it stays quiet.
+                let pinged = match &mut self.state {
+                    State::WebSocket(core) => core.ping(),
+                    _ => false,
+                };
+                if pinged {
+                    self.last_activity = env.now;
+                } else {
+                    self.state = State::Closed;
+                }
+            }
             Expiry::Write => {
                 env.server.count_timeout();
                 self.state = State::Closed;
@@ -351,6 +380,7 @@ impl Connection {
                 Some((self.last_activity + limits.idle_timeout, Expiry::Idle))
             }
             State::Body { since, .. } => Some((since + limits.body_timeout, Expiry::Request)),
+            State::WebSocket(_) => Some((self.last_activity + limits.idle_timeout, Expiry::Idle)),
             State::Lingering { until } => Some((until, Expiry::Linger)),
             _ => None,
         };
@@ -362,7 +392,10 @@ impl Connection {
 
     fn wants_read(&self) -> bool {
         !self.peer_closed
-            && matches!(self.state, State::Head { .. } | State::Body { .. } | State::Lingering { .. })
+            && matches!(
+                self.state,
+                State::Head { .. } | State::Body { .. } | State::WebSocket(_) | State::Lingering { .. }
+            )
             && !self.backpressured()
     }
 
@@ -391,6 +424,26 @@ impl Connection {
                     return did;
                 }
                 State::Closing | State::Closed => return did,
+                State::WebSocket(core) => {
+                    if env.draining && !core.is_done() {
+                        core.close(tungstenite::protocol::frame::coding::CloseCode::Away, "server shutting down");
+                    }
+                    let used = core.receive(self.rbuf.filled(), self.peer_closed);
+                    // Once done, what else comes is discarded.
+                    let used = if core.is_done() { self.rbuf.len() } else { used };
+                    did |= used > 0;
+                    self.rbuf.consume(used);
+                    if self.out.pending.is_empty() && !core.outbox().is_empty() {
+                        self.out.wire.open(env.pool, env.now).bytes(core.outbox());
+                        core.outbox().clear();
+                        did = true;
+                    }
+                    if core.is_done() && core.outbox().is_empty() {
+                        self.state = State::Closing;
+                        did = true;
+                    }
+                    return did;
+                }
                 State::Head { since } => {
                     if self.rbuf.is_empty() {
                         return did;
@@ -415,9 +468,9 @@ impl Connection {
                     let head_len = head.len;
                     let framing = match head.framing {
                         Framing::Empty => {
-                            let keep = self.out.dispatch(Request { head, body: &[] }, self.token, self.peer, env);
+                            let next = self.out.dispatch(Request { head, body: &[] }, self.token, self.peer, env);
                             self.rbuf.consume(head_len);
-                            self.state = if keep { State::Head { since: None } } else { State::Closing };
+                            self.state = next;
                             continue;
                         }
                         Framing::Length(n) => BodyFraming::Length(n),
@@ -468,9 +521,9 @@ impl Connection {
                         }
                     };
                     let body = &filled[head_len..head_len + body_len];
-                    let keep = self.out.dispatch(Request { head, body }, self.token, self.peer, env);
+                    let next = self.out.dispatch(Request { head, body }, self.token, self.peer, env);
                     self.rbuf.consume(head_len + raw_len);
-                    self.state = if keep { State::Head { since: None } } else { State::Closing };
+                    self.state = next;
                 }
             }
         }
@@ -551,8 +604,9 @@ impl Output {
     }
 
     /// Calls the service for one request and queues or encodes its answer.
-    /// Returns whether the connection stays open for further requests.
-    fn dispatch(&mut self, request: Request<'_>, token: Token, peer: IpAddr, env: &mut Env<'_>) -> bool {
+    /// Returns the connection's next state: reading the next request,
+    /// closing, or speaking WebSocket after a `101`.
+    fn dispatch(&mut self, request: Request<'_>, token: Token, peer: IpAddr, env: &mut Env<'_>) -> State {
         env.recorder.request_started();
         let mut cx = Context::new(env.mailbox, token, self.next_seq, env.server, peer, env.now);
         let service = env.service;
@@ -575,9 +629,14 @@ impl Output {
             }
             Err(_) => Some(Response::problem(500, "internal", "the request's handler failed")),
         };
+        let upgrade = cx.take_upgrade().filter(|_| response.as_ref().is_some_and(|r| r.status == 101));
         let access = env.access_log.map(|_| Box::new(AccessEntry::of(peer, head)));
         self.push(meta, response, Extras { headers: cx.take_headers(), access }, env);
-        meta.keep_alive
+        match upgrade {
+            Some(core) => State::WebSocket(core),
+            None if meta.keep_alive => State::Head { since: None },
+            None => State::Closing,
+        }
     }
 
     /// Queues the next response slot; encodes whatever is ready in order.

@@ -26,6 +26,8 @@ pub enum Part {
     Chunk(Vec<u8>),
     /// The end of a streamed body.
     End,
+    /// A text message for a connection upgraded to WebSocket.
+    Message(String),
 }
 
 /// A response (or part of one) finished off the reactor thread.

@@ -14,6 +14,7 @@ mod service;
 mod socket;
 mod state;
 pub mod timers;
+mod websocket;
 mod wire;
 
 use std::io;
@@ -33,6 +34,7 @@ pub use connection::{Limits, MAX_PIPELINE};
 pub use mailbox::{Responder, StreamSender};
 pub use service::{Context, Reply, Service};
 pub use state::ServerState;
+pub use websocket::{WsSender, WsSession, MAX_MESSAGE as WS_MAX_MESSAGE};
 
 use event_loop::{EventLoop, Listening, LoopConfig, WAKER};
 use mailbox::Mailbox;

@@ -13,7 +13,8 @@ use mio::Token;
 
 use super::mailbox::{Mailbox, Responder};
 use super::state::ServerState;
-use crate::http::request::Request;
+use super::websocket::{self, WsCore, WsSender, WsSession};
+use crate::http::request::{Head, Request};
 use crate::http::response::Response;
 
 /// What a service does with a request.
@@ -45,6 +46,7 @@ pub struct Context<'a> {
     now: Instant,
     headers: Vec<(&'static str, String)>,
     client: Option<&'static str>,
+    upgrade: Option<Box<WsCore>>,
 }
 
 impl<'a> Context<'a> {
@@ -57,7 +59,19 @@ impl<'a> Context<'a> {
         now: Instant,
     ) -> Self {
         let headers = Vec::new();
-        Context { mailbox, token, seq, server, deferred: false, route: "unmatched", peer, now, headers, client: None }
+        Context {
+            mailbox,
+            token,
+            seq,
+            server,
+            deferred: false,
+            route: "unmatched",
+            peer,
+            now,
+            headers,
+            client: None,
+            upgrade: None,
+        }
     }
 
     /// The address of the connection's peer.
@@ -96,6 +110,30 @@ impl<'a> Context<'a> {
     pub fn defer(&mut self) -> Responder {
         self.deferred = true;
         Responder::new(Arc::clone(self.mailbox), self.token, self.seq)
+    }
+
+    /// Accepts a WebSocket handshake: answer with the `101` returned and
+    /// the connection speaks WebSocket after it, its messages going to the
+    /// session `open` makes. A request that is no valid handshake, or one
+    /// during a shutdown, gets the refusal returned instead.
+    pub fn websocket(&mut self, head: &Head<'_>, open: impl FnOnce(WsSender) -> Box<dyn WsSession>) -> Response {
+        if self.server.is_draining() {
+            return Response::problem(503, "shutting-down", "the server is shutting down").header("Retry-After", "1");
+        }
+        match websocket::handshake(head) {
+            Ok(accept) => {
+                let sender = WsSender::new(Arc::clone(self.mailbox), self.token, self.seq);
+                let gone = sender.gone_flag();
+                self.upgrade = Some(Box::new(WsCore::new(open(sender), gone)));
+                accept
+            }
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// The WebSocket this request's `101` opens, if any.
+    pub(crate) fn take_upgrade(&mut self) -> Option<Box<WsCore>> {
+        self.upgrade.take()
     }
 
     /// Server-wide figures (connections, uptime, draining).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
-pub use watch::{TaskEvent, TaskWatcher};
+pub use watch::{Follow, TaskEvent, TaskFollower, TaskWatcher};
 pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
 
 use super::commit::{CommitFigures, Committer};
@@ -207,6 +207,10 @@ pub struct Engine {
     live: Mutex<HashMap<TaskId, Live>>,
     /// Watchers of tasks whose end is being stored (locked after `live`).
     ending: Mutex<HashMap<TaskId, Vec<TaskWatcher>>>,
+    /// Who hears of every stored task going live (locked after `live`);
+    /// `following` counts them, so that none costs no lock.
+    followers: Mutex<Vec<TaskFollower>>,
+    following: AtomicUsize,
     deadlines: Mutex<BinaryHeap<Reverse<(Instant, TaskId)>>>,
     sync_waits: Mutex<BinaryHeap<Reverse<SyncWait>>>,
     batches: Mutex<HashMap<TaskId, Arc<Mutex<Batch>>>>,
@@ -253,6 +257,8 @@ impl Engine {
             mean_job_micros: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             ending: Mutex::new(HashMap::new()),
+            followers: Mutex::new(Vec::new()),
+            following: AtomicUsize::new(0),
             deadlines: Mutex::new(BinaryHeap::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
             batches: Mutex::new(HashMap::new()),
@@ -467,6 +473,20 @@ impl Engine {
         let version = ended.version;
         watcher(TaskEvent { view: &ended.view, version, last: true });
         Ok(true)
+    }
+
+    /// Offers `follower` every stored task live now and each one that goes
+    /// live from now on, until it stops.
+    pub fn follow(&self, mut follower: TaskFollower) {
+        let mut live = lock(&self.live);
+        for l in live.values_mut().filter(|l| l.stored_version.is_some()) {
+            if !watch::offer(&mut follower, &l.record, &mut l.watchers) {
+                return;
+            }
+        }
+        let mut followers = lock(&self.followers);
+        followers.push(follower);
+        self.following.store(followers.len(), Ordering::Release);
     }
 
     /// Stored tasks ended since `since`, per bucket of `bucket_ms`, and the
@@ -696,7 +716,12 @@ impl Engine {
         let (spec, spec_bytes) = spec.map_or((None, 0), |(s, b)| (Some(s), b));
         {
             let mut live = lock(&self.live);
-            let watchers = Vec::new();
+            let mut watchers = Vec::new();
+            if stored_version.is_some() && self.following.load(Ordering::Acquire) > 0 {
+                let mut followers = lock(&self.followers);
+                followers.retain_mut(|f| watch::offer(f, &record, &mut watchers));
+                self.following.store(followers.len(), Ordering::Release);
+            }
             live.insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes, watchers });
             register();
         }
