@@ -72,6 +72,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let engine = Engine::start(config.engine.clone(), Arc::clone(&store), handlers(&pages))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
     engine.set_callbacks(callback_sender(&fetcher, config.api.callback_secret.clone()));
+    if let Some(cache) = &config.cache {
+        cache.keep_in(&engine);
+    }
     let recovered = engine.recover().map_err(|e| format!("--store: cannot read the tasks: {e}"))?;
     let mut app = App::new(Arc::clone(&engine), pages, config.api.clone())
         .map_err(|e| format!("cannot start the intake thread: {e}"))?;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::binary::{spawn_binary, stop};
 use crate::origin::{response, Action, Origin};
-use crate::util::{call, json_of, Resp};
+use crate::util::{call, json_of, Resp, TempDir};
 
 const PAGE: &[u8] =
     b"<html lang=en><head><title>Cached page of the origin</title></head><body><h1>x</h1></body></html>";
@@ -94,5 +94,57 @@ fn repeats_are_answered_from_the_cache_and_stale_ones_revalidated() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(metrics("pagelens_cache_bytes").unwrap() > 0.0);
+    stop(&mut server);
+}
+
+#[test]
+fn a_sqlite_store_keeps_the_cache_across_restarts_within_its_byte_bound() {
+    let origin = Origin::start(|_| Action::Send(response(200, &[("Content-Type", "text/html")], PAGE)));
+    let dir = TempDir::new("cache-store");
+    let db = dir.path().join("pagelens.db");
+    let store = format!("sqlite:{}", db.display());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--cache-max-bytes",
+        "24KiB",
+        "--allow-private-fetch",
+        "--fetch-ports",
+        "any",
+    ];
+    let fetches = |path: &str| origin.seen().iter().filter(|s| s.path == path).count();
+    let pages: Vec<String> = (0..12).map(|i| origin.url(&format!("/page/{i}"))).collect();
+
+    let (mut server, addr) = spawn_binary(&args, &[]);
+    for page in &pages {
+        assert_eq!(analyze(addr, page, None).1["cache"], "miss");
+    }
+    stop(&mut server);
+
+    // The store holds the newest within the bound, and the oldest no more.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, i64)> = conn
+        .prepare("SELECT key, bytes FROM cache ORDER BY fresh_at")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    drop(conn);
+    let total: i64 = rows.iter().map(|r| r.1).sum();
+    assert!(total <= 24 * 1024, "{total} bytes stored");
+    assert!(rows.len() > 1 && rows.len() < pages.len(), "{} of {} kept: {rows:?}", rows.len(), pages.len());
+    assert!(rows.last().unwrap().0.starts_with(pages.last().unwrap().as_str()), "{rows:?}");
+
+    // Restarted: what the store kept is a hit without a fetch, the rest a miss.
+    let (mut server, addr) = spawn_binary(&args, &[]);
+    let newest = pages.last().unwrap();
+    let (resp, again) = analyze(addr, newest, None);
+    assert_eq!((again["cache"].as_str(), fetches("/page/11")), (Some("hit"), 1), "no fetch after a restart");
+    assert!(resp.header("age").is_some());
+    assert_eq!(analyze(addr, &pages[0], None).1["cache"], "miss");
+    assert_eq!(fetches("/page/0"), 2);
     stop(&mut server);
 }

@@ -4,13 +4,21 @@
 //! asks `no-cache`) the origin is asked with the stored validators
 //! (`If-None-Match`, `If-Modified-Since`), and a `304` renews the stored
 //! analysis without a parse. Bounded in bytes: the oldest go first.
+//!
+//! Memory is the first tier; the task store is the second (once the engine
+//! is known, [`ResultCache::keep_in`]): what is kept goes to the store with
+//! the next commit group, and a key memory lacks is looked for there, so a
+//! SQLite store's cache survives a restart (the memory store keeps none).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::jobs::store::CachedPage;
+use crate::jobs::Engine;
 
 /// What the client's `Cache-Control` asks of the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,29 +49,6 @@ impl Directives {
             }
         }
         d
-    }
-}
-
-/// What the cache keeps of one analysis.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The analysis (JSON) as first made, without its closing brace, so that
-    /// an answer adds its cache fields after it and shares the rest.
-    pub analysis: Arc<[u8]>,
-    /// When it was stored or last revalidated.
-    pub fresh_at: Instant,
-    /// The origin's `ETag`.
-    pub etag: Option<String>,
-    /// The origin's `Last-Modified`.
-    pub last_modified: Option<String>,
-}
-
-impl Entry {
-    fn bytes(&self) -> usize {
-        self.analysis.len()
-            + self.etag.as_ref().map_or(0, String::len)
-            + self.last_modified.as_ref().map_or(0, String::len)
-            + 96
     }
 }
 
@@ -100,7 +85,8 @@ pub fn annotated(analysis: &[u8], outcome: Outcome, age: Duration) -> Vec<u8> {
     [analysis, &closing(outcome, age)].concat()
 }
 
-/// An analysis as the cache keeps it: without its closing brace.
+/// An analysis as the cache keeps it: without its closing brace (see
+/// [`CachedPage::analysis`]).
 pub fn open(analysis: &[u8]) -> Arc<[u8]> {
     Arc::from(analysis.strip_suffix(b"}").unwrap_or(analysis))
 }
@@ -114,11 +100,13 @@ pub struct ResultCache {
     hits: AtomicU64,
     misses: AtomicU64,
     revalidations: AtomicU64,
+    /// The engine whose store is the second tier.
+    store: OnceLock<Weak<Engine>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, CachedPage>,
     /// Keys in insertion order (a renewed key is moved to the back).
     order: VecDeque<String>,
     bytes: usize,
@@ -149,7 +137,18 @@ impl ResultCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             revalidations: AtomicU64::new(0),
+            store: OnceLock::new(),
         }
+    }
+
+    /// Makes `engine`'s task store the second tier. (Weak: the engine's
+    /// handlers hold this cache.)
+    pub fn keep_in(&self, engine: &Arc<Engine>) {
+        let _ = self.store.set(Arc::downgrade(engine));
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.store.get().and_then(Weak::upgrade)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -167,12 +166,12 @@ impl ResultCache {
     /// What the cache does for an analysis of `key` asked with
     /// `directives`: `Ok`, a fresh answer (counted as a hit) and its age;
     /// `Err`, what it holds to revalidate, if anything.
-    pub fn consult(&self, key: &str, directives: Directives) -> Result<(Entry, Duration), Option<Entry>> {
-        let now = Instant::now();
+    pub fn consult(&self, key: &str, directives: Directives) -> Result<(CachedPage, Duration), Option<CachedPage>> {
+        let now = SystemTime::now();
         match self.lookup(key, directives, now) {
             Some((entry, true)) => {
                 self.count(Outcome::Hit);
-                let age = now.saturating_duration_since(entry.fresh_at);
+                let age = now.duration_since(entry.fresh_at).unwrap_or_default();
                 Ok((entry, age))
             }
             held => Err(held.map(|(entry, _)| entry)),
@@ -181,16 +180,42 @@ impl ResultCache {
 
     /// What the cache holds for `key`, and whether it is fresh for a client
     /// asking `directives` at `now`.
-    pub fn lookup(&self, key: &str, directives: Directives, now: Instant) -> Option<(Entry, bool)> {
-        let entry = self.lock().entries.get(key).cloned()?;
-        let age = now.saturating_duration_since(entry.fresh_at);
+    pub fn lookup(&self, key: &str, directives: Directives, now: SystemTime) -> Option<(CachedPage, bool)> {
+        let held = self.lock().entries.get(key).cloned();
+        let entry = held.or_else(|| self.recall(key))?;
+        // A clock set back makes an entry look new; it is still revalidated at its TTL.
+        let age = now.duration_since(entry.fresh_at).unwrap_or_default();
         let fresh =
             !directives.no_cache && age < self.ttl && directives.max_age.is_none_or(|m| age <= Duration::from_secs(m));
         Some((entry, fresh))
     }
 
-    /// Keeps `entry` under `key`, forgetting the oldest past the bound.
-    pub fn store(&self, key: String, entry: Entry) {
+    /// What the store keeps under `key`, taken into memory.
+    fn recall(&self, key: &str) -> Option<CachedPage> {
+        let engine = self.engine()?;
+        match engine.cached(key) {
+            Ok(page) => {
+                let page = page?;
+                self.remember(key.to_string(), page.clone());
+                Some(page)
+            }
+            Err(e) => {
+                crate::warn!("the result cache cannot read the store: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps `entry` under `key`, in memory and in the store.
+    pub fn store(&self, key: String, entry: CachedPage) {
+        if let Some(engine) = self.engine() {
+            engine.keep_cached(key.clone(), entry.clone(), self.max_bytes);
+        }
+        self.remember(key, entry);
+    }
+
+    /// Keeps `entry` in memory, forgetting the oldest past the bound.
+    fn remember(&self, key: String, entry: CachedPage) {
         let bytes = entry.bytes() + key.len();
         if bytes > self.max_bytes {
             return;
@@ -264,8 +289,9 @@ mod tests {
         assert_eq!(d, Directives { no_store: true, no_cache: true, max_age: Some(30) });
         assert_eq!(Directives::parse(None), Directives::default());
         let cache = ResultCache::new(Duration::from_secs(60), 4_000);
-        let now = Instant::now();
-        let entry = |n: usize| Entry { analysis: vec![b'x'; n].into(), fresh_at: now, etag: None, last_modified: None };
+        let now = SystemTime::now();
+        let entry =
+            |n: usize| CachedPage { analysis: vec![b'x'; n].into(), fresh_at: now, etag: None, last_modified: None };
         cache.store("a".into(), entry(1_000));
         let later = now + Duration::from_secs(40);
         assert!(cache.lookup("a", Directives::default(), later).unwrap().1, "fresh within the TTL");

@@ -3,11 +3,11 @@
 //! worker), then analysed on the pool. And the callbacks and webhooks.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::cache::{annotated, open, storable, Entry, Outcome, ResultCache};
+use super::cache::{annotated, open, storable, CachedPage, Outcome, ResultCache};
 use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
@@ -31,7 +31,7 @@ pub struct Pages {
 struct Cached {
     cache: Arc<ResultCache>,
     key: String,
-    held: Option<Entry>,
+    held: Option<CachedPage>,
 }
 
 impl Pages {
@@ -121,7 +121,7 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
             let cached = match (response.status, cached) {
                 (304, Some(Cached { cache, key, held: Some(mut entry) })) => {
                     resume.record_stage("fetching");
-                    entry.fresh_at = Instant::now();
+                    entry.fresh_at = SystemTime::now();
                     let answer = annotated(&entry.analysis, Outcome::Revalidated, std::time::Duration::ZERO);
                     cache.count(Outcome::Revalidated);
                     cache.store(key, entry);
@@ -151,7 +151,10 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
                         cache.count(Outcome::Miss);
                         let answer = annotated(&bytes, Outcome::Miss, std::time::Duration::ZERO);
                         if storing {
-                            cache.store(key, Entry { analysis: bytes, fresh_at: Instant::now(), etag, last_modified });
+                            cache.store(
+                                key,
+                                CachedPage { analysis: bytes, fresh_at: SystemTime::now(), etag, last_modified },
+                            );
                         }
                         raw(answer)
                     }));

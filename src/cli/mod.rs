@@ -324,7 +324,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
     pub cache_ttl: Duration,
 
-    /// Most bytes of analyses the result cache keeps; past it the oldest go.
+    /// Most bytes of analyses the result cache keeps (in memory, and again in a SQLite store); past it the oldest go.
     #[arg(long, env = "PAGELENS_CACHE_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
     pub cache_max_bytes: usize,
 

@@ -34,7 +34,7 @@ pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, 
 use super::commit::{CommitFigures, Committer};
 use super::lifecycle::{apply, Event, TaskRecord};
 use super::spec::{TaskInput, TaskSpec};
-use super::store::{Counts, HistoryQuery, Outcomes, Store, StoreError, StoreFigures, Write, Written};
+use super::store::{CachedPage, Counts, HistoryQuery, Outcomes, Store, StoreError, StoreFigures, Write, Written};
 use super::task::{status_body, TaskError, TaskId, TaskState, TaskView};
 use crate::metrics::tasks::TaskTimes;
 use crate::pool::{Pool, PoolStats, Priority};
@@ -473,6 +473,18 @@ impl Engine {
         let version = ended.version;
         watcher(TaskEvent { view: &ended.view, version, last: true });
         Ok(true)
+    }
+
+    /// The result cache's analysis under `key`, if the store keeps one
+    /// (not on a reactor).
+    pub fn cached(&self, key: &str) -> Result<Option<CachedPage>, StoreError> {
+        self.store.cached(key)
+    }
+
+    /// Keeps a result-cache analysis in the store (with the next commit
+    /// group), at most `max_bytes` of them there.
+    pub fn keep_cached(&self, key: String, page: CachedPage, max_bytes: usize) {
+        self.committer.send_only(Write::Cache { key, page, max_bytes });
     }
 
     /// Offers `follower` every stored task live now and each one that goes

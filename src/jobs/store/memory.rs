@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS};
+use super::{
+    CachedPage, Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS,
+};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::TaskId;
@@ -118,6 +120,9 @@ impl Inner {
                 self.change(*id, |entry| entry.record.callback_pending = false);
                 Written::Done
             }
+            // The result cache keeps its analyses in memory already: this
+            // store, gone with the process too, holds no second copy.
+            Write::Cache { .. } => Written::Done,
             Write::Sweep { ended_before } => {
                 let mut swept = 0;
                 while let Some(&(at, id)) = self.ended.first() {
@@ -161,6 +166,11 @@ impl TaskStore for MemoryStore {
 
     fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.lock().tasks.get(&id).map(|e| e.record.clone()))
+    }
+
+    fn cached(&self, _key: &str) -> Result<Option<CachedPage>, StoreError> {
+        // See `Write::Cache` above: the cache's memory is the only copy.
+        Ok(None)
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {

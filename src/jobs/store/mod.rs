@@ -65,12 +65,47 @@ pub enum Write {
     },
     /// The task's callback was delivered (or given up on).
     CallbackDone(TaskId),
+    /// Keeps a result-cache analysis under `key` (replacing one there),
+    /// then forgets the least recently renewed past `max_bytes` of them.
+    Cache {
+        /// The cache key (URL and options).
+        key: String,
+        /// What is kept.
+        page: CachedPage,
+        /// Bytes of analyses the store keeps at most.
+        max_bytes: usize,
+    },
     /// Forgets tasks that ended before `ended_before`, and for bounded
     /// stores the oldest finished ones past their bound.
     Sweep {
         /// The cut-off: now minus the result TTL.
         ended_before: SystemTime,
     },
+}
+
+/// An analysis the result cache keeps (see `api::cache`), in memory and,
+/// for a store that outlives the process, in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedPage {
+    /// The analysis (JSON) without its closing brace, so that an answer
+    /// adds its cache fields after it and shares the rest.
+    pub analysis: Arc<[u8]>,
+    /// When it was made or last revalidated (wall clock: it outlives the process).
+    pub fresh_at: SystemTime,
+    /// The origin's `ETag`.
+    pub etag: Option<String>,
+    /// The origin's `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+impl CachedPage {
+    /// Bytes it is counted as: its text and a fixed overhead.
+    pub fn bytes(&self) -> usize {
+        self.analysis.len()
+            + self.etag.as_ref().map_or(0, String::len)
+            + self.last_modified.as_ref().map_or(0, String::len)
+            + 96
+    }
 }
 
 /// What one [`Write`] did.
@@ -178,6 +213,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Ended tasks whose callback is still owed, with their results.
     fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// The result cache's analysis under `key`, if the store keeps it.
+    fn cached(&self, key: &str) -> Result<Option<CachedPage>, StoreError>;
     /// Size and location.
     fn figures(&self) -> StoreFigures;
 }

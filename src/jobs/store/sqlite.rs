@@ -4,12 +4,15 @@
 //! small pool (WAL readers never wait for the writer).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS};
+use super::{
+    CachedPage, Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS,
+};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{from_millis, to_millis, ItemCounts, Progress, TaskError, TaskId, TaskState};
@@ -70,6 +73,16 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX tasks_by_creation ON tasks (created_at, id);",
     // 3: the API key that submitted a task.
     "ALTER TABLE tasks ADD COLUMN owner TEXT;",
+    // 4: the result cache's analyses, oldest renewal first out.
+    "CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        analysis BLOB NOT NULL,
+        fresh_at INTEGER NOT NULL,
+        etag TEXT,
+        last_modified TEXT,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX cache_by_age ON cache (fresh_at, key);",
 ];
 
 /// SQLite's page size (the default: 16 KiB pages measured no faster).
@@ -102,6 +115,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Tells the checkpointer thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes of the result cache's analyses stored (as committed).
+    cache_bytes: AtomicI64,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -131,6 +146,8 @@ impl SqliteStore {
         // Checkpoints run on their own thread: on the writer they stalled a
         // commit group for each 64 MiB of WAL (commit p99 100 ms).
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| err(path, e))?;
+        let cache_bytes: f64 =
+            writer.query_row("SELECT total(bytes) FROM cache", [], |r| r.get(0)).map_err(|e| err(path, e))?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let checkpoints = connect(path, durability)?;
         let (thread_path, thread_stop) = (path.to_path_buf(), Arc::clone(&stop));
@@ -144,6 +161,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Mutex::default(),
             stop,
+            cache_bytes: AtomicI64::new(cache_bytes as i64),
         })
     }
 
@@ -347,7 +365,8 @@ fn write_result(tx: &rusqlite::Transaction<'_>, record: &TaskRecord) -> rusqlite
     Ok(())
 }
 
-fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Written> {
+/// Applies one write; `cache_bytes` is the cache's stored bytes, kept up to date.
+fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write, cache_bytes: &mut i64) -> rusqlite::Result<Written> {
     match w {
         Write::Insert(record, spec) => {
             if let Some(key) = &record.idempotency_key {
@@ -418,6 +437,48 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write) -> rusqlite::Result<Writ
             tx.prepare_cached("UPDATE tasks SET callback_pending = 0 WHERE id = ?1")?.execute([id.to_bytes()])?;
             Ok(Written::Done)
         }
+        Write::Cache { key, page, max_bytes } => {
+            let key = key.as_str();
+            let bytes = (page.bytes() + key.len()) as i64;
+            let max = (*max_bytes).min(i64::MAX as usize) as i64;
+            if bytes > max {
+                return Ok(Written::Done);
+            }
+            let old: Option<i64> = tx
+                .prepare_cached("SELECT bytes FROM cache WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache (key, analysis, fresh_at, etag, last_modified, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                key,
+                &page.analysis[..],
+                to_millis(page.fresh_at),
+                page.etag,
+                page.last_modified,
+                bytes
+            ])?;
+            *cache_bytes += bytes - old.unwrap_or(0);
+            while *cache_bytes > max {
+                let oldest: Vec<(String, i64)> = tx
+                    .prepare_cached("SELECT key, bytes FROM cache ORDER BY fresh_at, key LIMIT 32")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if oldest.is_empty() {
+                    break;
+                }
+                for (gone, size) in oldest {
+                    if *cache_bytes <= max {
+                        break;
+                    }
+                    tx.prepare_cached("DELETE FROM cache WHERE key = ?1")?.execute([&gone])?;
+                    *cache_bytes -= size;
+                }
+            }
+            Ok(Written::Done)
+        }
         Write::Sweep { ended_before } => {
             let cut = to_millis(*ended_before);
             // The same tasks each time: nothing else changes in the transaction.
@@ -445,8 +506,12 @@ impl TaskStore for SqliteStore {
         let mut run = |conn: &mut Connection| -> rusqlite::Result<Vec<Written>> {
             // IMMEDIATE: the write lock is taken at BEGIN, never upgraded later.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = group.iter_mut().map(|w| write(&tx, w)).collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut cache_bytes = self.cache_bytes.load(Ordering::Acquire);
+            let out =
+                group.iter_mut().map(|w| write(&tx, w, &mut cache_bytes)).collect::<rusqlite::Result<Vec<_>>>()?;
             tx.commit()?;
+            // Only a committed group changes the count.
+            self.cache_bytes.store(cache_bytes, Ordering::Release);
             Ok(out)
         };
         run(&mut conn).map_err(|e| err(&self.path, e))
@@ -455,6 +520,21 @@ impl TaskStore for SqliteStore {
     fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS}, result FROM tasks LEFT JOIN results ON task = id WHERE id = ?1");
         Ok(self.records(&sql, [id.to_bytes()])?.pop())
+    }
+
+    fn cached(&self, key: &str) -> Result<Option<CachedPage>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT analysis, fresh_at, etag, last_modified FROM cache WHERE key = ?1")?
+                .query_row([key], |r| {
+                    Ok(CachedPage {
+                        analysis: Arc::from(r.get::<_, Vec<u8>>(0)?),
+                        fresh_at: from_millis(r.get(1)?),
+                        etag: r.get(2)?,
+                        last_modified: r.get(3)?,
+                    })
+                })
+                .optional()
+        })
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
@@ -703,6 +783,34 @@ mod tests {
     /// What `kill -9` in the middle of a commit leaves: a WAL whose last
     /// transaction is torn. SQLite drops that transaction (its frames fail
     /// their checksums) and keeps every one before it.
+    #[test]
+    fn cached_pages_are_replaced_counted_once_and_bounded_across_reopens() {
+        let path = temp();
+        let page = |n: usize, at: u64| CachedPage {
+            analysis: vec![b'x'; n].into(),
+            fresh_at: std::time::UNIX_EPOCH + Duration::from_secs(at),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        let put = |key: &str, page: CachedPage| Write::Cache { key: key.into(), page, max_bytes: 3_000 };
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        store.commit(&mut [put("a", page(1_000, 1)), put("a", page(1_000, 2))]).unwrap();
+        assert_eq!(store.cache_bytes.load(Ordering::Acquire), 1_000 + 96 + 4 + 1, "a replaced page counts once");
+        assert_eq!(store.cached("a").unwrap(), Some(page(1_000, 2)));
+        assert_eq!(store.cached("b").unwrap(), None);
+        drop(store);
+        // Reopened, the count is read back, and the bound still holds.
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        store.commit(&mut [put("b", page(1_000, 3)), put("c", page(1_000, 4))]).unwrap();
+        assert_eq!(store.cached("a").unwrap(), None, "the least recently renewed went first");
+        assert!(store.cached("b").unwrap().is_some() && store.cached("c").unwrap().is_some());
+        // Larger than the whole bound: not kept, nothing else lost.
+        store.commit(&mut [put("d", page(5_000, 5))]).unwrap();
+        assert_eq!(store.cached("d").unwrap(), None);
+        assert!(store.cached("c").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn a_torn_last_transaction_is_dropped_and_the_rest_kept() {
         let path = temp();
