@@ -469,6 +469,64 @@ fn an_alert_fires_on_a_latency_spike_and_resolves() {
     }
 }
 
+/// Opens `url` in headless Chromium until `wait` holds; the value of `state`
+/// then (and a screenshot, if asked).
+fn in_chromium(url: &str, wait: &str, state: &str, shot: Option<&std::path::Path>) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
+    let out = Command::new("python3")
+        .args([script, url, wait, state, "20"])
+        .args(shot.map(|s| s.as_os_str()))
+        .output()
+        .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[test]
+fn with_keys_the_dashboard_asks_for_one_and_sends_it() {
+    let dir = crate::util::TempDir::new("dashboard-keys");
+    let file = dir.path().join("keys.toml");
+    let ops = crate::keys::add_key(&file, "ops", "submit,read,metrics", &[]);
+    let (mut server, addr) =
+        crate::binary::spawn_binary(&["--listen", "127.0.0.1:0", "--api-keys", file.to_str().unwrap()], &[]);
+    // The page itself is open, and holds no figures or tasks.
+    let page = request(addr, &get("/dashboard"));
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("const SEED = null;"), "no seed with keys on");
+    assert_eq!(request(addr, &get("/performance/real-time")).status, 401, "its data is not open");
+    let task = crate::keys::ask(
+        addr,
+        "POST",
+        "/analyze/async",
+        Some(&ops),
+        Some(serde_json::json!({"html": "<title>t</title>"})),
+    );
+    let task = crate::util::json_of(&task)["task_id"].as_str().unwrap().to_string();
+
+    // Without a key: the form asks for one.
+    let asked = in_chromium(
+        &format!("http://{addr}/dashboard"),
+        "!document.getElementById('key-form').hidden",
+        "({status: document.getElementById('status').textContent})",
+        None,
+    );
+    assert_ne!(asked["status"], "live", "{asked}");
+    // With the key in the fragment: live figures, the key's task, its events.
+    // The list fills from a fetch: the row is clicked once it is there.
+    let wait = "Number(document.body.dataset.snapshots || 0) >= 2 \
+                && (window.clicked || (r => r && (r.click(), window.clicked = true))(document.querySelector('#tasks tbody tr'))) \
+                && document.getElementById('task-detail').textContent.includes('completed')";
+    let state = "({status: document.getElementById('status').textContent, \
+                 address: location.href, \
+                 detail: document.getElementById('task-detail').textContent})";
+    let s = in_chromium(&format!("http://{addr}/dashboard#key={ops}"), wait, state, None);
+    assert_eq!(s["status"], "live", "{s}");
+    assert!(s["detail"].as_str().unwrap().contains(&task), "{s}");
+    assert!(!s["address"].as_str().unwrap().contains(&ops), "the key leaves the address: {s}");
+    crate::binary::stop(&mut server);
+}
+
 #[test]
 fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     let server = start_with_metrics(config());
@@ -477,7 +535,6 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
     assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
     // Slow requests (300 ms, over the test alert's 100 ms p99) until the page shows the alert.
     let load = SlowLoad::start(addr);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
     let task = crate::util::submit(addr, serde_json::json!({"html": "<title>followed</title>"}));
     // Once the alert shows, a click on the task's row opens its live events.
     let wait = "document.getElementById('alerts').textContent.includes('high_latency') \
@@ -493,14 +550,8 @@ fn the_dashboard_draws_the_live_stream_in_headless_chromium() {
                  drawn: document.getElementById('p99-chart').toDataURL().length, \
                  blank: Object.assign(document.createElement('canvas'), {width: 600, height: 170}).toDataURL().length})";
     let shot = std::env::temp_dir().join(format!("pagelens-dashboard-{}.png", std::process::id()));
-    let out = Command::new("python3")
-        .args([script, &format!("http://{addr}/dashboard"), wait, state, "20", shot.to_str().unwrap()])
-        .output()
-        .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
+    let s = in_chromium(&format!("http://{addr}/dashboard"), wait, state, Some(&shot));
     drop(load);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(s["status"], "live", "{s}");
     assert!(s["rps"].as_str().unwrap().replace(',', "").parse::<f64>().unwrap() > 0.0, "{s}");
     let p99: f64 = s["latency"].as_str().unwrap().split(" / ").nth(1).unwrap().replace(',', "").parse().unwrap();

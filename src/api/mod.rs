@@ -41,10 +41,11 @@ fn too_many(verdict: &Verdict, detail: &str) -> Response {
 /// (the probes).
 fn scope_of(method: &str, route: &str) -> Option<Scope> {
     match (method, route) {
-        (_, "/livez" | "/readyz") => None,
-        (_, "/metrics" | "/non-blocking/metrics" | "/performance/real-time" | "/alerts" | "/dashboard") => {
-            Some(Scope::Metrics)
-        }
+        // The dashboard's page holds no data with keys on: it asks for a
+        // key and sends it with each of its requests (a browser sends none
+        // when it opens a page).
+        (_, "/livez" | "/readyz" | "/dashboard") => None,
+        (_, "/metrics" | "/non-blocking/metrics" | "/performance/real-time" | "/alerts") => Some(Scope::Metrics),
         ("POST", "/analyze" | "/analyze/async" | "/bulk/analyze/async" | "/tasks/{id}/revoke") => Some(Scope::Submit),
         ("DELETE", "/tasks/{id}") => Some(Scope::Submit),
         _ => Some(Scope::Read),
