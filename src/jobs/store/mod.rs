@@ -6,6 +6,7 @@
 //! workers. Every method can fail: a disk fills, a database goes away.
 
 mod memory;
+mod redis;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub use sqlite::{Durability, SqliteStore};
 
@@ -290,6 +292,13 @@ mod tests {
     #[test]
     fn history_pages_in_memory() {
         pages_cover_the_history_without_duplicates_or_gaps(&MemoryStore::default());
+    }
+
+    #[test]
+    fn history_pages_in_redis() {
+        let redis = super::redis::TestRedis::start();
+        let store = RedisStore::open(&redis.url(), None, "history:").unwrap();
+        pages_cover_the_history_without_duplicates_or_gaps(&store);
     }
 
     #[test]
