@@ -54,7 +54,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     // Before any thread starts, so that all of them inherit the mask.
     let signals = Signals::block().map_err(|e| format!("cannot block signals: {e}"))?;
-    let store = args.open_store()?;
+    let (store, shared) = args.open_store()?;
     if config.fetch.guard.is_loosened() {
         let guard = &config.fetch.guard;
         let opened = if guard.allow_private {
@@ -72,6 +72,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let engine = Engine::start(config.engine.clone(), Arc::clone(&store), handlers(&pages))
         .map_err(|e| format!("cannot start the worker pool: {e}"))?;
     engine.set_callbacks(callback_sender(&fetcher, config.api.callback_secret.clone()));
+    if let Some((queue, shared)) = shared {
+        engine.share(queue, shared).map_err(|e| format!("cannot start the shared queue's threads: {e}"))?;
+    }
     if let Some(cache) = &config.cache {
         cache.keep_in(&engine);
     }
@@ -179,6 +182,11 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         ),
         StoreSpec::Sqlite(_) => pagelens::info!(
             "stopped; {} queued and {} interrupted tasks stay in the store for the next start",
+            left.queued,
+            left.running
+        ),
+        StoreSpec::Redis(_) => pagelens::info!(
+            "stopped; {} queued and {} interrupted tasks stay in Redis, taken over by another instance after --reclaim-after",
             left.queued,
             left.running
         ),

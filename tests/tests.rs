@@ -6,6 +6,7 @@ mod origin;
 mod util;
 
 mod clients;
+mod cluster;
 mod durability;
 mod engine;
 mod events;

@@ -16,9 +16,11 @@ pub fn livez(_: &App, _: &Request<'_>, _: Params<'_>, _: &mut Context<'_>) -> Re
 }
 
 /// `GET /readyz`: ready to take new work; `503` while draining.
-pub fn readyz(_: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
+pub fn readyz(app: &App, _: &Request<'_>, _: Params<'_>, cx: &mut Context<'_>) -> Reply {
     if cx.server().is_draining() {
         Reply::Now(Response::text(503, "draining").header("Retry-After", "1"))
+    } else if app.engine.queue_down() {
+        Reply::Now(Response::text(503, "store unreachable").header("Retry-After", "1"))
     } else {
         Reply::Now(Response::text(200, "ready"))
     }

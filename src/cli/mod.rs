@@ -400,9 +400,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_RESULT_TTL", default_value = "1h", value_parser = parse_duration)]
     pub result_ttl: Duration,
 
-    /// Where tasks are kept: `sqlite:PATH` (durable; the folder is made if missing) or `memory` (lost on exit).
+    /// Where tasks are kept: `sqlite:PATH` (durable; the folder is made if missing), `memory` (lost on exit), or `redis://HOST:PORT/DB` (shared: every instance on it takes, runs and answers for every task).
     #[arg(long, env = "PAGELENS_STORE", default_value = "sqlite:pagelens-data/pagelens.db", value_parser = parse_store)]
     pub store: StoreSpec,
+
+    /// With a Redis store: the password, when the URL has none.
+    #[arg(long, env = "PAGELENS_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// With a Redis store: a task another instance has held this long without a sign of life is taken over.
+    #[arg(long, env = "PAGELENS_RECLAIM_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub reclaim_after: Duration,
+
+    /// With a Redis store: a task started this many times without ending ends `poison-task` instead of running again.
+    #[arg(long, env = "PAGELENS_MAX_DELIVERIES", default_value_t = 3)]
+    pub max_deliveries: u32,
 
     /// What an accepted task survives: `process` (a crash of the process) or `power` (a power loss: an fsync every commit).
     #[arg(long, env = "PAGELENS_DURABILITY", default_value = "process", value_parser = parse_durability)]
@@ -554,6 +566,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// A queue shared with other instances, and its settings.
+pub type Shared = (std::sync::Arc<dyn crate::jobs::queue::TaskQueue>, crate::jobs::engine::SharedConfig);
+
 /// Where tasks are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
@@ -561,13 +576,16 @@ pub enum StoreSpec {
     Memory,
     /// A SQLite file.
     Sqlite(std::path::PathBuf),
+    /// A Redis server, shared with other instances.
+    Redis(String),
 }
 
 fn parse_store(text: &str) -> Result<StoreSpec, String> {
     match text.split_once(':') {
         _ if text == "memory" => Ok(StoreSpec::Memory),
         Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
-        _ => Err(format!("{text:?}: give sqlite:PATH or memory")),
+        Some(("redis", _)) => Ok(StoreSpec::Redis(text.to_string())),
+        _ => Err(format!("{text:?}: give sqlite:PATH, memory or redis://HOST:PORT/DB")),
     }
 }
 
@@ -580,13 +598,28 @@ fn parse_durability(text: &str) -> Result<Durability, String> {
 }
 
 impl ServeArgs {
-    /// Opens the task store the flags name.
-    pub fn open_store(&self) -> Result<crate::jobs::Store, String> {
+    /// Opens the task store the flags name, and the queue it shares with
+    /// other instances, if it is one that does.
+    pub fn open_store(&self) -> Result<(crate::jobs::Store, Option<Shared>), String> {
         Ok(match &self.store {
-            StoreSpec::Memory => std::sync::Arc::new(crate::jobs::MemoryStore::new(self.max_result_bytes)),
-            StoreSpec::Sqlite(path) => std::sync::Arc::new(
-                crate::jobs::SqliteStore::open(path, self.durability).map_err(|e| format!("--store: {e}"))?,
+            StoreSpec::Memory => (std::sync::Arc::new(crate::jobs::MemoryStore::new(self.max_result_bytes)), None),
+            StoreSpec::Sqlite(path) => (
+                std::sync::Arc::new(
+                    crate::jobs::SqliteStore::open(path, self.durability).map_err(|e| format!("--store: {e}"))?,
+                ),
+                None,
             ),
+            StoreSpec::Redis(url) => {
+                let password = self.redis_password.as_deref();
+                let redis =
+                    crate::jobs::RedisStore::open(url, password, "pagelens:").map_err(|e| format!("--store: {e}"))?;
+                let redis = std::sync::Arc::new(redis);
+                let config = crate::jobs::engine::SharedConfig {
+                    reclaim_after: self.reclaim_after,
+                    max_deliveries: self.max_deliveries.max(1),
+                };
+                (redis.clone(), Some((redis, config)))
+            }
         })
     }
 }

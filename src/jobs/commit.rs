@@ -100,6 +100,9 @@ impl Committer {
 }
 
 fn run(store: &Store, rx: &Receiver<Op>, times: &TaskTimes, figures: &CommitFigures) {
+    // Commits failed in a row: an outage is logged at its start and its
+    // end, not once a commit (hundreds a second under load).
+    let mut failing = 0u64;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -129,6 +132,10 @@ fn run(store: &Store, rx: &Receiver<Op>, times: &TaskTimes, figures: &CommitFigu
         };
         match outcome {
             Ok(written) => {
+                if failing > 0 {
+                    crate::info!("store: commits succeed again, after {failing} failed");
+                    failing = 0;
+                }
                 figures.writes.fetch_add(written.len() as u64, Ordering::Relaxed);
                 let mut written = written.into_iter();
                 for (is_write, then) in thens {
@@ -140,7 +147,13 @@ fn run(store: &Store, rx: &Receiver<Op>, times: &TaskTimes, figures: &CommitFigu
             }
             Err(e) => {
                 figures.failed.fetch_add(1, Ordering::Relaxed);
-                crate::error!("store: a commit of {} writes failed: {e}", thens.len());
+                if failing == 0 {
+                    crate::error!(
+                        "store: a commit of {} writes failed: {e} (further failures are counted)",
+                        thens.len()
+                    );
+                }
+                failing += 1;
                 for (_, then) in thens {
                     if let Some(then) = then {
                         then(Err(e.clone()));

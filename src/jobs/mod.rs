@@ -6,11 +6,12 @@
 pub mod commit;
 pub mod engine;
 pub mod lifecycle;
+pub mod queue;
 pub mod spec;
 pub mod store;
 pub mod task;
 
 pub use engine::{Ended, Engine, EngineConfig, Handlers, JobContext, SubmitError, Submitted, SyncOutcome, Work};
 pub use spec::{Payload, TaskInput, TaskOptions, TaskSpec};
-pub use store::{Durability, MemoryStore, SqliteStore, Store, TaskStore};
+pub use store::{Durability, MemoryStore, RedisStore, SqliteStore, Store, TaskStore};
 pub use task::{TaskError, TaskId, TaskState, TaskView};

@@ -226,12 +226,17 @@ impl Engine {
                 return Ok(true);
             }
         }
-        // Ended (or run elsewhere): everything is in the store.
+        // Ended, or run by another instance: what there is is in the store.
         match self.store.get(id)? {
             Some(record) if record.items.is_some() => {
                 let docs = self.store.items(id, None)?;
-                if subscriber(BatchEvent::Items(&docs)) {
-                    subscriber(BatchEvent::End);
+                if !subscriber(BatchEvent::Items(&docs)) {
+                    return Ok(true);
+                }
+                match self.shared.get() {
+                    // The rest as the store gets it, until the batch ends.
+                    Some(shared) if !record.state.is_final() => shared.follow_batch(id, docs.len(), subscriber),
+                    _ => drop(subscriber(BatchEvent::End)),
                 }
                 Ok(true)
             }

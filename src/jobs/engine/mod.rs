@@ -16,6 +16,7 @@
 mod admission;
 mod batch;
 mod recent;
+mod shared;
 mod timer;
 mod watch;
 mod work;
@@ -28,11 +29,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
+pub use shared::SharedConfig;
 pub use watch::{Follow, TaskEvent, TaskFollower, TaskWatcher};
 pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
 
 use super::commit::{CommitFigures, Committer};
 use super::lifecycle::{apply, Event, TaskRecord};
+use super::queue::{Claim, TaskQueue};
 use super::spec::{TaskInput, TaskSpec};
 use super::store::{CachedPage, Counts, HistoryQuery, Outcomes, Store, StoreError, StoreFigures, Write, Written};
 use super::task::{status_body, TaskError, TaskId, TaskState, TaskView};
@@ -170,6 +173,8 @@ struct Live {
     spec_bytes: usize,
     /// Who follows its changes.
     watchers: Vec<TaskWatcher>,
+    /// Its hold on the shared queue, if it came from one.
+    claim: Option<Claim>,
 }
 
 /// Monotonic counts of tasks ended in this process, by final state and priority.
@@ -227,6 +232,10 @@ pub struct Engine {
     dropped: AtomicBool,
     /// The timer thread, woken when a deadline earlier than all it knows arrives.
     timer: OnceLock<std::thread::Thread>,
+    /// The queue shared with other instances, if any ([`Engine::share`]).
+    shared: OnceLock<shared::Shared>,
+    /// Tasks ended `poison-task` here.
+    poisoned: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -271,6 +280,8 @@ impl Engine {
             stopping: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             timer: OnceLock::new(),
+            shared: OnceLock::new(),
+            poisoned: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&engine);
         let handle = std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer::run(&weak))?;
@@ -284,12 +295,39 @@ impl Engine {
         let _ = self.callbacks.set(sender);
     }
 
+    /// Takes tasks from `queue`, shared with other instances, instead of
+    /// running what this one accepts (once, before [`recover`](Engine::recover)).
+    pub fn share(self: &Arc<Self>, queue: Arc<dyn TaskQueue>, config: SharedConfig) -> std::io::Result<()> {
+        if self.shared.set(shared::Shared::new(queue, config)).is_ok() {
+            shared::start(self)?;
+        }
+        Ok(())
+    }
+
+    /// Whether tasks come from a queue shared with other instances.
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Whether the shared queue failed its last call (the instance is then
+    /// not ready: it can neither take nor store tasks).
+    pub fn queue_down(&self) -> bool {
+        self.shared.get().is_some_and(shared::Shared::is_down)
+    }
+
+    /// Tasks ended `poison-task` here.
+    pub fn poisoned(&self) -> u64 {
+        self.poisoned.load(Ordering::Relaxed)
+    }
+
     /// Queues again what the store holds unfinished (a task found running
     /// runs again: delivery is at least once) and delivers the callbacks
-    /// still owed.
+    /// still owed. With a shared queue the queue holds what is unfinished,
+    /// and other instances may be running it: only the callbacks.
     pub fn recover(self: &Arc<Self>) -> Result<Recovered, StoreError> {
         let mut recovered = Recovered::default();
-        for mut record in self.store.unfinished()? {
+        let unfinished = if self.is_shared() { Vec::new() } else { self.store.unfinished()? };
+        for mut record in unfinished {
             let expected = record.version;
             if record.state == TaskState::Processing && apply(&mut record, Event::Requeued, SystemTime::now()).is_ok() {
                 self.committer.send_only(Write::Put { record: Box::new(record.clone()), expected });
@@ -559,6 +597,17 @@ impl Engine {
             self.open_batch(id, total, &[]);
         }
         let spec = Arc::new(spec);
+        if self.is_shared() {
+            // Queued for whichever instance takes it (this one included):
+            // nothing is held here.
+            let engine = Arc::clone(self);
+            let then: super::commit::Then = Box::new(move |written| {
+                engine.admission.release(held);
+                reply(engine.submitted(written, view, fingerprint));
+            });
+            lock(&self.batches).remove(&id);
+            return self.committer.send(Write::Insert(Box::new(record), spec), then);
+        }
         let kept = self.keep_input(held).then(|| Arc::clone(&spec));
         let insert = Write::Insert(Box::new(record.clone()), spec);
         let engine = Arc::clone(self);
@@ -571,19 +620,7 @@ impl Engine {
                 lock(&engine.live).remove(&id);
                 lock(&engine.batches).remove(&id);
                 engine.admission.release(held);
-                reply(match other {
-                    Ok(Written::Existing(existing)) => match engine.store.get(existing) {
-                        // The same key for another request is a client's mistake, not a retry.
-                        Ok(Some(record)) if record.fingerprint != fingerprint => {
-                            Err(SubmitError::KeyReused { task: existing })
-                        }
-                        Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
-                        Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
-                        Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
-                    },
-                    Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
-                    Ok(_) => Err(SubmitError::StoreUnavailable { detail: "unexpected store answer".into() }),
-                });
+                reply(engine.submitted(other, view, fingerprint));
             }
         });
         // Held before the insert is sent, so that a fast status read finds
@@ -594,6 +631,27 @@ impl Engine {
         self.go_live(record, Some(version), timeout, on_done, kept.map(|s| (s, held)), || {
             self.committer.send(insert, then);
         });
+    }
+
+    /// What a submission's insert came to.
+    fn submitted(
+        &self,
+        written: Result<Written, StoreError>,
+        view: TaskView,
+        fingerprint: Option<[u8; 16]>,
+    ) -> Result<Submitted, SubmitError> {
+        match written {
+            Ok(Written::Done) => Ok(Submitted::Created(view)),
+            Ok(Written::Existing(existing)) => match self.store.get(existing) {
+                // The same key for another request is a client's mistake, not a retry.
+                Ok(Some(record)) if record.fingerprint != fingerprint => Err(SubmitError::KeyReused { task: existing }),
+                Ok(Some(record)) => Ok(Submitted::Existing(record.view())),
+                Ok(None) => Err(SubmitError::Full { retry_after: 1 }),
+                Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
+            },
+            Err(e) => Err(SubmitError::StoreUnavailable { detail: e.0 }),
+            Ok(_) => Err(SubmitError::StoreUnavailable { detail: "unexpected store answer".into() }),
+        }
     }
 
     /// Runs a task for a synchronous request: `reply` gets the finished
@@ -643,7 +701,19 @@ impl Engine {
             self.committer.send(put, Box::new(move |r| drop(tx.send(r))));
             match rx.recv().unwrap_or(Ok(Written::Conflict)).map_err(CancelError::Store)? {
                 Written::Conflict => continue,
-                _ => return Ok(Ended::of(&record)),
+                _ => {
+                    // Running on another instance: it stops there.
+                    if let Some(shared) = self.shared.get() {
+                        if let Err(e) = shared.queue.announce_cancel(id) {
+                            crate::warn!("task {id}: cancelled, but its instance was not told: {e}");
+                        }
+                    }
+                    self.ended.count(record.state, record.priority);
+                    if record.callback_pending {
+                        self.deliver_callback(&record);
+                    }
+                    return Ok(Ended::of(&record));
+                }
             }
         }
         Err(CancelError::Store(StoreError("the task kept changing while being cancelled".into())))
@@ -653,6 +723,9 @@ impl Engine {
     /// the store for the next start. Refuses new submissions.
     pub fn stop_taking(&self) {
         self.stopping.store(true, Ordering::Release);
+        if let Some(shared) = self.shared.get() {
+            shared.stop();
+        }
     }
 
     /// Stops taking tasks, waits up to `timeout` for running ones to end,
@@ -729,12 +802,14 @@ impl Engine {
         {
             let mut live = lock(&self.live);
             let mut watchers = Vec::new();
+            let claim = None;
             if stored_version.is_some() && self.following.load(Ordering::Acquire) > 0 {
                 let mut followers = lock(&self.followers);
                 followers.retain_mut(|f| watch::offer(f, &record, &mut watchers));
                 self.following.store(followers.len(), Ordering::Release);
             }
-            live.insert(id, Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes, watchers });
+            let entry = Live { record, stored_version, cancel, deadline, on_done, spec, spec_bytes, watchers, claim };
+            live.insert(id, entry);
             register();
         }
         self.add_deadline(deadline, id);
@@ -838,7 +913,7 @@ impl Engine {
         entry.cancel.store(true, Ordering::Release);
         self.close_batch(id);
         self.inputs_in_memory.fetch_sub(entry.spec_bytes, Ordering::AcqRel);
-        let Live { record, stored_version, on_done, mut watchers, .. } = entry;
+        let Live { record, stored_version, on_done, mut watchers, claim, .. } = entry;
         // How long tasks take from start to end (fetches included), for
         // estimates and Retry-After; a batch is many tasks' work, left out.
         if let (Some(started), Some(ended), None) = (record.started_at, record.completed_at, record.items) {
@@ -869,6 +944,14 @@ impl Engine {
                         let stored = matches!(written, Ok(Written::Done));
                         if stored {
                             lock(&engine.recent).add(final_record.clone());
+                        }
+                        // Its end is stored (or another's is): the claim goes.
+                        // Not stored: the task runs again once the store answers.
+                        if let (Some(claim), Some(shared)) = (claim, engine.shared.get()) {
+                            match written {
+                                Ok(Written::Done | Written::Conflict) => shared.done(claim),
+                                _ => shared.retry(claim),
+                            }
                         }
                         if let Some(mut watchers) = lock(&engine.ending).remove(&id) {
                             watch::notify(&mut watchers, &final_record, true);

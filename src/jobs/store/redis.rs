@@ -16,6 +16,7 @@
 //! restarted Redis (which forgets them) is served again at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,7 @@ use super::{
 };
 use crate::clock::{from_millis, to_millis};
 use crate::jobs::lifecycle::TaskRecord;
+use crate::jobs::queue::{Claim, TaskQueue};
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{ItemCounts, Progress, TaskError, TaskId, TaskState};
 use crate::pool::Priority;
@@ -38,8 +40,9 @@ const PAGE: isize = 256;
 /// Tasks forgotten per sweep.
 const SWEEP_LIMIT: isize = 1000;
 
-/// Inserts a task unless its idempotency key is taken. KEYS: task, input,
-/// created, active, ended, counts, callbacks, idempotency key. ARGV: id,
+/// Inserts a task unless its idempotency key is taken, and queues it on its
+/// priority's stream unless it has ended. KEYS: task, input, created,
+/// active, ended, counts, callbacks, idempotency key, stream. ARGV: id,
 /// doc, version, state, priority, created ms, completed ms, final, callback
 /// owed, spec, input, has key, has result, result. Returns "" when
 /// inserted, else the id holding the key.
@@ -58,6 +61,7 @@ if ARGV[8] == '1' then
 else
   redis.call('HSET', KEYS[2], 'spec', ARGV[10], 'input', ARGV[11])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+  redis.call('XADD', KEYS[9], '*', 'task', ARGV[1])
 end
 redis.call('HINCRBY', KEYS[6], ARGV[4] .. ':' .. ARGV[5], 1)
 if ARGV[9] == '1' then redis.call('SADD', KEYS[7], ARGV[1]) end
@@ -193,9 +197,14 @@ impl Doc {
     }
 }
 
+/// The consumer group every instance reads the queues in.
+const GROUP: &str = "pagelens";
+
 /// The store.
 pub struct RedisStore {
     client: redis::Client,
+    /// This instance's name among the queues' consumers.
+    consumer: String,
     /// The address without its password, for messages and figures.
     shown: String,
     /// The prefix of every key.
@@ -238,8 +247,10 @@ impl RedisStore {
             }
         }
         let client = redis::Client::open(info).map_err(|e| StoreError(format!("{shown}: {e}")))?;
+        let consumer = format!("{}-{}", std::process::id(), TaskId::random());
         let store = RedisStore {
             client,
+            consumer,
             shown,
             prefix: prefix.to_string(),
             idle: Mutex::new(Vec::new()),
@@ -251,8 +262,41 @@ impl RedisStore {
                 cache: Script::new(CACHE),
             },
         };
-        store.with(|_| Ok(()))?;
+        // The queues' group, made once for all instances (from the start
+        // of each stream, so that nothing queued before it is missed).
+        store.with(|conn| {
+            for priority in Priority::ALL {
+                let made: redis::RedisResult<()> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(store.stream(priority))
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query(conn);
+                match made {
+                    Err(e) if e.code() == Some("BUSYGROUP") => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        })?;
         Ok(store)
+    }
+
+    /// The stream tasks of `priority` wait in.
+    fn stream(&self, priority: Priority) -> String {
+        self.key("queue", priority.name())
+    }
+
+    /// Claims of stream entries read from `priority`'s queue.
+    fn claims(priority: Priority, entries: Vec<redis::streams::StreamId>) -> Vec<Claim> {
+        entries
+            .into_iter()
+            .filter_map(|entry| {
+                let task = entry.get::<String>("task")?.parse().ok()?;
+                Some(Claim { task, priority, entry: entry.id })
+            })
+            .collect()
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -337,7 +381,8 @@ impl RedisStore {
                     .key(self.index("ended"))
                     .key(self.index("counts"))
                     .key(self.index("callbacks"))
-                    .key(idem.clone().unwrap_or_else(|| self.index("no-key")));
+                    .key(idem.clone().unwrap_or_else(|| self.index("no-key")))
+                    .key(self.stream(record.priority));
                 call.arg(&id)
                     .arg(doc)
                     .arg(record.version)
@@ -660,6 +705,139 @@ impl TaskStore for RedisStore {
             .ok()
             .and_then(|info| info.lines().find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok()));
         StoreFigures { backend: "redis", path: Some(self.shown.clone()), bytes: used.unwrap_or(0) }
+    }
+}
+
+impl TaskQueue for RedisStore {
+    fn take(&self, n: usize, wait: Duration) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::new();
+        if n == 0 {
+            return Ok(claims);
+        }
+        self.with(|conn| {
+            for priority in Priority::ALL {
+                let left = n - claims.len();
+                if left == 0 {
+                    break;
+                }
+                let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(left)
+                    .arg("STREAMS")
+                    .arg(self.stream(priority))
+                    .arg(">")
+                    .query(conn)?;
+                for key in read.map(|r| r.keys).unwrap_or_default() {
+                    claims.extend(Self::claims(priority, key.ids));
+                }
+            }
+            if claims.is_empty() && !wait.is_zero() {
+                // Nothing anywhere: wait for the first of any priority.
+                let streams: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
+                let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(wait.as_millis().max(1) as u64)
+                    .arg("STREAMS")
+                    .arg(&streams)
+                    .arg(&[">"; 3][..])
+                    .query(conn)?;
+                for key in read.map(|r| r.keys).unwrap_or_default() {
+                    let Some(&priority) = Priority::ALL.iter().find(|p| self.stream(**p) == key.key) else { continue };
+                    claims.extend(Self::claims(priority, key.ids));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(claims)
+    }
+
+    fn reclaim(&self, idle: Duration, n: usize) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::new();
+        self.with(|conn| {
+            for priority in Priority::ALL {
+                let left = n - claims.len();
+                if left == 0 {
+                    break;
+                }
+                let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                    .arg(self.stream(priority))
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(idle.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(left)
+                    .query(conn)?;
+                claims.extend(Self::claims(priority, reply.claimed));
+            }
+            Ok(())
+        })?;
+        Ok(claims)
+    }
+
+    fn touch(&self, claims: &[Claim]) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for claim in claims {
+            // Claimed again by its holder: its idle time starts over.
+            pipe.cmd("XCLAIM")
+                .arg(self.stream(claim.priority))
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(&claim.entry)
+                .arg("JUSTID")
+                .ignore();
+        }
+        self.with(|conn| pipe.query::<()>(conn))
+    }
+
+    fn ack(&self, claims: &[Claim]) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for claim in claims {
+            let stream = self.stream(claim.priority);
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&claim.entry).ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(&claim.entry).ignore();
+        }
+        self.with(|conn| pipe.query::<()>(conn))
+    }
+
+    fn announce_cancel(&self, id: TaskId) -> Result<(), StoreError> {
+        self.with(|conn| redis::cmd("PUBLISH").arg(self.index("cancel")).arg(id.to_string()).query::<i64>(conn))?;
+        Ok(())
+    }
+
+    fn hear_cancels(&self, on: &mut dyn FnMut(TaskId), stop: &AtomicBool) -> Result<(), StoreError> {
+        // A connection of its own: a subscribed connection does nothing else.
+        let mut conn = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| self.err(e))?;
+        conn.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| self.err(e))?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(self.index("cancel")).map_err(|e| self.err(e))?;
+        while !stop.load(Ordering::Acquire) {
+            match pubsub.get_message() {
+                Ok(message) => {
+                    if let Some(id) = message.get_payload::<String>().ok().and_then(|p| p.parse().ok()) {
+                        on(id);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,292 @@
+//! Several instances of the real binary on one real `redis-server`: any
+//! instance accepts, runs and answers for any task; a cancel reaches the
+//! instance running the task; an idempotency key holds across instances; a
+//! killed instance's tasks are taken over by another.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::binary::{spawn_binary, stop};
+use crate::origin::{response, Action, Origin};
+use crate::util::{call, get, json_of, post, submit_pipelined, Resp};
+
+/// A `redis-server` on a free loopback port, stopped when dropped.
+pub struct Redis {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// Without persistence.
+    pub fn start() -> Redis {
+        Redis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// With `args` (persistence settings, a folder).
+    pub fn start_with(args: &[&str]) -> Redis {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut all = vec!["--bind".to_string(), "127.0.0.1".into(), "--port".into(), port.to_string()];
+            all.extend(args.iter().map(|a| a.to_string()));
+            let mut redis = Redis { child: spawn_redis(&all), port, args: all };
+            if redis.wait_up() {
+                return redis;
+            }
+            let _ = redis.child.kill();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn wait_up(&mut self) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn store(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops it (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, on the same port and settings.
+    pub fn restart(&mut self) {
+        self.child = spawn_redis(&self.args);
+        assert!(self.wait_up(), "redis-server did not start again");
+    }
+}
+
+fn spawn_redis(args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (.ci/install-test-tools installs it)")
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An instance on `redis`, with two workers, fetching from loopback
+/// origins, and `extra` flags.
+fn instance(redis: &Redis, extra: &[&str]) -> (Child, SocketAddr) {
+    let store = redis.store();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--workers", "2", "--store", &store];
+    args.extend(["--allow-private-fetch", "--fetch-ports", "any"]);
+    args.extend_from_slice(extra);
+    spawn_binary(&args, &[])
+}
+
+fn status(addr: SocketAddr, id: &str) -> Value {
+    json_of(&call(addr, &get(&format!("/analyze/status/{id}"))))
+}
+
+/// Waits until task `id`, read on `addr`, is in one of `states`.
+fn wait_state(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
+    let started = Instant::now();
+    loop {
+        let doc = status(addr, id);
+        if states.iter().any(|s| doc["status"] == *s) {
+            return doc;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{id} never reached {states:?}: {doc}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A page that takes the engine a millisecond or so.
+fn page(n: usize) -> Value {
+    let words = "lorem <b>ipsum</b> dolor <a href=/x>sit</a> amet ".repeat(200);
+    json!({"html": format!("<html><head><title>Page {n}</title></head><body><h1>{n}</h1><p>{words}</p></body></html>")})
+}
+
+#[test]
+fn any_instance_accepts_runs_and_answers_for_any_task() {
+    let redis = Redis::start();
+    let (mut a, at_a) = instance(&redis, &[]);
+    let (mut b, at_b) = instance(&redis, &[]);
+    let ids = submit_pipelined(at_a, (0..40).map(page));
+    for (n, id) in ids.iter().enumerate() {
+        let done = wait_state(at_b, id, &["completed"]);
+        assert_eq!(done["result"]["title"], format!("Page {n}"), "read on B: {done}");
+    }
+    // Both instances ran some of them.
+    let ran = |addr: SocketAddr| json_of(&call(addr, &get("/tasks/stats")))["pool"]["completed"].as_u64().unwrap();
+    let (on_a, on_b) = (ran(at_a), ran(at_b));
+    assert_eq!(on_a + on_b, 40, "each task ran once");
+    assert!(on_a > 0 && on_b > 0, "A ran {on_a}, B ran {on_b}");
+    // The counts are the cluster's, on either instance.
+    for addr in [at_a, at_b] {
+        let stats = json_of(&call(addr, &get("/tasks/stats")));
+        assert_eq!(stats["tasks"]["completed"]["total"], 40, "{stats}");
+    }
+
+    // A batch of slow pages submitted on B: its results stream on both
+    // instances while it runs (on one of them; the other reads the store).
+    let origin = Origin::start(|_| {
+        Action::SendAfter(
+            Duration::from_millis(200),
+            response(200, &[("Content-Type", "text/html")], b"<title>Slow</title>"),
+        )
+    });
+    let items: Vec<Value> = (0..6).map(|i| json!({"url": origin.url(&format!("/slow/{i}"))})).collect();
+    let batch = call(at_b, &post("/bulk/analyze/async", &json!({ "items": items }), ""));
+    assert_eq!(batch.status, 202, "{}", batch.text());
+    let batch_id = json_of(&batch)["task_id"].as_str().unwrap().to_string();
+    let readers: Vec<_> = [at_a, at_b]
+        .into_iter()
+        .map(|addr| {
+            let path = format!("/bulk/{batch_id}/results");
+            std::thread::spawn(move || call(addr, &get(&path)).text())
+        })
+        .collect();
+    for reader in readers {
+        let text = reader.join().unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(lines.iter().all(|l| l["result"]["title"] == "Slow"), "{text}");
+    }
+
+    // An idempotency key used on A and again on B: one task.
+    let keyed = |addr: SocketAddr| call(addr, &post("/analyze/async", &page(99), "Idempotency-Key: order-7\r\n"));
+    let first: Resp = keyed(at_a);
+    let again = keyed(at_b);
+    assert_eq!((first.status, again.status), (202, 200), "{}", again.text());
+    assert_eq!(json_of(&first)["task_id"], json_of(&again)["task_id"]);
+    stop(&mut a);
+    stop(&mut b);
+}
+
+#[test]
+fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
+    let redis = Redis::start();
+    // The origin never answers: the task runs (waits on it) until stopped.
+    let origin = Origin::start(|_| Action::Hang);
+    let (mut a, at_a) = instance(&redis, &[]);
+    let submitted = call(at_a, &post("/analyze/async", &json!({"url": origin.url("/slow")}), ""));
+    let id = json_of(&submitted)["task_id"].as_str().unwrap().to_string();
+    // Running on A (the only instance yet): its fetch is open.
+    wait_state(at_a, &id, &["processing"]);
+    let started = Instant::now();
+    while origin.open() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "A never fetched");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (mut b, at_b) = instance(&redis, &[]);
+    let cancelled = call(at_b, format!("DELETE /tasks/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    let asked = Instant::now();
+    assert_eq!(json_of(&cancelled)["status"], "cancelled");
+    // A lets go of the origin: its fetch was stopped.
+    while origin.open() > 0 {
+        assert!(asked.elapsed() < Duration::from_secs(2), "A's fetch went on after the cancel");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("cancel on B stopped A's fetch after {:?}", asked.elapsed());
+    assert_eq!(status(at_a, &id)["status"], "cancelled");
+    stop(&mut a);
+    stop(&mut b);
+}
+
+#[test]
+fn a_killed_instance_loses_nothing_another_takes_its_tasks() {
+    let redis = Redis::start();
+    let slow = ["--reclaim-after", "1s"];
+    let (mut a, at_a) = instance(&redis, &slow);
+    let ids = submit_pipelined(at_a, (0..300).map(page));
+    // Killed with tasks queued and running on it.
+    let done = json_of(&call(at_a, &get("/tasks/stats")))["tasks"]["completed"]["total"].as_u64().unwrap();
+    assert!(done < 300, "all done before the kill: nothing to take over");
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (mut b, at_b) = instance(&redis, &slow);
+    for (n, id) in ids.iter().enumerate() {
+        let done = wait_state(at_b, id, &["completed"]);
+        assert_eq!(done["result"]["title"], format!("Page {n}"));
+    }
+    stop(&mut b);
+}
+
+#[test]
+fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
+    // Every write on disk before Redis answers it: what got a 202 survives a kill.
+    let dir = crate::util::TempDir::new("redis-aof");
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let mut redis =
+        Redis::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &dir_arg]);
+    let (mut a, at_a) = instance(&redis, &[]);
+    let (mut b, at_b) = instance(&redis, &[]);
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop_load = std::sync::Arc::clone(&stop_load);
+        std::thread::spawn(move || {
+            let (mut accepted, mut refused, mut n) = (Vec::new(), 0, 0);
+            while !stop_load.load(std::sync::atomic::Ordering::Acquire) {
+                let addr = if n % 2 == 0 { at_a } else { at_b };
+                let resp = call(addr, &post("/analyze/async", &page(n), ""));
+                match resp.status {
+                    202 => accepted.push((n, json_of(&resp)["task_id"].as_str().unwrap().to_string())),
+                    503 => {
+                        assert_eq!(resp.problem_code(), "store-unavailable", "{}", resp.text());
+                        assert!(resp.header("retry-after").is_some());
+                        refused += 1;
+                    }
+                    other => panic!("{other}: {}", resp.text()),
+                }
+                n += 1;
+            }
+            (accepted, refused)
+        })
+    };
+    let wait_ready = |addr: SocketAddr, want: u16| {
+        let started = Instant::now();
+        while call(addr, &get("/readyz")).status != want {
+            assert!(started.elapsed() < Duration::from_secs(15), "/readyz never became {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(300)); // some load before the outage
+    redis.kill();
+    wait_ready(at_a, 503);
+    wait_ready(at_b, 503);
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100)); // the outage lasts 5 s
+    }
+    redis.restart();
+    wait_ready(at_a, 200);
+    wait_ready(at_b, 200);
+    std::thread::sleep(Duration::from_millis(300)); // some load after it
+    stop_load.store(true, std::sync::atomic::Ordering::Release);
+    let (accepted, refused) = load.join().unwrap();
+    eprintln!("{} accepted, {refused} refused; outage began {:?} ago", accepted.len(), down.elapsed());
+    assert!(refused > 0, "submissions during the outage were refused");
+    assert!(accepted.len() > 2, "submissions before and after were taken: {}", accepted.len());
+    for (n, id) in &accepted {
+        let done = wait_state(at_a, id, &["completed"]);
+        assert_eq!(done["result"]["title"], format!("Page {n}"));
+    }
+    eprintln!("all completed {:?} after the outage began", down.elapsed());
+    stop(&mut a);
+    stop(&mut b);
+    eprintln!("stopped {:?} after the outage began", down.elapsed());
+}
