@@ -357,7 +357,10 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--idle-timeout", "0s"][..], "must be more than zero"),
         (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
         (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH, memory or redis://HOST:PORT/DB"),
-        (&["serve", "--store", "redis://127.0.0.1:1/0", "--listen", "127.0.0.1:0"][..], "--store: redis://127.0.0.1:1/0: "),
+        (
+            &["serve", "--store", "redis://127.0.0.1:1/0", "--listen", "127.0.0.1:0"][..],
+            "--store: redis://127.0.0.1:1/0: ",
+        ),
         (&["serve", "--store", "redis://no such host/0"][..], "--store"),
         (&["serve", "--durability", "eventually"][..], "give process or power"),
         (&["serve", "--rate-limit", "fast"][..], "is not a rate such as 20/s"),

@@ -41,11 +41,11 @@ const PAGE: isize = 256;
 const SWEEP_LIMIT: isize = 1000;
 
 /// Inserts a task unless its idempotency key is taken, and queues it on its
-/// priority's stream unless it has ended. KEYS: task, input, created,
-/// active, ended, counts, callbacks, idempotency key, stream. ARGV: id,
-/// doc, version, state, priority, created ms, completed ms, final, callback
-/// owed, spec, input, has key, has result, result. Returns "" when
-/// inserted, else the id holding the key.
+/// priority's stream unless it has ended. KEYS: task, input, active, ended,
+/// counts, callbacks (as for [`PUT`]), then created, idempotency key,
+/// stream. ARGV: the record's (see [`RedisStore::record_call`]), then spec,
+/// input, has key, has result, result. Returns "" when inserted, else the
+/// id holding the key.
 const INSERT: &str = r"
 if ARGV[12] == '1' then
   local holder = redis.call('GET', KEYS[8])
@@ -55,37 +55,37 @@ end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', ARGV[3], 'state', ARGV[4], 'priority', ARGV[5],
   'callback', ARGV[9], 'idem', ARGV[12] == '1' and KEYS[8] or '')
 if ARGV[13] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[14]) end
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+redis.call('ZADD', KEYS[7], ARGV[6], ARGV[1])
 if ARGV[8] == '1' then
-  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
 else
   redis.call('HSET', KEYS[2], 'spec', ARGV[10], 'input', ARGV[11])
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
   redis.call('XADD', KEYS[9], '*', 'task', ARGV[1])
 end
-redis.call('HINCRBY', KEYS[6], ARGV[4] .. ':' .. ARGV[5], 1)
-if ARGV[9] == '1' then redis.call('SADD', KEYS[7], ARGV[1]) end
+redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':' .. ARGV[5], 1)
+if ARGV[9] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) end
 return ''
 ";
 
 /// Replaces a task's record if it is at the expected version. KEYS: task,
-/// input, active, ended, counts, callbacks. ARGV: id, expected, version,
-/// doc, state, priority, created ms, completed ms, final, callback owed,
-/// has result, result. Returns 1 when changed, 0 on a conflict.
+/// input, active, ended, counts, callbacks. ARGV: the record's (see
+/// [`RedisStore::record_call`]), then expected version, has result, result.
+/// Returns 1 when changed, 0 on a conflict.
 const PUT: &str = r"
 local held = redis.call('HMGET', KEYS[1], 'version', 'state', 'priority')
-if held[1] ~= ARGV[2] then return 0 end
+if held[1] ~= ARGV[10] then return 0 end
 redis.call('HINCRBY', KEYS[5], held[2] .. ':' .. held[3], -1)
-redis.call('HINCRBY', KEYS[5], ARGV[5] .. ':' .. ARGV[6], 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[4], 'version', ARGV[3], 'state', ARGV[5], 'priority', ARGV[6],
-  'callback', ARGV[10])
-if ARGV[9] == '1' then
+redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':' .. ARGV[5], 1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', ARGV[3], 'state', ARGV[4], 'priority', ARGV[5],
+  'callback', ARGV[9])
+if ARGV[8] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
   redis.call('DEL', KEYS[2])
   if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[12]) end
 end
-if ARGV[10] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) else redis.call('SREM', KEYS[6], ARGV[1]) end
+if ARGV[9] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) else redis.call('SREM', KEYS[6], ARGV[1]) end
 return 1
 ";
 
@@ -364,35 +364,46 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// A call of `script` (insert or put) with the keys and arguments of
+    /// `record` they share: KEYS task, input, active, ended, counts,
+    /// callbacks; ARGV id, doc, version, state, priority, created ms,
+    /// completed ms, final, callback owed.
+    fn record_call<'s>(&self, script: &'s Script, record: &TaskRecord) -> redis::ScriptInvocation<'s> {
+        let id = record.id.to_string();
+        // Plain fields: serialising a Doc cannot fail.
+        let doc = serde_json::to_vec(&Doc::of(record)).unwrap_or_default();
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut call = script.prepare_invoke();
+        call.key(self.key("task", &id))
+            .key(self.key("input", &id))
+            .key(self.index("active"))
+            .key(self.index("ended"))
+            .key(self.index("counts"))
+            .key(self.index("callbacks"));
+        call.arg(&id)
+            .arg(doc)
+            .arg(record.version)
+            .arg(record.state.code())
+            .arg(record.priority.index())
+            .arg(to_millis(record.created_at))
+            .arg(record.completed_at.map_or(0, to_millis))
+            .arg(flag(record.state.is_final()))
+            .arg(flag(record.callback_pending));
+        call
+    }
+
     /// Adds one write to the commit group's pipeline.
     fn queue(&self, pipe: &mut Pipeline, write: &Write) {
         let bool_arg = |b: bool| if b { "1" } else { "0" };
         match write {
             Write::Insert(record, spec) => {
-                let id = record.id.to_string();
-                let doc = serde_json::to_vec(&Doc::of(record)).unwrap_or_default();
                 let (meta, input) = spec.encode();
                 let idem = record.idempotency_key.as_deref().map(|k| self.key("idem", k));
-                let mut call = self.scripts.insert.prepare_invoke();
-                call.key(self.key("task", &id))
-                    .key(self.key("input", &id))
-                    .key(self.index("created"))
-                    .key(self.index("active"))
-                    .key(self.index("ended"))
-                    .key(self.index("counts"))
-                    .key(self.index("callbacks"))
+                let mut call = self.record_call(&self.scripts.insert, record);
+                call.key(self.index("created"))
                     .key(idem.clone().unwrap_or_else(|| self.index("no-key")))
                     .key(self.stream(record.priority));
-                call.arg(&id)
-                    .arg(doc)
-                    .arg(record.version)
-                    .arg(record.state.code())
-                    .arg(record.priority.index())
-                    .arg(to_millis(record.created_at))
-                    .arg(record.completed_at.map_or(0, to_millis))
-                    .arg(bool_arg(record.state.is_final()))
-                    .arg(bool_arg(record.callback_pending))
-                    .arg(meta)
+                call.arg(meta)
                     .arg(input)
                     .arg(bool_arg(idem.is_some()))
                     .arg(bool_arg(record.result.is_some()))
@@ -400,26 +411,9 @@ impl RedisStore {
                 pipe.invoke_script(&call);
             }
             Write::Put { record, expected } => {
-                let id = record.id.to_string();
-                let doc = serde_json::to_vec(&Doc::of(record)).unwrap_or_default();
                 let has_result = record.state.is_final() && record.result.is_some();
-                let mut call = self.scripts.put.prepare_invoke();
-                call.key(self.key("task", &id))
-                    .key(self.key("input", &id))
-                    .key(self.index("active"))
-                    .key(self.index("ended"))
-                    .key(self.index("counts"))
-                    .key(self.index("callbacks"));
-                call.arg(&id)
-                    .arg(expected.to_string())
-                    .arg(record.version)
-                    .arg(doc)
-                    .arg(record.state.code())
-                    .arg(record.priority.index())
-                    .arg(to_millis(record.created_at))
-                    .arg(record.completed_at.map_or(0, to_millis))
-                    .arg(bool_arg(record.state.is_final()))
-                    .arg(bool_arg(record.callback_pending))
+                let mut call = self.record_call(&self.scripts.put, record);
+                call.arg(expected.to_string())
                     .arg(bool_arg(has_result))
                     .arg(record.result.as_deref().filter(|_| has_result).unwrap_or_default());
                 pipe.invoke_script(&call);
