@@ -96,6 +96,22 @@ fn instance(redis: &Redis, extra: &[&str]) -> (Child, SocketAddr) {
     spawn_binary(&args, &[])
 }
 
+/// The sample `name` (with its labels) on `addr`'s `/metrics` once `good`
+/// holds for it (figures are gathered once a second).
+fn metric(addr: SocketAddr, name: &str, good: impl Fn(f64) -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let text = call(addr, &get("/metrics")).text();
+        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+        let value = line.and_then(|l| l.rsplit(' ').next()?.parse().ok());
+        match value {
+            Some(v) if good(v) => return v,
+            _ if started.elapsed() > Duration::from_secs(5) => panic!("{name} is {value:?} on /metrics"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 fn status(addr: SocketAddr, id: &str) -> Value {
     json_of(&call(addr, &get(&format!("/analyze/status/{id}"))))
 }
@@ -134,11 +150,15 @@ fn any_instance_accepts_runs_and_answers_for_any_task() {
     let (on_a, on_b) = (ran(at_a), ran(at_b));
     assert_eq!(on_a + on_b, 40, "each task ran once");
     assert!(on_a > 0 && on_b > 0, "A ran {on_a}, B ran {on_b}");
-    // The counts are the cluster's, on either instance.
+    // The counts are the cluster's, on either instance; the queue's own figures are each's.
     for addr in [at_a, at_b] {
         let stats = json_of(&call(addr, &get("/tasks/stats")));
         assert_eq!(stats["tasks"]["completed"]["total"], 40, "{stats}");
+        metric(addr, "pagelens_shared_queue_up", |v| v == 1.0);
+        metric(addr, "pagelens_redis_round_trip_seconds_count", |v| v > 0.0);
     }
+    let on_a = metric(at_a, "pagelens_shared_tasks_taken_total", |v| v > 0.0);
+    metric(at_b, "pagelens_shared_tasks_taken_total", |v| v + on_a == 40.0);
 
     // A batch of slow pages submitted on B: its results stream on both
     // instances while it runs (on one of them; the other reads the store).
@@ -289,4 +309,35 @@ fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
     stop(&mut a);
     stop(&mut b);
     eprintln!("stopped {:?} after the outage began", down.elapsed());
+}
+
+#[test]
+fn a_task_whose_runs_keep_dying_ends_poison_task() {
+    let redis = Redis::start();
+    // The page never comes: each instance that runs the task dies in it.
+    let origin = Origin::start(|_| Action::Hang);
+    let flags = ["--reclaim-after", "1s", "--max-deliveries", "2"];
+    let fetches = || origin.seen().iter().filter(|s| s.path == "/never").count();
+    let (mut current, mut at) = instance(&redis, &flags);
+    let id = json_of(&call(at, &post("/analyze/async", &json!({"url": origin.url("/never")}), "")))["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for run in 1..=2 {
+        let started = Instant::now();
+        while fetches() < run {
+            assert!(started.elapsed() < Duration::from_secs(15), "run {run} never fetched");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Dies mid-run, as a crash would; the next instance takes over.
+        current.kill().unwrap();
+        current.wait().unwrap();
+        (current, at) = instance(&redis, &flags);
+    }
+    let ended = wait_state(at, &id, &["error"]);
+    assert_eq!(ended["error"]["code"], "poison-task", "{ended}");
+    metric(at, "pagelens_poison_tasks_total", |v| v == 1.0);
+    metric(at, "pagelens_shared_tasks_reclaimed_total", |v| v == 1.0);
+    assert_eq!(fetches(), 2, "not run a third time");
+    stop(&mut current);
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::store::StoreError;
 use super::task::TaskId;
+use crate::metrics::durations::Durations;
 use crate::pool::Priority;
 
 /// A task an instance holds from the shared queue.
@@ -39,4 +40,6 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// Hears announced cancellations until `stop` is set (checked at least
     /// every second) or the connection fails.
     fn hear_cancels(&self, on: &mut dyn FnMut(TaskId), stop: &AtomicBool) -> Result<(), StoreError>;
+    /// How long its calls have taken (round trips to the server).
+    fn round_trips(&self) -> &Durations;
 }

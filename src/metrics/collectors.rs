@@ -145,6 +145,31 @@ pub fn engine(engine: Arc<Engine>) -> Collector {
         out.family("pagelens_store_recovered_tasks", "gauge", "Tasks found unfinished in the store at start.");
         out.sample("pagelens_store_recovered_tasks", &[("state", "queued")], recovered.queued as f64);
         out.sample("pagelens_store_recovered_tasks", &[("state", "processing")], recovered.requeued as f64);
+        out.single(
+            "pagelens_poison_tasks_total",
+            "counter",
+            "Tasks ended poison-task here: started --max-deliveries times without ending.",
+            engine.poisoned() as f64,
+        );
+        if let Some(shared) = engine.shared_figures() {
+            let figures = [
+                ("pagelens_shared_tasks_taken_total", "Tasks this instance took from the shared queue.", shared.taken),
+                (
+                    "pagelens_shared_tasks_reclaimed_total",
+                    "Tasks this instance took over from instances that stopped answering.",
+                    shared.reclaimed,
+                ),
+            ];
+            for (name, help, n) in figures {
+                out.single(name, "counter", help, n as f64);
+            }
+            let up = if shared.down { 0.0 } else { 1.0 };
+            out.single("pagelens_shared_queue_up", "gauge", "1 while the shared queue answers, 0 while it fails.", up);
+        }
+        if let Some(round_trips) = engine.queue_round_trips() {
+            let help = "Round trips to Redis (one pipeline each; blocking reads of the queue left out).";
+            round_trips.write(out, "pagelens_redis_round_trip_seconds", "", help);
+        }
         engine.times().write(out);
     })
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
-pub use shared::SharedConfig;
+pub use shared::{SharedConfig, SharedFigures};
 pub use watch::{Follow, TaskEvent, TaskFollower, TaskWatcher};
 pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
 
@@ -313,6 +313,16 @@ impl Engine {
     /// not ready: it can neither take nor store tasks).
     pub fn queue_down(&self) -> bool {
         self.shared.get().is_some_and(shared::Shared::is_down)
+    }
+
+    /// What this instance did with the shared queue, if it has one.
+    pub fn shared_figures(&self) -> Option<SharedFigures> {
+        self.shared.get().map(shared::Shared::figures)
+    }
+
+    /// The shared queue's round trips, if there is one.
+    pub fn queue_round_trips(&self) -> Option<&crate::metrics::durations::Durations> {
+        self.shared.get().map(|s| s.queue.round_trips())
     }
 
     /// Tasks ended `poison-task` here.

@@ -6,7 +6,7 @@
 //! whose runs keep dying. A listener thread hears cancellations made on
 //! other instances and stops the work here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,6 +49,20 @@ pub(super) struct Shared {
     /// The queue failed its last call: said once, and until it answers
     /// again the instance is not ready.
     down: AtomicBool,
+    /// Tasks taken from the queue, and of those taken over from others.
+    taken: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+/// What this instance did with the shared queue.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedFigures {
+    /// Tasks taken (takeovers included).
+    pub taken: u64,
+    /// Tasks taken over from instances that stopped answering.
+    pub reclaimed: u64,
+    /// Whether the queue failed its last call.
+    pub down: bool,
 }
 
 /// A batch followed from the store: its lines sent so far, and to whom.
@@ -68,7 +82,8 @@ impl Shared {
     pub(super) fn new(queue: Arc<dyn TaskQueue>, config: SharedConfig) -> Shared {
         let stop = Arc::new(AtomicBool::new(false));
         let (acks, retries, followed) = (Mutex::default(), Mutex::default(), Mutex::default());
-        Shared { queue, config, acks, retries, stop, followed, down: AtomicBool::new(false) }
+        let (down, taken, reclaimed) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
+        Shared { queue, config, acks, retries, stop, followed, down, taken, reclaimed }
     }
 
     /// Notes a failed call: logged when the queue was answering before.
@@ -88,6 +103,14 @@ impl Shared {
     /// Whether the queue failed its last call.
     pub(super) fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
+    }
+
+    pub(super) fn figures(&self) -> SharedFigures {
+        SharedFigures {
+            taken: self.taken.load(Ordering::Relaxed),
+            reclaimed: self.reclaimed.load(Ordering::Relaxed),
+            down: self.is_down(),
+        }
     }
 
     /// Sends `subscriber` batch `id`'s lines past the first `sent` as the
@@ -187,7 +210,10 @@ fn dispatch(weak: &Weak<Engine>) {
         if room > 0 && last_reclaim.elapsed() >= RECLAIM_EVERY {
             last_reclaim = Instant::now();
             match shared.queue.reclaim(shared.config.reclaim_after, room) {
-                Ok(taken) => claims.extend(taken),
+                Ok(taken) => {
+                    shared.reclaimed.fetch_add(taken.len() as u64, Ordering::Relaxed);
+                    claims.extend(taken);
+                }
                 Err(e) => shared.failed("look for abandoned tasks", &e),
             }
         }
@@ -202,6 +228,7 @@ fn dispatch(weak: &Weak<Engine>) {
         match taken {
             Ok(taken) => {
                 shared.answered();
+                shared.taken.fetch_add(taken.len() as u64, Ordering::Relaxed);
                 claims.extend(taken);
             }
             Err(e) => {

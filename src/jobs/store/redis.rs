@@ -31,6 +31,7 @@ use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::queue::{Claim, TaskQueue};
 use crate::jobs::spec::TaskSpec;
 use crate::jobs::task::{ItemCounts, Progress, TaskError, TaskId, TaskState};
+use crate::metrics::durations::Durations;
 use crate::pool::Priority;
 
 /// How long a connection may take to open, and a reply to come.
@@ -211,6 +212,9 @@ pub struct RedisStore {
     prefix: String,
     idle: Mutex<Vec<Connection>>,
     scripts: Scripts,
+    /// How long each use of a connection took (one round trip; blocking
+    /// reads, which wait on purpose, are not counted).
+    round_trips: Durations,
 }
 
 struct Scripts {
@@ -254,6 +258,7 @@ impl RedisStore {
             shown,
             prefix: prefix.to_string(),
             idle: Mutex::new(Vec::new()),
+            round_trips: Durations::default(),
             scripts: Scripts {
                 insert: Script::new(INSERT),
                 put: Script::new(PUT),
@@ -316,15 +321,27 @@ impl RedisStore {
         Ok(conn)
     }
 
-    /// Runs `work` on a pooled connection; a connection that failed is
-    /// dropped, not pooled again.
+    /// Runs `work` on a pooled connection (one round trip, recorded); a
+    /// connection that failed is dropped, not pooled again.
     fn with<T>(&self, work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.use_connection(true, work)
+    }
+
+    fn use_connection<T>(
+        &self,
+        timed: bool,
+        work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
         let pooled = lock(&self.idle).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect()?,
         };
+        let began = std::time::Instant::now();
         let out = work(&mut conn).map_err(|e| self.err(e));
+        if timed {
+            self.round_trips.record("redis", began.elapsed());
+        }
         if out.is_ok() {
             lock(&self.idle).push(conn);
         }
@@ -728,7 +745,10 @@ impl TaskQueue for RedisStore {
                     claims.extend(Self::claims(priority, key.ids));
                 }
             }
-            if claims.is_empty() && !wait.is_zero() {
+            Ok(())
+        })?;
+        if claims.is_empty() && !wait.is_zero() {
+            self.use_connection(false, |conn| {
                 // Nothing anywhere: wait for the first of any priority.
                 let streams: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
                 let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
@@ -747,9 +767,9 @@ impl TaskQueue for RedisStore {
                     let Some(&priority) = Priority::ALL.iter().find(|p| self.stream(**p) == key.key) else { continue };
                     claims.extend(Self::claims(priority, key.ids));
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         Ok(claims)
     }
 
@@ -832,6 +852,10 @@ impl TaskQueue for RedisStore {
             }
         }
         Ok(())
+    }
+
+    fn round_trips(&self) -> &Durations {
+        &self.round_trips
     }
 }
 
