@@ -14,11 +14,14 @@ use super::{lock, BatchEvent, BatchSubscriber, Engine};
 use crate::jobs::lifecycle::{apply, Event};
 use crate::jobs::queue::{Claim, TaskQueue};
 use crate::jobs::store::{StoreError, Write, Written};
-use crate::jobs::{TaskError, TaskId, TaskState};
+use crate::jobs::lifecycle::TaskRecord;
+use crate::jobs::{TaskError, TaskId, TaskSpec, TaskState};
 
 /// How long a take waits on an empty queue: also how soon acks, touches and
 /// a stop are seen.
 const TAKE_WAIT: Duration = Duration::from_millis(100);
+/// Tasks held a worker (see [`Engine::room`]).
+const PREFETCH: usize = 4;
 /// How often other instances' abandoned claims are looked for.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -52,6 +55,8 @@ pub(super) struct Shared {
     /// Tasks taken from the queue, and of those taken over from others.
     taken: AtomicU64,
     reclaimed: AtomicU64,
+    /// The dispatcher, woken when a task ends and makes room.
+    dispatcher: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// What this instance did with the shared queue.
@@ -83,7 +88,8 @@ impl Shared {
         let stop = Arc::new(AtomicBool::new(false));
         let (acks, retries, followed) = (Mutex::default(), Mutex::default(), Mutex::default());
         let (down, taken, reclaimed) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
-        Shared { queue, config, acks, retries, stop, followed, down, taken, reclaimed }
+        let dispatcher = std::sync::OnceLock::new();
+        Shared { queue, config, acks, retries, stop, followed, down, taken, reclaimed, dispatcher }
     }
 
     /// Notes a failed call: logged when the queue was answering before.
@@ -119,14 +125,23 @@ impl Shared {
         lock(&self.followed).push(Followed { id, sent, subscriber });
     }
 
-    /// Lets go of `claim` on the dispatcher's next turn.
+    /// Lets go of `claim` on the dispatcher's next turn (now: its task has
+    /// ended, so there is room for another).
     pub(super) fn done(&self, claim: Claim) {
         lock(&self.acks).push(claim);
+        self.wake();
     }
 
     /// Runs `claim`'s task again once the store answers.
     pub(super) fn retry(&self, claim: Claim) {
         lock(&self.retries).push(claim);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(dispatcher) = self.dispatcher.get() {
+            dispatcher.unpark();
+        }
     }
 
     pub(super) fn stop(&self) {
@@ -137,7 +152,10 @@ impl Shared {
 /// Starts the dispatcher and the cancellation listener of `engine`.
 pub(super) fn start(engine: &Arc<Engine>) -> std::io::Result<()> {
     let weak = Arc::downgrade(engine);
-    std::thread::Builder::new().name("pagelens-dispatch".into()).spawn(move || dispatch(&weak))?;
+    let handle = std::thread::Builder::new().name("pagelens-dispatch".into()).spawn(move || dispatch(&weak))?;
+    if let Some(shared) = engine.shared.get() {
+        let _ = shared.dispatcher.set(handle.thread().clone());
+    }
     let weak = Arc::downgrade(engine);
     std::thread::Builder::new().name("pagelens-cancels".into()).spawn(move || listen(&weak))?;
     let weak = Arc::downgrade(engine);
@@ -220,9 +238,12 @@ fn dispatch(weak: &Weak<Engine>) {
         let wanted = room.saturating_sub(claims.len());
         let taken = if wanted > 0 {
             shared.queue.take(wanted, TAKE_WAIT)
+        } else if claims.is_empty() {
+            // Full: until a task ends (it wakes this thread) or a turn passes.
+            drop(engine);
+            std::thread::park_timeout(TAKE_WAIT);
+            continue;
         } else {
-            // Full: wait for room (a task ends within a turn or so).
-            std::thread::sleep(TAKE_WAIT / 4);
             Ok(Vec::new())
         };
         match taken {
@@ -236,9 +257,7 @@ fn dispatch(weak: &Weak<Engine>) {
                 std::thread::sleep(TAKE_WAIT);
             }
         }
-        for claim in claims {
-            engine.run_claimed(claim);
-        }
+        engine.run_claimed(claims);
     }
 }
 
@@ -277,11 +296,12 @@ fn listen(weak: &Weak<Engine>) {
 }
 
 impl Engine {
-    /// Tasks this instance may still take: twice its workers in all, so
-    /// that a worker finds the next task here while the queue is asked.
+    /// Tasks this instance may still take: four a worker in all (Celery's
+    /// default prefetch), so that a worker finds the next task here while
+    /// the queue is asked, and tasks that wait on a fetch hold no worker.
     fn room(&self) -> usize {
         let held = lock(&self.live).values().filter(|l| l.claim.is_some()).count();
-        (2 * self.pool.workers()).saturating_sub(held)
+        (PREFETCH * self.pool.workers()).saturating_sub(held)
     }
 
     /// The claims of the tasks held here.
@@ -289,22 +309,41 @@ impl Engine {
         lock(&self.live).values().filter_map(|l| l.claim.clone()).collect()
     }
 
+    /// Runs the tasks taken from the shared queue (their records and
+    /// inputs read in one go).
+    fn run_claimed(self: &Arc<Self>, claims: Vec<Claim>) {
+        let Some(shared) = self.shared.get() else { return };
+        if claims.is_empty() {
+            return;
+        }
+        let ids: Vec<TaskId> = claims.iter().map(|c| c.task).collect();
+        match self.store.starting(&ids) {
+            Ok(read) => {
+                for (claim, (record, spec)) in claims.into_iter().zip(read) {
+                    self.run_one_claimed(shared, claim, record, spec);
+                }
+            }
+            Err(e) => {
+                shared.failed("read tasks", &e);
+                claims.into_iter().for_each(|claim| shared.retry(claim));
+            }
+        }
+    }
+
     /// Runs a task taken from the shared queue, unless it has ended (it is
     /// let go of) or has been started too often (it ends `poison-task`).
-    fn run_claimed(self: &Arc<Self>, claim: Claim) {
-        let Some(shared) = self.shared.get() else { return };
+    fn run_one_claimed(
+        self: &Arc<Self>,
+        shared: &Shared,
+        claim: Claim,
+        record: Option<TaskRecord>,
+        spec: Option<TaskSpec>,
+    ) {
         if lock(&self.live).contains_key(&claim.task) {
             // Ours already (taken back after a slow renewal): it runs.
             return;
         }
-        let mut record = match self.store.get(claim.task) {
-            Ok(Some(record)) => record,
-            Ok(None) => return shared.done(claim),
-            Err(e) => {
-                shared.failed("read a task", &e);
-                return shared.retry(claim);
-            }
-        };
+        let Some(mut record) = record else { return shared.done(claim) };
         if record.state.is_final() {
             return shared.done(claim);
         }
@@ -346,7 +385,10 @@ impl Engine {
         }
         let (id, priority, version) = (record.id, record.priority, record.version);
         let timeout = record.timeout_ms.map(Duration::from_millis);
-        self.go_live(record, Some(version), timeout, None, None, || {});
+        // The input read with the record, kept for the worker within the
+        // engine's budget (else the worker reads it again).
+        let kept = spec.map(|spec| (spec.input_bytes(), spec)).filter(|(bytes, _)| self.keep_input(*bytes));
+        self.go_live(record, Some(version), timeout, None, kept.map(|(bytes, spec)| (Arc::new(spec), bytes)), || {});
         if let Some(live) = lock(&self.live).get_mut(&id) {
             live.claim = Some(claim);
         }

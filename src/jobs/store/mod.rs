@@ -217,6 +217,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// The result cache's analysis under `key`, if the store keeps it.
     fn cached(&self, key: &str) -> Result<Option<CachedPage>, StoreError>;
+    /// Tasks about to run here: each one's record (without its result)
+    /// and input, in the order of `ids` (a shared store reads them all in
+    /// one round trip).
+    fn starting(&self, ids: &[TaskId]) -> Result<Vec<(Option<TaskRecord>, Option<TaskSpec>)>, StoreError> {
+        ids.iter().map(|id| Ok((self.get(*id)?, self.spec(*id)?))).collect()
+    }
     /// Size and location.
     fn figures(&self) -> StoreFigures;
 }

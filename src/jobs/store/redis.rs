@@ -556,6 +556,37 @@ impl TaskStore for RedisStore {
         Ok(self.with(|conn| self.records(conn, &[id.to_string()], true))?.pop())
     }
 
+    fn starting(&self, ids: &[TaskId]) -> Result<Vec<(Option<TaskRecord>, Option<TaskSpec>)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.key("task", id)).arg(&["doc", "callback"]);
+            pipe.cmd("HMGET").arg(self.key("input", id)).arg(&["spec", "input"]);
+        }
+        let rows: Vec<Vec<Option<Vec<u8>>>> = self.with(|conn| pipe.query(conn))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, pair) in ids.iter().zip(rows.chunks(2)) {
+            let [task, input] = pair else { break };
+            let field = |row: &[Option<Vec<u8>>], i: usize| row.get(i).cloned().flatten();
+            let record = match field(task, 0) {
+                Some(doc) => {
+                    let doc: Doc = serde_json::from_slice(&doc).map_err(|e| self.err(format!("task {id}: {e}")))?;
+                    Some(doc.record(*id, field(task, 1).as_deref() == Some(b"1"), None))
+                }
+                None => None,
+            };
+            let spec = match (field(input, 0).map(String::from_utf8), field(input, 1)) {
+                (Some(Ok(meta)), Some(bytes)) => Some(TaskSpec::decode(&meta, &bytes).map_err(|e| self.err(e))?),
+                (Some(Err(e)), _) => return Err(self.err(format!("task {id}: a damaged input: {e}"))),
+                _ => None,
+            };
+            out.push((record, spec));
+        }
+        Ok(out)
+    }
+
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
         let (meta, input): (Option<String>, Option<Vec<u8>>) =
             self.with(|conn| redis::cmd("HMGET").arg(self.key("input", id)).arg(&["spec", "input"]).query(conn))?;
