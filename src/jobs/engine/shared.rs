@@ -11,17 +11,20 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{lock, BatchEvent, BatchSubscriber, Engine};
+use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::lifecycle::{apply, Event};
 use crate::jobs::queue::{Claim, TaskQueue};
 use crate::jobs::store::{StoreError, Write, Written};
-use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::{TaskError, TaskId, TaskSpec, TaskState};
 
 /// How long a take waits on an empty queue: also how soon acks, touches and
 /// a stop are seen.
 const TAKE_WAIT: Duration = Duration::from_millis(100);
-/// Tasks held a worker (see [`Engine::room`]).
+/// Tasks held a worker, at least and at most (see [`Engine::room`]).
 const PREFETCH: usize = 4;
+const MOST_HELD: usize = 256;
+/// About how much work an instance holds ahead (see [`Engine::room`]).
+const HOLD: Duration = Duration::from_millis(50);
 /// How often other instances' abandoned claims are looked for.
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -296,12 +299,18 @@ fn listen(weak: &Weak<Engine>) {
 }
 
 impl Engine {
-    /// Tasks this instance may still take: four a worker in all (Celery's
-    /// default prefetch), so that a worker finds the next task here while
-    /// the queue is asked, and tasks that wait on a fetch hold no worker.
+    /// Tasks this instance may still take: what its workers finish in
+    /// about [`HOLD`] at the mean run time measured here, at least four a
+    /// worker (Celery's default prefetch) and at most [`MOST_HELD`] a
+    /// worker. A worker finds the next task here while the queue is asked,
+    /// tasks that wait on a fetch hold no worker, status reads of held tasks
+    /// are answered from memory, and no task waits here much longer than
+    /// `HOLD` while other instances idle.
     fn room(&self) -> usize {
         let held = lock(&self.live).values().filter(|l| l.claim.is_some()).count();
-        (PREFETCH * self.pool.workers()).saturating_sub(held)
+        let mean = self.mean_job().max(Duration::from_micros(1));
+        let per_worker = (HOLD.as_micros() / mean.as_micros()).clamp(PREFETCH as u128, MOST_HELD as u128) as usize;
+        (per_worker * self.pool.workers()).saturating_sub(held)
     }
 
     /// The claims of the tasks held here.
