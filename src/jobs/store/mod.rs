@@ -220,12 +220,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// Tasks about to run here: each one's record (without its result)
     /// and input, in the order of `ids` (a shared store reads them all in
     /// one round trip).
-    fn starting(&self, ids: &[TaskId]) -> Result<Vec<(Option<TaskRecord>, Option<TaskSpec>)>, StoreError> {
+    fn starting(&self, ids: &[TaskId]) -> Result<Vec<Starting>, StoreError> {
         ids.iter().map(|id| Ok((self.get(*id)?, self.spec(*id)?))).collect()
     }
     /// Size and location.
     fn figures(&self) -> StoreFigures;
 }
+
+/// A task about to start, as read: its record and its input, if found.
+pub type Starting = (Option<TaskRecord>, Option<TaskSpec>);
 
 /// A shared store.
 pub type Store = Arc<dyn TaskStore>;

@@ -24,7 +24,8 @@ use redis::{Connection, Pipeline, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CachedPage, Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS,
+    CachedPage, Counts, HistoryQuery, Outcomes, Starting, StoreError, StoreFigures, TaskStore, Write, Written,
+    TOP_ERRORS,
 };
 use crate::clock::{from_millis, to_millis};
 use crate::jobs::lifecycle::TaskRecord;
@@ -556,7 +557,7 @@ impl TaskStore for RedisStore {
         Ok(self.with(|conn| self.records(conn, &[id.to_string()], true))?.pop())
     }
 
-    fn starting(&self, ids: &[TaskId]) -> Result<Vec<(Option<TaskRecord>, Option<TaskSpec>)>, StoreError> {
+    fn starting(&self, ids: &[TaskId]) -> Result<Vec<Starting>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
