@@ -3,6 +3,7 @@
 //! instance running the task; an idempotency key holds across instances; a
 //! killed instance's tasks are taken over by another.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -212,6 +213,17 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (mut b, at_b) = instance(&redis, &[]);
+    // Followed live on B, which does not run it: the stream opens with the
+    // task processing and stays open until its end.
+    let mut stream = crate::util::connect(at_b);
+    stream.write_all(&get(&format!("/analyze/status/{id}/events"))).unwrap();
+    let mut events = Vec::new();
+    while !String::from_utf8_lossy(&events).contains("event: status") {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&events));
+        events.extend_from_slice(&chunk[..n]);
+    }
     let cancelled = call(at_b, format!("DELETE /tasks/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     assert_eq!(cancelled.status, 200, "{}", cancelled.text());
     let asked = Instant::now();
@@ -223,6 +235,17 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
     }
     eprintln!("cancel on B stopped A's fetch after {:?}", asked.elapsed());
     assert_eq!(status(at_a, &id)["status"], "cancelled");
+    while !String::from_utf8_lossy(&events).contains("\r\n0\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the stream ended without its last chunk");
+        events.extend_from_slice(&chunk[..n]);
+    }
+    let events = String::from_utf8_lossy(&events).to_string();
+    let kinds: Vec<&str> = events.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(kinds.first(), Some(&"status"), "{events}");
+    assert_eq!(kinds.last(), Some(&"end"), "{events}");
+    assert!(events.contains("\"status\":\"processing\"") && events.contains("\"status\":\"cancelled\""), "{events}");
     stop(&mut a);
     stop(&mut b);
 }

@@ -519,7 +519,16 @@ impl Engine {
         }
         let Some(ended) = self.status(id)? else { return Ok(false) };
         let version = ended.version;
-        watcher(TaskEvent { view: &ended.view, version, last: true });
+        let last = ended.view.status.is_final();
+        match self.shared.get() {
+            // Run by another instance: followed from the store until it ends.
+            Some(shared) if !last => {
+                if watcher(TaskEvent { view: &ended.view, version, last: false }) {
+                    shared.follow_task(id, version, watcher);
+                }
+            }
+            _ => drop(watcher(TaskEvent { view: &ended.view, version, last: true })),
+        }
         Ok(true)
     }
 

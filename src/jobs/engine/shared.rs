@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{lock, BatchEvent, BatchSubscriber, Engine};
+use super::{lock, BatchEvent, BatchSubscriber, Engine, TaskEvent, TaskWatcher};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::lifecycle::{apply, Event};
 use crate::jobs::queue::{Claim, TaskQueue};
@@ -52,6 +52,9 @@ pub(super) struct Shared {
     stop: Arc<AtomicBool>,
     /// Batches run by other instances that clients here follow.
     followed: Mutex<Vec<Followed>>,
+    /// Tasks run by other instances that clients here follow: the version
+    /// last told, and the watcher.
+    watched: Mutex<Vec<Watched>>,
     /// The queue failed its last call: said once, and until it answers
     /// again the instance is not ready.
     down: AtomicBool,
@@ -73,6 +76,19 @@ pub struct SharedFigures {
     pub down: bool,
 }
 
+/// A task followed from the store: the version last told, and to whom.
+struct Watched {
+    id: TaskId,
+    version: u64,
+    watcher: TaskWatcher,
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched").field("id", &self.id).field("version", &self.version).finish()
+    }
+}
+
 /// A batch followed from the store: its lines sent so far, and to whom.
 struct Followed {
     id: TaskId,
@@ -92,7 +108,8 @@ impl Shared {
         let (acks, retries, followed) = (Mutex::default(), Mutex::default(), Mutex::default());
         let (down, taken, reclaimed) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
         let dispatcher = std::sync::OnceLock::new();
-        Shared { queue, config, acks, retries, stop, followed, down, taken, reclaimed, dispatcher }
+        let watched = Mutex::default();
+        Shared { queue, config, acks, retries, stop, followed, watched, down, taken, reclaimed, dispatcher }
     }
 
     /// Notes a failed call: logged when the queue was answering before.
@@ -120,6 +137,13 @@ impl Shared {
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
             down: self.is_down(),
         }
+    }
+
+    /// Tells `watcher` of task `id`'s changes past `version` as the store
+    /// gets them, the last once it has ended (polled: another instance
+    /// writes them; progress shows as often as that instance stores it).
+    pub(super) fn follow_task(&self, id: TaskId, version: u64, watcher: TaskWatcher) {
+        lock(&self.watched).push(Watched { id, version, watcher });
     }
 
     /// Sends `subscriber` batch `id`'s lines past the first `sent` as the
@@ -178,6 +202,24 @@ fn follow(weak: &Weak<Engine>) {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
+        let watched = std::mem::take(&mut *lock(&shared.watched));
+        let mut still = Vec::with_capacity(watched.len());
+        for mut w in watched {
+            match engine.store.get(w.id) {
+                Ok(Some(record)) if record.version > w.version => {
+                    let last = record.state.is_final();
+                    let view = record.view();
+                    if (w.watcher)(TaskEvent { view: &view, version: record.version, last }) && !last {
+                        w.version = record.version;
+                        still.push(w);
+                    }
+                }
+                // Gone (expired) between two reads: nothing more to tell.
+                Ok(None) => {}
+                _ => still.push(w),
+            }
+        }
+        lock(&shared.watched).extend(still);
         let followed = std::mem::take(&mut *lock(&shared.followed));
         let mut kept = Vec::with_capacity(followed.len());
         for mut f in followed {
