@@ -87,14 +87,41 @@ impl Drop for Redis {
     }
 }
 
+/// A child process (an instance, a server), killed if a failed test leaves
+/// it running (an instance whose Redis is gone would retry for good).
+struct Process(Child);
+
+impl Process {
+    /// SIGTERM; asserts a clean exit.
+    fn stop(mut self) {
+        stop(&mut self.0);
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// An instance on `redis`, with two workers, fetching from loopback
 /// origins, and `extra` flags.
-fn instance(redis: &Redis, extra: &[&str]) -> (Child, SocketAddr) {
+fn instance(redis: &Redis, extra: &[&str]) -> (Process, SocketAddr) {
     let store = redis.store();
     let mut args = vec!["--listen", "127.0.0.1:0", "--workers", "2", "--store", &store];
     args.extend(["--allow-private-fetch", "--fetch-ports", "any"]);
     args.extend_from_slice(extra);
-    spawn_binary(&args, &[])
+    let (child, addr) = spawn_binary(&args, &[]);
+    (Process(child), addr)
 }
 
 /// The sample `name` (with its labels) on `addr`'s `/metrics` once `good`
@@ -139,8 +166,8 @@ fn page(n: usize) -> Value {
 #[test]
 fn any_instance_accepts_runs_and_answers_for_any_task() {
     let redis = Redis::start();
-    let (mut a, at_a) = instance(&redis, &[]);
-    let (mut b, at_b) = instance(&redis, &[]);
+    let (a, at_a) = instance(&redis, &[]);
+    let (b, at_b) = instance(&redis, &[]);
     let ids = submit_pipelined(at_a, (0..40).map(page));
     for (n, id) in ids.iter().enumerate() {
         let done = wait_state(at_b, id, &["completed"]);
@@ -193,8 +220,8 @@ fn any_instance_accepts_runs_and_answers_for_any_task() {
     let again = keyed(at_b);
     assert_eq!((first.status, again.status), (202, 200), "{}", again.text());
     assert_eq!(json_of(&first)["task_id"], json_of(&again)["task_id"]);
-    stop(&mut a);
-    stop(&mut b);
+    a.stop();
+    b.stop();
 }
 
 #[test]
@@ -202,7 +229,7 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
     let redis = Redis::start();
     // The origin never answers: the task runs (waits on it) until stopped.
     let origin = Origin::start(|_| Action::Hang);
-    let (mut a, at_a) = instance(&redis, &[]);
+    let (a, at_a) = instance(&redis, &[]);
     let submitted = call(at_a, &post("/analyze/async", &json!({"url": origin.url("/slow")}), ""));
     let id = json_of(&submitted)["task_id"].as_str().unwrap().to_string();
     // Running on A (the only instance yet): its fetch is open.
@@ -212,7 +239,7 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
         assert!(started.elapsed() < Duration::from_secs(10), "A never fetched");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (mut b, at_b) = instance(&redis, &[]);
+    let (b, at_b) = instance(&redis, &[]);
     // Followed live on B, which does not run it: the stream opens with the
     // task processing and stays open until its end.
     let mut stream = crate::util::connect(at_b);
@@ -246,27 +273,26 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
     assert_eq!(kinds.first(), Some(&"status"), "{events}");
     assert_eq!(kinds.last(), Some(&"end"), "{events}");
     assert!(events.contains("\"status\":\"processing\"") && events.contains("\"status\":\"cancelled\""), "{events}");
-    stop(&mut a);
-    stop(&mut b);
+    a.stop();
+    b.stop();
 }
 
 #[test]
 fn a_killed_instance_loses_nothing_another_takes_its_tasks() {
     let redis = Redis::start();
     let slow = ["--reclaim-after", "1s"];
-    let (mut a, at_a) = instance(&redis, &slow);
+    let (a, at_a) = instance(&redis, &slow);
     let ids = submit_pipelined(at_a, (0..300).map(page));
     // Killed with tasks queued and running on it.
     let done = json_of(&call(at_a, &get("/tasks/stats")))["tasks"]["completed"]["total"].as_u64().unwrap();
     assert!(done < 300, "all done before the kill: nothing to take over");
-    a.kill().unwrap();
-    a.wait().unwrap();
-    let (mut b, at_b) = instance(&redis, &slow);
+    a.kill();
+    let (b, at_b) = instance(&redis, &slow);
     for (n, id) in ids.iter().enumerate() {
         let done = wait_state(at_b, id, &["completed"]);
         assert_eq!(done["result"]["title"], format!("Page {n}"));
     }
-    stop(&mut b);
+    b.stop();
 }
 
 #[test]
@@ -276,8 +302,8 @@ fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
     let dir_arg = dir.path().to_str().unwrap().to_string();
     let mut redis =
         Redis::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &dir_arg]);
-    let (mut a, at_a) = instance(&redis, &[]);
-    let (mut b, at_b) = instance(&redis, &[]);
+    let (a, at_a) = instance(&redis, &[]);
+    let (b, at_b) = instance(&redis, &[]);
     let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let stop_load = std::sync::Arc::clone(&stop_load);
@@ -329,8 +355,8 @@ fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
         assert_eq!(done["result"]["title"], format!("Page {n}"));
     }
     eprintln!("all completed {:?} after the outage began", down.elapsed());
-    stop(&mut a);
-    stop(&mut b);
+    a.stop();
+    b.stop();
     eprintln!("stopped {:?} after the outage began", down.elapsed());
 }
 
@@ -353,8 +379,7 @@ fn a_task_whose_runs_keep_dying_ends_poison_task() {
             std::thread::sleep(Duration::from_millis(10));
         }
         // Dies mid-run, as a crash would; the next instance takes over.
-        current.kill().unwrap();
-        current.wait().unwrap();
+        current.kill();
         (current, at) = instance(&redis, &flags);
     }
     let ended = wait_state(at, &id, &["error"]);
@@ -362,5 +387,49 @@ fn a_task_whose_runs_keep_dying_ends_poison_task() {
     metric(at, "pagelens_poison_tasks_total", |v| v == 1.0);
     metric(at, "pagelens_shared_tasks_reclaimed_total", |v| v == 1.0);
     assert_eq!(fetches(), 2, "not run a third time");
-    stop(&mut current);
+    current.stop();
+}
+
+#[test]
+fn rediss_speaks_tls_to_redis_checked_against_the_given_ca() {
+    let dir = crate::util::TempDir::new("redis-tls");
+    let issued = crate::origin::Issued::new(&["127.0.0.1", "localhost"]);
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cert = write("redis.crt", issued.cert.pem());
+    let key = write("redis.key", issued.key.serialize_pem());
+    let ca = write("ca.crt", issued.ca.pem());
+    // The TLS port only: nothing reaches Redis in the clear.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let _redis = Process(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port, "--tls-cert-file", &cert])
+            .args(["--tls-key-file", &key, "--tls-ca-cert-file", &ca, "--tls-auth-clients", "no", "--save", ""])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "redis-server (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let store = format!("rediss://127.0.0.1:{port}/0");
+    let (server, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--store", &store, "--redis-ca", &ca], &[]);
+    let server = Process(server);
+    let id = crate::util::submit(addr, page(1));
+    assert_eq!(wait_state(addr, &id, &["completed"])["result"]["title"], "Page 1");
+    server.stop();
+
+    // Without the CA, the certificate is not trusted: a clear error at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--store") && stderr.to_lowercase().contains("certificate"), "{stderr}");
 }

@@ -356,7 +356,7 @@ fn bad_flags_fail_with_a_clear_message() {
         (&["serve", "--listen", "nowhere"][..], "invalid socket address"),
         (&["serve", "--idle-timeout", "0s"][..], "must be more than zero"),
         (&["serve", "--alert-error-rate", "5"][..], "is a share: from 0 to 1"),
-        (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH, memory or redis://HOST:PORT/DB"),
+        (&["serve", "--store", "postgres://x"][..], "give sqlite:PATH, memory, redis://HOST:PORT/DB or rediss://"),
         (
             &["serve", "--store", "redis://127.0.0.1:1/0", "--listen", "127.0.0.1:0"][..],
             "--store: redis://127.0.0.1:1/0: ",

@@ -408,6 +408,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGELENS_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
 
+    /// With a `rediss://` store: the CA (PEM) its certificate is checked against, instead of the public roots.
+    #[arg(long, env = "PAGELENS_REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
+
     /// With a Redis store: a task another instance has held this long without a sign of life is taken over.
     #[arg(long, env = "PAGELENS_RECLAIM_AFTER", default_value = "30s", value_parser = parse_duration)]
     pub reclaim_after: Duration,
@@ -584,8 +588,8 @@ fn parse_store(text: &str) -> Result<StoreSpec, String> {
     match text.split_once(':') {
         _ if text == "memory" => Ok(StoreSpec::Memory),
         Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
-        Some(("redis", _)) => Ok(StoreSpec::Redis(text.to_string())),
-        _ => Err(format!("{text:?}: give sqlite:PATH, memory or redis://HOST:PORT/DB")),
+        Some(("redis" | "rediss", _)) => Ok(StoreSpec::Redis(text.to_string())),
+        _ => Err(format!("{text:?}: give sqlite:PATH, memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB")),
     }
 }
 
@@ -611,8 +615,12 @@ impl ServeArgs {
             ),
             StoreSpec::Redis(url) => {
                 let password = self.redis_password.as_deref();
-                let redis =
-                    crate::jobs::RedisStore::open(url, password, "pagelens:").map_err(|e| format!("--store: {e}"))?;
+                let ca = match &self.redis_ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?),
+                    None => None,
+                };
+                let redis = crate::jobs::RedisStore::open(url, password, "pagelens:", ca)
+                    .map_err(|e| format!("--store: {e}"))?;
                 let redis = std::sync::Arc::new(redis);
                 let config = crate::jobs::engine::SharedConfig {
                     reclaim_after: self.reclaim_after,

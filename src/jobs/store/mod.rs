@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn history_pages_in_redis() {
         let redis = super::redis::TestRedis::start();
-        let store = RedisStore::open(&redis.url(), None, "history:").unwrap();
+        let store = RedisStore::open(&redis.url(), None, "history:", None).unwrap();
         pages_cover_the_history_without_duplicates_or_gaps(&store);
     }
 

@@ -238,20 +238,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RedisStore {
-    /// A store on the Redis at `url` (`redis://[:PASSWORD@]HOST:PORT/DB`;
-    /// `password`, if given, is used when the URL has none), its keys
-    /// under `prefix`. Connects once to say at start whether Redis answers.
-    pub fn open(url: &str, password: Option<&str>, prefix: &str) -> Result<RedisStore, StoreError> {
+    /// A store on the Redis at `url` (`redis://[:PASSWORD@]HOST:PORT/DB`,
+    /// or `rediss://` for TLS through rustls, checked against `ca` (PEM) if
+    /// given, else the public roots; `password`, if given, is used when the
+    /// URL has none), its keys under `prefix`. Connects once to say at
+    /// start whether Redis answers.
+    pub fn open(
+        url: &str,
+        password: Option<&str>,
+        prefix: &str,
+        ca: Option<Vec<u8>>,
+    ) -> Result<RedisStore, StoreError> {
         let mut info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| StoreError(format!("--store {url:?}: {e}")))?;
-        let shown = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        let scheme = url.split("://").next().unwrap_or("redis");
+        let shown = format!("{scheme}://{}/{}", info.addr(), info.redis_settings().db());
         if info.redis_settings().password().is_none() {
             if let Some(password) = password {
                 let settings = info.redis_settings().clone().set_password(password);
                 info = info.set_redis_settings(settings);
             }
         }
-        let client = redis::Client::open(info).map_err(|e| StoreError(format!("{shown}: {e}")))?;
+        let client = match ca {
+            Some(root) => {
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root) };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| StoreError(format!("{shown}: {e}")))?;
         let consumer = format!("{}-{}", std::process::id(), TaskId::random());
         let store = RedisStore {
             client,
@@ -960,7 +975,7 @@ mod tests {
     #[test]
     fn records_inputs_results_items_and_keys_round_trip() {
         let redis = TestRedis::start();
-        let store = RedisStore::open(&redis.url(), None, "t:").unwrap();
+        let store = RedisStore::open(&redis.url(), None, "t:", None).unwrap();
         let (mut record, spec) = task(Some("key-1"));
         let id = record.id;
         let insert = |r: &TaskRecord, s: &TaskSpec| Write::Insert(Box::new(r.clone()), Arc::new(s.clone()));
@@ -1020,7 +1035,7 @@ mod tests {
     fn cached_pages_are_bounded_and_a_lost_server_is_an_error_then_reconnected() {
         let redis = TestRedis::start();
         let url = redis.url();
-        let store = RedisStore::open(&url, None, "t:").unwrap();
+        let store = RedisStore::open(&url, None, "t:", None).unwrap();
         let page = |n: usize, at: u64| CachedPage {
             analysis: vec![b'x'; n].into(),
             fresh_at: std::time::UNIX_EPOCH + Duration::from_secs(at),
