@@ -433,3 +433,22 @@ fn rediss_speaks_tls_to_redis_checked_against_the_given_ca() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--store") && stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
+
+#[test]
+fn the_queue_bound_holds_for_the_cluster() {
+    let redis = Redis::start();
+    // Two instances of 3 tasks each would take 6 alone; together they hold 3.
+    let origin = Origin::start(|_| Action::Hang);
+    let flags = ["--queue-capacity", "3", "--shutdown-timeout", "1s"];
+    let (a, at_a) = instance(&redis, &flags);
+    let (b, at_b) = instance(&redis, &flags);
+    let slow = json!({"url": origin.url("/hang")});
+    let codes: Vec<u16> =
+        (0..6).map(|i| call(if i % 2 == 0 { at_a } else { at_b }, &post("/analyze/async", &slow, "")).status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 202).count(), 3, "{codes:?}");
+    let full = call(at_b, &post("/analyze/async", &slow, ""));
+    assert_eq!((full.status, full.problem_code().as_str()), (503, "queue-full"), "{}", full.text());
+    assert!(full.header("retry-after").is_some());
+    a.stop();
+    b.stop();
+}

@@ -619,8 +619,10 @@ impl ServeArgs {
                     Some(path) => Some(std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?),
                     None => None,
                 };
+                // The queue bounds hold for the cluster: they are Redis's.
                 let redis = crate::jobs::RedisStore::open(url, password, "pagelens:", ca)
-                    .map_err(|e| format!("--store: {e}"))?;
+                    .map_err(|e| format!("--store: {e}"))?
+                    .limit(self.queue_capacity, self.max_queued_bytes);
                 let redis = std::sync::Arc::new(redis);
                 let config = crate::jobs::engine::SharedConfig {
                     reclaim_after: self.reclaim_after,

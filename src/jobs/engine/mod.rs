@@ -661,6 +661,7 @@ impl Engine {
     ) -> Result<Submitted, SubmitError> {
         match written {
             Ok(Written::Done) => Ok(Submitted::Created(view)),
+            Ok(Written::Full) => Err(SubmitError::Full { retry_after: 1 }),
             Ok(Written::Existing(existing)) => match self.store.get(existing) {
                 // The same key for another request is a client's mistake, not a retry.
                 Ok(Some(record)) if record.fingerprint != fingerprint => Err(SubmitError::KeyReused { task: existing }),

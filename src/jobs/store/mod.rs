@@ -122,6 +122,9 @@ pub enum Written {
     Conflict,
     /// A sweep forgot this many tasks.
     Swept(usize),
+    /// An insert refused: a store shared by several instances holds as
+    /// many unfinished tasks, or bytes of their inputs, as it may.
+    Full,
 }
 
 /// Figures about a store for `/tasks/stats` and `/metrics`.

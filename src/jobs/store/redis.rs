@@ -45,15 +45,22 @@ const SWEEP_LIMIT: isize = 1000;
 /// Inserts a task unless its idempotency key is taken, and queues it on its
 /// priority's stream unless it has ended. KEYS: task, input, active, ended,
 /// counts, callbacks (as for [`PUT`]), then created, idempotency key,
-/// stream. ARGV: the record's (see [`RedisStore::record_call`]), then spec,
-/// input, has key, has result, result. Returns "" when inserted, else the
-/// id holding the key.
+/// stream, input bytes. ARGV: the record's (see [`RedisStore::record_call`]),
+/// then spec, input, has key, has result, result, most unfinished tasks,
+/// most input bytes. Returns "" when inserted, "!" when the cluster's queue
+/// is full, else the id holding the key.
 const INSERT: &str = r"
 if ARGV[12] == '1' then
   local holder = redis.call('GET', KEYS[8])
   if holder then return holder end
-  redis.call('SET', KEYS[8], ARGV[1])
 end
+if ARGV[8] ~= '1' then
+  local bytes = tonumber(redis.call('GET', KEYS[10]) or '0')
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[15]) or (bytes > 0 and bytes + #ARGV[11] > tonumber(ARGV[16])) then
+    return '!'
+  end
+end
+if ARGV[12] == '1' then redis.call('SET', KEYS[8], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', ARGV[3], 'state', ARGV[4], 'priority', ARGV[5],
   'callback', ARGV[9], 'idem', ARGV[12] == '1' and KEYS[8] or '')
 if ARGV[13] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[14]) end
@@ -62,6 +69,7 @@ if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
 else
   redis.call('HSET', KEYS[2], 'spec', ARGV[10], 'input', ARGV[11])
+  redis.call('INCRBY', KEYS[10], #ARGV[11])
   redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
   redis.call('XADD', KEYS[9], '*', 'task', ARGV[1])
 end
@@ -70,8 +78,9 @@ if ARGV[9] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) end
 return ''
 ";
 
-/// Replaces a task's record if it is at the expected version. KEYS: task,
-/// input, active, ended, counts, callbacks. ARGV: the record's (see
+/// Replaces a task's record if it is at the expected version; a final one's
+/// input goes, and its bytes from the count. KEYS: task, input, active,
+/// ended, counts, callbacks, input bytes. ARGV: the record's (see
 /// [`RedisStore::record_call`]), then expected version, has result, result.
 /// Returns 1 when changed, 0 on a conflict.
 const PUT: &str = r"
@@ -84,6 +93,8 @@ redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', ARGV[3], 'state', ARGV[4]
 if ARGV[8] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+  local size = redis.call('HSTRLEN', KEYS[2], 'input')
+  if size > 0 then redis.call('DECRBY', KEYS[7], size) end
   redis.call('DEL', KEYS[2])
   if ARGV[11] == '1' then redis.call('HSET', KEYS[1], 'result', ARGV[12]) end
 end
@@ -211,6 +222,9 @@ pub struct RedisStore {
     shown: String,
     /// The prefix of every key.
     prefix: String,
+    /// Most unfinished tasks, and bytes of their inputs, the cluster holds
+    /// ([`RedisStore::limit`]).
+    limits: (usize, usize),
     idle: Mutex<Vec<Connection>>,
     scripts: Scripts,
     /// How long each use of a connection took (one round trip; blocking
@@ -273,6 +287,7 @@ impl RedisStore {
             consumer,
             shown,
             prefix: prefix.to_string(),
+            limits: (usize::MAX, usize::MAX),
             idle: Mutex::new(Vec::new()),
             round_trips: Durations::default(),
             scripts: Scripts {
@@ -302,6 +317,13 @@ impl RedisStore {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Bounds what every instance together holds unfinished: `tasks`, and
+    /// `bytes` of their inputs; an insert past them is [`Written::Full`].
+    pub fn limit(mut self, tasks: usize, bytes: usize) -> Self {
+        self.limits = (tasks, bytes);
+        self
     }
 
     /// The stream tasks of `priority` wait in.
@@ -435,17 +457,21 @@ impl RedisStore {
                 let mut call = self.record_call(&self.scripts.insert, record);
                 call.key(self.index("created"))
                     .key(idem.clone().unwrap_or_else(|| self.index("no-key")))
-                    .key(self.stream(record.priority));
+                    .key(self.stream(record.priority))
+                    .key(self.index("input-bytes"));
                 call.arg(meta)
                     .arg(input)
                     .arg(bool_arg(idem.is_some()))
                     .arg(bool_arg(record.result.is_some()))
-                    .arg(record.result.as_deref().unwrap_or_default());
+                    .arg(record.result.as_deref().unwrap_or_default())
+                    .arg(self.limits.0)
+                    .arg(self.limits.1);
                 pipe.invoke_script(&call);
             }
             Write::Put { record, expected } => {
                 let has_result = record.state.is_final() && record.result.is_some();
                 let mut call = self.record_call(&self.scripts.put, record);
+                call.key(self.index("input-bytes"));
                 call.arg(expected.to_string())
                     .arg(bool_arg(has_result))
                     .arg(record.result.as_deref().filter(|_| has_result).unwrap_or_default());
@@ -533,6 +559,7 @@ impl RedisStore {
 /// What a script's reply says of a write.
 fn written(write: &Write, reply: &Value) -> Result<Written, String> {
     match (write, reply) {
+        (Write::Insert(..), Value::BulkString(full)) if full == b"!" => Ok(Written::Full),
         (Write::Insert(..), Value::BulkString(id)) if !id.is_empty() => std::str::from_utf8(id)
             .ok()
             .and_then(|id| id.parse().ok())
@@ -1005,6 +1032,8 @@ mod tests {
         assert_eq!(stored.result.as_deref(), Some(&b"{\"ok\":true}"[..]));
         assert_eq!(stored, record);
         assert!(store.spec(id).unwrap().is_none(), "a final task's input is gone");
+        let held: i64 = store.with(|c| redis::cmd("GET").arg("t:input-bytes").query(c)).unwrap();
+        assert_eq!(held, 0, "its bytes left the cluster's count");
         assert!(store.active(10).unwrap().is_empty());
         assert_eq!(store.counts().unwrap()[&TaskState::Completed][&Priority::Normal], 1);
         assert_eq!(store.callbacks_owed().unwrap().len(), 1);
@@ -1029,6 +1058,24 @@ mod tests {
         assert!(store.counts().unwrap().is_empty());
         let (again, again_spec) = task(Some("key-1"));
         assert_eq!(store.commit(&mut [insert(&again, &again_spec)]).unwrap(), [Written::Done], "the key is free");
+    }
+
+    #[test]
+    fn inserts_past_the_clusters_bound_are_refused() {
+        let redis = TestRedis::start();
+        let store = RedisStore::open(&redis.url(), None, "t:", None).unwrap().limit(2, 1 << 20);
+        let insert = || {
+            let (record, spec) = task(None);
+            store.commit(&mut [Write::Insert(Box::new(record), Arc::new(spec))]).unwrap().remove(0)
+        };
+        assert_eq!([insert(), insert(), insert()], [Written::Done, Written::Done, Written::Full]);
+        // Bytes too: one input alone may pass the bound, not a second.
+        let store = RedisStore::open(&redis.url(), None, "u:", None).unwrap().limit(100, 10);
+        let insert = || {
+            let (record, spec) = task(None);
+            store.commit(&mut [Write::Insert(Box::new(record), Arc::new(spec))]).unwrap().remove(0)
+        };
+        assert_eq!([insert(), insert()], [Written::Done, Written::Full]);
     }
 
     #[test]
