@@ -795,56 +795,36 @@ impl TaskStore for RedisStore {
 
 impl TaskQueue for RedisStore {
     fn take(&self, n: usize, wait: Duration) -> Result<Vec<Claim>, StoreError> {
-        let mut claims = Vec::new();
         if n == 0 {
+            return Ok(Vec::new());
+        }
+        // One read of all three queues (up to `n` from each: at most 3n, a
+        // bounded excess the local pool orders by priority), then, when
+        // all were empty, one that waits for the first task of any.
+        let streams: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
+        let read = |count: usize, block: Option<u64>| {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(count);
+            if let Some(ms) = block {
+                cmd.arg("BLOCK").arg(ms);
+            }
+            cmd.arg("STREAMS").arg(&streams).arg(&[">"; 3][..]);
+            cmd
+        };
+        let claims_of = |reply: Option<redis::streams::StreamReadReply>| {
+            let mut claims = Vec::new();
+            for key in reply.map(|r| r.keys).unwrap_or_default() {
+                let Some(&priority) = Priority::ALL.iter().find(|p| self.stream(**p) == key.key) else { continue };
+                claims.extend(Self::claims(priority, key.ids));
+            }
+            claims
+        };
+        let claims = claims_of(self.with(|conn| read(n, None).query(conn))?);
+        if !claims.is_empty() || wait.is_zero() {
             return Ok(claims);
         }
-        self.with(|conn| {
-            for priority in Priority::ALL {
-                let left = n - claims.len();
-                if left == 0 {
-                    break;
-                }
-                let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg("COUNT")
-                    .arg(left)
-                    .arg("STREAMS")
-                    .arg(self.stream(priority))
-                    .arg(">")
-                    .query(conn)?;
-                for key in read.map(|r| r.keys).unwrap_or_default() {
-                    claims.extend(Self::claims(priority, key.ids));
-                }
-            }
-            Ok(())
-        })?;
-        if claims.is_empty() && !wait.is_zero() {
-            self.use_connection(false, |conn| {
-                // Nothing anywhere: wait for the first of any priority.
-                let streams: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
-                let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("BLOCK")
-                    .arg(wait.as_millis().max(1) as u64)
-                    .arg("STREAMS")
-                    .arg(&streams)
-                    .arg(&[">"; 3][..])
-                    .query(conn)?;
-                for key in read.map(|r| r.keys).unwrap_or_default() {
-                    let Some(&priority) = Priority::ALL.iter().find(|p| self.stream(**p) == key.key) else { continue };
-                    claims.extend(Self::claims(priority, key.ids));
-                }
-                Ok(())
-            })?;
-        }
-        Ok(claims)
+        let ms = wait.as_millis().max(1) as u64;
+        Ok(claims_of(self.use_connection(false, |conn| read(1, Some(ms)).query(conn))?))
     }
 
     fn reclaim(&self, idle: Duration, n: usize) -> Result<Vec<Claim>, StoreError> {
