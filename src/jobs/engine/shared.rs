@@ -203,10 +203,21 @@ fn follow(weak: &Weak<Engine>) {
             return;
         }
         let watched = std::mem::take(&mut *lock(&shared.watched));
+        let followed = std::mem::take(&mut *lock(&shared.followed));
+        // Every followed task's and batch's record in one read; a failed
+        // read leaves them all for the next turn.
+        let ids: Vec<TaskId> = watched.iter().map(|w| w.id).chain(followed.iter().map(|f| f.id)).collect();
+        let records = if ids.is_empty() { Ok(Vec::new()) } else { engine.store.records_of(&ids) };
+        let Ok(records) = records else {
+            lock(&shared.watched).extend(watched);
+            lock(&shared.followed).extend(followed);
+            continue;
+        };
+        let (of_watched, of_followed) = records.split_at(watched.len());
         let mut still = Vec::with_capacity(watched.len());
-        for mut w in watched {
-            match engine.store.get(w.id) {
-                Ok(Some(record)) if record.version > w.version => {
+        for (mut w, record) in watched.into_iter().zip(of_watched) {
+            match record {
+                Some(record) if record.version > w.version => {
                     let last = record.state.is_final();
                     let view = record.view();
                     if (w.watcher)(TaskEvent { view: &view, version: record.version, last }) && !last {
@@ -215,27 +226,23 @@ fn follow(weak: &Weak<Engine>) {
                     }
                 }
                 // Gone (expired) between two reads: nothing more to tell.
-                Ok(None) => {}
-                _ => still.push(w),
+                None => {}
+                Some(_) => still.push(w),
             }
         }
         lock(&shared.watched).extend(still);
-        let followed = std::mem::take(&mut *lock(&shared.followed));
         let mut kept = Vec::with_capacity(followed.len());
-        for mut f in followed {
-            // The record first: a batch that has ended has all its lines stored.
-            let ended = match engine.store.get(f.id) {
-                Ok(record) => record.is_none_or(|r| r.state.is_final()),
-                Err(_) => false,
-            };
-            let Ok(docs) = engine.store.items(f.id, None) else {
+        for (mut f, record) in followed.into_iter().zip(of_followed) {
+            // The record was read first: a batch that had ended then has all its lines stored.
+            let ended = record.as_ref().is_none_or(|r| r.state.is_final());
+            let Ok(docs) = engine.store.items_from(f.id, f.sent) else {
                 kept.push(f);
                 continue;
             };
-            if docs.len() > f.sent && !(f.subscriber)(BatchEvent::Items(&docs[f.sent..])) {
+            if !docs.is_empty() && !(f.subscriber)(BatchEvent::Items(&docs)) {
                 continue;
             }
-            f.sent = docs.len();
+            f.sent += docs.len();
             if ended {
                 (f.subscriber)(BatchEvent::End);
             } else {

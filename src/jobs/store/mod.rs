@@ -204,6 +204,21 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// A batch's item documents in the order they were stored, the first
     /// `limit` of them or all.
     fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// A batch's item documents past the first `skip`, in the order stored.
+    fn items_from(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut all = self.items(id, None)?;
+        Ok(all.split_off(skip.min(all.len())))
+    }
+    /// The records of `ids` (without results), in their order; `None` for
+    /// those not stored (a shared store reads them in one round trip).
+    fn records_of(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                let record = self.get(*id)?;
+                Ok(record.map(|r| TaskRecord { result: None, ..r }))
+            })
+            .collect()
+    }
     /// Which items of a batch have a stored document, and whether each failed.
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError>;
     /// Queued and processing tasks, oldest first, at most `limit`, without results.

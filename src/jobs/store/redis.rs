@@ -394,6 +394,20 @@ impl RedisStore {
         format!("{}{name}", self.prefix)
     }
 
+    /// Batch `id`'s item documents from position `first` to `last` (`-1`:
+    /// the end) in the order stored, their failure flags taken off.
+    fn item_docs(&self, id: TaskId, first: isize, last: isize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|conn| {
+            let order: Vec<String> =
+                redis::cmd("LRANGE").arg(self.key("item-order", id)).arg(first).arg(last).query(conn)?;
+            if order.is_empty() {
+                return Ok(Vec::new());
+            }
+            let docs: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(self.key("items", id)).arg(&order).query(conn)?;
+            Ok(docs.into_iter().flatten().map(|mut d| d.split_off(1.min(d.len()))).collect())
+        })
+    }
+
     /// Records of `ids` (those still there), with their results if asked.
     fn records(&self, conn: &mut Connection, ids: &[String], results: bool) -> redis::RedisResult<Vec<TaskRecord>> {
         if ids.is_empty() {
@@ -644,15 +658,18 @@ impl TaskStore for RedisStore {
         if last < -1 {
             return Ok(Vec::new());
         }
-        self.with(|conn| {
-            let order: Vec<String> =
-                redis::cmd("LRANGE").arg(self.key("item-order", id)).arg(0).arg(last).query(conn)?;
-            if order.is_empty() {
-                return Ok(Vec::new());
-            }
-            let docs: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(self.key("items", id)).arg(&order).query(conn)?;
-            Ok(docs.into_iter().flatten().map(|mut d| d.split_off(1.min(d.len()))).collect())
-        })
+        self.item_docs(id, 0, last)
+    }
+
+    fn items_from(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.item_docs(id, isize::try_from(skip).unwrap_or(isize::MAX), -1)
+    }
+
+    fn records_of(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+        let names: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+        let mut found: HashMap<TaskId, TaskRecord> =
+            self.with(|conn| self.records(conn, &names, false))?.into_iter().map(|r| (r.id, r)).collect();
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
     }
 
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError> {
@@ -1027,6 +1044,13 @@ mod tests {
         store.commit(&mut [item(2, false), item(0, true), item(2, true)]).unwrap();
         assert_eq!(store.items(id, None).unwrap(), [b"{\"n\":2}".to_vec(), b"{\"n\":0}".to_vec()]);
         assert_eq!(store.items(id, Some(1)).unwrap().len(), 1);
+        assert_eq!(store.items_from(id, 1).unwrap(), [b"{\"n\":0}".to_vec()]);
+        assert!(store.items_from(id, 5).unwrap().is_empty());
+        let other = TaskId::random();
+        let brief = store.records_of(&[other, id]).unwrap();
+        assert!(brief[0].is_none());
+        let expected = TaskRecord { result: None, callback_pending: false, ..record.clone() };
+        assert_eq!(brief[1], Some(expected), "without its result");
         let mut done = store.items_done(id).unwrap();
         done.sort();
         assert_eq!(done, [(0, true), (2, false)]);
