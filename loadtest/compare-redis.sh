@@ -40,16 +40,7 @@ if [ ! -x "$VENV/bin/celery" ]; then
   "$VENV/bin/pip" install -q beautifulsoup4==4.15.0 lxml==6.1.3 'celery[redis]==5.7.0' redis==8.1.0
 fi
 cargo build --release --quiet
-python3 -c 'import json,sys; print(json.dumps({"html": open(sys.argv[1], encoding="utf-8").read()}))' "$PAGE" > "$work/page.json"
-cat > "$work/flow.toml" <<TOML
-[[task]]
-name = "analyze-async"
-method = "POST"
-path = "/analyze/async"
-headers = { "Content-Type" = "application/json" }
-body_file = "page.json"
-poll_interval = "20ms"
-TOML
+task_flow "$PAGE"
 
 taskset -c 0 redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   --logfile "$work/redis.log" & RPID=$!; pids+=("$RPID")

@@ -24,16 +24,7 @@ SECS=${SECS:-8}
 PORT=18098
 [ -f "$PAGE" ] || { echo "page not found: $PAGE (needs ../shared beside the checkout)"; exit 0; }
 cargo build --release --quiet
-python3 -c 'import json,sys; print(json.dumps({"html": open(sys.argv[1], encoding="utf-8").read()}))' "$PAGE" > "$work/page.json"
-cat > "$work/flow.toml" <<TOML
-[[task]]
-name = "analyze-async"
-method = "POST"
-path = "/analyze/async"
-headers = { "Content-Type" = "application/json" }
-body_file = "page.json"
-poll_interval = "20ms"
-TOML
+task_flow "$PAGE"
 
 run() { # NAME FLAGS...
   local name=$1; shift

@@ -38,3 +38,19 @@ NGX
   taskset -c "$1" nginx -p "$work" -c "$work/nginx.conf" & pids+=($!)
   NGX_PID=$!
 }
+
+# task_flow PAGE: the task-flow scenario of the store comparisons in $work:
+# flow.toml (POST /analyze/async with page.json, PAGE as {"html": ...}, its
+# status polled every 20 ms until it ends).
+task_flow() {
+  python3 -c 'import json,sys; print(json.dumps({"html": open(sys.argv[1], encoding="utf-8").read()}))' "$1" > "$work/page.json"
+  cat > "$work/flow.toml" <<TOML
+[[task]]
+name = "analyze-async"
+method = "POST"
+path = "/analyze/async"
+headers = { "Content-Type" = "application/json" }
+body_file = "page.json"
+poll_interval = "20ms"
+TOML
+}
