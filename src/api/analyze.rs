@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::cache::{closing, Directives, Outcome, ResultCache};
+use super::cache::{closing, Directives, Outcome, Reach, ResultCache};
 use super::input::{parse_analyze, BodyKind};
 use super::input::{PageInput, Source};
 use super::App;
@@ -89,7 +89,8 @@ fn cache_hit(cache: &ResultCache, page: &PageInput, directives: Directives) -> O
     if directives.no_store {
         return None;
     }
-    let (entry, age) = cache.consult(&ResultCache::key(url, &page.options), directives).ok()?;
+    let key = ResultCache::key(url, &page.options);
+    let (entry, age) = cache.consult(&key, directives, Reach::Memory).ok()?;
     let closing = closing(Outcome::Hit, age);
     let response = Response::spliced(200, "application/json", Vec::new(), entry.analysis, closing);
     Some(response.header("Age", age.as_secs().to_string()))

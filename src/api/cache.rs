@@ -91,6 +91,16 @@ pub fn open(analysis: &[u8]) -> Arc<[u8]> {
     Arc::from(analysis.strip_suffix(b"}").unwrap_or(analysis))
 }
 
+/// How far a lookup goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Memory only: for the intake thread, which must not wait on a store
+    /// (a miss there goes on to the task, whose lookup reads the store).
+    Memory,
+    /// Memory, then the store (on a worker).
+    Store,
+}
+
 /// The cache.
 #[derive(Debug)]
 pub struct ResultCache {
@@ -164,11 +174,17 @@ impl ResultCache {
     }
 
     /// What the cache does for an analysis of `key` asked with
-    /// `directives`: `Ok`, a fresh answer (counted as a hit) and its age;
-    /// `Err`, what it holds to revalidate, if anything.
-    pub fn consult(&self, key: &str, directives: Directives) -> Result<(CachedPage, Duration), Option<CachedPage>> {
+    /// `directives`, looking as far as `reach`: `Ok`, a fresh answer
+    /// (counted as a hit) and its age; `Err`, what it holds to revalidate,
+    /// if anything.
+    pub fn consult(
+        &self,
+        key: &str,
+        directives: Directives,
+        reach: Reach,
+    ) -> Result<(CachedPage, Duration), Option<CachedPage>> {
         let now = SystemTime::now();
-        match self.lookup(key, directives, now) {
+        match self.lookup(key, directives, now, reach) {
             Some((entry, true)) => {
                 self.count(Outcome::Hit);
                 let age = now.duration_since(entry.fresh_at).unwrap_or_default();
@@ -178,11 +194,20 @@ impl ResultCache {
         }
     }
 
-    /// What the cache holds for `key`, and whether it is fresh for a client
-    /// asking `directives` at `now`.
-    pub fn lookup(&self, key: &str, directives: Directives, now: SystemTime) -> Option<(CachedPage, bool)> {
+    /// What the cache holds for `key` (looking as far as `reach`), and
+    /// whether it is fresh for a client asking `directives` at `now`.
+    pub fn lookup(
+        &self,
+        key: &str,
+        directives: Directives,
+        now: SystemTime,
+        reach: Reach,
+    ) -> Option<(CachedPage, bool)> {
         let held = self.lock().entries.get(key).cloned();
-        let entry = held.or_else(|| self.recall(key))?;
+        let entry = match reach {
+            Reach::Memory => held?,
+            Reach::Store => held.or_else(|| self.recall(key))?,
+        };
         // A clock set back makes an entry look new; it is still revalidated at its TTL.
         let age = now.duration_since(entry.fresh_at).unwrap_or_default();
         let fresh =
@@ -294,14 +319,22 @@ mod tests {
             |n: usize| CachedPage { analysis: vec![b'x'; n].into(), fresh_at: now, etag: None, last_modified: None };
         cache.store("a".into(), entry(1_000));
         let later = now + Duration::from_secs(40);
-        assert!(cache.lookup("a", Directives::default(), later).unwrap().1, "fresh within the TTL");
-        assert!(!cache.lookup("a", Directives { max_age: Some(30), ..Default::default() }, later).unwrap().1);
-        assert!(!cache.lookup("a", Directives { no_cache: true, ..Default::default() }, now).unwrap().1);
-        assert!(!cache.lookup("a", Directives::default(), now + Duration::from_secs(61)).unwrap().1, "stale");
+        assert!(cache.lookup("a", Directives::default(), later, Reach::Store).unwrap().1, "fresh within the TTL");
+        assert!(
+            !cache.lookup("a", Directives { max_age: Some(30), ..Default::default() }, later, Reach::Store).unwrap().1
+        );
+        assert!(!cache.lookup("a", Directives { no_cache: true, ..Default::default() }, now, Reach::Store).unwrap().1);
+        assert!(
+            !cache.lookup("a", Directives::default(), now + Duration::from_secs(61), Reach::Store).unwrap().1,
+            "stale"
+        );
         for k in ["b", "c", "d"] {
             cache.store(k.into(), entry(1_000));
         }
-        assert!(cache.lookup("a", Directives::default(), now).is_none(), "the oldest went past the bound");
+        assert!(
+            cache.lookup("a", Directives::default(), now, Reach::Store).is_none(),
+            "the oldest went past the bound"
+        );
         assert!(cache.figures().bytes <= 4_000);
         assert!(storable(None) && storable(Some("max-age=60")) && !storable(Some("private, max-age=0")));
         assert_eq!(

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::cache::{annotated, open, storable, CachedPage, Outcome, ResultCache};
+use super::cache::{annotated, open, storable, CachedPage, Outcome, Reach, ResultCache};
 use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
 use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
@@ -68,7 +68,7 @@ impl Pages {
             None => None,
             Some(cache) => {
                 let key = ResultCache::key(&url, &options);
-                match cache.consult(&key, directives) {
+                match cache.consult(&key, directives, Reach::Store) {
                     // Fresh: no fetch, no parse.
                     Ok((entry, age)) => {
                         let answer = annotated(&entry.analysis, Outcome::Hit, age);
