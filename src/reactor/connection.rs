@@ -302,34 +302,46 @@ impl Connection {
 
     /// Takes a response (or part of one) finished on another thread.
     pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
-        if let Part::Message(text) = part {
-            let State::WebSocket(core) = &mut self.state else { return Status::Open };
-            let unread = self.socket.unacknowledged() + self.out.wire.unwritten() + core.outbox().len();
-            if unread > WS_BACKLOG {
-                env.server.count_timeout();
-                self.state = State::Closed;
-                return Status::Closed;
+        let streamed = match &part {
+            Part::Chunk(bytes) => {
+                self.largest_chunk = self.largest_chunk.max(bytes.len());
+                true
             }
-            core.send(text);
-            return self.drive(env);
+            Part::Message(_) => matches!(self.state, State::WebSocket(_)),
+            _ => false,
+        };
+        // Judged on what is still unread before this piece joins it.
+        if streamed && self.stalled() {
+            env.server.count_timeout();
+            self.state = State::Closed;
+            return Status::Closed;
         }
-        // Judged on what is still unread before this chunk joins it.
-        if let Part::Chunk(bytes) = &part {
-            self.largest_chunk = self.largest_chunk.max(bytes.len());
-            if self.stream_stalled() {
-                env.server.count_timeout();
-                self.state = State::Closed;
-                return Status::Closed;
+        match part {
+            Part::Message(text) => match &mut self.state {
+                State::WebSocket(core) => {
+                    core.send(text);
+                    self.drive(env)
+                }
+                // For a WebSocket that has closed since.
+                _ => Status::Open,
+            },
+            part => {
+                self.out.complete(seq, part, env);
+                self.drive(env)
             }
         }
-        self.out.complete(seq, part, env);
-        self.drive(env)
     }
 
-    /// Whether the client of a stream has stopped reading: more than two of
-    /// its largest chunks, and at least [`STREAM_BACKLOG`], still unread.
-    fn stream_stalled(&self) -> bool {
-        self.socket.unacknowledged() + self.out.wire.unwritten() > STREAM_BACKLOG.max(2 * self.largest_chunk)
+    /// Whether the client of a stream has stopped reading: for a streamed
+    /// response, more than two of its largest chunks, and at least
+    /// [`STREAM_BACKLOG`], still unread; for a WebSocket, [`WS_BACKLOG`]
+    /// (its frames not yet on the wire included).
+    fn stalled(&self) -> bool {
+        let (queued, bound) = match &self.state {
+            State::WebSocket(core) => (core.queued(), WS_BACKLOG),
+            _ => (0, STREAM_BACKLOG.max(2 * self.largest_chunk)),
+        };
+        self.socket.unacknowledged() + self.out.wire.unwritten() + queued > bound
     }
 
     /// Acts on a deadline that has passed, then drives on.

@@ -255,6 +255,11 @@ impl WsCore {
         self.done
     }
 
+    /// Bytes of encoded frames waiting for the wire.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Encoded frames waiting for the wire.
     pub fn outbox(&mut self) -> &mut Vec<u8> {
         &mut self.outbox
