@@ -612,20 +612,20 @@ impl Engine {
         let (id, priority, version, fingerprint) = (record.id, record.priority, record.version, record.fingerprint);
         let timeout = spec.options.timeout();
         let view = record.view();
-        if let Some(total) = spec.batch_len() {
-            self.open_batch(id, total, &[]);
-        }
+        let batch_len = spec.batch_len();
         let spec = Arc::new(spec);
         if self.is_shared() {
             // Queued for whichever instance takes it (this one included):
-            // nothing is held here.
+            // nothing is held here, a batch's counts neither.
             let engine = Arc::clone(self);
             let then: super::commit::Then = Box::new(move |written| {
                 engine.admission.release(held);
                 reply(engine.submitted(written, view, fingerprint));
             });
-            lock(&self.batches).remove(&id);
             return self.committer.send(Write::Insert(Box::new(record), spec), then);
+        }
+        if let Some(total) = batch_len {
+            self.open_batch(id, total, &[]);
         }
         let kept = self.keep_input(held).then(|| Arc::clone(&spec));
         let insert = Write::Insert(Box::new(record.clone()), spec);
