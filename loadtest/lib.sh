@@ -41,16 +41,22 @@ NGX
 
 # task_flow PAGE: the task-flow scenario of the store comparisons in $work:
 # flow.toml (POST /analyze/async with page.json, PAGE as {"html": ...}, its
-# status polled every 20 ms until it ends).
+# status polled every 20 ms until it ends), and raw.toml, the same with PAGE
+# itself as a text/html body.
 task_flow() {
   python3 -c 'import json,sys; print(json.dumps({"html": open(sys.argv[1], encoding="utf-8").read()}))' "$1" > "$work/page.json"
-  cat > "$work/flow.toml" <<TOML
+  cp "$1" "$work/page.html"
+  flow_toml() { # CONTENT_TYPE BODY_FILE
+    cat <<TOML
 [[task]]
 name = "analyze-async"
 method = "POST"
 path = "/analyze/async"
-headers = { "Content-Type" = "application/json" }
-body_file = "page.json"
+headers = { "Content-Type" = "$1" }
+body_file = "$2"
 poll_interval = "20ms"
 TOML
+  }
+  flow_toml application/json page.json > "$work/flow.toml"
+  flow_toml "text/html; charset=utf-8" page.html > "$work/raw.toml"
 }

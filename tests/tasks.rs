@@ -108,6 +108,27 @@ fn a_raw_page_is_decoded_with_the_request_charset() {
     assert_eq!((a["title"].as_str(), a["charset_source"].as_str()), (Some("café"), Some("http")), "{a}");
 }
 
+/// A page sent as a JSON string is Unicode text: its `<meta charset>` is
+/// reported, not used to decode it; escapes are decoded, synchronously and
+/// through a stored task alike.
+#[test]
+fn a_json_page_is_unicode_whatever_it_declares() {
+    let server = start_with(config(), engine_config(), api_config());
+    let addr = server.local_addr();
+    let body = r#"{"html":"<meta charset=\"iso-8859-1\"><title>caf\u00e9 naïve \ud83d\ude00</title>\n"}"#;
+    let raw = format!(
+        "POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let a = json_of(&call(addr, raw.as_bytes()));
+    let expected = (Some("café naïve 😀"), Some("iso-8859-1"), Some("meta"));
+    assert_eq!((a["title"].as_str(), a["charset"].as_str(), a["charset_source"].as_str()), expected, "{a}");
+    let id = submit(addr, serde_json::from_str(body).unwrap());
+    let done = wait_for(addr, &id, &["completed"]);
+    let a = &done["result"];
+    assert_eq!((a["title"].as_str(), a["charset"].as_str(), a["charset_source"].as_str()), expected, "{done}");
+}
+
 #[test]
 fn a_high_task_starts_before_the_low_ones_queued_ahead_of_it() {
     let server = one_worker();

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::cache::Directives;
+use super::json_string::{lift, string_of, Lift, StringError};
 use crate::fetch::{FetchError, Guard};
 use crate::jobs::{Payload, TaskError, TaskInput, TaskOptions, TaskSpec};
 use crate::pool::Priority;
@@ -103,11 +104,13 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
     T::deserialize(d).map(Some)
 }
 
+/// The page, when `json_string::lift` did not take it out first: the JSON
+/// text of its value, decoded by `json_string::string_of`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Fields {
-    #[serde(default, deserialize_with = "present")]
-    html: Option<String>,
+struct Fields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    html: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -126,8 +129,9 @@ struct Fields {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BulkFields {
-    items: Vec<ItemFields>,
+struct BulkFields<'a> {
+    #[serde(borrow)]
+    items: Vec<ItemFields<'a>>,
     #[serde(default, deserialize_with = "present")]
     priority: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -142,9 +146,9 @@ struct BulkFields {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ItemFields {
-    #[serde(default, deserialize_with = "present")]
-    html: Option<String>,
+struct ItemFields<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    html: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -161,6 +165,9 @@ struct PageArgs {
     /// A sent page's own `Content-Type` (its charset is the page's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
+    /// Sent as a JSON string: Unicode text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unicode: bool,
     include_links: bool,
     include_images: bool,
     /// The client's cache directives (a URL's analysis).
@@ -180,6 +187,7 @@ impl PageInput {
             url,
             page_url: options.url.map(String::from),
             content_type: options.content_type,
+            unicode: options.unicode,
             include_links: options.include_links,
             include_images: options.include_images,
             cache,
@@ -198,8 +206,9 @@ impl PageInput {
             None => Source::Html(payload.body),
         };
         let url = args.page_url.map(parse).transpose()?;
-        let mut options = options(url, Some(args.include_links), Some(args.include_images));
+        let mut options = options(url, (Some(args.include_links), Some(args.include_images)));
         options.content_type = args.content_type;
+        options.unicode = args.unicode;
         Ok(PageInput { source, options, cache: args.cache })
     }
 }
@@ -249,7 +258,7 @@ fn unprocessable(code: &str, detail: impl Into<String>) -> TaskError {
 
 /// Parses a request body as `T`, naming the field at fault in an error
 /// (`url: invalid type: integer...`, `items[3].html: ...`).
-fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TaskError> {
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, TaskError> {
     let mut json = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
@@ -309,29 +318,54 @@ fn callback(value: Option<&str>, guard: &Guard) -> Result<Option<Url>, TaskError
     value.map(|v| fetchable("callback_url", v, guard)).transpose()
 }
 
+/// A page's JSON string, or why it is not one (`field` names it).
+fn html_of(field: &str, decoded: Result<Vec<u8>, StringError>) -> Result<Vec<u8>, TaskError> {
+    decoded.map_err(|e| match e {
+        StringError::NotAString(_) => unprocessable("invalid-field", format!("{field}: {}", e.detail())),
+        StringError::Malformed(_) => {
+            TaskError::new(400, "malformed-json", format!("the body is not valid JSON: {field}: {}", e.detail()))
+        }
+    })
+}
+
+/// Whether a page is nothing but whitespace.
+fn blank(page: &[u8]) -> bool {
+    // Stops at the first visible ASCII byte: a page is not scanned to be let through.
+    page.iter().all(|b| b.is_ascii_whitespace() || !b.is_ascii()) && String::from_utf8_lossy(page).trim().is_empty()
+}
+
+/// The page of a JSON request (or batch item): `html` decoded, or `url`.
 fn page(
-    html: Option<String>,
+    html: Option<Vec<u8>>,
     url: Option<String>,
     page_url: Option<String>,
+    include: (Option<bool>, Option<bool>),
     guard: &Guard,
-) -> Result<(Source, Option<Url>), TaskError> {
+) -> Result<PageInput, TaskError> {
     let page_url = match page_url {
         Some(u) => Some(Url::parse(&u).map_err(|e| unprocessable("bad-page-url", format!("page_url {u:?}: {e}")))?),
         None => None,
     };
-    match (html, url) {
-        (Some(html), None) if html.trim().is_empty() => Err(unprocessable("empty-page", "html is empty")),
-        (Some(html), None) => Ok((Source::Html(html.into_bytes()), page_url)),
-        (None, Some(_)) if page_url.is_some() => {
-            Err(unprocessable("conflicting-input", "page_url goes with html; a fetched page's URL is its own"))
+    let (source, options) = match (html, url) {
+        (Some(html), None) if blank(&html) => return Err(unprocessable("empty-page", "html is empty")),
+        (Some(html), None) => {
+            // JSON text is Unicode, whatever `<meta charset>` the page declares.
+            let options = seo::Options { unicode: true, ..options(page_url, include) };
+            (Source::Html(html), options)
         }
-        (None, Some(url)) => Ok((Source::Url(fetchable("url", &url, guard)?), None)),
-        (None, None) => Err(unprocessable("missing-input", "give either html or url")),
-        (Some(_), Some(_)) => Err(unprocessable("conflicting-input", "give either html or url, not both")),
-    }
+        (None, Some(_)) if page_url.is_some() => {
+            return Err(unprocessable("conflicting-input", "page_url goes with html; a fetched page's URL is its own"))
+        }
+        (None, Some(url)) => (Source::Url(fetchable("url", &url, guard)?), options(None, include)),
+        (None, None) => return Err(unprocessable("missing-input", "give either html or url")),
+        (Some(_), Some(_)) => return Err(unprocessable("conflicting-input", "give either html or url, not both")),
+    };
+    Ok(PageInput { source, options, cache: Directives::default() })
 }
 
-fn options(url: Option<Url>, include_links: Option<bool>, include_images: Option<bool>) -> seo::Options {
+/// What to analyse of a page at `url`: `include` is (links, images), each
+/// on unless asked off.
+fn options(url: Option<Url>, (include_links, include_images): (Option<bool>, Option<bool>)) -> seo::Options {
     seo::Options {
         url,
         include_links: include_links.unwrap_or(true),
@@ -351,29 +385,35 @@ pub fn parse_analyze(
     guard: &Guard,
 ) -> Result<AnalyzeRequest, TaskError> {
     if kind == BodyKind::Html {
-        if body.iter().all(u8::is_ascii_whitespace) {
+        if blank(&body) {
             return Err(unprocessable("empty-page", "the request body is empty"));
         }
-        let options = seo::Options { content_type, ..options(None, None, None) };
+        let options = seo::Options { content_type, ..options(None, (None, None)) };
         let page = PageInput { source: Source::Html(body), options, cache: Directives::default() };
         return Ok(AnalyzeRequest { page, priority: Priority::Normal, timeout: None, callback: None });
     }
-    let fields: Fields = from_json(&body)?;
+    // The page's string is decoded in the body's own buffer; serde_json
+    // parses what is left (see `json_string`).
+    let (lifted, rest) = match lift(body, "html") {
+        Lift::Found { value, rest } => (Some(html_of("html", value)?), rest),
+        Lift::NotFound(body) => (None, body),
+    };
+    let fields: Fields<'_> = from_json(&rest)?;
     let callback = callback(fields.callback_url.as_deref(), guard)?;
     let priority = priority(fields.priority.as_deref())?;
     let timeout = timeout(fields.timeout_ms.as_ref(), limits)?;
-    let (source, url) = page(fields.html, fields.url, fields.page_url, guard)?;
-    let page = PageInput {
-        source,
-        options: options(url, fields.include_links, fields.include_images),
-        cache: Directives::default(),
+    let Fields { html, url, page_url, include_links, include_images, .. } = fields;
+    let html = match lifted {
+        Some(page) => Some(page),
+        None => html.map(|raw| html_of("html", string_of(raw))).transpose()?,
     };
+    let page = page(html, url, page_url, (include_links, include_images), guard)?;
     Ok(AnalyzeRequest { page, priority, timeout, callback })
 }
 
 /// Parses and checks the body of `POST /bulk/analyze/async`.
 pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<BulkRequest, TaskError> {
-    let fields: BulkFields = from_json(body)?;
+    let fields: BulkFields<'_> = from_json(body)?;
     let callback = callback(fields.callback_url.as_deref(), guard)?;
     if fields.items.is_empty() {
         return Err(unprocessable("empty-batch", "items is empty"));
@@ -391,12 +431,10 @@ pub fn parse_bulk(body: &[u8], limits: InputLimits, guard: &Guard) -> Result<Bul
     let mut items = Vec::with_capacity(fields.items.len());
     let mut bad: Vec<(usize, TaskError)> = Vec::new();
     for (index, item) in fields.items.into_iter().enumerate() {
-        match page(item.html, item.url, item.page_url, guard) {
-            Ok((source, url)) => items.push(PageInput {
-                source,
-                options: options(url, fields.include_links, fields.include_images),
-                cache: Directives::default(),
-            }),
+        let html = item.html.map(|raw| html_of("html", string_of(raw)));
+        let include = (fields.include_links, fields.include_images);
+        match html.transpose().and_then(|html| page(html, item.url, item.page_url, include, guard)) {
+            Ok(page) => items.push(page),
             Err(e) => bad.push((index, e)),
         }
     }
@@ -433,6 +471,13 @@ mod tests {
         assert_eq!(code(j(r#"{"html":"<p>","colour":"red"}"#)), (422, "invalid-field".into()));
         assert_eq!(code(j(r#"{"html":"<p>","include_images":null}"#)), (422, "invalid-field".into()));
         assert_eq!(code(j(r#"{"html":null,"url":"https://a.example/"}"#)), (422, "invalid-field".into()));
+        assert_eq!(j(r#"{"html":5}"#).unwrap_err().detail, "html: invalid type: number, expected a string");
+        assert_eq!(code(j(r#"{"html":"<p>\ud800</p>"}"#)), (400, "malformed-json".into()));
+        assert_eq!(code(j(r#"{"html":"<p>\x</p>"}"#)), (400, "malformed-json".into()));
+        assert_eq!(code(j("{\"html\":\"<p>\n</p>\"}")), (400, "malformed-json".into()));
+        assert_eq!(code(j(r#"{"html":" \n\u00a0\t"}"#)), (422, "empty-page".into()));
+        let escaped = j(r#"{"include_links":false,"html":"<a href=\"/x\">caf\u00e9 \ud83d\ude00</a>\n"}"#).unwrap();
+        assert!(matches!(escaped.page.source, Source::Html(ref h) if h == "<a href=\"/x\">café 😀</a>\n".as_bytes()));
         assert_eq!(code(j(r#"{"html":"<p>"} trailing"#)), (400, "malformed-json".into()));
         let wrong = j(r#"{"url": 42}"#).unwrap_err();
         assert!(wrong.detail.starts_with("url: invalid type: integer `42`"), "{}", wrong.detail);
@@ -477,7 +522,11 @@ mod tests {
             all.detail
         );
         let wrong = parse_bulk(br#"{"items":[{"html":"a"},{"html":"b"},{"html":7}]}"#, LIMITS, &Guard::default());
-        assert!(wrong.unwrap_err().detail.starts_with("items[2].html: invalid type"));
+        let wrong = wrong.unwrap_err();
+        assert_eq!(
+            (wrong.code.as_str(), wrong.detail.as_str()),
+            ("invalid-field", "1 bad items: item 2: html: invalid type: number, expected a string")
+        );
         assert_eq!(b(r#"{"items":[{"html":"a"},{"html":"b"}],"priority":"low"}"#), Ok(2));
     }
 

@@ -10,6 +10,7 @@ pub mod cache;
 mod health;
 pub mod input;
 mod intake;
+mod json_string;
 pub mod robots;
 mod tasks;
 mod websocket;

@@ -19,6 +19,9 @@ pub struct Options {
     pub status_code: Option<u16>,
     /// HTTP `Content-Type`, when fetched (its charset wins over `<meta>`).
     pub content_type: Option<String>,
+    /// The page came as Unicode text (a JSON string), not as bytes: it is
+    /// UTF-8 whatever its `<meta charset>` says.
+    pub unicode: bool,
     /// HTTP `X-Robots-Tag` values, when fetched.
     pub x_robots_tag: Vec<String>,
     /// Include the list of links, not only their counts.

@@ -23,10 +23,15 @@ pub struct Decoded {
 }
 
 /// Decodes `bytes`. `content_type` is the HTTP `Content-Type`, if fetched.
-pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
+/// `unicode`: the bytes are text the transport already decoded (a JSON
+/// string), so UTF-8 whatever the page declares; the declaration is still
+/// what `source` reports, as that is what the live page would say.
+pub fn decode(bytes: &[u8], content_type: Option<&str>, unicode: bool) -> Decoded {
     let declared = meta_charset(&bytes[..bytes.len().min(META_PRESCAN)]);
     let (encoding, source, body) = if let Some((encoding, bom_len)) = Encoding::for_bom(bytes) {
         (encoding, "bom", &bytes[bom_len..])
+    } else if unicode {
+        (UTF_8, if declared.is_some() { "meta" } else { "default" }, bytes)
     } else if let Some(encoding) = content_type.and_then(http_charset) {
         (encoding, "http", bytes)
     } else if let Some(encoding) = declared.as_deref().and_then(|l| Encoding::for_label(l.as_bytes())) {
@@ -89,20 +94,20 @@ mod tests {
 
     #[test]
     fn utf8_by_default() {
-        let d = decode("<p>héllo</p>".as_bytes(), None);
+        let d = decode("<p>héllo</p>".as_bytes(), None, false);
         assert_eq!((d.text.as_str(), d.encoding, d.source), ("<p>héllo</p>", "UTF-8", "default"));
     }
 
     #[test]
     fn meta_charset_decodes_legacy_pages() {
         let page = b"<html><head><meta charset=\"iso-8859-1\"><title>caf\xe9</title>";
-        let d = decode(page, None);
+        let d = decode(page, None, false);
         assert_eq!(d.encoding, "windows-1252");
         assert_eq!(d.source, "meta");
         assert_eq!(d.declared.as_deref(), Some("iso-8859-1"));
         assert!(d.text.contains("café"));
         let http_equiv = b"<meta http-equiv=Content-Type content='text/html; charset=Shift_JIS'>\x82\xa0";
-        let d = decode(http_equiv, None);
+        let d = decode(http_equiv, None, false);
         assert_eq!(d.encoding, "Shift_JIS");
         assert!(d.text.ends_with('あ'));
     }
@@ -111,17 +116,27 @@ mod tests {
     fn bom_beats_http_beats_meta() {
         let mut page = vec![0xEF, 0xBB, 0xBF];
         page.extend_from_slice("<meta charset=windows-1252>é".as_bytes());
-        assert_eq!(decode(&page, Some("text/html; charset=iso-8859-2")).source, "bom");
-        let d = decode(b"<meta charset=utf-8>\xe9", Some("text/html; charset=ISO-8859-1"));
+        assert_eq!(decode(&page, Some("text/html; charset=iso-8859-2"), false).source, "bom");
+        let d = decode(b"<meta charset=utf-8>\xe9", Some("text/html; charset=ISO-8859-1"), false);
         assert_eq!((d.source, d.text.ends_with('é')), ("http", true));
     }
 
     #[test]
+    fn unicode_text_is_utf8_whatever_it_declares() {
+        let page = "<meta charset=iso-8859-1><title>café</title>";
+        let d = decode(page.as_bytes(), None, true);
+        assert_eq!((d.text.as_str(), d.encoding, d.source), (page, "UTF-8", "meta"));
+        assert_eq!(d.declared.as_deref(), Some("iso-8859-1"));
+        let d = decode("<p>é".as_bytes(), None, true);
+        assert_eq!((d.encoding, d.source), ("UTF-8", "default"));
+    }
+
+    #[test]
     fn invalid_utf8_without_declaration_falls_back_to_windows_1252() {
-        let d = decode(b"<p>\xff\xfe garbage \x80</p>", None);
+        let d = decode(b"<p>\xff\xfe garbage \x80</p>", None, false);
         assert_eq!(d.encoding, "windows-1252");
         assert!(!d.had_errors);
-        let d = decode(b"<meta charset=utf-8><p>\xff</p>", None);
+        let d = decode(b"<meta charset=utf-8><p>\xff</p>", None, false);
         assert!(d.had_errors && d.text.contains('\u{fffd}'));
     }
 }

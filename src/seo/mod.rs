@@ -59,7 +59,7 @@ pub fn parse(bytes: &[u8], options: &Options) -> Result<Parsed, AnalyzeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AnalyzeError::Empty);
     }
-    let decoded = charset::decode(bytes, options.content_type.as_deref());
+    let decoded = charset::decode(bytes, options.content_type.as_deref(), options.unicode);
     // UTF-16 legitimately has NULs before decoding; after it, none belong in HTML.
     if decoded.text[..floor_char_boundary(&decoded.text, BINARY_SNIFF)].contains('\0') {
         return Err(AnalyzeError::Binary);
