@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cidr;
 pub mod cli;
 pub mod clock;
+pub mod crawl;
 pub mod fetch;
 pub mod http;
 pub mod jobs;

@@ -10,7 +10,7 @@ use pagelens::api::robots::RobotsCache;
 use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers, html_only, Pages};
 use pagelens::api::App;
 use pagelens::auth::Keys;
-use pagelens::cli::{AnalyzeArgs, Cli, Command, KeysCommand, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
+use pagelens::cli::{AnalyzeArgs, Cli, Command, CrawlArgs, KeysCommand, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::Engine;
 use pagelens::loadtest;
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Analyze(args) => analyze(&args),
+        Command::Crawl(args) => crawl(&args),
         Command::Loadtest(args) => return loadtest(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "pagelens", &mut std::io::stdout());
@@ -256,6 +257,59 @@ fn analyze(args: &AnalyzeArgs) -> Result<(), String> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the analysis: {e}")),
         _ => Ok(()),
     }
+}
+
+/// `pagelens crawl`: the crawl on this thread, a progress line on a terminal.
+fn crawl(args: &CrawlArgs) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let checked = args.settings().check().map_err(|(field, why)| format!("--{}: {why}", field.replace('_', "-")))?;
+    let mut config = args.fetch.config()?;
+    // The crawl paces itself; the fetcher's own per-origin bucket must not be the slower.
+    config.per_origin_rate =
+        if checked.settings.rate > 0.0 { checked.settings.rate.max(config.per_origin_rate) } else { 1e9 };
+    let fetcher = Fetcher::start(config).map_err(|e| format!("cannot start the fetcher: {e}"))?;
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |p: &pagelens::crawl::CrawlProgress| {
+        if terminal {
+            eprint!(
+                "\r{} fetched, {} queued, {} errors, {} discovered, {:.1} pages/s   ",
+                p.fetched, p.queued, p.errors, p.discovered, p.pages_per_second
+            );
+        }
+    };
+    let report = pagelens::crawl::crawl(checked, &fetcher, &cancel, &mut progress)
+        .map_err(|e| format!("{}: {} ({})", args.url, e.detail, e.code))?;
+    if terminal {
+        eprintln!();
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| format!("cannot encode the report: {e}"))?;
+    let Some(dir) = &args.out else {
+        println!("{json}");
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let files = [
+        ("report.json", json),
+        ("issues.csv", pagelens::crawl::report::issues_csv(&report)),
+        ("pages.csv", pagelens::crawl::report::pages_csv(&report)),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!(
+        "{}: {} pages fetched ({} HTML), {} external links checked, {} errors",
+        report.start, report.pages_fetched, report.html_pages, report.external_checked, report.errors
+    );
+    for issue in &report.issues {
+        println!("{:>6} {:<28} {:?}: {}", issue.count, issue.id, issue.severity, issue.about);
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!("reports written to {}", dir.display());
+    Ok(())
 }
 
 /// Fetches the page at `args.page`, under the same guard as the service.

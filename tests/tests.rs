@@ -7,6 +7,7 @@ mod util;
 
 mod clients;
 mod cluster;
+mod crawl;
 mod durability;
 mod engine;
 mod events;

@@ -40,6 +40,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
     Analyze(Box<AnalyzeArgs>),
+    /// Crawl a site and report what is wrong across its pages (broken links, duplicates, redirect chains,
+    /// canonical and hreflang mistakes, orphans...). With --out, writes report.json, issues.csv and pages.csv
+    /// there and prints a summary; without it, prints the report as JSON.
+    Crawl(Box<CrawlArgs>),
     /// Load-test an HTTP/1.1 server (closed or open loop, coordinated omission corrected).
     ///
     /// Exit status: 0 all requests answered; 1 could not run (bad file, unreachable target);
@@ -294,6 +298,96 @@ pub struct AnalyzeArgs {
     /// Largest page accepted, e.g. 10MiB.
     #[arg(long, default_value = "10MiB", value_parser = parse_size)]
     pub max_page_bytes: usize,
+}
+
+/// Flags of `pagelens crawl`.
+#[derive(Debug, Args)]
+pub struct CrawlArgs {
+    /// Where the crawl starts (http:// or https://).
+    pub url: String,
+
+    /// Most pages fetched (redirects and other files included).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_pages: usize,
+
+    /// Most clicks from the start page.
+    #[arg(long, default_value_t = 10)]
+    pub max_depth: u16,
+
+    /// Which URLs are the site's: host (the start URL's), domain (and its subdomains) or prefix (under the start URL's path).
+    #[arg(long, default_value = "host", value_parser = parse_crawl_scope)]
+    pub scope: crate::crawl::urls::Scope,
+
+    /// Crawl only URLs matching this pattern (`*` any characters, `^` start, `$` end); repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+
+    /// Do not crawl URLs matching this pattern; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+
+    /// Requests a second to the site; 0 for no limit (only for addresses opened with --fetch-allow or --allow-private-fetch).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// Most pages of one URL shape (the path with its numbers as N), against endless calendars.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_per_pattern: usize,
+
+    /// Fetch what robots.txt disallows, and ignore its Crawl-delay.
+    #[arg(long)]
+    pub ignore_robots: bool,
+
+    /// Do not read sitemaps (robots.txt's Sitemap: lines, /sitemap.xml).
+    #[arg(long)]
+    pub no_sitemaps: bool,
+
+    /// Do not check links to other sites.
+    #[arg(long)]
+    pub no_external: bool,
+
+    /// Report pages more clicks than this from the start page.
+    #[arg(long, default_value_t = 4)]
+    pub deep_after: u16,
+
+    /// Report pages whose first byte comes later than this (ms).
+    #[arg(long, default_value_t = 800.0)]
+    pub slow_first_byte_ms: f64,
+
+    /// Write report.json, issues.csv and pages.csv into this folder (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Fetching.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+impl CrawlArgs {
+    /// The crawl's settings.
+    pub fn settings(&self) -> crate::crawl::CrawlSettings {
+        crate::crawl::CrawlSettings {
+            url: self.url.clone(),
+            max_pages: self.max_pages,
+            max_depth: self.max_depth,
+            scope: self.scope,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            rate: self.rate,
+            respect_robots: !self.ignore_robots,
+            sitemaps: !self.no_sitemaps,
+            max_per_pattern: self.max_per_pattern,
+            check_external: !self.no_external,
+            deep_after: self.deep_after,
+            slow_first_byte_ms: self.slow_first_byte_ms,
+            ..crate::crawl::CrawlSettings::default()
+        }
+    }
+}
+
+fn parse_crawl_scope(text: &str) -> Result<crate::crawl::urls::Scope, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase()))
+        .map_err(|_| format!("{text:?}: the scope is host, domain or prefix"))
 }
 
 /// Flags of `pagelens serve`. Each can also be set through the environment

@@ -591,7 +591,7 @@ impl Loop {
     fn respond(&mut self, id: u64, head: ResponseHead, body: Vec<u8>, reused: bool, now: Instant) {
         let Some(fetch) = self.fetches.get_mut(&id) else { return };
         let status = head.status;
-        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+        if fetch.request.follow_redirects && matches!(status, 301 | 302 | 303 | 307 | 308) {
             if let Some(location) = head.header("location") {
                 if fetch.redirects.len() >= self.config.max_redirects as usize {
                     let detail = format!("more than {} redirects", self.config.max_redirects);

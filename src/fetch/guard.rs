@@ -105,6 +105,14 @@ impl Guard {
         Ok(())
     }
 
+    /// Whether `ip` is an address this guard was opened to (`--fetch-allow`,
+    /// `--allow-private-fetch`): a site of one's own, which may be crawled
+    /// without a rate limit.
+    pub fn opened_to(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.allow.iter().any(|c| c.contains(ip)) || (self.allow_private && BLOCKED.iter().any(|c| c.contains(ip)))
+    }
+
     /// Checks an address about to be connected to.
     pub fn check_addr(&self, ip: IpAddr) -> Result<(), FetchError> {
         let ip = canonical(ip);

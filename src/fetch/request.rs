@@ -100,6 +100,9 @@ pub struct FetchRequest {
     pub retries: Option<u32>,
     /// Told when a retry starts.
     pub on_attempt: Option<OnAttempt>,
+    /// Follow redirects (off: a redirect is the response, as a crawler
+    /// that records every hop wants it).
+    pub follow_redirects: bool,
     /// Set when the caller no longer wants the answer (a cancelled task): the
     /// fetch ends within [`super::client::CANCEL_CHECK`] and its connection is closed.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -123,6 +126,7 @@ impl FetchRequest {
             retry_on: RetryOn::Transient,
             retries: None,
             on_attempt: None,
+            follow_redirects: true,
             cancel: None,
         }
     }

@@ -22,6 +22,8 @@ pub struct Options {
     /// The page came as Unicode text (a JSON string), not as bytes: it is
     /// UTF-8 whatever its `<meta charset>` says.
     pub unicode: bool,
+    /// Hash the visible text ([`Analysis::text_hash`]), for a site audit.
+    pub hash_text: bool,
     /// HTTP `X-Robots-Tag` values, when fetched.
     pub x_robots_tag: Vec<String>,
     /// Include the list of links, not only their counts.
@@ -84,6 +86,9 @@ pub struct Analysis {
     pub json_ld: Vec<JsonLd>,
     /// Words of visible text.
     pub word_count: usize,
+    /// A hash of the visible text, when [`Options::hash_text`] asked for it.
+    #[serde(skip)]
+    pub text_hash: Option<u64>,
     /// A `<meta http-equiv=refresh>`: a reload, or a redirect done by the page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta_refresh: Option<MetaRefresh>,
@@ -466,6 +471,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         hreflang,
         json_ld,
         word_count: page.word_count,
+        text_hash: page.text_hash,
         meta_refresh: page.refresh.as_deref().map(|c| meta_refresh(c, base.as_ref())),
         script_redirect: page.script_redirect.map(|u| resolved_or_raw(&u, base.as_ref())),
         checks: Vec::new(),

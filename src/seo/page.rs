@@ -80,6 +80,26 @@ pub struct Page {
     pub json_ld: Vec<String>,
     /// Words of visible text outside `<head>`.
     pub word_count: usize,
+    /// A hash of the visible text outside `<head>` (each text node trimmed),
+    /// when asked for: pages with the same one have the same content.
+    pub text_hash: Option<u64>,
+}
+
+/// Where a text hash starts (any odd constant).
+const FX_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into `hash` eight at a time (rustc's FxHash step): fast,
+/// and good enough to tell pages' texts apart; not for an adversary.
+fn fx_hash(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        hash = (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    for &byte in chunks.remainder() {
+        hash = (hash.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    hash
 }
 
 /// What leaving an element ends.
@@ -107,8 +127,10 @@ struct Walker {
 /// after it, so the walk is a loop over that list; an element whose end
 /// matters (head, headings, anchors) is closed once the index passes its
 /// last descendant. Nothing recurses: depth costs heap, not stack.
-pub fn extract(html: &str, lifted: &[RawElement]) -> Page {
+/// `hash_text` asks for [`Page::text_hash`] (a site audit's duplicate content).
+pub fn extract(html: &str, lifted: &[RawElement], hash_text: bool) -> Page {
     let mut walker = Walker::default();
+    walker.page.text_hash = hash_text.then_some(FX_SEED);
     walker.lifted(lifted);
     // tl's only error is an input over u32::MAX bytes, far past any body limit.
     let Ok(dom) = tl::parse(html, ParserOptions::default()) else {
@@ -279,6 +301,9 @@ impl Walker {
         }
         if !self.in_head {
             self.page.word_count += count_words(&text);
+            if let Some(hash) = &mut self.page.text_hash {
+                *hash = fx_hash(*hash, text.trim().as_bytes());
+            }
         }
     }
 
@@ -425,7 +450,7 @@ mod tests {
     fn page(html: &str) -> Page {
         let mut bytes = html.as_bytes().to_vec();
         let lifted = prescan(&mut bytes);
-        extract(std::str::from_utf8(&bytes).unwrap(), &lifted)
+        extract(std::str::from_utf8(&bytes).unwrap(), &lifted, false)
     }
 
     #[test]

@@ -43,12 +43,17 @@ pub struct RobotsReport {
     pub errors: Vec<String>,
     /// `sitemap` URLs it lists.
     pub sitemaps: Vec<String>,
+    /// The `crawl-delay` (seconds) of the group that applies, for crawlers
+    /// that pace themselves by it.
+    #[serde(skip)]
+    pub crawl_delay: Option<f64>,
 }
 
 #[derive(Debug, Default)]
 struct Group {
     agents: Vec<String>,
     rules: Vec<(bool, String, usize)>,
+    delay: Option<f64>,
 }
 
 /// Longest robots.txt read (Google reads the first 500 KiB).
@@ -63,6 +68,7 @@ pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> Robot
         matched: None,
         errors: Vec::new(),
         sitemaps: Vec::new(),
+        crawl_delay: None,
     };
     let text = match source {
         RobotsSource::Found(text) => text.as_str(),
@@ -76,6 +82,7 @@ pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> Robot
     let chosen =
         if named.is_empty() { groups.iter().filter(|g| g.agents.iter().any(|a| a == "*")).collect() } else { named };
     let mut best: Option<(usize, bool, &str, usize)> = None;
+    let crawl_delay = chosen.iter().filter_map(|g| g.delay).reduce(f64::max);
     for group in chosen {
         for (allow, pattern, line) in &group.rules {
             if pattern.is_empty() || !matches(pattern, path) {
@@ -97,7 +104,7 @@ pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> Robot
         line,
     });
     let allowed = best.is_none_or(|(_, allow, _, _)| allow) || path == "/robots.txt";
-    RobotsReport { url: url.into(), status: "found", allowed, matched, errors, sitemaps }
+    RobotsReport { url: url.into(), status: "found", allowed, matched, errors, sitemaps, crawl_delay }
 }
 
 fn floor_boundary(s: &str, at: usize) -> usize {
@@ -149,8 +156,15 @@ fn parse(text: &str) -> (Vec<Group>, Vec<String>, Vec<String>) {
                 Ok(_) => sitemaps.push(value.to_string()),
                 Err(_) => errors.push(format!("line {}: sitemap is not an absolute URL: {value:?}", n + 1)),
             },
+            "crawl-delay" => {
+                in_agents = false;
+                match (groups.last_mut(), value.parse::<f64>()) {
+                    (Some(g), Ok(delay)) if delay.is_finite() && delay >= 0.0 => g.delay = Some(delay),
+                    _ => errors.push(format!("line {}: crawl-delay is not a number of seconds: {value:?}", n + 1)),
+                }
+            }
             // Widely used extensions, not errors.
-            "crawl-delay" | "host" | "clean-param" | "request-rate" | "visit-time" | "noindex" => {}
+            "host" | "clean-param" | "request-rate" | "visit-time" | "noindex" => {}
             other => errors.push(format!("line {}: unknown directive {other:?}", n + 1)),
         }
     }
@@ -221,6 +235,15 @@ mod tests {
         let r = judge("u", &RobotsSource::Found(bad.into()), "googlebot", "/x");
         assert_eq!(r.errors.len(), 5, "{:?}", r.errors);
         assert!(r.allowed);
+    }
+
+    #[test]
+    fn crawl_delay_of_the_group_that_applies() {
+        let txt = "User-agent: *\nCrawl-delay: 2\nDisallow: /x\n\nUser-agent: pagelens\nCrawl-delay: 0.5\nCrawl-delay: soon\n";
+        let r = |agent| judge("u", &RobotsSource::Found(txt.into()), agent, "/");
+        assert_eq!((r("pagelens").crawl_delay, r("otherbot").crawl_delay), (Some(0.5), Some(2.0)));
+        assert_eq!(r("pagelens").errors.len(), 1);
+        assert_eq!(judge("u", &RobotsSource::Missing(404), "pagelens", "/").crawl_delay, None);
     }
 
     #[test]

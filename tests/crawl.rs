@@ -1,0 +1,422 @@
+//! The site audit through `pagelens crawl`: a local site with a planted
+//! problem of every kind the audit knows, and clean pages beside them.
+//! Every planted problem is reported on exactly its pages; no clean page
+//! is flagged. And the inputs that must not run away: caps, bombs, loops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::origin::{response, Action, Origin, Seen};
+use crate::util::TempDir;
+
+/// A page that passes every check of the SEO engine: `slug` makes its title
+/// and description its own, `text` its visible words; `head` and `body` add
+/// what a planted problem needs.
+fn page(slug: &str, text: &str, head: &str, body: &str) -> String {
+    render(&format!("The {slug} page of the planted test site"), &description(slug), text, head, body)
+}
+
+fn description(slug: &str) -> String {
+    format!("Everything about the {slug} page: what it holds, why it is here and where it links, for the crawl test.")
+}
+
+/// [`page`] with its title and description given.
+fn render(title: &str, description: &str, text: &str, head: &str, body: &str) -> String {
+    let slug = text;
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{title}</title>
+<meta name="description" content="{description}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta property="og:title" content="{slug}"><meta property="og:description" content="A page">
+<meta property="og:image" content="https://img.example.com/{slug}.jpg"><meta name="twitter:card" content="summary">
+<script type="application/ld+json">{{"@context":"https://schema.org","@type":"WebPage","name":"{slug}"}}</script>
+{head}</head><body><h1>All about {text}</h1><h2>Why</h2><h3>Details</h3><h2>More</h2>
+<p>{words}</p><img src="/i.jpg" alt="A picture of {text}" width="600" height="400">
+<a href="/">Back to the home page</a>{body}</body></html>"#,
+        words = format!("{text} words of the page ").repeat(80),
+    )
+}
+
+/// A plain page: its own title, description, text and canonical.
+fn clean(path: &str, body: &str) -> String {
+    let slug = path.trim_matches('/').replace('/', "-");
+    let slug = if slug.is_empty() { "home".to_string() } else { slug };
+    page(&slug, &slug, &format!(r#"<link rel="canonical" href="{path}">"#), body)
+}
+
+fn links(paths: &[&str]) -> String {
+    paths.iter().map(|p| format!(r#"<a href="{p}">Read the {} page</a> "#, p.trim_matches('/'))).collect()
+}
+
+/// A `200` HTML page served from `host`, its `href`s made absolute (the
+/// SEO engine wants absolute canonicals and alternates).
+fn html_from(host: &str, body: String) -> Action {
+    let body = body.replace("href=\"/", &format!("href=\"http://{host}/"));
+    Action::Send(response(200, &[("Content-Type", "text/html; charset=utf-8")], body.as_bytes()))
+}
+
+fn redirect(status: u16, to: &str) -> Action {
+    Action::Send(response(status, &[("Location", to)], b""))
+}
+
+fn alternates(entries: &[(&str, &str)]) -> String {
+    entries.iter().map(|(lang, href)| format!(r#"<link rel="alternate" hreflang="{lang}" href="{href}">"#)).collect()
+}
+
+/// Pages linked from the home page (everything but what only sitemaps,
+/// redirects and canonicals reach).
+const LINKED: &[&str] = &[
+    "/a",
+    "/b",
+    "/dup-title-1",
+    "/dup-title-2",
+    "/dup-desc-1",
+    "/dup-desc-2",
+    "/dup-text-1",
+    "/dup-text-2",
+    "/broken-linker",
+    "/external-linker",
+    "/redirect-linker",
+    "/canon-error",
+    "/canon-redirect",
+    "/canon-noindex",
+    "/canon-chain",
+    "/canon-mismatch",
+    "/en",
+    "/fr",
+    "/de",
+    "/es",
+    "/it",
+    "/deep/1",
+    "/dead-end",
+    "/nofollow-linker",
+    "/slow",
+    "/noindexed",
+];
+
+/// The planted site. `dead` is a closed loopback port (a broken external link).
+fn planted(seen: &Seen, dead: u16) -> Action {
+    let host = seen.header("host").unwrap_or_default().to_string();
+    let path = seen.path.as_str();
+    let html = |body: String| html_from(&host, body);
+    let dup_text = |slug: &str| page(slug, "shared", &format!(r#"<link rel="canonical" href="/{slug}">"#), "");
+    match path {
+        "/robots.txt" => Action::Send(response(
+            200,
+            &[("Content-Type", "text/plain")],
+            format!("User-agent: *\nDisallow: /private/\n\nSitemap: http://{host}/sitemap.xml\n").as_bytes(),
+        )),
+        "/sitemap.xml" => {
+            let listed = ["/", "/orphan", "/noindexed", "/private/page", "/canon-redirect", "/gone", "/moved"];
+            let urls: String = listed.iter().map(|p| format!("<url><loc>http://{host}{p}</loc></url>")).collect();
+            let xml = format!(
+                r#"<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>"#
+            );
+            Action::Send(response(200, &[("Content-Type", "application/xml")], xml.as_bytes()))
+        }
+        "/" => html(clean("/", &links(LINKED))),
+        "/a" | "/b" | "/chain-3" | "/orphan" | "/private/page" | "/deep/6" => html(clean(path, "")),
+        "/dup-title-1" | "/dup-title-2" => {
+            let canonical = format!(r#"<link rel="canonical" href="{path}">"#);
+            html(render(
+                "A title that two pages of the site share",
+                &description(&path[1..]),
+                &path[1..],
+                &canonical,
+                "",
+            ))
+        }
+        "/dup-desc-1" | "/dup-desc-2" => {
+            let canonical = format!(r#"<link rel="canonical" href="{path}">"#);
+            let title = format!("The {} page of the planted test site", &path[1..]);
+            html(render(&title, &description("shared-description"), &path[1..], &canonical, ""))
+        }
+        "/dup-text-1" => html(dup_text("dup-text-1")),
+        "/dup-text-2" => html(dup_text("dup-text-2")),
+        "/broken-linker" => html(clean(path, &links(&["/missing", "/a"]))),
+        "/external-linker" => html(clean(path, &format!(r#"<a href="http://localhost:{dead}/x">A friend's page</a>"#))),
+        "/redirect-linker" => html(clean(path, &links(&["/chain-1", "/loop-a"]))),
+        "/chain-1" => redirect(301, "/chain-2"),
+        "/chain-2" => redirect(301, "/chain-3"),
+        "/loop-a" => redirect(302, "/loop-b"),
+        "/loop-b" => redirect(302, "/loop-a"),
+        "/moved" => redirect(301, "/a"),
+        "/canon-error" => html(page("canon-error", "canon-error", r#"<link rel="canonical" href="/gone">"#, "")),
+        "/canon-redirect" => {
+            html(page("canon-redirect", "canon-redirect", r#"<link rel="canonical" href="/moved">"#, ""))
+        }
+        "/canon-noindex" => {
+            html(page("canon-noindex", "canon-noindex", r#"<link rel="canonical" href="/noindexed">"#, ""))
+        }
+        "/noindexed" => html(clean(path, "").replace("<head>", r#"<head><meta name="robots" content="noindex">"#)),
+        "/canon-chain" => {
+            html(page("canon-chain", "canon-chain", r#"<link rel="canonical" href="/canon-middle">"#, ""))
+        }
+        "/canon-middle" => html(page("canon-middle", "canon-middle", r#"<link rel="canonical" href="/b">"#, "")),
+        "/canon-mismatch" => Action::Send(response(
+            200,
+            &[("Content-Type", "text/html"), ("Link", "</a>; rel=\"canonical\"")],
+            clean(path, "").replace("href=\"/", &format!("href=\"http://{host}/")).as_bytes(),
+        )),
+        "/en" | "/fr" => {
+            let head = alternates(&[("en", "/en"), ("fr", "/fr"), ("x-default", "/en")]);
+            html(page(&path[1..], &path[1..], &format!(r#"<link rel="canonical" href="{path}">{head}"#), ""))
+        }
+        "/de" => html(page("de", "de", &alternates(&[("de", "/de"), ("en", "/en"), ("x-default", "/en")]), "")),
+        "/es" => html(page("es", "es", &alternates(&[("es", "/es"), ("en-gb", "/gone")]), "")),
+        "/it" => html(page("it", "it", &alternates(&[("en", "/en"), ("x-default", "/en")]), "")),
+        "/dead-end" => html(clean(path, "").replace(r#"<a href="/">Back to the home page</a>"#, "")),
+        "/nofollow-linker" => html(clean(path, r#"<a href="/b" rel="nofollow">The b page, not endorsed</a>"#)),
+        "/slow" => match html(clean(path, "")) {
+            Action::Send(bytes) => Action::SendAfter(Duration::from_millis(400), bytes),
+            other => other,
+        },
+        "/gone" => Action::Send(response(410, &[], b"gone")),
+        deep if deep.starts_with("/deep/") => {
+            let n: u32 = deep[6..].parse().unwrap_or(0);
+            html(clean(deep, &links(&[&format!("/deep/{}", n + 1)])))
+        }
+        _ => Action::Send(response(404, &[("Content-Type", "text/html")], b"<title>Not found</title>")),
+    }
+}
+
+/// Runs `pagelens crawl` with `args` into a temporary folder: its exit
+/// status, output and the report.
+fn crawl(url: &str, args: &[&str]) -> (std::process::ExitStatus, String, Value) {
+    let dir = TempDir::new("crawl");
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["crawl", url, "--allow-private-fetch", "--fetch-ports", "any", "--out"])
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .expect("run pagelens crawl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = std::fs::read(dir.path().join("report.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    (out.status, text, report)
+}
+
+/// Issue id -> the paths it is reported on.
+fn issues_by_path(report: &Value, origin: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for issue in report["issues"].as_array().expect("issues") {
+        for page in issue["pages"].as_array().unwrap() {
+            let url = page["url"].as_str().unwrap();
+            found.entry(issue["id"].as_str().unwrap().into()).or_default().insert(url.replace(origin, ""));
+        }
+    }
+    found
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn every_planted_problem_is_reported_on_exactly_its_pages() {
+    let dead = closed_port();
+    let origin = Origin::start(move |seen| planted(seen, dead));
+    let base = origin.url("");
+    let (status, output, report) =
+        crawl(&origin.url("/"), &["--rate", "0", "--slow-first-byte-ms", "300", "--fetch-retries", "0"]);
+    assert!(status.success(), "{output}");
+    let found = issues_by_path(&report, &base);
+    let set = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<BTreeSet<String>>();
+    // Site-level issues: exactly these pages.
+    let expected: BTreeMap<&str, BTreeSet<String>> = [
+        ("duplicate-title", set(&["/dup-title-1", "/dup-title-2"])),
+        ("duplicate-description", set(&["/dup-desc-1", "/dup-desc-2"])),
+        ("duplicate-content", set(&["/dup-text-1", "/dup-text-2"])),
+        ("broken-internal-link", set(&["/broken-linker"])),
+        ("broken-external-link", set(&["/external-linker"])),
+        ("redirect-chain", set(&["/chain-1"])),
+        ("redirect-loop", set(&["/loop-a", "/loop-b"])),
+        ("link-to-redirect", set(&["/redirect-linker"])),
+        ("canonical-to-error", set(&["/canon-error"])),
+        ("canonical-to-redirect", set(&["/canon-redirect"])),
+        ("canonical-to-noindex", set(&["/canon-noindex"])),
+        ("canonical-to-non-canonical", set(&["/canon-chain"])),
+        ("canonical-mismatch", set(&["/canon-mismatch"])),
+        ("hreflang-not-reciprocal", set(&["/de", "/it"])),
+        ("hreflang-to-error", set(&["/es"])),
+        ("hreflang-no-x-default", set(&["/es"])),
+        ("hreflang-no-self", set(&["/it"])),
+        ("orphan-page", set(&["/orphan"])),
+        ("sitemap-noindex", set(&["/noindexed"])),
+        ("sitemap-blocked", set(&["/private/page"])),
+        ("sitemap-non-canonical", set(&["/canon-redirect"])),
+        ("sitemap-error", set(&["/gone"])),
+        ("sitemap-redirect", set(&["/moved"])),
+        ("deep-page", set(&["/deep/5", "/deep/6"])),
+        ("dead-end", set(&["/dead-end"])),
+        ("internal-nofollow", set(&["/nofollow-linker"])),
+        ("mixed-nofollow-incoming", set(&["/b"])),
+        ("slow-first-byte", set(&["/slow"])),
+    ]
+    .into_iter()
+    .collect();
+    let got: BTreeMap<&str, BTreeSet<String>> =
+        expected.keys().map(|id| (*id, found.get(*id).cloned().unwrap_or_default())).collect();
+    assert_eq!(got, expected, "{output}");
+    // No clean page is flagged, by the site's checks or the page's own.
+    let clean = ["/", "/a", "/chain-3", "/en", "/fr", "/deep/1", "/deep/2", "/deep/3", "/deep/4", "/canon-middle"];
+    for (id, pages) in &found {
+        for page in clean {
+            assert!(!pages.contains(page), "{page} is flagged with {id}");
+        }
+    }
+    // The related URLs name what is wrong.
+    let issue = |id: &str| report["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap();
+    assert_eq!(issue("broken-internal-link")["pages"][0]["related"], serde_json::json!([format!("{base}/missing")]));
+    assert_eq!(
+        issue("redirect-chain")["pages"][0]["related"],
+        serde_json::json!([format!("{base}/chain-2"), format!("{base}/chain-3")])
+    );
+    // Pages: depth, robots, sitemaps.
+    let row = |path: &str| {
+        let url = format!("{base}{path}");
+        report["pages"].as_array().unwrap().iter().find(|p| p["url"] == url.as_str()).cloned().unwrap_or(Value::Null)
+    };
+    assert_eq!((row("/")["depth"].as_u64(), row("/deep/6")["depth"].as_u64()), (Some(0), Some(6)));
+    assert_eq!(row("/chain-3")["depth"].as_u64(), Some(2), "a redirect is no click");
+    assert_eq!(row("/private/page")["error"], "robots-txt");
+    assert_eq!((row("/orphan")["in_sitemap"].as_bool(), row("/orphan")["depth"].as_u64()), (Some(true), None));
+    assert_eq!(report["depth_histogram"][0], 1);
+    // Nothing robots.txt disallows was fetched.
+    assert!(origin.seen().iter().all(|s| !s.path.starts_with("/private/")));
+    // The CSVs are there too, one row a finding.
+    assert!(output.contains("duplicate-title"), "{output}");
+}
+
+/// Notes of a report, joined.
+fn notes(report: &Value) -> String {
+    report["notes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_start_url_the_guard_refuses_is_an_error_and_nothing_is_fetched() {
+    let origin = Origin::start(|_| html_from("x", clean("/", "")));
+    let dir = TempDir::new("crawl-refused");
+    let out = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+        .args(["crawl", &origin.url("/"), "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("blocked-address"), "{stderr}");
+    assert!(origin.seen().is_empty());
+    assert!(!dir.path().join("report.json").exists());
+    // Unlimited rate is refused for a site the guard was not opened to.
+    let (status, output, _) = crawl("http://example.com/", &["--rate", "0", "--fetch-allow", "10.9.0.0/16"]);
+    assert!(!status.success() && output.contains("rate-unlimited"), "{output}");
+}
+
+#[test]
+fn an_unreachable_site_is_a_report_that_says_so() {
+    let (status, output, report) = crawl(&format!("http://127.0.0.1:{}/", closed_port()), &["--fetch-retries", "0"]);
+    assert!(status.success(), "{output}");
+    assert!(notes(&report).contains("the start page could not be fetched"), "{report}");
+    assert_eq!(report["pages"][0]["error"], "connect-refused");
+    assert_eq!(report["errors"], 1);
+}
+
+#[test]
+fn robots_txt_disallowing_everything_fetches_nothing_else() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/robots.txt" => Action::Send(response(200, &[], b"User-agent: *\nDisallow: /\n")),
+        _ => html_from(seen.header("host").unwrap_or_default(), clean("/", "")),
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0"]);
+    assert!(status.success(), "{output}");
+    assert!(notes(&report).contains("1 URLs not fetched: robots.txt disallows them"), "{report}");
+    assert_eq!(report["pages"][0]["error"], "robots-txt");
+    let fetched: Vec<String> = origin.seen().iter().map(|s| s.path.clone()).collect();
+    assert!(fetched.iter().all(|p| p == "/robots.txt" || p == "/sitemap.xml"), "{fetched:?}");
+}
+
+#[test]
+fn a_redirect_loop_at_the_root_ends() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/" => redirect(301, "/home"),
+        "/home" => redirect(301, "/"),
+        _ => Action::Send(response(404, &[], b"")),
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0"]);
+    assert!(status.success(), "{output}");
+    let found = issues_by_path(&report, &origin.url(""));
+    assert_eq!(found["redirect-loop"], ["/", "/home"].iter().map(|s| s.to_string()).collect());
+}
+
+#[test]
+fn huge_sitemaps_and_gzip_bombs_are_capped_with_a_note() {
+    // 120,000 entries (the protocol's cap is 50,000 a file) and 64 MiB of
+    // zeros gzipped to a few kilobytes.
+    let listed: String = (0..120_000).map(|i| format!("<url><loc>/p/{i}</loc></url>")).collect();
+    let listed = Arc::new(format!("<urlset>{listed}</urlset>").into_bytes());
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..64 {
+        bomb.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    let bomb = Arc::new(bomb.finish().unwrap());
+    let origin = Origin::start(move |seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        match seen.path.as_str() {
+            "/robots.txt" => Action::Send(response(
+                200,
+                &[],
+                format!("Sitemap: http://{host}/big.xml\nSitemap: http://{host}/bomb.xml.gz\n").as_bytes(),
+            )),
+            "/big.xml" => Action::Send(response(200, &[("Content-Type", "application/xml")], &listed)),
+            "/bomb.xml.gz" => Action::Send(response(200, &[("Content-Type", "application/gzip")], &bomb)),
+            path => html_from(&host, clean(path, "")),
+        }
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0", "--max-pages", "20"]);
+    assert!(status.success(), "{output}");
+    let said = notes(&report);
+    assert!(said.contains("big.xml: 119980 entries past the cap were not read"), "{said}");
+    assert!(said.contains("bomb.xml.gz") && said.contains("over 50 MB unpacked is refused"), "{said}");
+    assert_eq!(report["pages_fetched"], 20);
+}
+
+#[test]
+fn endless_calendars_and_self_links_stop() {
+    let origin = Origin::start(|seen| {
+        let (path, host) = (seen.path.clone(), seen.header("host").unwrap_or_default().to_string());
+        let body = match path.strip_prefix("/cal/") {
+            // Every month links to the next one, without end.
+            Some(n) => links(&[&format!("/cal/{}", n.parse::<u64>().unwrap_or(0) + 1)]),
+            // The home page links to itself 100,000 times, and to the calendar.
+            None => format!("{}{}", r#"<a href="/">Home</a>"#.repeat(100_000), links(&["/cal/1"])),
+        };
+        html_from(&host, clean(&path, &body))
+    });
+    let (status, output, report) =
+        crawl(&origin.url("/"), &["--rate", "0", "--max-per-pattern", "15", "--max-depth", "1000"]);
+    assert!(status.success(), "{output}");
+    assert!(notes(&report).contains("1 URLs not fetched: their URL shape reached max_per_pattern"), "{report}");
+    let pages = report["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 16, "the home page and 15 months");
+    assert_eq!(pages[0]["links_out"], 2, "100,000 links to itself are one edge");
+}
+
+#[test]
+fn non_html_at_the_start_url_is_said_so() {
+    let origin = Origin::start(|_| Action::Send(response(200, &[("Content-Type", "application/pdf")], b"%PDF-1.4")));
+    let (status, output, report) = crawl(&origin.url("/file"), &["--rate", "0", "--no-sitemaps"]);
+    assert!(status.success(), "{output}");
+    assert!(notes(&report).contains("the start URL is not an HTML page (application/pdf)"), "{report}");
+    assert_eq!(report["html_pages"], 0);
+}
