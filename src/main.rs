@@ -293,6 +293,7 @@ fn crawl(args: &CrawlArgs) -> Result<(), String> {
         ("report.json", json),
         ("issues.csv", pagelens::crawl::report::issues_csv(&report)),
         ("pages.csv", pagelens::crawl::report::pages_csv(&report)),
+        ("report.html", pagelens::crawl::report::html(&report)),
     ];
     for (name, text) in files {
         let path = dir.join(name);

@@ -9,10 +9,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use pagelens::fetch::{FetchConfig, Guard};
+use serde_json::{json, Value};
 
 use crate::origin::{response, Action, Origin, Seen};
-use crate::util::TempDir;
+use crate::util::{
+    api_config, call, config, engine_config, get, in_chromium, json_of, post, start_full, submit, wait_for, TempDir,
+};
 
 /// A page that passes every check of the SEO engine: `slug` makes its title
 /// and description its own, `text` its visible words; `head` and `body` add
@@ -419,4 +422,140 @@ fn non_html_at_the_start_url_is_said_so() {
     assert!(status.success(), "{output}");
     assert!(notes(&report).contains("the start URL is not an HTML page (application/pdf)"), "{report}");
     assert_eq!(report["html_pages"], 0);
+}
+
+/// The test service with a fetcher open to loopback and unpaced.
+fn crawl_server() -> pagelens::reactor::Server {
+    let fetch = FetchConfig { guard: Guard::open(), per_origin_rate: 100_000.0, retries: 0, ..FetchConfig::default() };
+    start_full(config(), engine_config(), api_config(), fetch)
+}
+
+fn get_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let resp = call(addr, &get(path));
+    (resp.status, resp.text())
+}
+
+#[test]
+fn the_api_runs_a_crawl_as_a_task_and_serves_its_report() {
+    let dead = closed_port();
+    let origin = Origin::start(move |seen| planted(seen, dead));
+    let server = crawl_server();
+    let addr = server.local_addr();
+    let resp = call(addr, &post("/crawl", &json!({"url": origin.url("/"), "rate": 0, "slow_first_byte_ms": 300}), ""));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let accepted = json_of(&resp);
+    let id = accepted["task_id"].as_str().unwrap().to_string();
+    assert_eq!(resp.header("location"), Some(format!("/crawl/{id}").as_str()));
+    assert_eq!(accepted["report_url"], format!("/crawl/{id}/report.html"));
+    let done = wait_for(addr, &id, &["completed", "failed", "error"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    // The status carries the report; the views are cut from it.
+    let (status, body) = get_text(addr, &format!("/crawl/{id}"));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, report["kind"].as_str()), (200, Some("crawl")));
+    let expected = issues_by_path(&report["result"], &origin.url(""));
+    assert_eq!(expected["redirect-loop"].len(), 2);
+    let (status, body) = get_text(addr, &format!("/crawl/{id}/issues"));
+    assert_eq!(status, 200);
+    assert_eq!(issues_by_path(&serde_json::from_str(&body).unwrap(), &origin.url("")), expected);
+    let (status, body) = get_text(addr, &format!("/crawl/{id}/pages?issue=duplicate-title"));
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let urls: BTreeSet<&str> = lines.iter().map(|l| l["url"].as_str().unwrap()).collect();
+    assert_eq!(status, 200);
+    assert_eq!(urls, [origin.url("/dup-title-1"), origin.url("/dup-title-2")].iter().map(String::as_str).collect());
+    let (status, body) = get_text(addr, &format!("/crawl/{id}/pages"));
+    assert_eq!((status, body.lines().count()), (200, report["result"]["pages"].as_array().unwrap().len()));
+    let (status, csv) = get_text(addr, &format!("/crawl/{id}/report.csv"));
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("issue,severity,url,related\r\n"), "{csv}");
+    assert!(csv.contains(&format!(
+        "broken-internal-link,high,{},{}",
+        origin.url("/broken-linker"),
+        origin.url("/missing")
+    )));
+    // The HTML report, in a browser: every issue listed; sorting and filtering work.
+    let wait = "document.querySelectorAll('#pages tbody tr').length > 0";
+    let state = r#"(() => {
+        const rows = () => [...document.querySelectorAll('#pages tbody tr')].map(r => r.children[0].textContent);
+        const all = rows().length;
+        const depth = [...document.querySelectorAll('th')].find(t => t.dataset.key === 'depth');
+        depth.click(); depth.click();
+        const deepest = rows()[0];
+        const pick = document.getElementById('issue-filter');
+        pick.value = 'duplicate-content'; pick.dispatchEvent(new Event('change'));
+        const duplicates = rows();
+        pick.value = ''; pick.dispatchEvent(new Event('change'));
+        const text = document.getElementById('filter');
+        text.value = 'canon-'; text.dispatchEvent(new Event('input'));
+        return { all, deepest, duplicates, canon: rows().length, issues: document.querySelectorAll('#issues details').length,
+                 bars: document.querySelectorAll('#depths .bar').length, shown: document.getElementById('shown').textContent };
+    })()"#;
+    let page = in_chromium(&format!("http://{addr}/crawl/{id}/report.html"), wait, state, None);
+    let pages = report["result"]["pages"].as_array().unwrap().len();
+    assert_eq!(page["all"], pages, "{page}");
+    assert_eq!(page["deepest"], origin.url("/deep/6"), "{page}");
+    assert_eq!(page["duplicates"], json!([origin.url("/dup-text-1"), origin.url("/dup-text-2")]), "{page}");
+    assert_eq!(page["canon"], 6, "the five canon-* pages and canon-middle: {page}");
+    assert_eq!(page["issues"], report["result"]["issues"].as_array().unwrap().len());
+    assert_eq!(page["bars"], report["result"]["depth_histogram"].as_array().unwrap().len());
+}
+
+#[test]
+fn crawl_requests_are_checked_and_unfinished_crawls_say_so() {
+    let server = crawl_server();
+    let addr = server.local_addr();
+    let bad = |body: Value| {
+        let resp = call(addr, &post("/crawl", &body, ""));
+        (resp.status, json_of(&resp)["code"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(bad(json!({})), (422, "bad-url".into()));
+    assert_eq!(bad(json!({"url": "ftp://example.com/"})), (422, "bad-url".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "max_pages": 0})), (422, "invalid-field".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "colour": "red"})), (422, "invalid-field".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "priority": "urgent"})), (422, "bad-priority".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "timeout_ms": -1})), (422, "bad-timeout".into()));
+    assert_eq!(bad(json!([1])), (422, "invalid-field".into()));
+    // A server whose guard is closed refuses a crawl of loopback at once.
+    let closed = start_full(config(), engine_config(), api_config(), FetchConfig::default());
+    let resp = call(closed.local_addr(), &post("/crawl", &json!({"url": "http://127.0.0.1:9/"}), ""));
+    assert_eq!((resp.status, json_of(&resp)["code"].as_str()), (403, Some("blocked-address")));
+    // A slow site: its report is not there while it runs; DELETE stops it.
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        let n: u64 = seen.path.trim_start_matches("/p").parse().unwrap_or(0);
+        match html_from(&host, clean(&seen.path, &links(&[&format!("/p{}", n + 1)]))) {
+            Action::Send(bytes) => Action::SendAfter(Duration::from_millis(100), bytes),
+            other => other,
+        }
+    });
+    let id = submit_crawl(addr, json!({"url": origin.url("/"), "rate": 0}));
+    // Live progress: the crawl's figures in its stage.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = get_text(addr, &format!("/crawl/{id}"));
+        let stage =
+            serde_json::from_str::<Value>(&body).unwrap()["progress"]["stage"].as_str().unwrap_or("").to_string();
+        if stage.starts_with("crawling: ") && !stage.starts_with("crawling: 0 fetched") {
+            assert!(stage.contains(" queued, ") && stage.ends_with(" pages/s"), "{stage}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no progress: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = get_text(addr, &format!("/crawl/{id}/report.html"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("crawl-not-completed") && body.contains("crawling: "), "{body}");
+    let resp = call(addr, &format!("DELETE /crawl/{id} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let ended = wait_for(addr, &id, &["cancelled"]);
+    assert_eq!(ended["kind"], "crawl");
+    // Another kind of task is no crawl.
+    let page = submit(addr, json!({"html": "<title>x</title>"}));
+    assert_eq!(get_text(addr, &format!("/crawl/{page}")).0, 404);
+}
+
+fn submit_crawl(addr: std::net::SocketAddr, body: Value) -> String {
+    let resp = call(addr, &post("/crawl", &body, ""));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    json_of(&resp)["task_id"].as_str().unwrap().to_string()
 }

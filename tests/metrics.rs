@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{config, connect, get, request, start_with_metrics, Reader};
+use crate::util::{config, connect, get, in_chromium, request, start_with_metrics, Reader};
 
 /// The samples of a scrape: `name{labels}` to value.
 fn scrape(addr: std::net::SocketAddr) -> (String, HashMap<String, f64>) {
@@ -467,20 +467,6 @@ fn an_alert_fires_on_a_latency_spike_and_resolves() {
         assert!(started.elapsed() < Duration::from_secs(10), "never resolved: {rule}");
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Opens `url` in headless Chromium until `wait` holds; the value of `state`
-/// then (and a screenshot, if asked).
-fn in_chromium(url: &str, wait: &str, state: &str, shot: Option<&std::path::Path>) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
-    let out = Command::new("python3")
-        .args([script, url, wait, state, "20"])
-        .args(shot.map(|s| s.as_os_str()))
-        .output()
-        .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap()
 }
 
 #[test]

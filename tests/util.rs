@@ -409,3 +409,17 @@ pub fn submit_pipelined(addr: SocketAddr, bodies: impl IntoIterator<Item = Value
     }
     ids
 }
+
+/// Opens `url` in headless Chromium until `wait` holds; the value of `state`
+/// then (and a screenshot, if asked).
+pub fn in_chromium(url: &str, wait: &str, state: &str, shot: Option<&std::path::Path>) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dashboard_cdp.py");
+    let out = std::process::Command::new("python3")
+        .args([script, url, wait, state, "20"])
+        .args(shot.map(|s| s.as_os_str()))
+        .output()
+        .expect("python3 runs (.ci/install-test-tools installs it, and chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap()
+}

@@ -48,7 +48,10 @@ pub fn refused(e: &SubmitError) -> Response {
 
 /// The `202` (or `200` for an idempotent repeat) answer naming a task to follow.
 pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
-    let url = format!("/analyze/status/{}", view.task_id);
+    let url = match view.kind.as_str() {
+        super::crawl::CRAWL => format!("/crawl/{}", view.task_id),
+        _ => format!("/analyze/status/{}", view.task_id),
+    };
     let mut body = json!({
         "task_id": view.task_id,
         "status": view.status,
@@ -61,6 +64,9 @@ pub fn accepted(engine: &Engine, status: u16, view: &TaskView) -> Response {
     }
     if view.kind == "bulk" {
         body["results_url"] = json!(format!("/bulk/{}/results", view.task_id));
+    }
+    if view.kind == super::crawl::CRAWL {
+        body["report_url"] = json!(format!("/crawl/{}/report.html", view.task_id));
     }
     Response::json(status, &body).header("Location", url)
 }

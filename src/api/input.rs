@@ -213,7 +213,8 @@ impl PageInput {
     }
 }
 
-fn task_options(
+/// A task's options: an idempotency `key` is kept per API key (`owner`).
+pub(super) fn task_options(
     priority: Priority,
     timeout: Option<Duration>,
     callback: Option<Url>,
@@ -276,7 +277,8 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, TaskError> {
     Ok(value)
 }
 
-fn priority(name: Option<&str>) -> Result<Priority, TaskError> {
+/// A request's `priority`, checked.
+pub(super) fn priority(name: Option<&str>) -> Result<Priority, TaskError> {
     match name {
         None | Some("normal") => Ok(Priority::Normal),
         Some("high") => Ok(Priority::High),
@@ -287,7 +289,8 @@ fn priority(name: Option<&str>) -> Result<Priority, TaskError> {
     }
 }
 
-fn timeout(ms: Option<&serde_json::Number>, limits: InputLimits) -> Result<Option<Duration>, TaskError> {
+/// A request's `timeout_ms`, checked against the longest allowed.
+pub(super) fn timeout(ms: Option<&serde_json::Number>, limits: InputLimits) -> Result<Option<Duration>, TaskError> {
     let Some(ms) = ms else { return Ok(None) };
     let max = limits.max_timeout.as_millis();
     match ms.as_u64() {
@@ -314,7 +317,8 @@ fn fetchable(field: &str, value: &str, guard: &Guard) -> Result<Url, TaskError> 
     Ok(url)
 }
 
-fn callback(value: Option<&str>, guard: &Guard) -> Result<Option<Url>, TaskError> {
+/// A request's `callback_url`, checked by the guard.
+pub(super) fn callback(value: Option<&str>, guard: &Guard) -> Result<Option<Url>, TaskError> {
     value.map(|v| fetchable("callback_url", v, guard)).transpose()
 }
 

@@ -7,6 +7,7 @@
 mod analyze;
 mod bulk;
 pub mod cache;
+pub mod crawl;
 mod health;
 pub mod input;
 mod intake;
@@ -47,8 +48,10 @@ fn scope_of(method: &str, route: &str) -> Option<Scope> {
         // when it opens a page).
         (_, "/livez" | "/readyz" | "/dashboard") => None,
         (_, "/metrics" | "/non-blocking/metrics" | "/performance/real-time" | "/alerts") => Some(Scope::Metrics),
-        ("POST", "/analyze" | "/analyze/async" | "/bulk/analyze/async" | "/tasks/{id}/revoke") => Some(Scope::Submit),
-        ("DELETE", "/tasks/{id}") => Some(Scope::Submit),
+        ("POST", "/analyze" | "/analyze/async" | "/bulk/analyze/async" | "/tasks/{id}/revoke" | "/crawl") => {
+            Some(Scope::Submit)
+        }
+        ("DELETE", "/tasks/{id}" | "/crawl/{id}") => Some(Scope::Submit),
         _ => Some(Scope::Read),
     }
 }
@@ -112,6 +115,13 @@ impl App {
             .route("GET", "/tasks/stats", tasks::stats)
             .route("POST", "/bulk/analyze/async", bulk::submit)
             .route("GET", "/bulk/{id}/results", bulk::results)
+            .route("POST", "/crawl", crawl::submit)
+            .route("GET", "/crawl/{id}", crawl::status)
+            .route("DELETE", "/crawl/{id}", crawl::cancel)
+            .route("GET", "/crawl/{id}/issues", crawl::issues)
+            .route("GET", "/crawl/{id}/pages", crawl::pages)
+            .route("GET", "/crawl/{id}/report.csv", crawl::report_csv)
+            .route("GET", "/crawl/{id}/report.html", crawl::report_html)
             .route("GET", "/ws", websocket::open);
         let routes = router.patterns().into_iter().chain([UNMATCHED]);
         let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);

@@ -71,7 +71,7 @@ pub fn status(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
 
 /// A `200` with the status document; a result is shared with the task's
 /// record, never copied into each response.
-fn status_response(ended: &Ended) -> Response {
+pub(super) fn status_response(ended: &Ended) -> Response {
     match &ended.result {
         Some(result) => Response::spliced(
             200,
@@ -143,7 +143,8 @@ pub fn cancel(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
     })
 }
 
-fn cancel_task(engine: &Arc<Engine>, id: TaskId) -> Response {
+/// Cancels task `id` and answers with its status.
+pub(super) fn cancel_task(engine: &Arc<Engine>, id: TaskId) -> Response {
     match engine.cancel(id) {
         Ok(ended) => status_response(&ended),
         Err(CancelError::NotFound) => not_found(),

@@ -230,12 +230,14 @@ fn raw(json: Vec<u8>) -> Result<Box<serde_json::value::RawValue>, TaskError> {
 }
 
 /// The task handlers of the API: `analyze` runs one page, `bulk` runs
-/// each page of a batch the same way.
+/// each page of a batch the same way, `crawl` audits a site.
 pub fn handlers(pages: &Pages) -> Handlers {
     let (one, each) = (pages.clone(), pages.clone());
+    let (crawlers, fetcher) = (super::crawl::Crawlers::default(), Arc::clone(&pages.fetcher));
     Handlers::default()
         .with(ANALYZE, move |payload| Ok(one.work(PageInput::from_payload(payload)?)))
         .with(BULK, move |payload| Ok(each.work(PageInput::from_payload(payload)?)))
+        .with(super::crawl::CRAWL, move |payload| crawlers.work(&fetcher, payload))
 }
 
 /// Posts a task's final status to its callback URL, signed with `secret`.

@@ -41,8 +41,8 @@ pub enum Command {
     /// Analyse one page (a file, or `-` for stdin) and print the analysis as JSON.
     Analyze(Box<AnalyzeArgs>),
     /// Crawl a site and report what is wrong across its pages (broken links, duplicates, redirect chains,
-    /// canonical and hreflang mistakes, orphans...). With --out, writes report.json, issues.csv and pages.csv
-    /// there and prints a summary; without it, prints the report as JSON.
+    /// canonical and hreflang mistakes, orphans...). With --out, writes report.json, report.html, issues.csv
+    /// and pages.csv there and prints a summary; without it, prints the report as JSON.
     Crawl(Box<CrawlArgs>),
     /// Load-test an HTTP/1.1 server (closed or open loop, coordinated omission corrected).
     ///
@@ -354,7 +354,7 @@ pub struct CrawlArgs {
     #[arg(long, default_value_t = 800.0)]
     pub slow_first_byte_ms: f64,
 
-    /// Write report.json, issues.csv and pages.csv into this folder (made if missing).
+    /// Write report.json, report.html, issues.csv and pages.csv into this folder (made if missing).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

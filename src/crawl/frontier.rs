@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::settings::Checked;
@@ -16,7 +16,7 @@ use super::urls::{normalise, shape};
 pub type UrlId = u32;
 
 /// Why a discovered URL is not fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Skip {
     /// An `exclude` pattern matched.

@@ -1,5 +1,6 @@
-//! The site report as CSV (RFC 4180): one row an issue found on a page, for
-//! spreadsheets; and the pages table.
+//! The site report for people: CSV (RFC 4180) for spreadsheets, one row an
+//! issue found on a page, and the pages table; and one self-contained HTML
+//! page (no CDN: the report's JSON inside it, rendered by its own script).
 
 use super::site::SiteReport;
 
@@ -19,7 +20,7 @@ pub fn issues_csv(report: &SiteReport) -> String {
     for issue in &report.issues {
         let severity = format!("{:?}", issue.severity).to_lowercase();
         for finding in &issue.pages {
-            let row = [issue.id, &severity, &finding.url, &finding.related.join(" ")].map(field);
+            let row = [&issue.id, &severity, &finding.url, &finding.related.join(" ")].map(|f| field(f));
             out.push_str(&row.join(","));
             out.push_str("\r\n");
         }
@@ -57,6 +58,15 @@ pub fn pages_csv(report: &SiteReport) -> String {
     out
 }
 
+/// The HTML page: summary, issues by severity with their pages, a depth
+/// histogram, and a pages table to sort and filter.
+pub fn html(report: &SiteReport) -> String {
+    // `<` escaped, so no string in the report can close the script element;
+    // the page's script puts every string in with textContent, never as HTML.
+    let json = serde_json::to_string(report).unwrap_or_else(|_| "null".into()).replace('<', "\\u003c");
+    include_str!("report.html").replacen("REPORT_JSON", &json, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +76,26 @@ mod tests {
         assert_eq!(field("plain"), "plain");
         assert_eq!(field("a, \"b\""), "\"a, \"\"b\"\"\"");
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn html_keeps_page_strings_inside_its_data() {
+        let report = SiteReport {
+            start: "https://e.com/</script><script>alert(1)</script>".into(),
+            pages_fetched: 0,
+            html_pages: 0,
+            external_checked: 0,
+            urls_discovered: 0,
+            errors: 0,
+            skipped: Default::default(),
+            depth_histogram: vec![],
+            issues: vec![],
+            notes: vec![],
+            pages: vec![],
+        };
+        let page = html(&report);
+        assert!(!page.contains("</script><script>alert"), "the data cannot close its script element");
+        assert!(page.contains("\\u003c/script>"));
+        assert!(!page.contains("REPORT_JSON"));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::frontier::{Frontier, Skip, UrlId};
 use crate::seo::checks::Severity;
@@ -127,24 +127,24 @@ impl Site {
 }
 
 /// One place an issue is found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The page where it is (and is fixed).
     pub url: String,
     /// The URLs it concerns: the broken targets, the other duplicates, the chain.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<String>,
 }
 
 /// An issue and every page it is found on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Issue {
     /// Stable identifier (`duplicate-title`).
-    pub id: &'static str,
+    pub id: String,
     /// How much it matters.
     pub severity: Severity,
     /// What it is, for a person.
-    pub about: &'static str,
+    pub about: String,
     /// Pages it is found on.
     pub count: usize,
     /// Where.
@@ -152,7 +152,7 @@ pub struct Issue {
 }
 
 /// One row of the pages table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PageRow {
     /// The URL.
     pub url: String,
@@ -161,7 +161,7 @@ pub struct PageRow {
     /// HTTP status.
     pub status: Option<u16>,
     /// Why there is no status (`connect-refused`, `robots-txt`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `Content-Type`.
     pub content_type: Option<String>,
@@ -184,11 +184,11 @@ pub struct PageRow {
     /// Links out of it.
     pub links_out: usize,
     /// Issues found on it.
-    pub issues: Vec<&'static str>,
+    pub issues: Vec<String>,
 }
 
 /// The site report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteReport {
     /// Where the crawl started.
     pub start: String,
@@ -505,14 +505,14 @@ fn report(
         .into_iter()
         .map(|(id, (severity, about, mut pages))| {
             pages.sort_by(|a, b| a.url.cmp(&b.url));
-            Issue { id, severity, about, count: pages.len(), pages }
+            Issue { id: id.into(), severity, about: about.into(), count: pages.len(), pages }
         })
         .collect();
-    issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(b.count.cmp(&a.count)).then(a.id.cmp(b.id)));
-    let mut on_page: HashMap<&str, Vec<&'static str>> = HashMap::new();
+    issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(b.count.cmp(&a.count)).then(a.id.cmp(&b.id)));
+    let mut on_page: HashMap<&str, Vec<String>> = HashMap::new();
     for issue in &issues {
         for finding in &issue.pages {
-            on_page.entry(finding.url.as_str()).or_default().push(issue.id);
+            on_page.entry(finding.url.as_str()).or_default().push(issue.id.clone());
         }
     }
     let (mut pages, mut depth_histogram) = (Vec::new(), Vec::new());

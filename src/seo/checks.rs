@@ -20,7 +20,7 @@ use url::Url;
 use super::analysis::{is_relative, Analysis};
 
 /// How much a failed check matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Can keep the page out of search results.
