@@ -11,6 +11,7 @@ use pagelens::api::work::{alert_webhook, callback_sender, fetched_page, handlers
 use pagelens::api::App;
 use pagelens::auth::Keys;
 use pagelens::cli::{AnalyzeArgs, Cli, Command, CrawlArgs, KeysCommand, LoadtestArgs, LogFormat, ServeArgs, StoreSpec};
+use pagelens::crawl::report::ReportView;
 use pagelens::fetch::{FetchRequest, Fetcher};
 use pagelens::jobs::Engine;
 use pagelens::loadtest;
@@ -278,35 +279,46 @@ fn crawl(args: &CrawlArgs) -> Result<(), String> {
             );
         }
     };
-    let report = pagelens::crawl::crawl(checked, &fetcher, &cancel, &mut progress)
+    let crawled = pagelens::crawl::crawl(checked, &fetcher, &cancel, &mut progress)
         .map_err(|e| format!("{}: {} ({})", args.url, e.detail, e.code))?;
     if terminal {
         eprintln!();
     }
-    let json = serde_json::to_string_pretty(&report).map_err(|e| format!("cannot encode the report: {e}"))?;
+    let report = crawled.report();
     let Some(dir) = &args.out else {
-        println!("{json}");
-        return Ok(());
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        return match serde_json::to_writer_pretty(std::io::stdout().lock(), &report) {
+            Err(e) if !e.is_io() => Err(format!("cannot encode the report: {e}")),
+            _ => Ok(()),
+        };
     };
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let files = [
-        ("report.json", json),
-        ("issues.csv", pagelens::crawl::report::issues_csv(&report)),
-        ("pages.csv", pagelens::crawl::report::pages_csv(&report)),
-        ("report.html", pagelens::crawl::report::html(&report)),
+    // Each written as it is made: a large site's report is never held twice.
+    type Writer = fn(&ReportView<'_>, &mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>;
+    let files: [(&str, Writer); 4] = [
+        ("report.json", |r, out| serde_json::to_writer_pretty(out, r).map_err(std::io::Error::other)),
+        ("issues.csv", |r, out| pagelens::crawl::report::write_issues_csv(r, out)),
+        ("pages.csv", |r, out| pagelens::crawl::report::write_pages_csv(r, out)),
+        ("report.html", |r, out| pagelens::crawl::report::write_html(r, out)),
     ];
-    for (name, text) in files {
+    for (name, write) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let written = std::fs::File::create(&path).and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            write(&report, &mut out)?;
+            out.flush()
+        });
+        written.map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let (s, audit) = (&crawled.audit.summary, &crawled.audit);
     println!(
         "{}: {} pages fetched ({} HTML), {} external links checked, {} errors",
-        report.start, report.pages_fetched, report.html_pages, report.external_checked, report.errors
+        s.start, s.pages_fetched, s.html_pages, s.external_checked, s.errors
     );
-    for issue in &report.issues {
-        println!("{:>6} {:<28} {:?}: {}", issue.count, issue.id, issue.severity, issue.about);
+    for issue in &audit.issues {
+        println!("{:>6} {:<28} {:?}: {}", issue.pages.len(), issue.id, issue.severity, issue.about);
     }
-    for note in &report.notes {
+    for note in &audit.notes {
         println!("note: {note}");
     }
     println!("reports written to {}", dir.display());

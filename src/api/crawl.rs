@@ -14,7 +14,7 @@ use super::analyze::{idempotency_key, problem, submit as submit_task, via_intake
 use super::input::{callback, priority, task_options, timeout, InputLimits};
 use super::tasks::{cancel_task, seen_by, status_response, store_failed};
 use super::App;
-use crate::crawl::report::{html, issues_csv};
+use crate::crawl::report::{write_html, write_issues_csv};
 use crate::crawl::{crawl, CrawlProgress, CrawlSettings, SiteReport};
 use crate::fetch::{Fetcher, Guard};
 use crate::http::request::Request;
@@ -75,7 +75,7 @@ impl Crawlers {
                 let mut tell = |p: &CrawlProgress| progress(percent(p), stage(p));
                 match crawl(checked, &fetcher, &cancel, &mut tell) {
                     Ok(report) => resume.then(Box::new(move |_| {
-                        serde_json::value::to_raw_value(&report)
+                        serde_json::value::to_raw_value(&report.report())
                             .map_err(|e| TaskError::new(500, "internal", format!("cannot encode the report: {e}")))
                     })),
                     Err(e) => resume.fail(TaskError::new(e.status, e.code, e.detail)),
@@ -242,7 +242,12 @@ pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Cont
 /// `GET /crawl/{id}/report.csv`: one row an issue found on a page.
 pub fn report_csv(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     with_crawl(app, &params, cx, |ended| match report_of(&ended) {
-        Ok(report) => Response::with_body(200, "text/csv; charset=utf-8", issues_csv(&report).into_bytes()),
+        Ok(report) => {
+            let mut body = Vec::new();
+            // Writing to memory cannot fail.
+            let _ = write_issues_csv(&report, &mut body);
+            Response::with_body(200, "text/csv; charset=utf-8", body)
+        }
         Err(response) => response,
     })
 }
@@ -250,7 +255,12 @@ pub fn report_csv(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Conte
 /// `GET /crawl/{id}/report.html`: the report as one self-contained page.
 pub fn report_html(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     with_crawl(app, &params, cx, |ended| match report_of(&ended) {
-        Ok(report) => Response::with_body(200, "text/html; charset=utf-8", html(&report).into_bytes()),
+        Ok(report) => {
+            let mut body = Vec::new();
+            // Writing to memory cannot fail.
+            let _ = write_html(&report, &mut body);
+            Response::with_body(200, "text/html; charset=utf-8", body)
+        }
         Err(response) => response,
     })
 }

@@ -331,7 +331,7 @@ pub struct CrawlArgs {
     pub rate: f64,
 
     /// Most pages of one URL shape (the path with its numbers as N), against endless calendars.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub max_per_pattern: usize,
 
     /// Fetch what robots.txt disallows, and ignore its Crawl-delay.

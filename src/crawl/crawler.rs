@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
+use super::audit::{audit, Audit};
 use super::frontier::{Frontier, Skip, UrlId, Via};
+use super::report::ReportView;
 use super::settings::Checked;
-use super::site::{audit, Edge, HtmlFacts, Outcome, Site, SiteReport};
+use super::site::{text_key, Edge, HtmlFacts, Outcome, Site};
 use super::sitemap::{self, Kind};
 use crate::fetch::{decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::seo;
@@ -71,15 +73,31 @@ impl From<FetchError> for CrawlError {
 /// A fetch that ended: which URL, and how.
 type Done = (UrlId, Result<FetchResponse, FetchError>);
 
+/// A crawl ended: its records and what the audit found in them.
+#[derive(Debug)]
+pub struct Crawled {
+    frontier: Frontier,
+    site: Site,
+    /// The audit.
+    pub audit: Audit,
+}
+
+impl Crawled {
+    /// The site report, spelt out as it is written.
+    pub fn report(&self) -> ReportView<'_> {
+        ReportView::new(&self.frontier, &self.site, &self.audit)
+    }
+}
+
 /// Runs the crawl `checked` describes to its end on this thread and returns
-/// the site report. `cancel` stops it early (the report says so);
+/// what it found. `cancel` stops it early (the report says so);
 /// `progress` is told where it is every quarter second or so.
 pub fn crawl(
     checked: Checked,
     fetcher: &Fetcher,
     cancel: &Arc<AtomicBool>,
     progress: &mut dyn FnMut(&CrawlProgress),
-) -> Result<SiteReport, CrawlError> {
+) -> Result<Crawled, CrawlError> {
     fetcher.guard().check_url(&checked.start)?;
     if checked.settings.rate == 0.0 && !opened(fetcher, &checked.start) {
         return Err(CrawlError {
@@ -103,7 +121,8 @@ pub fn crawl(
         };
         notes.push(format!("{count} URLs not fetched: {why}"));
     }
-    Ok(audit(&frontier, &site, notes))
+    let audit = audit(&frontier, &site, notes);
+    Ok(Crawled { frontier, site, audit })
 }
 
 /// Whether every address of `url`'s host is one the fetcher's guard was opened to.
@@ -407,6 +426,7 @@ impl<'a> Run<'a> {
             ));
         }
         let html = (internal && status == 200 && is_html).then(|| self.analyse(depth, response)).flatten();
+        let content_type = content_type.and_then(|t| self.site.content_type(&t));
         self.site.record(id, Outcome::Response { status, content_type, location, first_byte_ms, html });
     }
 
@@ -451,19 +471,22 @@ impl<'a> Run<'a> {
         let hreflang = analysis
             .hreflang
             .iter()
-            .filter_map(|h| Some((h.lang.clone(), discover(&mut self.frontier, h.href.as_deref()?, Via::Reference)?)))
+            .filter_map(|h| {
+                Some((h.lang.as_str().into(), discover(&mut self.frontier, h.href.as_deref()?, Via::Reference)?))
+            })
             .collect();
+        let failed_checks = self.site.checks(analysis.checks.iter().filter(|c| !c.passed).map(|c| (c.id, c.severity)));
         Some(Box::new(HtmlFacts {
-            title: analysis.title.clone(),
-            description: analysis.meta_description.clone(),
+            title: analysis.title.as_deref().map(Box::from),
+            description: analysis.meta_description.as_deref().filter(|d| !d.trim().is_empty()).map(text_key),
             canonical,
             http_canonical,
             noindex: analysis.robots.noindex,
             text_hash: analysis.text_hash,
             word_count: analysis.word_count,
             hreflang,
-            links,
-            failed_checks: analysis.checks.iter().filter(|c| !c.passed).map(|c| (c.id, c.severity)).collect(),
+            links: links.into_boxed_slice(),
+            failed_checks,
             score: analysis.score,
         }))
     }

@@ -57,7 +57,7 @@ impl Default for CrawlSettings {
             rate: 20.0,
             respect_robots: true,
             sitemaps: true,
-            max_per_pattern: 1_000,
+            max_per_pattern: 10_000,
             strip_tracking: true,
             check_external: true,
             deep_after: 4,
