@@ -58,11 +58,15 @@ fn links(paths: &[&str]) -> String {
 }
 
 /// A `200` HTML page served from `host`, its `href`s made absolute (the
-/// SEO engine wants absolute canonicals and alternates).
+/// SEO engine wants absolute canonicals and alternates), with the security
+/// headers a page should have.
 fn html_from(host: &str, body: String) -> Action {
     let body = body.replace("href=\"/", &format!("href=\"http://{host}/"));
-    Action::Send(response(200, &[("Content-Type", "text/html; charset=utf-8")], body.as_bytes()))
+    Action::Send(response(200, &[("Content-Type", "text/html; charset=utf-8"), CSP, NOSNIFF], body.as_bytes()))
 }
+
+const CSP: (&str, &str) = ("Content-Security-Policy", "default-src 'self'");
+const NOSNIFF: (&str, &str) = ("X-Content-Type-Options", "nosniff");
 
 fn redirect(status: u16, to: &str) -> Action {
     Action::Send(response(status, &[("Location", to)], b""))
@@ -164,7 +168,7 @@ fn planted(seen: &Seen, dead: u16) -> Action {
         "/canon-middle" => html(page("canon-middle", "canon-middle", r#"<link rel="canonical" href="/b">"#, "")),
         "/canon-mismatch" => Action::Send(response(
             200,
-            &[("Content-Type", "text/html"), ("Link", "</a>; rel=\"canonical\"")],
+            &[("Content-Type", "text/html"), ("Link", "</a>; rel=\"canonical\""), CSP, NOSNIFF],
             clean(path, "").replace("href=\"/", &format!("href=\"http://{host}/")).as_bytes(),
         )),
         "/en" | "/fr" => {

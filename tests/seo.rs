@@ -113,6 +113,14 @@ fn every_check_has_a_failing_page() {
         ("canonical", good.replace("<link rel=\"canonical\" href=\"https://food.example.com/fish-and-chips\">", "<link rel=\"canonical\" href=\"https://elsewhere.example.net/fish-and-chips\">")),
         ("canonical", good.replace("<link rel=\"canonical\" href=\"https://food.example.com/fish-and-chips\">", "<link rel=\"canonical\" href=\"https://food.example.com/fish-and-chips\"><link rel=\"canonical\" href=\"https://food.example.com/other\">")),
         ("canonical", good.replace("<link rel=\"canonical\" href=\"https://food.example.com/fish-and-chips\">", "<link rel=\"canonical\" href=\"http://[::1\">")),
+        ("multiple-titles", good.replace("</head>", "<title>Another title for the very same page</title></head>")),
+        ("multiple-descriptions", good.replace("</head>", "<meta name=\"description\" content=\"A second description of this page, long enough to be a real description.\"></head>")),
+        ("meta-in-body", good.replace("<h1>", "<meta name=\"keywords\" content=\"fish, chips\"><h1>")),
+        ("http-links", good.replace("https://other.example.org/tartare", "http://other.example.org/tartare")),
+        ("insecure-forms", good.replace("</body>", "<form action=\"http://food.example.com/subscribe\" method=\"post\"></form></body>")),
+        ("long-alt-text", good.replace("alt=\"Golden fish\"", &format!("alt=\"{}\"", "golden fish in batter ".repeat(6)))),
+        ("dom-size", good.replace("</body>", &format!("{}</body>", "<div></div>".repeat(1600)))),
+        ("preview-restrictions", good.replace("<meta charset=\"utf-8\">", "<meta charset=\"utf-8\"><meta name=\"robots\" content=\"nosnippet\">")),
         ("hreflang", good.replace("hreflang=\"de-DE\"", "hreflang=\"deutsch\"")),
         ("hreflang", good.replace("hreflang=\"de-DE\" href=\"https://food.example.com/de/fisch\"", "hreflang=\"de-DE\" href=\"/de/fisch\"")),
         ("link-text", good.replace(">Batter recipe<", ">click here<")),
@@ -145,8 +153,9 @@ fn every_check_has_a_failing_page() {
             ),
         ),
     ];
-    // No check is left out (those of fetched pages have tests of their own).
-    let covered: std::collections::HashSet<&str> = cases.iter().map(|(id, _)| *id).collect();
+    // No check is left out (those of fetched pages, and url-format, which
+    // judges the URL rather than the page, have tests of their own).
+    let covered: std::collections::HashSet<&str> = cases.iter().map(|(id, _)| *id).chain(["url-format"]).collect();
     for c in &run(&good, Some(URL)).checks {
         assert!(covered.contains(c.id), "no failing page for check {}", c.id);
     }
@@ -179,6 +188,47 @@ fn messages_say_what_is_good_or_what_is_wrong() {
     assert!(message(&thin, "word-count").starts_with("only "), "{}", message(&thin, "word-count"));
     let two = run(&good_page().replace("<h2>The batter</h2>", "<h1>The batter</h1>"), Some(URL));
     assert_eq!(message(&two, "single-h1"), "2 <h1> elements where one should name the page");
+}
+
+#[test]
+fn url_format_judges_the_pages_url() {
+    for (url, flaw) in [
+        ("https://food.example.com/fish_and_chips", "underscores"),
+        ("https://food.example.com/fish%20and%20chips", "spaces"),
+        ("https://food.example.com/recipes//fish", "repeated slashes"),
+    ] {
+        let a = run(&good_page().replace(URL, url), Some(url));
+        assert!(!passes(&a, "url-format") && check(&a, "url-format").message.contains(flaw), "{url}");
+        assert!(passes(&a, "canonical"), "{url}: only the URL is at fault");
+    }
+    assert!(run(&good_page(), None).checks.iter().all(|c| c.id != "url-format"), "no URL, no judgement");
+    // An http page has no mixed content to judge.
+    let plain = run(&good_page().replace("https://", "http://"), Some("http://food.example.com/fish-and-chips"));
+    assert!(plain.checks.iter().all(|c| c.id != "http-links" && c.id != "insecure-forms"));
+}
+
+#[test]
+fn security_headers_are_judged_on_fetched_pages() {
+    use pagelens::seo::analysis::SecurityHeaders;
+    let page = good_page();
+    let fetched = |headers: &[(&str, &str)]| {
+        let headers = SecurityHeaders::of(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v));
+        let options =
+            Options { url: Some(URL.parse().unwrap()), security_headers: Some(headers), ..Options::default() };
+        analyze(page.as_bytes(), &options).unwrap()
+    };
+    assert!(run(&page, Some(URL)).checks.iter().all(|c| c.id != "security-headers"), "a sent page has no headers");
+    let all = [
+        ("strict-transport-security", "max-age=63072000"),
+        ("content-security-policy", "default-src 'self'"),
+        ("x-content-type-options", "nosniff"),
+    ];
+    assert!(passes(&fetched(&all), "security-headers"));
+    let none = fetched(&[]);
+    assert!(!passes(&none, "security-headers"));
+    let message = &check(&none, "security-headers").message;
+    assert!(message.contains("Strict-Transport-Security") && message.contains("nosniff"), "{message}");
+    assert!(!passes(&fetched(&[all[0], all[1], ("x-content-type-options", "sniff")]), "security-headers"));
 }
 
 #[test]

@@ -187,6 +187,7 @@ pub fn fetched_page(
     options.status_code = Some(status);
     options.content_type = head.header("content-type").map(str::to_string);
     options.x_robots_tag = head.all("x-robots-tag").map(str::to_string).collect();
+    options.security_headers = Some(seo::analysis::SecurityHeaders::of(|name| head.header(name)));
     let json = json!({
         "final_url": final_url.as_str(),
         "status_code": status,

@@ -439,6 +439,7 @@ impl<'a> Run<'a> {
             status_code: Some(200),
             content_type: head.header("content-type").map(str::to_string),
             x_robots_tag: head.all("x-robots-tag").map(str::to_string).collect(),
+            security_headers: Some(seo::analysis::SecurityHeaders::of(|name| head.header(name))),
             include_links: true,
             include_images: false,
             hash_text: true,

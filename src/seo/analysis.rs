@@ -24,6 +24,8 @@ pub struct Options {
     pub unicode: bool,
     /// Hash the visible text ([`Analysis::text_hash`]), for a site audit.
     pub hash_text: bool,
+    /// The security headers of the response, when fetched.
+    pub security_headers: Option<SecurityHeaders>,
     /// HTTP `X-Robots-Tag` values, when fetched.
     pub x_robots_tag: Vec<String>,
     /// Include the list of links, not only their counts.
@@ -35,6 +37,28 @@ pub struct Options {
     /// The redirects followed to reach `url`, when fetched: each URL that
     /// answered with one, and its status.
     pub redirected_from: Vec<(String, u16)>,
+}
+
+/// Which security headers a fetched page's response has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecurityHeaders {
+    /// `Strict-Transport-Security`.
+    pub hsts: bool,
+    /// `Content-Security-Policy`.
+    pub csp: bool,
+    /// `X-Content-Type-Options: nosniff`.
+    pub nosniff: bool,
+}
+
+impl SecurityHeaders {
+    /// The headers a response has, by the value of each named header.
+    pub fn of<'a>(header: impl Fn(&str) -> Option<&'a str>) -> SecurityHeaders {
+        SecurityHeaders {
+            hsts: header("strict-transport-security").is_some(),
+            csp: header("content-security-policy").is_some(),
+            nosniff: header("x-content-type-options").is_some_and(|v| v.trim().eq_ignore_ascii_case("nosniff")),
+        }
+    }
 }
 
 /// The full analysis of one page.
@@ -111,7 +135,31 @@ pub struct Analysis {
     /// section lists them as `redirect_chain`).
     #[serde(skip)]
     pub(crate) redirected_from: Vec<(String, u16)>,
+    /// What the page-structure checks read: counts of titles,
+    /// descriptions, metas in the body, insecure links and forms, long
+    /// alt texts, elements; and the response's security headers.
+    #[serde(skip)]
+    pub(crate) structure: Structure,
 }
+
+/// What the page-structure checks read (not part of the result).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Structure {
+    pub(crate) titles: usize,
+    pub(crate) descriptions: usize,
+    pub(crate) metas_in_body: usize,
+    /// `http:` links, when the page is on `https:`.
+    pub(crate) http_links: usize,
+    /// Forms posting to `http:`, when the page is on `https:`.
+    pub(crate) insecure_forms: usize,
+    /// Alt texts longer than [`LONG_ALT`] characters.
+    pub(crate) long_alts: usize,
+    pub(crate) elements: usize,
+    pub(crate) security: Option<SecurityHeaders>,
+}
+
+/// Alt text longer than this is a description, not a label (SEOnaut's bound).
+pub(crate) const LONG_ALT: usize = 100;
 
 /// Robots directives from `<meta>` and `X-Robots-Tag`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -359,8 +407,23 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
 
     let mut links = Links { script_only: page.script_only_anchors, ..Links::default() };
     let mut items = Vec::new();
+    let secure = options.url.as_ref().is_some_and(|u| u.scheme() == "https");
+    let mut structure = Structure {
+        titles: page.titles.len(),
+        descriptions: page.descriptions.len(),
+        metas_in_body: page.metas_in_body,
+        elements: page.elements,
+        security: options.security_headers,
+        long_alts: page.images.iter().filter(|i| i.alt.as_ref().is_some_and(|a| a.chars().count() > LONG_ALT)).count(),
+        ..Structure::default()
+    };
+    if secure {
+        let insecure = |raw: &str| resolve(base.as_ref(), raw).is_ok_and(|u| u.scheme() == "http");
+        structure.insecure_forms = page.form_actions.iter().filter(|a| insecure(a)).count();
+    }
     for anchor in page.anchors {
         let resolved = resolve(base.as_ref(), &anchor.href);
+        structure.http_links += usize::from(secure && resolved.as_ref().is_ok_and(|u| u.scheme() == "http"));
         let kind = classify(&anchor.href, &resolved, page_host.as_deref());
         let has = |t: &str| anchor.rel.iter().any(|r| r == t);
         links.total += 1;
@@ -479,6 +542,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         recommendations: Vec::new(),
         heading_order,
         canonical_conflict,
+        structure,
         redirected_from: options.redirected_from.clone(),
     }
 }

@@ -17,7 +17,7 @@
 use serde::Serialize;
 use url::Url;
 
-use super::analysis::{is_relative, Analysis};
+use super::analysis::{is_relative, Analysis, LONG_ALT};
 
 /// How much a failed check matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -340,6 +340,8 @@ pub fn judge(analysis: &mut Analysis, page_url: Option<&Url>) {
         check("redirects", Medium, 4, a.redirected_from.is_empty(), message);
     }
 
+    structure(a, page_url, &mut check);
+
     let total: u32 = checks.iter().map(|c| u32::from(c.weight)).sum();
     let passed: u32 = checks.iter().filter(|c| c.passed).map(|c| u32::from(c.weight)).sum();
     analysis.score = (passed * 100 + total / 2).checked_div(total).map_or(100, |s| s as u8);
@@ -415,6 +417,89 @@ fn skipped_heading_level(a: &Analysis) -> Option<(u8, u8)> {
     None
 }
 
+/// Most elements before a page is heavy to render and to crawl
+/// (Lighthouse warns past 800 body elements and fails past 1,400).
+const MAX_ELEMENTS: usize = 1_500;
+
+/// The page-structure checks (SEOnaut's beyond Lighthouse's): one title and
+/// one description, no metas in the body, no `http:` links or forms on an
+/// `https:` page, a clean URL, short alt texts, a DOM of sane size, no
+/// preview restrictions, and a fetched page's security headers.
+fn structure(a: &Analysis, page_url: Option<&Url>, check: &mut impl FnMut(&'static str, Severity, u8, bool, String)) {
+    use Severity::{Low, Medium};
+    let s = &a.structure;
+    let count = |n: usize, what: &str| match n {
+        0 | 1 => format!("at most one {what}"),
+        n => format!("{n} {what} elements where one is read"),
+    };
+    check("multiple-titles", Medium, 3, s.titles <= 1, count(s.titles, "<title>"));
+    check("multiple-descriptions", Low, 2, s.descriptions <= 1, count(s.descriptions, "meta description"));
+    let in_body = match s.metas_in_body {
+        0 => "every <meta name> is in the head".to_string(),
+        n => format!("{n} <meta> element(s) in the body, where search engines ignore them"),
+    };
+    check("meta-in-body", Medium, 3, s.metas_in_body == 0, in_body);
+    if page_url.is_some_and(|u| u.scheme() == "https") {
+        let links = format!("{} link(s) to http:// URLs from this https page", s.http_links);
+        check("http-links", Low, 2, s.http_links == 0, links);
+        let forms = format!("{} form(s) sending to http:// from this https page", s.insecure_forms);
+        check("insecure-forms", Medium, 3, s.insecure_forms == 0, forms);
+    }
+    if let Some(url) = page_url {
+        let path = url.path();
+        let mut flaws = Vec::new();
+        if path.contains('_') {
+            flaws.push("underscores");
+        }
+        if path.contains("%20") {
+            flaws.push("spaces");
+        }
+        if path.contains("//") {
+            flaws.push("repeated slashes");
+        }
+        let message = match flaws.as_slice() {
+            [] => "the URL's path is plain".to_string(),
+            flaws => format!("the URL's path has {}", flaws.join(", ")),
+        };
+        check("url-format", Low, 1, flaws.is_empty(), message);
+    }
+    let alt = format!("{} image(s) with alt text over {LONG_ALT} characters", s.long_alts);
+    check("long-alt-text", Low, 1, s.long_alts == 0, alt);
+    let dom = format!("{} elements (aim for at most {MAX_ELEMENTS})", s.elements);
+    check("dom-size", Low, 2, s.elements <= MAX_ELEMENTS, dom);
+    let directives: Vec<&str> = [a.robots.content.as_deref()]
+        .into_iter()
+        .flatten()
+        .chain(a.robots.x_robots_tag.iter().map(String::as_str))
+        .flat_map(|c| c.split(','))
+        .map(str::trim)
+        .filter(|d| d.eq_ignore_ascii_case("nosnippet") || d.eq_ignore_ascii_case("noimageindex"))
+        .collect();
+    let preview = match directives.as_slice() {
+        [] => "no directive limits how results show the page".to_string(),
+        found => format!("robots directives limit the page's search previews: {}", found.join(", ")),
+    };
+    check("preview-restrictions", Low, 1, directives.is_empty(), preview);
+    if let Some(headers) = s.security {
+        let https = page_url.is_some_and(|u| u.scheme() == "https");
+        let mut missing = Vec::new();
+        if https && !headers.hsts {
+            missing.push("Strict-Transport-Security");
+        }
+        if !headers.csp {
+            missing.push("Content-Security-Policy");
+        }
+        if !headers.nosniff {
+            missing.push("X-Content-Type-Options: nosniff");
+        }
+        let message = match missing.as_slice() {
+            [] => "the response has its security headers".to_string(),
+            missing => format!("the response lacks {}", missing.join(", ")),
+        };
+        check("security-headers", Low, 2, missing.is_empty(), message);
+    }
+}
+
 /// A recommendation for a person, from a failed check.
 fn advice(check: &Check) -> String {
     let what = match check.id {
@@ -451,6 +536,20 @@ fn advice(check: &Check) -> String {
         "meta-refresh" => "Replace the meta refresh with an HTTP 301 redirect to the page's one address",
         "js-redirect" => "Replace the script redirect with an HTTP 301 redirect from the server",
         "redirects" => "Link to the final address, and make old addresses redirect there in one 301 hop",
+        "multiple-titles" => "Keep one <title>: search engines pick one of several, not always the one meant",
+        "multiple-descriptions" => "Keep one meta description",
+        "meta-in-body" => "Move <meta> elements into the <head>: in the body they are ignored",
+        "http-links" => "Link to the https:// addresses of pages that have them",
+        "insecure-forms" => "Send forms to https:// addresses: browsers warn before sending them in clear",
+        "url-format" => "Use hyphens, not underscores or spaces, and single slashes in URL paths",
+        "long-alt-text" => {
+            "Keep alt text short (at most 100 characters): it labels the image, it does not describe the page"
+        }
+        "dom-size" => "Trim the page's markup: a large DOM is slow to render and to crawl",
+        "preview-restrictions" => "Remove nosnippet or noimageindex unless the page must hide its previews",
+        "security-headers" => {
+            "Send Strict-Transport-Security, Content-Security-Policy and X-Content-Type-Options: nosniff"
+        }
         _ => "Fix this check",
     };
     format!("{what} ({}).", check.message)

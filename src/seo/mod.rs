@@ -65,13 +65,13 @@ pub fn parse(bytes: &[u8], options: &Options) -> Result<Parsed, AnalyzeError> {
         return Err(AnalyzeError::Binary);
     }
     let mut text = decoded.text.into_bytes();
-    let lifted = prescan::prescan(&mut text);
+    let scanned = prescan::prescan(&mut text);
     // The prescan lowercases ASCII letters and blanks whole element bodies
     // (cut at ASCII '<' and '>'), so the text is still UTF-8; the lossy
     // branch is a guard that never runs.
     let html = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     Ok(Parsed {
-        page: page::extract(&html, &lifted, options.hash_text),
+        page: page::extract(&html, &scanned, options.hash_text),
         charset: decoded.encoding.to_string(),
         charset_source: decoded.source,
     })

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use tl::{HTMLTag, Node, ParserOptions};
 
-use super::prescan::RawElement;
+use super::prescan::{Prescanned, RawElement};
 use super::text::{clean, count_words, decode_entities, finish, push_collapsed};
 
 /// Longest anchor or heading text kept; the rest of a runaway element (one
@@ -80,6 +80,13 @@ pub struct Page {
     pub json_ld: Vec<String>,
     /// Words of visible text outside `<head>`.
     pub word_count: usize,
+    /// `<meta name>` and `<meta http-equiv>` found after `<body>`, where
+    /// search engines ignore them.
+    pub metas_in_body: usize,
+    /// `action`s of `<form>`s, as written.
+    pub form_actions: Vec<String>,
+    /// Elements in the page (start tags).
+    pub elements: usize,
     /// A hash of the visible text outside `<head>` (each text node trimmed),
     /// when asked for: pages with the same one have the same content.
     pub text_hash: Option<u64>,
@@ -117,6 +124,7 @@ enum Closes {
 struct Walker {
     page: Page,
     in_head: bool,
+    in_body: bool,
     heading: Option<(usize, u8, String)>,
     anchor: Option<(usize, Anchor)>,
 }
@@ -128,10 +136,11 @@ struct Walker {
 /// matters (head, headings, anchors) is closed once the index passes its
 /// last descendant. Nothing recurses: depth costs heap, not stack.
 /// `hash_text` asks for [`Page::text_hash`] (a site audit's duplicate content).
-pub fn extract(html: &str, lifted: &[RawElement], hash_text: bool) -> Page {
+pub fn extract(html: &str, scanned: &Prescanned, hash_text: bool) -> Page {
     let mut walker = Walker::default();
     walker.page.text_hash = hash_text.then_some(FX_SEED);
-    walker.lifted(lifted);
+    walker.page.elements = scanned.elements;
+    walker.lifted(&scanned.lifted);
     // tl's only error is an input over u32::MAX bytes, far past any body limit.
     let Ok(dom) = tl::parse(html, ParserOptions::default()) else {
         return walker.page;
@@ -316,7 +325,8 @@ impl Walker {
                 return Closes::Head;
             }
             // A <body> ends the head even where tl, lacking implied end tags, nests it inside.
-            b"body" => self.in_head = false,
+            b"body" => (self.in_head, self.in_body) = (false, true),
+            b"form" => self.page.form_actions.extend(attr(tag, "action")),
             b"base" if self.page.base_href.is_none() => self.page.base_href = attr(tag, "href"),
             b"meta" => self.meta(tag),
             b"link" => self.link(tag),
@@ -385,6 +395,12 @@ impl Walker {
     }
 
     fn meta(&mut self, tag: &HTMLTag<'_>) {
+        // `itemprop` metas (microdata) belong in the body; named ones do not.
+        let attributes = tag.attributes();
+        if self.in_body && !self.in_head && (attributes.get("name").is_some() || attributes.get("http-equiv").is_some())
+        {
+            self.page.metas_in_body += 1;
+        }
         if let Some(charset) = attr(tag, "charset").filter(|c| !c.is_empty()) {
             self.page.meta_charset.get_or_insert(charset);
         }
@@ -449,8 +465,8 @@ mod tests {
 
     fn page(html: &str) -> Page {
         let mut bytes = html.as_bytes().to_vec();
-        let lifted = prescan(&mut bytes);
-        extract(std::str::from_utf8(&bytes).unwrap(), &lifted, false)
+        let scanned = prescan(&mut bytes);
+        extract(std::str::from_utf8(&bytes).unwrap(), &scanned, false)
     }
 
     #[test]

@@ -35,7 +35,7 @@ enum Treatment {
 /// A `match` rather than a table search: it runs for every tag of every page.
 fn treatment(name: &[u8]) -> Treatment {
     match name {
-        b"a" | b"img" | b"meta" | b"link" | b"base" | b"html" => Treatment::Keep,
+        b"a" | b"img" | b"meta" | b"link" | b"base" | b"html" | b"form" => Treatment::Keep,
         b"head" | b"body" | b"h1" | b"h2" | b"h3" | b"h4" | b"h5" | b"h6" => Treatment::Bare,
         b"span" | b"b" | b"i" | b"u" | b"s" | b"em" | b"strong" | b"small" | b"big" | b"code" | b"kbd" | b"samp"
         | b"var" | b"tt" | b"abbr" | b"acronym" | b"cite" | b"dfn" | b"q" | b"sub" | b"sup" | b"mark" | b"time"
@@ -119,10 +119,20 @@ fn keeps_content(name: &str, start_tag: &[u8], content: &[u8]) -> bool {
         })
 }
 
-/// Reduces `page` in place (see the module documentation) and returns the
-/// lifted elements in document order.
-pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
+/// What the pass took out of the page besides the reduced text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prescanned {
+    /// The lifted elements, in document order.
+    pub lifted: Vec<RawElement>,
+    /// Start tags seen (the DOM's size, outside lifted contents).
+    pub elements: usize,
+}
+
+/// Reduces `page` in place (see the module documentation) and returns what
+/// it lifted and counted.
+pub fn prescan(page: &mut Vec<u8>) -> Prescanned {
     let mut lifted = Vec::new();
+    let mut elements = 0;
     let mut kept = Compactor { write: 0, read: 0 };
     let mut at = 0;
     while let Some(offset) = find_lt(&page[at..]) {
@@ -146,6 +156,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
             break;
         };
         at = tag_end + 1;
+        elements += usize::from(!closing);
         let name = &page[name_start..name_end];
         match treatment(name) {
             Treatment::Keep => {}
@@ -180,7 +191,7 @@ pub fn prescan(page: &mut Vec<u8>) -> Vec<RawElement> {
         }
     }
     kept.finish(page);
-    lifted
+    Prescanned { lifted, elements }
 }
 
 /// Lowercases the tag name starting at `from` (ASCII letters, digits, `-`
@@ -266,8 +277,17 @@ mod tests {
 
     fn run(html: &str) -> (String, Vec<RawElement>) {
         let mut page = html.as_bytes().to_vec();
-        let lifted = prescan(&mut page);
-        (String::from_utf8(page).unwrap(), lifted)
+        let scanned = prescan(&mut page);
+        (String::from_utf8(page).unwrap(), scanned.lifted)
+    }
+
+    #[test]
+    fn counts_start_tags_and_keeps_forms() {
+        let mut page =
+            b"<html><body><div><p>a<br></p><form action=http://x.example/ method=post></form><script>x</script></div>"
+                .to_vec();
+        assert_eq!(prescan(&mut page).elements, 7);
+        assert!(String::from_utf8(page).unwrap().contains("<form action=http://x.example/ method=post>"));
     }
 
     #[test]
