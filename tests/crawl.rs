@@ -563,3 +563,61 @@ fn submit_crawl(addr: std::net::SocketAddr, body: Value) -> String {
     assert_eq!(resp.status, 202, "{}", resp.text());
     json_of(&resp)["task_id"].as_str().unwrap().to_string()
 }
+
+#[test]
+fn sitemap_indexes_and_gzipped_sitemaps_are_read() {
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        let set = |paths: &[&str]| {
+            let urls: String = paths.iter().map(|p| format!("<url><loc>http://{host}{p}</loc></url>")).collect();
+            format!("<urlset>{urls}</urlset>").into_bytes()
+        };
+        match seen.path.as_str() {
+            // No robots.txt: /sitemap.xml is looked for, and is an index.
+            "/sitemap.xml" => Action::Send(response(
+                200,
+                &[("Content-Type", "application/xml")],
+                format!(
+                    "<sitemapindex><sitemap><loc>http://{host}/plain.xml</loc></sitemap>\
+                     <sitemap><loc>http://{host}/packed.xml.gz</loc></sitemap></sitemapindex>"
+                )
+                .as_bytes(),
+            )),
+            "/plain.xml" => Action::Send(response(200, &[("Content-Type", "application/xml")], &set(&["/from-plain"]))),
+            "/packed.xml.gz" => {
+                let mut packed = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                packed.write_all(&set(&["/from-packed"])).unwrap();
+                Action::Send(response(200, &[("Content-Type", "application/gzip")], &packed.finish().unwrap()))
+            }
+            path => html_from(&host, clean(path, "")),
+        }
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0"]);
+    assert!(status.success(), "{output}");
+    let found = issues_by_path(&report, &origin.url(""));
+    let orphans: BTreeSet<String> = ["/from-packed", "/from-plain"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(found.get("orphan-page"), Some(&orphans), "{report}");
+}
+
+#[test]
+fn robots_crawl_delay_paces_the_crawl() {
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        match seen.path.as_str() {
+            "/robots.txt" => Action::Send(response(200, &[], b"User-agent: *\nCrawl-delay: 0.2\n")),
+            "/" => html_from(&host, clean("/", &links(&["/a", "/b", "/c"]))),
+            path => html_from(&host, clean(path, "")),
+        }
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0", "--no-sitemaps"]);
+    assert!(status.success(), "{output}");
+    assert!(notes(&report).contains("robots.txt asks for 0.2 s between requests"), "{report}");
+    let mut pages: Vec<std::time::Instant> =
+        origin.seen().iter().filter(|s| s.path != "/robots.txt").map(|s| s.at).collect();
+    pages.sort();
+    assert_eq!(pages.len(), 4);
+    for pair in pages.windows(2) {
+        // The origin notes a request when its head arrives: a little jitter either side.
+        assert!(pair[1] - pair[0] >= Duration::from_millis(180), "{:?} apart", pair[1] - pair[0]);
+    }
+}

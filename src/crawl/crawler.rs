@@ -348,8 +348,9 @@ impl<'a> Run<'a> {
                 let sent = Instant::now();
                 self.fetcher.fetch(request, Box::new(move |result| drop(tx.send((id, result)))));
                 in_flight += 1;
-                // Pace from the schedule, not from now: a slow turn does not lower the rate.
-                next_send = (next_send + self.interval).max(sent - self.interval);
+                // Never closer than the interval (robots.txt's Crawl-delay is a
+                // floor): a late turn lowers the rate a little, never raises it.
+                next_send = next_send.max(sent) + self.interval;
             }
             if in_flight == 0 && (cancelled || self.frontier.waiting() == 0) {
                 break;
