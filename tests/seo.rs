@@ -119,6 +119,7 @@ fn every_check_has_a_failing_page() {
         ("http-links", good.replace("https://other.example.org/tartare", "http://other.example.org/tartare")),
         ("insecure-forms", good.replace("</body>", "<form action=\"http://food.example.com/subscribe\" method=\"post\"></form></body>")),
         ("long-alt-text", good.replace("alt=\"Golden fish\"", &format!("alt=\"{}\"", "golden fish in batter ".repeat(6)))),
+        ("duplicate-ids", good.replace("<h2>Choosing the fish</h2>", "<h2 id=\"fish\">Choosing the fish</h2><p id=\"fish\">x</p>")),
         ("dom-size", good.replace("</body>", &format!("{}</body>", "<div></div>".repeat(1600)))),
         ("preview-restrictions", good.replace("<meta charset=\"utf-8\">", "<meta charset=\"utf-8\"><meta name=\"robots\" content=\"nosnippet\">")),
         ("hreflang", good.replace("hreflang=\"de-DE\"", "hreflang=\"deutsch\"")),

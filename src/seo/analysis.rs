@@ -155,6 +155,7 @@ pub(crate) struct Structure {
     /// Alt texts longer than [`LONG_ALT`] characters.
     pub(crate) long_alts: usize,
     pub(crate) elements: usize,
+    pub(crate) duplicate_ids: (usize, Vec<String>),
     pub(crate) security: Option<SecurityHeaders>,
 }
 
@@ -413,6 +414,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         descriptions: page.descriptions.len(),
         metas_in_body: page.metas_in_body,
         elements: page.elements,
+        duplicate_ids: page.duplicate_ids.clone(),
         security: options.security_headers,
         long_alts: page.images.iter().filter(|i| i.alt.as_ref().is_some_and(|a| a.chars().count() > LONG_ALT)).count(),
         ..Structure::default()

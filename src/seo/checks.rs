@@ -465,6 +465,15 @@ fn structure(a: &Analysis, page_url: Option<&Url>, check: &mut impl FnMut(&'stat
     }
     let alt = format!("{} image(s) with alt text over {LONG_ALT} characters", s.long_alts);
     check("long-alt-text", Low, 1, s.long_alts == 0, alt);
+    let (repeats, named) = &s.duplicate_ids;
+    let ids = match repeats {
+        0 => "every id is used once".to_string(),
+        n => format!(
+            "{n} repeated id(s), such as {}",
+            named.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    check("duplicate-ids", Low, 1, *repeats == 0, ids);
     let dom = format!("{} elements (aim for at most {MAX_ELEMENTS})", s.elements);
     check("dom-size", Low, 2, s.elements <= MAX_ELEMENTS, dom);
     let directives: Vec<&str> = [a.robots.content.as_deref()]
@@ -546,6 +555,7 @@ fn advice(check: &Check) -> String {
             "Keep alt text short (at most 100 characters): it labels the image, it does not describe the page"
         }
         "dom-size" => "Trim the page's markup: a large DOM is slow to render and to crawl",
+        "duplicate-ids" => "Give each element its own id: anchors, labels and scripts find only the first",
         "preview-restrictions" => "Remove nosnippet or noimageindex unless the page must hide its previews",
         "security-headers" => {
             "Send Strict-Transport-Security, Content-Security-Policy and X-Content-Type-Options: nosniff"

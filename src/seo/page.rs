@@ -87,6 +87,8 @@ pub struct Page {
     pub form_actions: Vec<String>,
     /// Elements in the page (start tags).
     pub elements: usize,
+    /// Repeated `id` values: how many repeats, and the first few.
+    pub duplicate_ids: (usize, Vec<String>),
     /// A hash of the visible text outside `<head>` (each text node trimmed),
     /// when asked for: pages with the same one have the same content.
     pub text_hash: Option<u64>,
@@ -140,6 +142,7 @@ pub fn extract(html: &str, scanned: &Prescanned, hash_text: bool) -> Page {
     let mut walker = Walker::default();
     walker.page.text_hash = hash_text.then_some(FX_SEED);
     walker.page.elements = scanned.elements;
+    walker.page.duplicate_ids = scanned.duplicate_ids.clone();
     walker.lifted(&scanned.lifted);
     // tl's only error is an input over u32::MAX bytes, far past any body limit.
     let Ok(dom) = tl::parse(html, ParserOptions::default()) else {

@@ -126,13 +126,20 @@ pub struct Prescanned {
     pub lifted: Vec<RawElement>,
     /// Start tags seen (the DOM's size, outside lifted contents).
     pub elements: usize,
+    /// `id` values used more than once: how many repeats, and the first few.
+    pub duplicate_ids: (usize, Vec<String>),
 }
+
+/// Duplicate ids named in [`Prescanned::duplicate_ids`].
+const NAMED_DUPLICATES: usize = 5;
 
 /// Reduces `page` in place (see the module documentation) and returns what
 /// it lifted and counted.
 pub fn prescan(page: &mut Vec<u8>) -> Prescanned {
     let mut lifted = Vec::new();
     let mut elements = 0;
+    let mut ids = std::collections::HashSet::new();
+    let mut duplicate_ids = (0, Vec::new());
     let mut kept = Compactor { write: 0, read: 0 };
     let mut at = 0;
     while let Some(offset) = find_lt(&page[at..]) {
@@ -152,11 +159,20 @@ pub fn prescan(page: &mut Vec<u8>) -> Prescanned {
             continue;
         }
         let name_end = lowercase_name(page, name_start);
-        let Some(tag_end) = tag_end(page, name_end) else {
+        let Some((tag_end, id)) = tag_end(page, name_end) else {
             break;
         };
         at = tag_end + 1;
         elements += usize::from(!closing);
+        if let Some(id) = id.map(|range| &page[range]).filter(|id| !id.is_empty()) {
+            // Hashes, not copies: a page may have thousands of ids.
+            if !ids.insert(id_hash(id)) {
+                duplicate_ids.0 += 1;
+                if duplicate_ids.1.len() < NAMED_DUPLICATES {
+                    duplicate_ids.1.push(String::from_utf8_lossy(id).into_owned());
+                }
+            }
+        }
         let name = &page[name_start..name_end];
         match treatment(name) {
             Treatment::Keep => {}
@@ -191,7 +207,13 @@ pub fn prescan(page: &mut Vec<u8>) -> Prescanned {
         }
     }
     kept.finish(page);
-    Prescanned { lifted, elements }
+    Prescanned { lifted, elements, duplicate_ids }
+}
+
+/// A 64-bit hash of an id (FxHash's step a byte; ids are short).
+fn id_hash(id: &[u8]) -> u64 {
+    id.iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95))
 }
 
 /// Lowercases the tag name starting at `from` (ASCII letters, digits, `-`
@@ -220,14 +242,32 @@ fn find_lt(hay: &[u8]) -> Option<usize> {
 }
 
 /// Index of the `>` ending the tag whose attributes start at `from`,
-/// skipping quoted attribute values.
-fn tag_end(page: &[u8], from: usize) -> Option<usize> {
+/// skipping quoted attribute values, and where its `id` value lies, if it
+/// has one: found in the same pass, at each `=`.
+fn tag_end(page: &[u8], from: usize) -> Option<(usize, Option<Range<usize>>)> {
     // A plain loop: tags are short, and a SIMD search per tag cost more in
     // call overhead than it saved.
+    let mut id = None;
     let mut i = from;
     while i < page.len() {
         match page[i] {
-            b'>' => return Some(i),
+            b'>' => return Some((i, id)),
+            b'=' if id.is_none() && i >= from + 3 && is_id_name(&page[i - 3..i]) => {
+                let value_start = i + 1;
+                // Scanning resumes past the value: after a quoted one's closing
+                // quote, or at the space or `>` that ends an unquoted one.
+                (id, i) = match page.get(value_start) {
+                    Some(&quote @ (b'"' | b'\'')) => {
+                        let end = value_start + 1 + memchr::memchr(quote, &page[value_start + 1..])?;
+                        (Some(value_start + 1..end), end)
+                    }
+                    _ => {
+                        let len = page[value_start..].iter().position(|b| b.is_ascii_whitespace() || *b == b'>');
+                        let end = value_start + len.unwrap_or(page.len() - value_start);
+                        (Some(value_start..end), end - 1)
+                    }
+                };
+            }
             // A quote opens a value only after `=` (or whitespace after it).
             quote @ (b'"' | b'\'') if page[i - 1] == b'=' || page[i - 1].is_ascii_whitespace() => {
                 i += 1 + memchr::memchr(quote, &page[i + 1..])?;
@@ -237,6 +277,11 @@ fn tag_end(page: &[u8], from: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// Whether `three` bytes before an `=` are ` id` (any case, after whitespace).
+fn is_id_name(three: &[u8]) -> bool {
+    matches!(three, [w, b'i' | b'I', b'd' | b'D'] if w.is_ascii_whitespace())
 }
 
 /// Where the contents of `name` opened at `from` end: at its closing tag
@@ -279,6 +324,17 @@ mod tests {
         let mut page = html.as_bytes().to_vec();
         let scanned = prescan(&mut page);
         (String::from_utf8(page).unwrap(), scanned.lifted)
+    }
+
+    #[test]
+    fn finds_repeated_ids() {
+        let mut page =
+            br#"<div id=a><p ID="b">x</p><span data-x="id=c" id='a'></span><i class=id=z id=b></i><b id=c>"#.to_vec();
+        let scanned = prescan(&mut page);
+        assert_eq!(scanned.duplicate_ids, (2, vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(scanned.elements, 5);
+        let mut unique = b"<a id=one href=/x>1</a><a id=two>2</a><div data-id=one></div>".to_vec();
+        assert_eq!(prescan(&mut unique).duplicate_ids.0, 0, "data-id is not id");
     }
 
     #[test]
