@@ -279,7 +279,8 @@ fn crawl(args: &CrawlArgs) -> Result<(), String> {
             );
         }
     };
-    let crawled = pagelens::crawl::crawl(checked, &fetcher, &cancel, &mut progress)
+    let mut journal = pagelens::crawl::journal::NoJournal;
+    let crawled = pagelens::crawl::crawl(checked, &fetcher, &cancel, &mut journal, &mut progress)
         .map_err(|e| format!("{}: {} ({})", args.url, e.detail, e.code))?;
     if terminal {
         eprintln!();

@@ -621,3 +621,65 @@ fn robots_crawl_delay_paces_the_crawl() {
         assert!(pair[1] - pair[0] >= Duration::from_millis(180), "{:?} apart", pair[1] - pair[0]);
     }
 }
+
+/// The real binary on a SQLite file, killed with SIGKILL in the middle of a
+/// crawl and started again: the crawl resumes from its journal, fetching
+/// again only what was in flight, and its report covers the whole site.
+#[test]
+fn a_crawl_killed_midway_resumes_where_it_was() {
+    const PAGES: u64 = 60;
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        let n: u64 = seen.path.trim_start_matches("/p").parse().unwrap_or(0);
+        // A chain of pages, 40 ms each: the kill lands midway.
+        let next = if n + 1 < PAGES { links(&[&format!("/p{}", n + 1)]) } else { String::new() };
+        match html_from(&host, clean(&seen.path, &next)) {
+            Action::Send(bytes) if seen.path != "/robots.txt" => Action::SendAfter(Duration::from_millis(40), bytes),
+            _ => Action::Send(response(404, &[], b"")),
+        }
+    });
+    let dir = TempDir::new("crawl-resume");
+    let store = format!("sqlite:{}", dir.path().join("tasks.db").display());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--allow-private-fetch",
+        "--fetch-ports",
+        "any",
+        "--fetch-rate",
+        "1000",
+    ];
+    let (mut server, addr) = crate::binary::spawn_binary(&args, &[]);
+    let id = submit_crawl(addr, json!({"url": origin.url("/p0"), "rate": 0, "max_depth": 100, "sitemaps": false}));
+    let pages = |origin: &Origin| origin.seen().iter().filter(|s| s.path.starts_with("/p")).count() as u64;
+    let started = std::time::Instant::now();
+    while pages(&origin) < 20 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the crawl did not get going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // While it runs, its pages so far, from its journal.
+    let (status, body) = get_text(addr, &format!("/crawl/{id}/pages"));
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        lines.len() >= 10 && lines.iter().all(|l| l["status"] == 200 && l["word_count"].as_u64() > Some(100)),
+        "{body}"
+    );
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let before = pages(&origin);
+
+    let (mut again, addr) = crate::binary::spawn_binary(&args, &[]);
+    let done = wait_for(addr, &id, &["completed", "failed", "error"]);
+    assert_eq!(done["status"], "completed", "{done}");
+    let report = &done["result"];
+    assert_eq!(report["pages_fetched"], PAGES + 1, "the chain and the home page each links to");
+    assert!(notes(report).contains("resumed after a restart"), "{report}");
+    // Each page was fetched once, but for those in flight (or not yet in
+    // the journal) at the kill: the crawl keeps 8 fetches going.
+    let total = pages(&origin);
+    assert!(total >= PAGES && total - PAGES <= 10, "{total} fetches of {PAGES} pages, {before} before the kill");
+    crate::binary::stop(&mut again);
+}

@@ -20,7 +20,7 @@ use crate::fetch::{Fetcher, Guard};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
-use crate::jobs::engine::{Ended, Resume};
+use crate::jobs::engine::{Ended, Journal, Resume};
 use crate::jobs::{Payload, TaskError, TaskId, TaskInput, TaskSpec, TaskState, Work};
 use crate::reactor::{Context, Reply};
 
@@ -73,7 +73,8 @@ impl Crawlers {
                 let cancel = resume.cancel_flag();
                 let progress = resume.progress();
                 let mut tell = |p: &CrawlProgress| progress(percent(p), stage(p));
-                match crawl(checked, &fetcher, &cancel, &mut tell) {
+                let mut journal = StoreJournal { kept: None, journal: resume.journal() };
+                match crawl(checked, &fetcher, &cancel, &mut journal, &mut tell) {
                     Ok(report) => resume.then(Box::new(move |_| {
                         serde_json::value::to_raw_value(&report.report())
                             .map_err(|e| TaskError::new(500, "internal", format!("cannot encode the report: {e}")))
@@ -86,6 +87,37 @@ impl Crawlers {
                 drop(job);
             }
         })))
+    }
+}
+
+/// A crawl's journal kept with its task in the store (not with `--store
+/// memory`, which a restart does not outlive).
+struct StoreJournal {
+    journal: Journal,
+    kept: Option<bool>,
+}
+
+impl StoreJournal {
+    fn kept(&mut self) -> bool {
+        *self.kept.get_or_insert_with(|| self.journal.kept())
+    }
+}
+
+impl crate::crawl::journal::Journal for StoreJournal {
+    fn read(&mut self) -> Vec<Vec<u8>> {
+        if !self.kept() {
+            return Vec::new();
+        }
+        self.journal.read().unwrap_or_else(|e| {
+            crate::error!("{:?}: the crawl's journal cannot be read ({e}): crawling from the start", self.journal);
+            Vec::new()
+        })
+    }
+
+    fn write(&mut self, n: usize, line: Vec<u8>) {
+        if self.kept() {
+            self.journal.write(n, line);
+        }
     }
 }
 
@@ -217,13 +249,23 @@ pub fn issues(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
 }
 
 /// `GET /crawl/{id}/pages[?issue=ID]`: one JSON line a page, only those
-/// with the issue when one is named.
+/// with the issue when one is named. While the crawl runs, the pages
+/// fetched so far, from its journal: what each page says of itself (the
+/// site's checks come with the report).
 pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let issue = request.head.query.unwrap_or("").split('&').find_map(|pair| {
         let (name, value) = pair.split_once('=')?;
         (name == "issue").then(|| value.to_string())
     });
+    let engine = Arc::clone(app.engine());
     with_crawl(app, &params, cx, move |ended| match report_of(&ended) {
+        Err(_) if !ended.view.status.is_final() => match engine.journal_lines(ended.view.task_id) {
+            Ok(lines) if !lines.is_empty() => {
+                Response::with_body(200, "application/x-ndjson", journal_rows(&lines, issue.as_deref()))
+            }
+            Ok(_) => report_of(&ended).err().unwrap_or_else(crawl_not_found),
+            Err(e) => store_failed(&e),
+        },
         Ok(report) => {
             let mut body = Vec::new();
             let rows = report.pages.iter().filter(|p| issue.as_ref().is_none_or(|i| p.issues.contains(i)));
@@ -237,6 +279,40 @@ pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Cont
         }
         Err(response) => response,
     })
+}
+
+/// The NDJSON rows of journal `lines`: a page's own figures and failed
+/// checks (those with `issue` only, when named).
+fn journal_rows(lines: &[Vec<u8>], issue: Option<&str>) -> Vec<u8> {
+    use crate::crawl::journal::{Fetch, Line};
+    let mut body = Vec::new();
+    for line in lines.iter().filter_map(|l| serde_json::from_slice::<Line>(l).ok()) {
+        let row = match line.fetch {
+            Fetch::Response { status, content_type, first_byte_ms, page, .. } => {
+                let issues: Vec<&str> =
+                    page.as_ref().map_or(Vec::new(), |p| p.failed_checks.iter().map(|(id, _)| id.as_str()).collect());
+                if issue.is_some_and(|wanted| !issues.contains(&wanted)) {
+                    continue;
+                }
+                serde_json::json!({
+                    "url": line.url, "status": status, "content_type": content_type, "first_byte_ms": first_byte_ms,
+                    "title": page.as_ref().and_then(|p| p.title.clone()), "word_count": page.as_ref().map(|p| p.word_count),
+                    "score": page.as_ref().map(|p| p.score), "links_out": page.as_ref().map(|p| p.links.len()), "issues": issues,
+                })
+            }
+            _ if issue.is_some() => continue,
+            Fetch::Failed { code } => {
+                serde_json::json!({ "url": line.url, "status": null, "error": code, "issues": [] })
+            }
+            Fetch::Blocked => {
+                serde_json::json!({ "url": line.url, "status": null, "error": "robots-txt", "issues": [] })
+            }
+        };
+        if serde_json::to_writer(&mut body, &row).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    body
 }
 
 /// `GET /crawl/{id}/report.csv`: one row an issue found on a page.

@@ -16,7 +16,7 @@ use crate::seo::checks::Severity;
 #[derive(Debug, Clone)]
 pub struct Found {
     /// Stable identifier.
-    pub id: &'static str,
+    pub id: String,
     /// How much it matters.
     pub severity: Severity,
     /// What it is, for a person.
@@ -44,13 +44,14 @@ pub struct Audit {
     pub(super) on_page: HashMap<UrlId, Vec<u16>>,
 }
 
-/// Collects findings by issue.
-struct Findings {
-    by_issue: BTreeMap<&'static str, (Severity, &'static str, Vec<Place>)>,
+/// Collects findings by issue (ids are the site's checks' or the page
+/// checks' named in the site's records).
+struct Findings<'a> {
+    by_issue: BTreeMap<&'a str, (Severity, &'static str, Vec<Place>)>,
 }
 
-impl Findings {
-    fn add(&mut self, id: &'static str, severity: Severity, about: &'static str, at: UrlId, related: &[UrlId]) {
+impl<'a> Findings<'a> {
+    fn add(&mut self, id: &'a str, severity: Severity, about: &'static str, at: UrlId, related: &[UrlId]) {
         self.by_issue.entry(id).or_insert((severity, about, Vec::new())).2.push((at, related.into()));
     }
 }
@@ -134,10 +135,10 @@ pub fn audit(frontier: &Frontier, site: &Site, notes: Vec<String>) -> Audit {
         .into_iter()
         .map(|(id, (severity, about, mut pages))| {
             pages.sort_by(|a, b| frontier.url(a.0).cmp(frontier.url(b.0)));
-            Found { id, severity, about, pages }
+            Found { id: id.to_string(), severity, about, pages }
         })
         .collect();
-    issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(b.pages.len().cmp(&a.pages.len())).then(a.id.cmp(b.id)));
+    issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(b.pages.len().cmp(&a.pages.len())).then(a.id.cmp(&b.id)));
     let mut on_page: HashMap<UrlId, Vec<u16>> = HashMap::new();
     for (n, issue) in issues.iter().enumerate() {
         for (page, _) in &issue.pages {
@@ -182,7 +183,7 @@ fn summary(frontier: &Frontier, site: &Site) -> Summary {
     }
 }
 
-fn page_links(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts, internal: &dyn Fn(UrlId) -> bool) {
+fn page_links(found: &mut Findings<'_>, site: &Site, page: UrlId, html: &HtmlFacts, internal: &dyn Fn(UrlId) -> bool) {
     let (mut broken_in, mut broken_out, mut to_redirect, mut nofollow) = (vec![], vec![], vec![], vec![]);
     for edge in &html.links {
         match (site.is_error(edge.to), internal(edge.to)) {
@@ -215,7 +216,7 @@ fn page_links(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts, 
     }
 }
 
-fn canonicals(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts) {
+fn canonicals(found: &mut Findings<'_>, site: &Site, page: UrlId, html: &HtmlFacts) {
     if let (Some(a), Some(b)) = (html.canonical, html.http_canonical) {
         if a != b {
             found.add("canonical-mismatch", Severity::High, "the HTML and HTTP canonicals disagree", page, &[a, b]);
@@ -240,7 +241,7 @@ fn canonicals(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts) 
     }
 }
 
-fn hreflangs(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts) {
+fn hreflangs(found: &mut Findings<'_>, site: &Site, page: UrlId, html: &HtmlFacts) {
     if html.hreflang.is_empty() {
         return;
     }
@@ -286,7 +287,7 @@ fn hreflangs(found: &mut Findings, site: &Site, page: UrlId, html: &HtmlFacts) {
 }
 
 /// A URL that redirects: a chain (a redirect to a redirect) or a loop.
-fn redirects(found: &mut Findings, site: &Site, id: UrlId) {
+fn redirects(found: &mut Findings<'_>, site: &Site, id: UrlId) {
     let Some(mut next) = site.redirect(id) else { return };
     let mut chain = vec![next];
     while let Some(after) = site.redirect(next) {
@@ -303,7 +304,7 @@ fn redirects(found: &mut Findings, site: &Site, id: UrlId) {
     }
 }
 
-fn sitemap_entry(found: &mut Findings, site: &Site, id: UrlId, unlinked: bool) {
+fn sitemap_entry(found: &mut Findings<'_>, site: &Site, id: UrlId, unlinked: bool) {
     let checks = [
         (
             matches!(site.get(id), Some(Outcome::Blocked)),
@@ -336,7 +337,7 @@ fn sitemap_entry(found: &mut Findings, site: &Site, id: UrlId, unlinked: bool) {
 
 /// Indexable HTML pages sharing the same `key`: each is reported with the others.
 fn duplicates(
-    found: &mut Findings,
+    found: &mut Findings<'_>,
     site: &Site,
     ids: std::ops::Range<UrlId>,
     key: impl Fn(&HtmlFacts) -> Option<u64>,

@@ -18,6 +18,7 @@ use url::Url;
 
 use super::audit::{audit, Audit};
 use super::frontier::{Frontier, Skip, UrlId, Via};
+use super::journal::{Fetch, Journal, Line, PageLine};
 use super::report::ReportView;
 use super::settings::Checked;
 use super::site::{text_key, Edge, HtmlFacts, Outcome, Site};
@@ -91,11 +92,14 @@ impl Crawled {
 
 /// Runs the crawl `checked` describes to its end on this thread and returns
 /// what it found. `cancel` stops it early (the report says so);
-/// `progress` is told where it is every quarter second or so.
+/// `progress` is told where it is every quarter second or so; `journal`
+/// keeps a line a URL as it goes, and gives back an earlier run's lines
+/// first, so that a crawl run again resumes where it was.
 pub fn crawl(
     checked: Checked,
     fetcher: &Fetcher,
     cancel: &Arc<AtomicBool>,
+    journal: &mut dyn Journal,
     progress: &mut dyn FnMut(&CrawlProgress),
 ) -> Result<Crawled, CrawlError> {
     fetcher.guard().check_url(&checked.start)?;
@@ -106,8 +110,9 @@ pub fn crawl(
             detail: "rate 0 (no limit) is only for sites on addresses the server was opened to (--fetch-allow)".into(),
         });
     }
-    let mut run = Run::new(checked, fetcher, cancel);
+    let mut run = Run::new(checked, fetcher, cancel, journal);
     run.start();
+    run.replay();
     run.crawl(progress);
     let Run { frontier, site, mut notes, .. } = run;
     for (skip, count) in frontier.skipped() {
@@ -140,6 +145,9 @@ fn opened(fetcher: &Fetcher, url: &Url) -> bool {
 
 /// One crawl under way.
 struct Run<'a> {
+    journal: &'a mut dyn Journal,
+    /// Lines kept in the journal.
+    lines: usize,
     frontier: Frontier,
     site: Site,
     fetcher: &'a Fetcher,
@@ -156,10 +164,17 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(checked: Checked, fetcher: &'a Fetcher, cancel: &'a Arc<AtomicBool>) -> Run<'a> {
+    fn new(
+        checked: Checked,
+        fetcher: &'a Fetcher,
+        cancel: &'a Arc<AtomicBool>,
+        journal: &'a mut dyn Journal,
+    ) -> Run<'a> {
         let rate = checked.settings.rate;
         let interval = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
         Run {
+            journal,
+            lines: 0,
             frontier: Frontier::new(checked),
             site: Site::default(),
             fetcher,
@@ -335,8 +350,7 @@ impl<'a> Run<'a> {
                 let Some((id, url)) = self.frontier.take() else { break };
                 let internal = self.frontier.entry(id).is_some_and(|e| e.internal);
                 if internal && !self.allowed(&url) {
-                    self.frontier.skip(id, Skip::Robots);
-                    self.site.record(id, Outcome::Blocked);
+                    self.keep(id, Fetch::Blocked);
                     continue;
                 }
                 let tx = tx.clone();
@@ -363,7 +377,8 @@ impl<'a> Run<'a> {
             if let Ok((id, result)) = rx.recv_timeout(wait.min(PROGRESS_EVERY)) {
                 in_flight -= 1;
                 self.fetched += 1;
-                self.absorb(id, result);
+                let fetch = self.fetch_of(id, result);
+                self.keep(id, fetch);
             }
             if told.elapsed() >= PROGRESS_EVERY {
                 told = Instant::now();
@@ -385,54 +400,112 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Records how fetching `id` ended and discovers what it links to.
-    fn absorb(&mut self, id: UrlId, result: Result<FetchResponse, FetchError>) {
+    /// Reads back an earlier run's journal: each URL it fetched is taken
+    /// again without a fetch, and what it found applied as then.
+    fn replay(&mut self) {
+        let (mut read, mut damaged) = (0, 0);
+        for line in self.journal.read() {
+            let Ok(Line { url, fetch }) = serde_json::from_slice::<Line>(&line) else {
+                damaged += 1;
+                continue;
+            };
+            let Ok(url) = Url::parse(&url) else {
+                damaged += 1;
+                continue;
+            };
+            let (id, _) = self.frontier.intern(url);
+            self.frontier.mark_taken(id);
+            self.fetched += 1;
+            self.apply(id, fetch);
+            read += 1;
+        }
+        self.lines = read + damaged;
+        if read > 0 {
+            self.notes.push(format!(
+                "resumed after a restart: {read} URLs were read back from the journal, not fetched again"
+            ));
+        }
+        if damaged > 0 {
+            self.notes.push(format!("{damaged} damaged journal lines were skipped (those URLs may be missing)"));
+        }
+    }
+
+    /// Keeps how fetching `id` ended in the journal, then applies it.
+    fn keep(&mut self, id: UrlId, fetch: Fetch) {
+        let line = Line { url: self.frontier.url(id).to_string(), fetch };
+        // A line of strings and numbers always serialises.
+        if let Ok(bytes) = serde_json::to_vec(&line) {
+            self.journal.write(self.lines, bytes);
+            self.lines += 1;
+        }
+        self.apply(id, line.fetch);
+    }
+
+    /// How fetching `id` ended, with what an HTML page of the site says
+    /// (analysed here); URLs as text.
+    fn fetch_of(&self, id: UrlId, result: Result<FetchResponse, FetchError>) -> Fetch {
         let response = match result {
             Ok(response) => response,
-            Err(e) => {
-                self.errors += 1;
-                if id == 0 {
-                    self.notes.push(format!("the start page could not be fetched: {e}"));
-                }
-                return self.site.record(id, Outcome::Failed(e.code.to_string()));
-            }
+            Err(e) => return Fetch::Failed { code: e.code.to_string() },
         };
+        let internal = self.frontier.entry(id).is_some_and(|e| e.internal);
+        let status = response.status;
+        let content_type = response.head.header("content-type").map(str::to_string);
+        let location = response
+            .head
+            .header("location")
+            .filter(|_| (300..400).contains(&status))
+            .and_then(|l| response.final_url.join(l).ok())
+            .map(String::from);
+        let first_byte_ms = response.timings.first_byte_ms.max(0.0);
+        let page = match internal && status == 200 && is_html(content_type.as_deref()) {
+            true => self.analyse(response).map(Box::new),
+            false => None,
+        };
+        Fetch::Response { status, content_type, location, first_byte_ms, page }
+    }
+
+    /// Records how fetching `id` ended and discovers what it links to.
+    fn apply(&mut self, id: UrlId, fetch: Fetch) {
         let entry = self.frontier.entry(id).cloned();
         let internal = entry.as_ref().is_some_and(|e| e.internal);
         // A URL no link reaches (sitemap only) passes no depth on.
         let depth = entry.as_ref().and_then(|e| e.depth);
-        let status = response.status;
-        self.errors += usize::from(status >= 400);
-        let first_byte_ms = response.timings.first_byte_ms.max(0.0);
-        let content_type = response.head.header("content-type").map(str::to_string);
-        let location = match response.head.header("location").filter(|_| (300..400).contains(&status)) {
-            Some(location) => match response.final_url.join(location) {
-                // A redirect is no click: its target is as deep as it.
-                Ok(target) if internal => {
-                    Some(self.frontier.discover(target, depth.map_or(Via::Reference, Via::Redirect)))
+        let (status, content_type, location, first_byte_ms, page) = match fetch {
+            Fetch::Failed { code } => {
+                self.errors += 1;
+                if id == 0 {
+                    self.notes.push(format!("the start page could not be fetched: {code}"));
                 }
-                Ok(target) => Some(self.frontier.intern(target).0),
-                Err(_) => None,
-            },
-            None => None,
+                return self.site.record(id, Outcome::Failed(code));
+            }
+            Fetch::Blocked => {
+                self.frontier.skip(id, Skip::Robots);
+                return self.site.record(id, Outcome::Blocked);
+            }
+            Fetch::Response { status, content_type, location, first_byte_ms, page } => {
+                (status, content_type, location, first_byte_ms, page)
+            }
         };
-        let is_html = content_type.as_deref().is_none_or(|t| {
-            let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            essence == "text/html" || essence == "application/xhtml+xml"
+        self.errors += usize::from(status >= 400);
+        let location = location.and_then(|l| Url::parse(&l).ok()).map(|target| match internal {
+            // A redirect is no click: its target is as deep as it.
+            true => self.frontier.discover(target, depth.map_or(Via::Reference, Via::Redirect)),
+            false => self.frontier.intern(target).0,
         });
-        if id == 0 && status == 200 && !is_html {
+        if id == 0 && status == 200 && !is_html(content_type.as_deref()) {
             self.notes.push(format!(
                 "the start URL is not an HTML page ({}): there is nothing to follow",
                 content_type.as_deref().unwrap_or_default()
             ));
         }
-        let html = (internal && status == 200 && is_html).then(|| self.analyse(depth, response)).flatten();
+        let html = page.map(|page| self.facts(depth, *page));
         let content_type = content_type.and_then(|t| self.site.content_type(&t));
         self.site.record(id, Outcome::Response { status, content_type, location, first_byte_ms, html });
     }
 
-    /// Analyses a fetched HTML page and discovers its links, canonical and alternates.
-    fn analyse(&mut self, depth: Option<u16>, response: FetchResponse) -> Option<Box<HtmlFacts>> {
+    /// Analyses a fetched HTML page: what the journal keeps of it.
+    fn analyse(&self, response: FetchResponse) -> Option<PageLine> {
         let FetchResponse { final_url, head, body, .. } = response;
         let body = decode_body(head.header("content-encoding"), body, self.max_bytes).ok()?;
         let options = seo::Options {
@@ -447,51 +520,88 @@ impl<'a> Run<'a> {
             ..seo::Options::default()
         };
         let analysis = seo::analyze(&body, &options).ok()?;
-        let discover = |frontier: &mut Frontier, href: &str, via| {
-            Url::parse(href).ok().filter(|u| matches!(u.scheme(), "http" | "https")).map(|u| frontier.discover(u, via))
-        };
-        let mut links: Vec<Edge> = Vec::new();
-        for link in analysis.links.items.iter().flatten() {
-            if !matches!(link.kind, LinkKind::Internal | LinkKind::External) {
-                continue;
-            }
-            let Some(to) = discover(&mut self.frontier, &link.href, depth.map_or(Via::Reference, Via::Page)) else {
-                continue;
-            };
-            let nofollow = analysis.robots.nofollow || link.rel.iter().any(|r| r.eq_ignore_ascii_case("nofollow"));
-            match links.iter_mut().find(|e| e.to == to) {
-                Some(edge) => edge.nofollow |= nofollow,
-                None => links.push(Edge { to, nofollow }),
-            }
-        }
-        let canonical = analysis.canonical.as_deref().and_then(|c| discover(&mut self.frontier, c, Via::Reference));
-        let http_canonical = head
-            .all("link")
-            .find_map(link_canonical)
-            .and_then(|c| final_url.join(&c).ok())
-            .and_then(|c| discover(&mut self.frontier, c.as_str(), Via::Reference));
-        let hreflang = analysis
-            .hreflang
+        let links = analysis
+            .links
+            .items
             .iter()
-            .filter_map(|h| {
-                Some((h.lang.as_str().into(), discover(&mut self.frontier, h.href.as_deref()?, Via::Reference)?))
+            .flatten()
+            .filter(|link| matches!(link.kind, LinkKind::Internal | LinkKind::External))
+            .map(|link| {
+                let nofollow = analysis.robots.nofollow || link.rel.iter().any(|r| r.eq_ignore_ascii_case("nofollow"));
+                (link.href.clone(), nofollow)
             })
             .collect();
-        let failed_checks = self.site.checks(analysis.checks.iter().filter(|c| !c.passed).map(|c| (c.id, c.severity)));
-        Some(Box::new(HtmlFacts {
-            title: analysis.title.as_deref().map(Box::from),
+        let http_canonical =
+            head.all("link").find_map(link_canonical).and_then(|c| final_url.join(&c).ok()).map(String::from);
+        Some(PageLine {
+            title: analysis.title.clone(),
             description: analysis.meta_description.as_deref().filter(|d| !d.trim().is_empty()).map(text_key),
-            canonical,
+            canonical: analysis.canonical.clone(),
             http_canonical,
             noindex: analysis.robots.noindex,
             text_hash: analysis.text_hash,
             word_count: analysis.word_count,
+            hreflang: analysis.hreflang.iter().filter_map(|h| Some((h.lang.clone(), h.href.clone()?))).collect(),
+            links,
+            failed_checks: analysis
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| (c.id.to_string(), c.severity))
+                .collect(),
+            score: analysis.score,
+        })
+    }
+
+    /// A page's facts as the site keeps them, discovering its links,
+    /// canonical and alternates (a page no link reaches passes no depth on).
+    fn facts(&mut self, depth: Option<u16>, page: PageLine) -> Box<HtmlFacts> {
+        let discover = |frontier: &mut Frontier, href: &str, via| {
+            Url::parse(href).ok().filter(|u| matches!(u.scheme(), "http" | "https")).map(|u| frontier.discover(u, via))
+        };
+        let mut links: Vec<Edge> = Vec::new();
+        for (href, nofollow) in &page.links {
+            let Some(to) = discover(&mut self.frontier, href, depth.map_or(Via::Reference, Via::Page)) else {
+                continue;
+            };
+            match links.iter_mut().find(|e| e.to == to) {
+                Some(edge) => edge.nofollow |= nofollow,
+                None => links.push(Edge { to, nofollow: *nofollow }),
+            }
+        }
+        let canonical = page.canonical.as_deref().and_then(|c| discover(&mut self.frontier, c, Via::Reference));
+        let http_canonical =
+            page.http_canonical.as_deref().and_then(|c| discover(&mut self.frontier, c, Via::Reference));
+        let hreflang = page
+            .hreflang
+            .iter()
+            .filter_map(|(lang, href)| {
+                Some((lang.as_str().into(), discover(&mut self.frontier, href, Via::Reference)?))
+            })
+            .collect();
+        let failed_checks = self.site.checks(page.failed_checks.iter().map(|(id, severity)| (id.as_str(), *severity)));
+        Box::new(HtmlFacts {
+            title: page.title.map(String::into_boxed_str),
+            description: page.description,
+            canonical,
+            http_canonical,
+            noindex: page.noindex,
+            text_hash: page.text_hash,
+            word_count: page.word_count,
             hreflang,
             links: links.into_boxed_slice(),
             failed_checks,
-            score: analysis.score,
-        }))
+            score: page.score,
+        })
     }
+}
+
+/// Whether a `Content-Type` is HTML's (none is taken to be).
+fn is_html(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|t| {
+        let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        essence == "text/html" || essence == "application/xhtml+xml"
+    })
 }
 
 /// The target of a `Link` header value's `rel=canonical` entry.

@@ -258,6 +258,24 @@ impl Frontier {
         }
     }
 
+    /// Marks `id` taken without its turn (an earlier run fetched it),
+    /// counted against the caps as if taken now.
+    pub fn mark_taken(&mut self, id: UrlId) {
+        let Some(entry) = self.entries.get_mut(id as usize) else { return };
+        if entry.taken {
+            return;
+        }
+        (entry.taken, entry.skipped) = (true, None);
+        if entry.internal {
+            self.admitted += 1;
+            if let Ok(url) = Url::parse(&self.urls[id as usize]) {
+                *self.shapes.entry(shape(&url)).or_default() += 1;
+            }
+        } else {
+            self.admitted_external += 1;
+        }
+    }
+
     /// Marks `id` not fetched, for `why` (robots.txt said no).
     pub fn skip(&mut self, id: UrlId, why: Skip) {
         if let Some(entry) = self.entries.get_mut(id as usize) {

@@ -4,6 +4,7 @@
 //! - [`urls`]: URL normalisation, scope and patterns.
 //! - [`frontier`]: every URL discovered, interned, and the queue to fetch.
 //! - [`sitemap`]: sitemap and sitemap-index documents.
+//! - [`journal`]: a line a URL, kept as the crawl goes, to resume it.
 //! - [`site`]: what was found of each URL, compactly.
 //! - [`audit`]: the checks across pages.
 //! - [`crawler`]: the driver: fetches through the fetcher, analyses with the
@@ -16,6 +17,7 @@
 pub mod audit;
 pub mod crawler;
 pub mod frontier;
+pub mod journal;
 pub mod report;
 pub mod settings;
 pub mod site;

@@ -167,7 +167,7 @@ impl<'a> ReportView<'a> {
 
     fn issue(&self, found: &Found) -> Issue {
         Issue {
-            id: found.id.into(),
+            id: found.id.clone(),
             severity: found.severity,
             about: found.about.into(),
             count: found.pages.len(),
@@ -206,7 +206,11 @@ impl<'a> ReportView<'a> {
             first_byte_ms,
             links_in: self.audit.incoming.get(id as usize).map_or(0, |&n| n as usize),
             links_out: html.map_or(0, |h| h.links.len()),
-            issues: issues.iter().filter_map(|&n| self.audit.issues.get(usize::from(n))).map(|f| f.id.into()).collect(),
+            issues: issues
+                .iter()
+                .filter_map(|&n| self.audit.issues.get(usize::from(n)))
+                .map(|f| f.id.clone())
+                .collect(),
         })
     }
 

@@ -70,7 +70,7 @@ pub struct Site {
     /// Content types seen, numbered.
     content_types: Vec<Box<str>>,
     /// The SEO engine's checks seen failing, numbered (their bits).
-    checks: Vec<(&'static str, Severity)>,
+    checks: Vec<(String, Severity)>,
 }
 
 /// Most distinct content types numbered; a site that sends more gets the rest unnamed.
@@ -100,13 +100,13 @@ impl Site {
     }
 
     /// The bits of failed checks `failed` (past 64 distinct checks, the rest are not kept).
-    pub fn checks(&mut self, failed: impl Iterator<Item = (&'static str, Severity)>) -> u64 {
+    pub fn checks<'a>(&mut self, failed: impl Iterator<Item = (&'a str, Severity)>) -> u64 {
         let mut bits = 0;
-        for check in failed {
-            let i = match self.checks.iter().position(|(id, _)| *id == check.0) {
+        for (id, severity) in failed {
+            let i = match self.checks.iter().position(|(known, _)| known == id) {
                 Some(i) => i,
                 None if self.checks.len() < 64 => {
-                    self.checks.push(check);
+                    self.checks.push((id.to_string(), severity));
                     self.checks.len() - 1
                 }
                 None => continue,
@@ -117,8 +117,8 @@ impl Site {
     }
 
     /// The checks whose bits are set in `bits`.
-    pub(super) fn failed(&self, bits: u64) -> impl Iterator<Item = (&'static str, Severity)> + '_ {
-        self.checks.iter().enumerate().filter(move |(i, _)| bits & (1 << i) != 0).map(|(_, &c)| c)
+    pub(super) fn failed(&self, bits: u64) -> impl Iterator<Item = (&str, Severity)> + '_ {
+        self.checks.iter().enumerate().filter(move |(i, _)| bits & (1 << i) != 0).map(|(_, (id, s))| (id.as_str(), *s))
     }
 
     pub(super) fn content_type_name(&self, number: Option<u16>) -> Option<String> {

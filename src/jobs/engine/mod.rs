@@ -31,7 +31,7 @@ pub use admission::{Admission, SubmitError};
 pub use batch::{BatchEvent, BatchSubscriber};
 pub use shared::{SharedConfig, SharedFigures};
 pub use watch::{Follow, TaskEvent, TaskFollower, TaskWatcher};
-pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Outcome, Resume, Work};
+pub use work::{CpuWork, Handler, Handlers, IoWork, JobContext, Journal, Outcome, Resume, Work};
 
 use super::commit::{CommitFigures, Committer};
 use super::lifecycle::{apply, Event, TaskRecord};
@@ -477,6 +477,12 @@ impl Engine {
                 Ok(self.status(view.task_id).ok().flatten().unwrap_or(Ended { view, result: None, version: 0 }))
             }
         }
+    }
+
+    /// The journal lines task `id` has kept so far (see
+    /// [`Journal`](work::Journal); not on a reactor).
+    pub fn journal_lines(&self, id: TaskId) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.store.items(id, None)
     }
 
     /// A task's status and result: from memory while this process runs

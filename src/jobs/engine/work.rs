@@ -267,6 +267,11 @@ impl Resume {
         }
     }
 
+    /// The task's journal (see [`Journal`]).
+    pub fn journal(&self) -> Journal {
+        Journal { engine: Arc::clone(&self.engine), id: self.id }
+    }
+
     /// Runs `work` on the pool, at the task's priority.
     pub fn then(mut self, work: CpuWork) {
         let Some(finish) = self.finish.take() else { return };
@@ -296,6 +301,42 @@ impl Drop for Resume {
         if let Some(finish) = self.finish.take() {
             finish(&self.engine, Err(TaskError::new(500, "internal", "the task's I/O ended without an outcome")));
         }
+    }
+}
+
+/// A running task's journal: numbered lines it keeps in the store as it
+/// goes (a crawl's pages), read back when it runs again after a restart,
+/// so that it resumes where it was. Kept with the task, gone when it is.
+#[derive(Clone)]
+pub struct Journal {
+    engine: Arc<Engine>,
+    id: TaskId,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("id", &self.id).finish()
+    }
+}
+
+impl Journal {
+    /// Every line kept so far, in order (call it on the task's own thread:
+    /// it reads the store).
+    pub fn read(&self) -> Result<Vec<Vec<u8>>, crate::jobs::store::StoreError> {
+        self.engine.store.items(self.id, None)
+    }
+
+    /// Whether the store outlives the process (with `--store memory` a
+    /// journal could never be read back, and would only hold memory).
+    pub fn kept(&self) -> bool {
+        self.engine.store.figures().backend != "memory"
+    }
+
+    /// Keeps line `n` (the first write of a number wins), through the
+    /// committer, without waiting for it.
+    pub fn write(&self, n: usize, line: Vec<u8>) {
+        let write = crate::jobs::store::Write::Item { task: self.id, item: n, failed: false, doc: line };
+        self.engine.committer.send_only(write);
     }
 }
 
