@@ -119,6 +119,10 @@ impl crate::crawl::journal::Journal for StoreJournal {
             self.journal.write(n, line);
         }
     }
+
+    fn keeps(&mut self) -> bool {
+        self.kept()
+    }
 }
 
 /// How far a crawl is: fetched over all known to fetch, short of 100 until it ends.

@@ -432,13 +432,16 @@ impl<'a> Run<'a> {
 
     /// Keeps how fetching `id` ended in the journal, then applies it.
     fn keep(&mut self, id: UrlId, fetch: Fetch) {
-        let line = Line { url: self.frontier.url(id).to_string(), fetch };
-        // A line of strings and numbers always serialises.
-        if let Ok(bytes) = serde_json::to_vec(&line) {
-            self.journal.write(self.lines, bytes);
-            self.lines += 1;
+        if self.journal.keeps() {
+            let line = Line { url: self.frontier.url(id).to_string(), fetch };
+            // A line of strings and numbers always serialises.
+            if let Ok(bytes) = serde_json::to_vec(&line) {
+                self.journal.write(self.lines, bytes);
+                self.lines += 1;
+            }
+            return self.apply(id, line.fetch);
         }
-        self.apply(id, line.fetch);
+        self.apply(id, fetch);
     }
 
     /// How fetching `id` ended, with what an HTML page of the site says
@@ -519,36 +522,36 @@ impl<'a> Run<'a> {
             hash_text: true,
             ..seo::Options::default()
         };
-        let analysis = seo::analyze(&body, &options).ok()?;
+        let mut analysis = seo::analyze(&body, &options).ok()?;
+        let page_nofollow = analysis.robots.nofollow;
+        // Taken, not copied: the analysis is not needed after this.
         let links = analysis
             .links
             .items
-            .iter()
+            .take()
+            .into_iter()
             .flatten()
             .filter(|link| matches!(link.kind, LinkKind::Internal | LinkKind::External))
             .map(|link| {
-                let nofollow = analysis.robots.nofollow || link.rel.iter().any(|r| r.eq_ignore_ascii_case("nofollow"));
-                (link.href.clone(), nofollow)
+                let nofollow = page_nofollow || link.rel.iter().any(|r| r.eq_ignore_ascii_case("nofollow"));
+                (link.href, nofollow)
             })
             .collect();
         let http_canonical =
             head.all("link").find_map(link_canonical).and_then(|c| final_url.join(&c).ok()).map(String::from);
+        let failed_checks =
+            analysis.checks.iter().filter(|c| !c.passed).map(|c| (c.id.to_string(), c.severity)).collect();
         Some(PageLine {
-            title: analysis.title.clone(),
+            title: analysis.title.take(),
             description: analysis.meta_description.as_deref().filter(|d| !d.trim().is_empty()).map(text_key),
-            canonical: analysis.canonical.clone(),
+            canonical: analysis.canonical.take(),
             http_canonical,
             noindex: analysis.robots.noindex,
             text_hash: analysis.text_hash,
             word_count: analysis.word_count,
-            hreflang: analysis.hreflang.iter().filter_map(|h| Some((h.lang.clone(), h.href.clone()?))).collect(),
+            hreflang: analysis.hreflang.into_iter().filter_map(|h| Some((h.lang, h.href?))).collect(),
             links,
-            failed_checks: analysis
-                .checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| (c.id.to_string(), c.severity))
-                .collect(),
+            failed_checks,
             score: analysis.score,
         })
     }

@@ -13,6 +13,10 @@ pub trait Journal {
     fn read(&mut self) -> Vec<Vec<u8>>;
     /// Keeps line `n`.
     fn write(&mut self, n: usize, line: Vec<u8>);
+    /// Whether lines are kept at all (if not, none is made).
+    fn keeps(&mut self) -> bool {
+        true
+    }
 }
 
 /// No journal: a crawl that cannot be resumed (`pagelens crawl`).
@@ -25,6 +29,10 @@ impl Journal for NoJournal {
     }
 
     fn write(&mut self, _: usize, _: Vec<u8>) {}
+
+    fn keeps(&mut self) -> bool {
+        false
+    }
 }
 
 /// One URL's line.
