@@ -252,37 +252,127 @@ pub fn issues(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
     })
 }
 
+/// How often a page stream reads its crawls' new journal lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A running crawl's page stream.
+struct Follow {
+    id: TaskId,
+    /// Journal lines sent so far.
+    sent: usize,
+    issue: Option<String>,
+    stream: crate::reactor::StreamSender,
+    /// The crawl was seen ended: one more read, for lines the committer
+    /// had not yet stored, then the stream ends.
+    ending: bool,
+}
+
+/// The streams of running crawls' pages: one thread (started with the
+/// first) reads each crawl's new journal lines every quarter second and
+/// sends them on, until the crawl ends or its client goes.
+#[derive(Debug, Default)]
+pub struct PageStreams {
+    follows: std::sync::OnceLock<Result<mpsc::Sender<Follow>, String>>,
+}
+
+impl PageStreams {
+    fn follow(&self, engine: &Arc<crate::jobs::Engine>, follow: Follow) {
+        let follows = self.follows.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let engine = Arc::clone(engine);
+            std::thread::Builder::new()
+                .name("crawl-pages".into())
+                .spawn(move || follow_loop(&engine, &rx))
+                .map(|_| tx)
+                .map_err(|e| e.to_string())
+        });
+        match follows {
+            Ok(tx) => {
+                // The thread only ends with the process.
+                let _ = tx.send(follow);
+            }
+            Err(e) => crate::error!("no crawl page stream: cannot start its thread: {e}"),
+        }
+    }
+}
+
+fn follow_loop(engine: &crate::jobs::Engine, incoming: &mpsc::Receiver<Follow>) {
+    let mut follows: Vec<Follow> = Vec::new();
+    loop {
+        match incoming.recv_timeout(FOLLOW_EVERY) {
+            Ok(follow) => follows.push(follow),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) if follows.is_empty() => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(FOLLOW_EVERY),
+        }
+        follows.retain_mut(|f| {
+            if f.stream.is_gone() {
+                return false;
+            }
+            let last = f.ending;
+            f.ending = engine.status(f.id).map_or(true, |s| s.is_none_or(|s| s.view.status.is_final()));
+            match engine.journal_lines(f.id) {
+                Ok(lines) if lines.len() > f.sent => {
+                    let rows = journal_rows(&lines[f.sent..], f.issue.as_deref());
+                    f.sent = lines.len();
+                    if !rows.is_empty() {
+                        f.stream.send(rows);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => crate::warn!("crawl {}: its journal cannot be read for a page stream: {e}", f.id),
+            }
+            !last
+        });
+        // Dropping a stream's sender ends its response.
+    }
+}
+
 /// `GET /crawl/{id}/pages[?issue=ID]`: one JSON line a page, only those
-/// with the issue when one is named. While the crawl runs, the pages
-/// fetched so far, from its journal: what each page says of itself (the
-/// site's checks come with the report).
+/// with the issue when one is named. While the crawl runs, its pages as
+/// they are fetched, from its journal (what each page says of itself: the
+/// site's checks come with the report), the stream ending with the crawl.
 pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
     let issue = request.head.query.unwrap_or("").split('&').find_map(|pair| {
         let (name, value) = pair.split_once('=')?;
         (name == "issue").then(|| value.to_string())
     });
-    let engine = Arc::clone(app.engine());
-    with_crawl(app, &params, cx, move |ended| match report_of(&ended) {
-        Err(_) if !ended.view.status.is_final() => match engine.journal_lines(ended.view.task_id) {
-            Ok(lines) if !lines.is_empty() => {
-                Response::with_body(200, "application/x-ndjson", journal_rows(&lines, issue.as_deref()))
+    let Some(id) = params.get("id").and_then(|id| id.parse::<TaskId>().ok()) else {
+        return Reply::Now(crawl_not_found());
+    };
+    let viewer = app.viewer(cx);
+    let responder = cx.defer();
+    let (engine, streams) = (Arc::clone(app.engine()), Arc::clone(&app.page_streams));
+    app.engine().spawn_read(Box::new(move || {
+        let ended = match seen_by(&engine, id, viewer) {
+            Ok(Some(ended)) if ended.view.kind == CRAWL => ended,
+            Ok(_) => return responder.send(crawl_not_found()),
+            Err(e) => return responder.send(store_failed(&e)),
+        };
+        let running = !ended.view.status.is_final();
+        match report_of(&ended) {
+            Err(_) if running && engine.journal_lines(id).is_ok_and(|l| !l.is_empty()) => {
+                let stream = responder.stream(Response::streaming(200, "application/x-ndjson"));
+                streams.follow(&engine, Follow { id, sent: 0, issue, stream, ending: false });
             }
-            Ok(_) => report_of(&ended).err().unwrap_or_else(crawl_not_found),
-            Err(e) => store_failed(&e),
-        },
-        Ok(report) => {
-            let mut body = Vec::new();
-            let rows = report.pages.iter().filter(|p| issue.as_ref().is_none_or(|i| p.issues.contains(i)));
-            for row in rows {
-                // A row of strings and numbers always serialises.
-                if serde_json::to_writer(&mut body, row).is_ok() {
-                    body.push(b'\n');
-                }
-            }
-            Response::with_body(200, "application/x-ndjson", body)
+            Err(response) => responder.send(response),
+            Ok(report) => responder.send(page_rows(&report, issue.as_deref())),
         }
-        Err(response) => response,
-    })
+    }));
+    Reply::Later
+}
+
+/// The report's pages as NDJSON (those with `issue`, when named).
+fn page_rows(report: &SiteReport, issue: Option<&str>) -> Response {
+    let mut body = Vec::new();
+    let rows = report.pages.iter().filter(|p| issue.is_none_or(|i| p.issues.iter().any(|x| x == i)));
+    for row in rows {
+        // A row of strings and numbers always serialises.
+        if serde_json::to_writer(&mut body, row).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    Response::with_body(200, "application/x-ndjson", body)
 }
 
 /// The NDJSON rows of journal `lines`: a page's own figures and failed

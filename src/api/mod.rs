@@ -84,6 +84,8 @@ pub struct App {
     engine: Arc<Engine>,
     intake: intake::Intake,
     pages: work::Pages,
+    /// Running crawls' page streams.
+    page_streams: Arc<crawl::PageStreams>,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
     limiter: Option<Arc<RateLimiter>>,
@@ -125,7 +127,17 @@ impl App {
             .route("GET", "/ws", websocket::open);
         let routes = router.patterns().into_iter().chain([UNMATCHED]);
         let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);
-        Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None, limiter })
+        let page_streams = Arc::default();
+        Ok(App {
+            router,
+            engine,
+            intake: intake::Intake::start()?,
+            pages,
+            page_streams,
+            config,
+            metrics: None,
+            limiter,
+        })
     }
 
     /// Every route: its method and path pattern, in the order added.
