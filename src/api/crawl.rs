@@ -409,28 +409,31 @@ fn journal_rows(lines: &[Vec<u8>], issue: Option<&str>) -> Vec<u8> {
     body
 }
 
-/// `GET /crawl/{id}/report.csv`: one row an issue found on a page.
-pub fn report_csv(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    with_crawl(app, &params, cx, |ended| match report_of(&ended) {
+/// The report of a completed crawl written by `write`, as `content_type`.
+fn report_as(
+    app: &App,
+    params: &Params<'_>,
+    cx: &mut Context<'_>,
+    content_type: &'static str,
+    write: fn(&SiteReport, &mut Vec<u8>) -> std::io::Result<()>,
+) -> Reply {
+    with_crawl(app, params, cx, move |ended| match report_of(&ended) {
         Ok(report) => {
             let mut body = Vec::new();
             // Writing to memory cannot fail.
-            let _ = write_issues_csv(&report, &mut body);
-            Response::with_body(200, "text/csv; charset=utf-8", body)
+            let _ = write(&report, &mut body);
+            Response::with_body(200, content_type, body)
         }
         Err(response) => response,
     })
 }
 
+/// `GET /crawl/{id}/report.csv`: one row an issue found on a page.
+pub fn report_csv(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
+    report_as(app, &params, cx, "text/csv; charset=utf-8", write_issues_csv)
+}
+
 /// `GET /crawl/{id}/report.html`: the report as one self-contained page.
 pub fn report_html(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    with_crawl(app, &params, cx, |ended| match report_of(&ended) {
-        Ok(report) => {
-            let mut body = Vec::new();
-            // Writing to memory cannot fail.
-            let _ = write_html(&report, &mut body);
-            Response::with_body(200, "text/html; charset=utf-8", body)
-        }
-        Err(response) => response,
-    })
+    report_as(app, &params, cx, "text/html; charset=utf-8", write_html)
 }

@@ -298,13 +298,6 @@ impl Frontier {
         counts.sort();
         counts
     }
-
-    /// Bytes the frontier holds, roughly: its URLs, maps and queues.
-    pub fn heap_bytes(&self) -> usize {
-        let urls: usize = self.urls.iter().map(|u| u.len()).sum();
-        // Each URL is held twice (map key and list) plus its entry and map slot.
-        urls * 2 + self.urls.len() * (std::mem::size_of::<Entry>() + 48)
-    }
 }
 
 #[cfg(test)]
