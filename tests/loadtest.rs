@@ -518,23 +518,24 @@ fn large_bodies_are_counted_not_held() {
     assert!(peak < baseline + 4 * 1024, "peak resident memory {peak} KiB, {baseline} KiB on a small body");
 }
 
-/// The peak resident memory (KiB) of `pagelens loadtest` reading `url` 5 times.
+/// The peak resident memory (KiB) of `pagelens loadtest` reading `url` 5
+/// times: the kernel's own count for that child (`wait4`'s `ru_maxrss`),
+/// not a sample that a short run can slip between.
 fn peak_resident_kib(url: &str) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
+    // Reaped by the wait4 below, which std's wait does not offer.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
         .args(["loadtest", url, "-n", "5", "-c", "1", "-t", "1"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                peak_kib = peak_kib.max(line.split_whitespace().nth(1).unwrap().parse().unwrap());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(peak_kib > 0, "the child was observed");
-    peak_kib
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes
+    // to the two out-parameters, which live through the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "the child was waited for");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "pagelens loadtest failed: {status}");
+    // Linux counts ru_maxrss in KiB.
+    usage.ru_maxrss as u64
 }
