@@ -700,3 +700,42 @@ fn a_crawl_killed_midway_resumes_where_it_was() {
     assert!(total >= PAGES && total - PAGES <= 10, "{total} fetches of {PAGES} pages, {before} before the kill");
     crate::binary::stop(&mut again);
 }
+
+#[test]
+fn pagination_and_alternate_links_are_followed() {
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        let head = r#"<link rel="next" href="/page2"><link rel="alternate" media="only screen" href="/m/">"#;
+        match seen.path.as_str() {
+            "/" => html_from(&host, page("home", "home", head, "")),
+            path => html_from(&host, clean(path, "")),
+        }
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0", "--no-sitemaps"]);
+    assert!(status.success(), "{output}");
+    let depth = |path: &str| {
+        let url = origin.url(path);
+        report["pages"].as_array().unwrap().iter().find(|p| p["url"] == url.as_str()).map(|p| p["depth"].clone())
+    };
+    assert_eq!((depth("/page2"), depth("/m/")), (Some(json!(1)), Some(json!(1))), "{report}");
+}
+
+#[test]
+fn a_sitemap_over_the_fetch_limit_is_refused_with_a_note() {
+    // Ten million entries would be ~450 MB: past --fetch-max-bytes, the
+    // sitemap is not read at all, and the report says so.
+    let listed: String = (0..40_000).map(|i| format!("<url><loc>/p/{i}</loc></url>")).collect();
+    let listed = Arc::new(format!("<urlset>{listed}</urlset>").into_bytes());
+    let origin = Origin::start(move |seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        match seen.path.as_str() {
+            "/sitemap.xml" => Action::Send(response(200, &[("Content-Type", "application/xml")], &listed)),
+            path => html_from(&host, clean(path, "")),
+        }
+    });
+    let (status, output, report) = crawl(&origin.url("/"), &["--rate", "0", "--fetch-max-bytes", "256KiB"]);
+    assert!(status.success(), "{output}");
+    let said = notes(&report);
+    assert!(said.contains("sitemap.xml") && said.contains("response-too-large"), "{said}");
+    assert_eq!(report["pages_fetched"], 1, "{said}");
+}

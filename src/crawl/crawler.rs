@@ -536,6 +536,8 @@ impl<'a> Run<'a> {
                 let nofollow = page_nofollow || link.rel.iter().any(|r| r.eq_ignore_ascii_case("nofollow"));
                 (link.href, nofollow)
             })
+            // <link rel=next|prev|alternate>: followed like links.
+            .chain(std::mem::take(&mut analysis.related_links).into_iter().map(|href| (href, page_nofollow)))
             .collect();
         let http_canonical =
             head.all("link").find_map(link_canonical).and_then(|c| final_url.join(&c).ok()).map(String::from);

@@ -135,6 +135,10 @@ pub struct Analysis {
     /// section lists them as `redirect_chain`).
     #[serde(skip)]
     pub(crate) redirected_from: Vec<(String, u16)>,
+    /// `<link rel=next|prev|alternate>` targets (not hreflang), resolved:
+    /// pages a crawler follows.
+    #[serde(skip)]
+    pub related_links: Vec<String>,
     /// What the page-structure checks read: counts of titles,
     /// descriptions, metas in the body, insecure links and forms, long
     /// alt texts, elements; and the response's security headers.
@@ -493,6 +497,8 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         .map(|(lang, raw)| Hreflang { lang, href: resolve(base.as_ref(), &raw).ok().map(String::from), raw })
         .collect();
     let json_ld = page.json_ld.iter().map(|block| json_ld(block)).collect();
+    let related_links =
+        page.related_links.iter().filter_map(|raw| resolve(base.as_ref(), raw).ok()).map(String::from).collect();
 
     let mut robots = Robots { x_robots_tag: options.x_robots_tag.clone(), ..Robots::default() };
     for (agent, content) in page.robots {
@@ -544,6 +550,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         recommendations: Vec::new(),
         heading_order,
         canonical_conflict,
+        related_links,
         structure,
         redirected_from: options.redirected_from.clone(),
     }

@@ -80,6 +80,8 @@ pub struct Page {
     pub json_ld: Vec<String>,
     /// Words of visible text outside `<head>`.
     pub word_count: usize,
+    /// `<link rel=next|prev>` and `<link rel=alternate>` without hreflang, as written.
+    pub related_links: Vec<String>,
     /// `<meta name>` and `<meta http-equiv>` found after `<body>`, where
     /// search engines ignore them.
     pub metas_in_body: usize,
@@ -449,13 +451,19 @@ impl Walker {
         let Some(href) = attr(tag, "href") else {
             return;
         };
-        let mut tokens = rel.split_ascii_whitespace();
-        if tokens.clone().any(|t| t == "canonical") {
+        let tokens = || rel.split_ascii_whitespace();
+        if tokens().any(|t| t == "canonical") {
             self.page.canonicals.push(href.clone());
         }
-        if tokens.any(|t| t == "alternate") {
-            if let Some(lang) = attr(tag, "hreflang") {
-                self.page.hreflang.push((lang, href));
+        // Pagination, and alternates other than languages (mobile, feeds):
+        // pages a crawler follows though no <a> links them.
+        if tokens().any(|t| matches!(t, "next" | "prev" | "previous")) {
+            self.page.related_links.push(href.clone());
+        }
+        if tokens().any(|t| t == "alternate") {
+            match attr(tag, "hreflang") {
+                Some(lang) => self.page.hreflang.push((lang, href)),
+                None => self.page.related_links.push(href),
             }
         }
     }
