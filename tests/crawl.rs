@@ -739,3 +739,33 @@ fn a_sitemap_over_the_fetch_limit_is_refused_with_a_note() {
     assert!(said.contains("sitemap.xml") && said.contains("response-too-large"), "{said}");
     assert_eq!(report["pages_fetched"], 1, "{said}");
 }
+
+/// On a terminal (a pseudo-terminal from `script`), `pagelens crawl` keeps
+/// a progress line going on standard error; in a pipe it writes none.
+#[test]
+fn a_terminal_gets_a_progress_line() {
+    let origin = Origin::start(|seen| {
+        let host = seen.header("host").unwrap_or_default().to_string();
+        let n: u64 = seen.path.trim_start_matches("/p").parse().unwrap_or(0);
+        let next = if n < 8 { links(&[&format!("/p{}", n + 1)]) } else { String::new() };
+        match html_from(&host, clean(&seen.path, &next)) {
+            // Slow enough for a progress tick (every 250 ms) to fall inside the crawl.
+            Action::Send(bytes) => Action::SendAfter(Duration::from_millis(60), bytes),
+            other => other,
+        }
+    });
+    let command = format!(
+        "{} crawl {} --rate 0 --no-sitemaps --allow-private-fetch --fetch-ports any > /dev/null",
+        env!("CARGO_BIN_EXE_pagelens"),
+        origin.url("/p0")
+    );
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script (util-linux) runs");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("\r") && terminal.contains(" fetched, ") && terminal.contains(" pages/s"),
+        "{terminal:?}"
+    );
+    let (_, piped, _) = crawl(&origin.url("/p0"), &["--rate", "0", "--no-sitemaps"]);
+    assert!(!piped.contains(" pages/s"), "{piped}");
+}
