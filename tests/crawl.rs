@@ -515,6 +515,8 @@ fn crawl_requests_are_checked_and_unfinished_crawls_say_so() {
     assert_eq!(bad(json!({})), (422, "bad-url".into()));
     assert_eq!(bad(json!({"url": "ftp://example.com/"})), (422, "bad-url".into()));
     assert_eq!(bad(json!({"url": "https://example.com/", "max_pages": 0})), (422, "invalid-field".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "max_pages": 100_001})), (422, "invalid-field".into()));
+    assert_eq!(bad(json!({"url": "https://example.com/", "rate": 1e-300})), (422, "invalid-field".into()));
     assert_eq!(bad(json!({"url": "https://example.com/", "colour": "red"})), (422, "invalid-field".into()));
     assert_eq!(bad(json!({"url": "https://example.com/", "priority": "urgent"})), (422, "bad-priority".into()));
     assert_eq!(bad(json!({"url": "https://example.com/", "timeout_ms": -1})), (422, "bad-timeout".into()));

@@ -30,6 +30,12 @@ pub const CRAWL: &str = "crawl";
 /// Crawls run at once, each on a thread of its own; more wait their turn.
 pub const CRAWLERS: usize = 2;
 
+/// Most pages a crawl asked of the service may fetch: a crawl holds about
+/// 500 bytes a URL (and as many links to other sites again), so this bounds
+/// what one client's crawl can take to some 100 MB. `pagelens crawl` on the
+/// command line allows more.
+pub const MAX_API_PAGES: usize = 100_000;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The crawler threads (started with the first crawl), and the way to them.
@@ -167,6 +173,10 @@ fn parse(
     let timeout = timeout(timeout_ms.as_ref(), limits)?.unwrap_or(limits.max_timeout);
     let settings: CrawlSettings = serde_json::from_value(Value::Object(fields)).map_err(|e| invalid(e.to_string()))?;
     let callback = callback(settings.callback_url.as_deref(), guard)?;
+    if settings.max_pages > MAX_API_PAGES {
+        let detail = format!("max_pages: at most {MAX_API_PAGES} through the service (pagelens crawl allows more)");
+        return Err(invalid(detail));
+    }
     let checked = settings.check().map_err(|(field, why)| {
         TaskError::new(422, if field == "url" { "bad-url" } else { "invalid-field" }, format!("{field}: {why}"))
     })?;

@@ -171,7 +171,8 @@ impl<'a> Run<'a> {
         journal: &'a mut dyn Journal,
     ) -> Run<'a> {
         let rate = checked.settings.rate;
-        let interval = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
+        // check() keeps the rate 0 or at least MIN_RATE; a bad one never panics here.
+        let interval = Duration::try_from_secs_f64(1.0 / rate).ok().filter(|_| rate > 0.0).unwrap_or(Duration::ZERO);
         Run {
             journal,
             lines: 0,

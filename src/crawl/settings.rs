@@ -67,6 +67,9 @@ impl Default for CrawlSettings {
     }
 }
 
+/// The slowest rate a crawl may ask for: one request every 100 seconds.
+pub const MIN_RATE: f64 = 0.01;
+
 /// The most pages a crawl may ask for.
 pub const MAX_PAGES: usize = 1_000_000;
 
@@ -98,8 +101,11 @@ impl CrawlSettings {
         if self.max_pages == 0 || self.max_pages > MAX_PAGES {
             return Err(("max_pages", format!("must be from 1 to {MAX_PAGES}, not {}", self.max_pages)));
         }
-        if !(self.rate.is_finite() && self.rate >= 0.0) {
-            return Err(("rate", format!("must be 0 or more requests a second, not {}", self.rate)));
+        if !(self.rate == 0.0 || (self.rate.is_finite() && self.rate >= MIN_RATE)) {
+            return Err((
+                "rate",
+                format!("must be 0 (no limit) or at least {MIN_RATE} requests a second, not {}", self.rate),
+            ));
         }
         if self.max_per_pattern == 0 {
             return Err(("max_per_pattern", "must be at least 1".into()));
@@ -132,6 +138,7 @@ mod tests {
         assert_eq!(bad(serde_json::json!({})), "url");
         assert_eq!(bad(serde_json::json!({"url": "https://a.example/", "max_pages": 0})), "max_pages");
         assert_eq!(bad(serde_json::json!({"url": "https://a.example/", "rate": -1})), "rate");
+        assert_eq!(bad(serde_json::json!({"url": "https://a.example/", "rate": 1e-300})), "rate");
         assert_eq!(bad(serde_json::json!({"url": "https://a.example/", "exclude": [""]})), "exclude");
         assert!(serde_json::from_value::<CrawlSettings>(serde_json::json!({"url": "x", "colour": 1})).is_err());
     }
