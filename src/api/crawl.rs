@@ -56,7 +56,9 @@ impl Crawlers {
                     // The lock is held only while waiting for the next job.
                     let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
                     match job {
-                        Ok(job) => job(),
+                        // A panic ends its crawl (its dropped Resume fails the
+                        // task), never the thread the next crawls need.
+                        Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
                         Err(_) => return,
                     }
                 });
