@@ -323,10 +323,11 @@ fn follow_loop(engine: &crate::jobs::Engine, incoming: &mpsc::Receiver<Follow>) 
             }
             let last = f.ending;
             f.ending = engine.status(f.id).map_or(true, |s| s.is_none_or(|s| s.view.status.is_final()));
-            match engine.journal_lines(f.id) {
-                Ok(lines) if lines.len() > f.sent => {
-                    let rows = journal_rows(&lines[f.sent..], f.issue.as_deref());
-                    f.sent = lines.len();
+            // Only the new lines: a large crawl's journal is not read again each turn.
+            match engine.journal_lines(f.id, f.sent) {
+                Ok(lines) if !lines.is_empty() => {
+                    let rows = journal_rows(&lines, f.issue.as_deref());
+                    f.sent += lines.len();
                     if !rows.is_empty() {
                         f.stream.send(rows);
                     }
@@ -363,7 +364,7 @@ pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Cont
         };
         let running = !ended.view.status.is_final();
         match report_of(&ended) {
-            Err(_) if running && engine.journal_lines(id).is_ok_and(|l| !l.is_empty()) => {
+            Err(_) if running && engine.has_journal(id).unwrap_or(false) => {
                 let stream = responder.stream(Response::streaming(200, "application/x-ndjson"));
                 streams.follow(&engine, Follow { id, sent: 0, issue, stream, ending: false });
             }

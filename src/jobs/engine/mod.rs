@@ -479,10 +479,15 @@ impl Engine {
         }
     }
 
-    /// The journal lines task `id` has kept so far (see
-    /// [`Journal`](work::Journal); not on a reactor).
-    pub fn journal_lines(&self, id: TaskId) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.store.items(id, None)
+    /// The journal lines task `id` has kept so far past the first `skip`
+    /// (see [`Journal`](work::Journal); not on a reactor).
+    pub fn journal_lines(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.store.items_from(id, skip)
+    }
+
+    /// Whether task `id` has kept a journal line yet (reads one).
+    pub fn has_journal(&self, id: TaskId) -> Result<bool, StoreError> {
+        Ok(!self.store.items(id, Some(1))?.is_empty())
     }
 
     /// A task's status and result: from memory while this process runs
