@@ -112,11 +112,11 @@ impl StoreJournal {
 }
 
 impl crate::crawl::journal::Journal for StoreJournal {
-    fn read(&mut self) -> Vec<Vec<u8>> {
+    fn read(&mut self, skip: usize, most: usize) -> Vec<Vec<u8>> {
         if !self.kept() {
             return Vec::new();
         }
-        self.journal.read().unwrap_or_else(|e| {
+        self.journal.read(skip, most).unwrap_or_else(|e| {
             crate::error!("{:?}: the crawl's journal cannot be read ({e}): crawling from the start", self.journal);
             Vec::new()
         })
@@ -266,6 +266,8 @@ pub fn issues(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
 
 /// How often a page stream reads its crawls' new journal lines.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Journal lines read (and sent) at once.
+const STREAM_PAGE: usize = 1024;
 
 /// A running crawl's page stream.
 struct Follow {
@@ -323,17 +325,25 @@ fn follow_loop(engine: &crate::jobs::Engine, incoming: &mpsc::Receiver<Follow>) 
             }
             let last = f.ending;
             f.ending = engine.status(f.id).map_or(true, |s| s.is_none_or(|s| s.view.status.is_final()));
-            // Only the new lines: a large crawl's journal is not read again each turn.
-            match engine.journal_lines(f.id, f.sent) {
-                Ok(lines) if !lines.is_empty() => {
-                    let rows = journal_rows(&lines, f.issue.as_deref());
-                    f.sent += lines.len();
-                    if !rows.is_empty() {
-                        f.stream.send(rows);
+            // Only the new lines, a page at a time: a large crawl's journal
+            // is neither read again each turn nor held whole.
+            loop {
+                match engine.journal_lines(f.id, f.sent, STREAM_PAGE) {
+                    Ok(lines) => {
+                        let rows = journal_rows(&lines, f.issue.as_deref());
+                        f.sent += lines.len();
+                        if !rows.is_empty() {
+                            f.stream.send(rows);
+                        }
+                        if lines.len() < STREAM_PAGE || f.stream.is_gone() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        crate::warn!("crawl {}: its journal cannot be read for a page stream: {e}", f.id);
+                        break;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => crate::warn!("crawl {}: its journal cannot be read for a page stream: {e}", f.id),
             }
             !last
         });

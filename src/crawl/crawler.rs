@@ -34,6 +34,8 @@ const AGENT: &str = "pagelens";
 const IN_FLIGHT: usize = 8;
 /// Most sitemap documents read (an index of indexes stops here).
 const MAX_SITEMAPS: usize = 100;
+/// Journal lines read back at once when a crawl resumes.
+const REPLAY_PAGE: usize = 1024;
 /// How often progress is told.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -405,20 +407,27 @@ impl<'a> Run<'a> {
     /// again without a fetch, and what it found applied as then.
     fn replay(&mut self) {
         let (mut read, mut damaged) = (0, 0);
-        for line in self.journal.read() {
-            let Ok(Line { url, fetch }) = serde_json::from_slice::<Line>(&line) else {
-                damaged += 1;
-                continue;
-            };
-            let Ok(url) = Url::parse(&url) else {
-                damaged += 1;
-                continue;
-            };
-            let (id, _) = self.frontier.intern(url);
-            self.frontier.mark_taken(id);
-            self.fetched += 1;
-            self.apply(id, fetch);
-            read += 1;
+        // A page of lines at a time: a large crawl's journal is never held whole.
+        loop {
+            let lines = self.journal.read(read + damaged, REPLAY_PAGE);
+            let more = lines.len() == REPLAY_PAGE;
+            for line in lines {
+                let Some((url, fetch)) = serde_json::from_slice::<Line>(&line)
+                    .ok()
+                    .and_then(|Line { url, fetch }| Some((Url::parse(&url).ok()?, fetch)))
+                else {
+                    damaged += 1;
+                    continue;
+                };
+                let (id, _) = self.frontier.intern(url);
+                self.frontier.mark_taken(id);
+                self.fetched += 1;
+                self.apply(id, fetch);
+                read += 1;
+            }
+            if !more {
+                break;
+            }
         }
         self.lines = read + damaged;
         if read > 0 {

@@ -9,8 +9,9 @@ use crate::seo::checks::Severity;
 
 /// Where a crawl keeps its lines.
 pub trait Journal {
-    /// The lines kept by an earlier run of this crawl, in order.
-    fn read(&mut self) -> Vec<Vec<u8>>;
+    /// Up to `most` of the lines an earlier run of this crawl kept, past
+    /// the first `skip`, in order.
+    fn read(&mut self, skip: usize, most: usize) -> Vec<Vec<u8>>;
     /// Keeps line `n`.
     fn write(&mut self, n: usize, line: Vec<u8>);
     /// Whether lines are kept at all (if not, none is made).
@@ -24,7 +25,7 @@ pub trait Journal {
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn read(&mut self) -> Vec<Vec<u8>> {
+    fn read(&mut self, _: usize, _: usize) -> Vec<Vec<u8>> {
         Vec::new()
     }
 

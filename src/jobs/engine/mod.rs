@@ -479,10 +479,10 @@ impl Engine {
         }
     }
 
-    /// The journal lines task `id` has kept so far past the first `skip`
+    /// Up to `most` journal lines task `id` has kept, past the first `skip`
     /// (see [`Journal`](work::Journal); not on a reactor).
-    pub fn journal_lines(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.store.items_from(id, skip)
+    pub fn journal_lines(&self, id: TaskId, skip: usize, most: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.store.items_from(id, skip, Some(most))
     }
 
     /// Whether task `id` has kept a journal line yet (reads one).

@@ -235,7 +235,7 @@ fn follow(weak: &Weak<Engine>) {
         for (mut f, record) in followed.into_iter().zip(of_followed) {
             // The record was read first: a batch that had ended then has all its lines stored.
             let ended = record.as_ref().is_none_or(|r| r.state.is_final());
-            let Ok(docs) = engine.store.items_from(f.id, f.sent) else {
+            let Ok(docs) = engine.store.items_from(f.id, f.sent, None) else {
                 kept.push(f);
                 continue;
             };

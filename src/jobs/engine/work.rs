@@ -320,10 +320,10 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Every line kept so far, in order (call it on the task's own thread:
-    /// it reads the store).
-    pub fn read(&self) -> Result<Vec<Vec<u8>>, crate::jobs::store::StoreError> {
-        self.engine.store.items(self.id, None)
+    /// Up to `most` of the lines kept so far, past the first `skip`, in
+    /// order (call it on the task's own thread: it reads the store).
+    pub fn read(&self, skip: usize, most: usize) -> Result<Vec<Vec<u8>>, crate::jobs::store::StoreError> {
+        self.engine.store.items_from(self.id, skip, Some(most))
     }
 
     /// Whether the store outlives the process (with `--store memory` a

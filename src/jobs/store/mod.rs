@@ -204,10 +204,13 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
     /// A batch's item documents in the order they were stored, the first
     /// `limit` of them or all.
     fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// A batch's item documents past the first `skip`, in the order stored.
-    fn items_from(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// A batch's item documents past the first `skip` (`most` of them, or
+    /// all), in the order stored.
+    fn items_from(&self, id: TaskId, skip: usize, most: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut all = self.items(id, None)?;
-        Ok(all.split_off(skip.min(all.len())))
+        let mut rest = all.split_off(skip.min(all.len()));
+        rest.truncate(most.unwrap_or(usize::MAX));
+        Ok(rest)
     }
     /// The records of `ids` (without results), in their order; `None` for
     /// those not stored (a shared store reads them in one round trip).

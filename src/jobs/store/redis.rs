@@ -713,8 +713,15 @@ impl TaskStore for RedisStore {
         self.item_docs(id, 0, last)
     }
 
-    fn items_from(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.item_docs(id, isize::try_from(skip).unwrap_or(isize::MAX), -1)
+    fn items_from(&self, id: TaskId, skip: usize, most: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let start = isize::try_from(skip).unwrap_or(isize::MAX);
+        // LRANGE's stop is inclusive; -1 is the end.
+        let stop =
+            most.map_or(-1, |n| start.saturating_add(isize::try_from(n).unwrap_or(isize::MAX)).saturating_sub(1));
+        if stop < start && stop != -1 {
+            return Ok(Vec::new());
+        }
+        self.item_docs(id, start, stop)
     }
 
     fn records_of(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskRecord>>, StoreError> {
@@ -1100,8 +1107,9 @@ mod tests {
         store.commit(&mut [item(2, false), item(0, true), item(2, true)]).unwrap();
         assert_eq!(store.items(id, None).unwrap(), [b"{\"n\":2}".to_vec(), b"{\"n\":0}".to_vec()]);
         assert_eq!(store.items(id, Some(1)).unwrap().len(), 1);
-        assert_eq!(store.items_from(id, 1).unwrap(), [b"{\"n\":0}".to_vec()]);
-        assert!(store.items_from(id, 5).unwrap().is_empty());
+        assert_eq!(store.items_from(id, 1, None).unwrap(), [b"{\"n\":0}".to_vec()]);
+        assert_eq!(store.items_from(id, 0, Some(1)).unwrap(), [b"{\"n\":2}".to_vec()]);
+        assert!(store.items_from(id, 5, None).unwrap().is_empty());
         let other = TaskId::random();
         let brief = store.records_of(&[other, id]).unwrap();
         assert!(brief[0].is_none());

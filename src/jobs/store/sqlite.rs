@@ -557,12 +557,15 @@ impl TaskStore for SqliteStore {
         })
     }
 
-    fn items_from(&self, id: TaskId, skip: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn items_from(&self, id: TaskId, skip: usize, most: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|conn| {
-            // Skipped rows are stepped over, their documents never read.
+            // Skipped rows are stepped over, their documents never read; a
+            // negative LIMIT is no limit.
             let mut stmt =
-                conn.prepare_cached("SELECT doc FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT -1 OFFSET ?2")?;
-            let rows = stmt.query_map(params![id.to_bytes(), skip.min(i64::MAX as usize) as i64], |r| r.get(0))?;
+                conn.prepare_cached("SELECT doc FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?3 OFFSET ?2")?;
+            let skip = skip.min(i64::MAX as usize) as i64;
+            let most = most.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+            let rows = stmt.query_map(params![id.to_bytes(), skip, most], |r| r.get(0))?;
             rows.collect()
         })
     }
@@ -775,8 +778,9 @@ mod tests {
         store.commit(&mut [line(1, "one"), line(0, "zero"), line(1, "again")]).unwrap();
         assert_eq!(store.items(b.id, None).unwrap(), vec![b"one".to_vec(), b"zero".to_vec()]);
         assert_eq!(store.items(b.id, Some(1)).unwrap(), vec![b"one".to_vec()]);
-        assert_eq!(store.items_from(b.id, 1).unwrap(), vec![b"zero".to_vec()]);
-        assert!(store.items_from(b.id, 5).unwrap().is_empty());
+        assert_eq!(store.items_from(b.id, 1, None).unwrap(), vec![b"zero".to_vec()]);
+        assert_eq!(store.items_from(b.id, 0, Some(1)).unwrap(), vec![b"one".to_vec()]);
+        assert!(store.items_from(b.id, 5, None).unwrap().is_empty());
         let mut done = store.items_done(b.id).unwrap();
         done.sort();
         assert_eq!(done, vec![(0, false), (1, true)]);
