@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::analyze::{idempotency_key, problem, submit as submit_task, via_intake, via_reader};
+use super::analyze::{idempotency_key, problem, submit as submit_task, via_intake};
 use super::input::{callback, priority, task_options, timeout, InputLimits};
 use super::tasks::{cancel_task, seen_by, status_response, store_failed};
 use super::App;
@@ -20,9 +20,9 @@ use crate::fetch::{Fetcher, Guard};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::Params;
-use crate::jobs::engine::{Ended, Journal, Resume};
-use crate::jobs::{Payload, TaskError, TaskId, TaskInput, TaskSpec, TaskState, Work};
-use crate::reactor::{Context, Reply};
+use crate::jobs::engine::{BatchEvent, Ended, Journal, Resume};
+use crate::jobs::{Engine, Payload, TaskError, TaskId, TaskInput, TaskSpec, TaskState, Work};
+use crate::reactor::{Context, Reply, Responder};
 
 /// The kind of a crawl task.
 pub const CRAWL: &str = "crawl";
@@ -210,22 +210,36 @@ fn crawl_not_found() -> Response {
     Response::problem(404, "crawl-not-found", "no crawl with this id (it may have expired)")
 }
 
-/// The crawl `id` in `params` as `viewer` may see it, and what to answer with it.
+/// The crawl `id` in `params` as the client may see it, read on a store
+/// reader, handed to `answer` with the responder (`404` if there is none).
+fn on_crawl(
+    app: &App,
+    params: &Params<'_>,
+    cx: &mut Context<'_>,
+    answer: impl FnOnce(&Arc<Engine>, Ended, Responder) + Send + 'static,
+) -> Reply {
+    let Some(id) = params.get("id").and_then(|id| id.parse::<TaskId>().ok()) else {
+        return Reply::Now(crawl_not_found());
+    };
+    let viewer = app.viewer(cx);
+    let responder = cx.defer();
+    let engine = Arc::clone(app.engine());
+    app.engine().spawn_read(Box::new(move || match seen_by(&engine, id, viewer) {
+        Ok(Some(ended)) if ended.view.kind == CRAWL => answer(&engine, ended, responder),
+        Ok(_) => responder.send(crawl_not_found()),
+        Err(e) => responder.send(store_failed(&e)),
+    }));
+    Reply::Later
+}
+
+/// The crawl `id` in `params` as the client may see it, and what to answer with it.
 fn with_crawl(
     app: &App,
     params: &Params<'_>,
     cx: &mut Context<'_>,
     answer: impl FnOnce(Ended) -> Response + Send + 'static,
 ) -> Reply {
-    let Some(id) = params.get("id").and_then(|id| id.parse::<TaskId>().ok()) else {
-        return Reply::Now(crawl_not_found());
-    };
-    let viewer = app.viewer(cx);
-    via_reader(app, cx, move |engine| match seen_by(engine, id, viewer) {
-        Ok(Some(ended)) if ended.view.kind == CRAWL => answer(ended),
-        Ok(_) => crawl_not_found(),
-        Err(e) => store_failed(&e),
-    })
+    on_crawl(app, params, cx, move |_, ended, responder| responder.send(answer(ended)))
 }
 
 /// `GET /crawl/{id}`: the status, with the report once it has completed.
@@ -264,125 +278,45 @@ pub fn issues(app: &App, _: &Request<'_>, params: Params<'_>, cx: &mut Context<'
     })
 }
 
-/// How often a page stream reads its crawls' new journal lines.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// Journal lines read (and sent) at once.
-const STREAM_PAGE: usize = 1024;
-
-/// A running crawl's page stream.
-struct Follow {
-    id: TaskId,
-    /// Journal lines sent so far.
-    sent: usize,
-    issue: Option<String>,
-    stream: crate::reactor::StreamSender,
-    /// The crawl was seen ended: one more read, for lines the committer
-    /// had not yet stored, then the stream ends.
-    ending: bool,
-}
-
-/// The streams of running crawls' pages: one thread (started with the
-/// first) reads each crawl's new journal lines every quarter second and
-/// sends them on, until the crawl ends or its client goes.
-#[derive(Debug, Default)]
-pub struct PageStreams {
-    follows: std::sync::OnceLock<Result<mpsc::Sender<Follow>, String>>,
-}
-
-impl PageStreams {
-    fn follow(&self, engine: &Arc<crate::jobs::Engine>, follow: Follow) {
-        let follows = self.follows.get_or_init(|| {
-            let (tx, rx) = mpsc::channel();
-            let engine = Arc::clone(engine);
-            std::thread::Builder::new()
-                .name("crawl-pages".into())
-                .spawn(move || follow_loop(&engine, &rx))
-                .map(|_| tx)
-                .map_err(|e| e.to_string())
-        });
-        match follows {
-            Ok(tx) => {
-                // The thread only ends with the process.
-                let _ = tx.send(follow);
-            }
-            Err(e) => crate::error!("no crawl page stream: cannot start its thread: {e}"),
-        }
-    }
-}
-
-fn follow_loop(engine: &crate::jobs::Engine, incoming: &mpsc::Receiver<Follow>) {
-    let mut follows: Vec<Follow> = Vec::new();
-    loop {
-        match incoming.recv_timeout(FOLLOW_EVERY) {
-            Ok(follow) => follows.push(follow),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) if follows.is_empty() => return,
-            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(FOLLOW_EVERY),
-        }
-        follows.retain_mut(|f| {
-            if f.stream.is_gone() {
-                return false;
-            }
-            let last = f.ending;
-            f.ending = engine.status(f.id).map_or(true, |s| s.is_none_or(|s| s.view.status.is_final()));
-            // Only the new lines, a page at a time: a large crawl's journal
-            // is neither read again each turn nor held whole.
-            loop {
-                match engine.journal_lines(f.id, f.sent, STREAM_PAGE) {
-                    Ok(lines) => {
-                        let rows = journal_rows(&lines, f.issue.as_deref());
-                        f.sent += lines.len();
-                        if !rows.is_empty() {
-                            f.stream.send(rows);
-                        }
-                        if lines.len() < STREAM_PAGE || f.stream.is_gone() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        crate::warn!("crawl {}: its journal cannot be read for a page stream: {e}", f.id);
-                        break;
-                    }
-                }
-            }
-            !last
-        });
-        // Dropping a stream's sender ends its response.
-    }
-}
-
 /// `GET /crawl/{id}/pages[?issue=ID]`: one JSON line a page, only those
 /// with the issue when one is named. While the crawl runs, its pages as
 /// they are fetched, from its journal (what each page says of itself: the
 /// site's checks come with the report), the stream ending with the crawl.
 pub fn pages(app: &App, request: &Request<'_>, params: Params<'_>, cx: &mut Context<'_>) -> Reply {
-    let issue = request.head.query.unwrap_or("").split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "issue").then(|| value.to_string())
-    });
-    let Some(id) = params.get("id").and_then(|id| id.parse::<TaskId>().ok()) else {
-        return Reply::Now(crawl_not_found());
-    };
-    let viewer = app.viewer(cx);
-    let responder = cx.defer();
-    let (engine, streams) = (Arc::clone(app.engine()), Arc::clone(&app.page_streams));
-    app.engine().spawn_read(Box::new(move || {
-        let ended = match seen_by(&engine, id, viewer) {
-            Ok(Some(ended)) if ended.view.kind == CRAWL => ended,
-            Ok(_) => return responder.send(crawl_not_found()),
-            Err(e) => return responder.send(store_failed(&e)),
-        };
+    let query = request.head.query.unwrap_or("").as_bytes();
+    let issue =
+        url::form_urlencoded::parse(query).find(|(name, _)| name == "issue").map(|(_, value)| value.into_owned());
+    on_crawl(app, &params, cx, move |engine, ended, responder| {
         let running = !ended.view.status.is_final();
         match report_of(&ended) {
-            Err(_) if running && engine.has_journal(id).unwrap_or(false) => {
-                let stream = responder.stream(Response::streaming(200, "application/x-ndjson"));
-                streams.follow(&engine, Follow { id, sent: 0, issue, stream, ending: false });
+            Err(_) if running && engine.has_journal(ended.view.task_id).unwrap_or(false) => {
+                let mut stream = Some(responder.stream(Response::streaming(200, "application/x-ndjson")));
+                engine.follow_journal(
+                    ended.view.task_id,
+                    Box::new(move |event| {
+                        let Some(sender) = stream.as_ref().filter(|s| !s.is_gone()) else { return false };
+                        match event {
+                            BatchEvent::Items(lines) => {
+                                let rows = journal_rows(lines, issue.as_deref());
+                                if !rows.is_empty() {
+                                    sender.send(rows);
+                                }
+                                true
+                            }
+                            BatchEvent::End => {
+                                if let Some(sender) = stream.take() {
+                                    sender.finish();
+                                }
+                                false
+                            }
+                        }
+                    }),
+                );
             }
             Err(response) => responder.send(response),
             Ok(report) => responder.send(page_rows(&report, issue.as_deref())),
         }
-    }));
-    Reply::Later
+    })
 }
 
 /// The report's pages as NDJSON (those with `issue`, when named).

@@ -84,8 +84,6 @@ pub struct App {
     engine: Arc<Engine>,
     intake: intake::Intake,
     pages: work::Pages,
-    /// Running crawls' page streams.
-    page_streams: Arc<crawl::PageStreams>,
     config: ApiConfig,
     metrics: Option<Arc<Metrics>>,
     limiter: Option<Arc<RateLimiter>>,
@@ -127,17 +125,7 @@ impl App {
             .route("GET", "/ws", websocket::open);
         let routes = router.patterns().into_iter().chain([UNMATCHED]);
         let limiter = RateLimiter::new(config.rate_limits.clone(), routes).map(Arc::new);
-        let page_streams = Arc::default();
-        Ok(App {
-            router,
-            engine,
-            intake: intake::Intake::start()?,
-            pages,
-            page_streams,
-            config,
-            metrics: None,
-            limiter,
-        })
+        Ok(App { router, engine, intake: intake::Intake::start()?, pages, config, metrics: None, limiter })
     }
 
     /// Every route: its method and path pattern, in the order added.

@@ -235,7 +235,7 @@ impl Engine {
                 }
                 match self.shared.get() {
                     // The rest as the store gets it, until the batch ends.
-                    Some(shared) if !record.state.is_final() => shared.follow_batch(id, docs.len(), subscriber),
+                    Some(_) if !record.state.is_final() => self.from_store.lines(id, docs.len(), subscriber),
                     _ => drop(subscriber(BatchEvent::End)),
                 }
                 Ok(true)

@@ -15,6 +15,7 @@
 
 mod admission;
 mod batch;
+mod follow;
 mod recent;
 mod shared;
 mod timer;
@@ -236,6 +237,8 @@ pub struct Engine {
     shared: OnceLock<shared::Shared>,
     /// Tasks ended `poison-task` here.
     poisoned: AtomicU64,
+    /// Tasks and task lines followed through the store ([`follow`]).
+    from_store: follow::Followers,
 }
 
 impl std::fmt::Debug for Engine {
@@ -282,11 +285,13 @@ impl Engine {
             timer: OnceLock::new(),
             shared: OnceLock::new(),
             poisoned: AtomicU64::new(0),
+            from_store: follow::Followers::default(),
         });
         let weak = Arc::downgrade(&engine);
         let handle = std::thread::Builder::new().name("pagelens-timer".into()).spawn(move || timer::run(&weak))?;
         // Set once, here, before any task exists: `set` cannot find it taken.
         let _ = engine.timer.set(handle.thread().clone());
+        follow::start(&engine)?;
         Ok(engine)
     }
 
@@ -479,10 +484,10 @@ impl Engine {
         }
     }
 
-    /// Up to `most` journal lines task `id` has kept, past the first `skip`
-    /// (see [`Journal`](work::Journal); not on a reactor).
-    pub fn journal_lines(&self, id: TaskId, skip: usize, most: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.store.items_from(id, skip, Some(most))
+    /// Sends `subscriber` the journal lines task `id` keeps (see
+    /// [`Journal`](work::Journal)) as the store gets them, then the task's end.
+    pub fn follow_journal(&self, id: TaskId, subscriber: BatchSubscriber) {
+        self.from_store.lines(id, 0, subscriber);
     }
 
     /// Whether task `id` has kept a journal line yet (reads one).
@@ -533,9 +538,9 @@ impl Engine {
         let last = ended.view.status.is_final();
         match self.shared.get() {
             // Run by another instance: followed from the store until it ends.
-            Some(shared) if !last => {
+            Some(_) if !last => {
                 if watcher(TaskEvent { view: &ended.view, version, last: false }) {
-                    shared.follow_task(id, version, watcher);
+                    self.from_store.task(id, version, watcher);
                 }
             }
             _ => drop(watcher(TaskEvent { view: &ended.view, version, last: true })),

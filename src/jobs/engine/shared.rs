@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{lock, BatchEvent, BatchSubscriber, Engine, TaskEvent, TaskWatcher};
+use super::{lock, Engine};
 use crate::jobs::lifecycle::TaskRecord;
 use crate::jobs::lifecycle::{apply, Event};
 use crate::jobs::queue::{Claim, TaskQueue};
@@ -50,11 +50,6 @@ pub(super) struct Shared {
     retries: Mutex<Vec<Claim>>,
     /// Set when the engine stops taking: the threads end.
     stop: Arc<AtomicBool>,
-    /// Batches run by other instances that clients here follow.
-    followed: Mutex<Vec<Followed>>,
-    /// Tasks run by other instances that clients here follow: the version
-    /// last told, and the watcher.
-    watched: Mutex<Vec<Watched>>,
     /// The queue failed its last call: said once, and until it answers
     /// again the instance is not ready.
     down: AtomicBool,
@@ -76,40 +71,13 @@ pub struct SharedFigures {
     pub down: bool,
 }
 
-/// A task followed from the store: the version last told, and to whom.
-struct Watched {
-    id: TaskId,
-    version: u64,
-    watcher: TaskWatcher,
-}
-
-impl std::fmt::Debug for Watched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched").field("id", &self.id).field("version", &self.version).finish()
-    }
-}
-
-/// A batch followed from the store: its lines sent so far, and to whom.
-struct Followed {
-    id: TaskId,
-    sent: usize,
-    subscriber: BatchSubscriber,
-}
-
-impl std::fmt::Debug for Followed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Followed").field("id", &self.id).field("sent", &self.sent).finish()
-    }
-}
-
 impl Shared {
     pub(super) fn new(queue: Arc<dyn TaskQueue>, config: SharedConfig) -> Shared {
         let stop = Arc::new(AtomicBool::new(false));
-        let (acks, retries, followed) = (Mutex::default(), Mutex::default(), Mutex::default());
+        let (acks, retries) = (Mutex::default(), Mutex::default());
         let (down, taken, reclaimed) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
         let dispatcher = std::sync::OnceLock::new();
-        let watched = Mutex::default();
-        Shared { queue, config, acks, retries, stop, followed, watched, down, taken, reclaimed, dispatcher }
+        Shared { queue, config, acks, retries, stop, down, taken, reclaimed, dispatcher }
     }
 
     /// Notes a failed call: logged when the queue was answering before.
@@ -137,19 +105,6 @@ impl Shared {
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
             down: self.is_down(),
         }
-    }
-
-    /// Tells `watcher` of task `id`'s changes past `version` as the store
-    /// gets them, the last once it has ended (polled: another instance
-    /// writes them; progress shows as often as that instance stores it).
-    pub(super) fn follow_task(&self, id: TaskId, version: u64, watcher: TaskWatcher) {
-        lock(&self.watched).push(Watched { id, version, watcher });
-    }
-
-    /// Sends `subscriber` batch `id`'s lines past the first `sent` as the
-    /// store gets them, then its end (polled: another instance writes them).
-    pub(super) fn follow_batch(&self, id: TaskId, sent: usize, subscriber: BatchSubscriber) {
-        lock(&self.followed).push(Followed { id, sent, subscriber });
     }
 
     /// Lets go of `claim` on the dispatcher's next turn (now: its task has
@@ -185,72 +140,7 @@ pub(super) fn start(engine: &Arc<Engine>) -> std::io::Result<()> {
     }
     let weak = Arc::downgrade(engine);
     std::thread::Builder::new().name("pagelens-cancels".into()).spawn(move || listen(&weak))?;
-    let weak = Arc::downgrade(engine);
-    std::thread::Builder::new().name("pagelens-followed".into()).spawn(move || follow(&weak))?;
     Ok(())
-}
-
-/// How often batches run elsewhere are read again for their clients here.
-const FOLLOW_EVERY: Duration = Duration::from_millis(100);
-
-/// Sends the followed batches' new lines, and their ends.
-fn follow(weak: &Weak<Engine>) {
-    loop {
-        std::thread::sleep(FOLLOW_EVERY);
-        let Some(engine) = weak.upgrade() else { return };
-        let Some(shared) = engine.shared.get() else { return };
-        if shared.stop.load(Ordering::Acquire) {
-            return;
-        }
-        let watched = std::mem::take(&mut *lock(&shared.watched));
-        let followed = std::mem::take(&mut *lock(&shared.followed));
-        // Every followed task's and batch's record in one read; a failed
-        // read leaves them all for the next turn.
-        let ids: Vec<TaskId> = watched.iter().map(|w| w.id).chain(followed.iter().map(|f| f.id)).collect();
-        let records = if ids.is_empty() { Ok(Vec::new()) } else { engine.store.records_of(&ids) };
-        let Ok(records) = records else {
-            lock(&shared.watched).extend(watched);
-            lock(&shared.followed).extend(followed);
-            continue;
-        };
-        let (of_watched, of_followed) = records.split_at(watched.len());
-        let mut still = Vec::with_capacity(watched.len());
-        for (mut w, record) in watched.into_iter().zip(of_watched) {
-            match record {
-                Some(record) if record.version > w.version => {
-                    let last = record.state.is_final();
-                    let view = record.view();
-                    if (w.watcher)(TaskEvent { view: &view, version: record.version, last }) && !last {
-                        w.version = record.version;
-                        still.push(w);
-                    }
-                }
-                // Gone (expired) between two reads: nothing more to tell.
-                None => {}
-                Some(_) => still.push(w),
-            }
-        }
-        lock(&shared.watched).extend(still);
-        let mut kept = Vec::with_capacity(followed.len());
-        for (mut f, record) in followed.into_iter().zip(of_followed) {
-            // The record was read first: a batch that had ended then has all its lines stored.
-            let ended = record.as_ref().is_none_or(|r| r.state.is_final());
-            let Ok(docs) = engine.store.items_from(f.id, f.sent, None) else {
-                kept.push(f);
-                continue;
-            };
-            if !docs.is_empty() && !(f.subscriber)(BatchEvent::Items(&docs)) {
-                continue;
-            }
-            f.sent += docs.len();
-            if ended {
-                (f.subscriber)(BatchEvent::End);
-            } else {
-                kept.push(f);
-            }
-        }
-        lock(&shared.followed).extend(kept);
-    }
 }
 
 /// The dispatcher's loop: acks, signs of life, takeovers, then new tasks.
