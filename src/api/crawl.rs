@@ -14,6 +14,7 @@ use super::analyze::{idempotency_key, problem, submit as submit_task, via_intake
 use super::input::{callback, priority, task_options, timeout, InputLimits};
 use super::tasks::{cancel_task, seen_by, status_response, store_failed};
 use super::App;
+use crate::crawl::journal::NoJournal;
 use crate::crawl::report::{write_html, write_issues_csv};
 use crate::crawl::{crawl, CrawlProgress, CrawlSettings, SiteReport};
 use crate::fetch::{Fetcher, Guard};
@@ -81,8 +82,11 @@ impl Crawlers {
                 let cancel = resume.cancel_flag();
                 let progress = resume.progress();
                 let mut tell = |p: &CrawlProgress| progress(percent(p), stage(p));
-                let mut journal = StoreJournal { kept: None, journal: resume.journal() };
-                match crawl(checked, &fetcher, &cancel, &mut journal, &mut tell) {
+                // With --store memory a journal could never be read back.
+                let journal = resume.journal();
+                let mut journal: Box<dyn crate::crawl::journal::Journal> =
+                    if journal.kept() { Box::new(StoreJournal(journal)) } else { Box::new(NoJournal) };
+                match crawl(checked, &fetcher, &cancel, &mut *journal, &mut tell) {
                     Ok(report) => resume.then(Box::new(move |_| {
                         serde_json::value::to_raw_value(&report.report())
                             .map_err(|e| TaskError::new(500, "internal", format!("cannot encode the report: {e}")))
@@ -90,46 +94,25 @@ impl Crawlers {
                     Err(e) => resume.fail(TaskError::new(e.status, e.code, e.detail)),
                 }
             });
-            // Sent back (and so dropped, failing the task) only if every crawler thread is gone.
-            if let Err(mpsc::SendError(job)) = jobs.send(job) {
-                drop(job);
-            }
+            // Refused (the job dropped, failing the task) only if every crawler thread is gone.
+            let _ = jobs.send(job);
         })))
     }
 }
 
-/// A crawl's journal kept with its task in the store (not with `--store
-/// memory`, which a restart does not outlive).
-struct StoreJournal {
-    journal: Journal,
-    kept: Option<bool>,
-}
-
-impl StoreJournal {
-    fn kept(&mut self) -> bool {
-        *self.kept.get_or_insert_with(|| self.journal.kept())
-    }
-}
+/// A crawl's journal kept with its task in the store.
+struct StoreJournal(Journal);
 
 impl crate::crawl::journal::Journal for StoreJournal {
     fn read(&mut self, skip: usize, most: usize) -> Vec<Vec<u8>> {
-        if !self.kept() {
-            return Vec::new();
-        }
-        self.journal.read(skip, most).unwrap_or_else(|e| {
-            crate::error!("{:?}: the crawl's journal cannot be read ({e}): crawling from the start", self.journal);
+        self.0.read(skip, most).unwrap_or_else(|e| {
+            crate::error!("{:?}: the crawl's journal cannot be read ({e}): crawling from the start", self.0);
             Vec::new()
         })
     }
 
     fn write(&mut self, n: usize, line: Vec<u8>) {
-        if self.kept() {
-            self.journal.write(n, line);
-        }
-    }
-
-    fn keeps(&mut self) -> bool {
-        self.kept()
+        self.0.write(n, line);
     }
 }
 
