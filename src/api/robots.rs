@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use crate::fetch::{FetchRequest, Fetcher};
-use crate::seo::robots_txt::{RobotsSource, MAX_BYTES};
+use crate::seo::robots_txt::{self, RobotsSource};
 
 /// How long a robots.txt is kept.
 const TTL: Duration = Duration::from_secs(600);
@@ -30,10 +30,7 @@ impl RobotsCache {
     /// `deadline`); `then` is called with it, on this thread or the fetcher's.
     /// Two pages of an uncached origin at once may both fetch it.
     pub fn get(self: &Arc<Self>, fetcher: &Fetcher, page: &Url, deadline: Instant, then: Then) {
-        let mut url = page.clone();
-        url.set_path("/robots.txt");
-        url.set_query(None);
-        url.set_fragment(None);
+        let url = robots_txt::location(page);
         let origin = url.origin().ascii_serialization();
         let cached = {
             let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -49,12 +46,7 @@ impl RobotsCache {
             request,
             Box::new(move |result| {
                 let source = match result {
-                    Ok(r) if (200..300).contains(&r.status) => {
-                        let end = r.body.len().min(MAX_BYTES);
-                        RobotsSource::Found(String::from_utf8_lossy(&r.body[..end]).into_owned())
-                    }
-                    Ok(r) if (400..500).contains(&r.status) => RobotsSource::Missing(r.status),
-                    Ok(r) => RobotsSource::Unreachable(format!("HTTP {}", r.status)),
+                    Ok(r) => robots_txt::source(r.status, &r.body),
                     Err(e) => RobotsSource::Unreachable(e.to_string()),
                 };
                 let mut entries = cache.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

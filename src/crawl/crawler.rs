@@ -26,7 +26,7 @@ use super::sitemap::{self, Kind};
 use crate::fetch::{decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::seo;
 use crate::seo::analysis::LinkKind;
-use crate::seo::robots_txt::{judge, RobotsSource};
+use crate::seo::robots_txt::{self, judge, RobotsSource};
 
 /// The user agent robots.txt rules are read for (then `*`).
 const AGENT: &str = "pagelens";
@@ -297,22 +297,17 @@ impl<'a> Run<'a> {
         if let Some(known) = self.robots.get(&origin) {
             return known.clone();
         }
-        let mut robots = url.clone();
-        robots.set_path("/robots.txt");
-        robots.set_query(None);
-        robots.set_fragment(None);
+        let robots = robots_txt::location(url);
         let source = match self.fetch_now(robots.clone(), true) {
-            Ok(r) if (200..300).contains(&r.status) => {
-                let end = r.body.len().min(seo::robots_txt::MAX_BYTES);
-                RobotsSource::Found(String::from_utf8_lossy(&r.body[..end]).into_owned())
-            }
-            Ok(r) if (400..500).contains(&r.status) => RobotsSource::Missing(r.status),
             Ok(r) => {
-                self.notes.push(format!(
-                    "{robots} answered {}: the site is taken as disallowed, as search engines take it",
-                    r.status
-                ));
-                RobotsSource::Unreachable(format!("HTTP {}", r.status))
+                let source = robots_txt::source(r.status, &r.body);
+                if matches!(source, RobotsSource::Unreachable(_)) {
+                    self.notes.push(format!(
+                        "{robots} answered {}: the site is taken as disallowed, as search engines take it",
+                        r.status
+                    ));
+                }
+                source
             }
             // No answer at all: the pages will say why themselves.
             Err(e) => {

@@ -59,6 +59,26 @@ struct Group {
 /// Longest robots.txt read (Google reads the first 500 KiB).
 pub const MAX_BYTES: usize = 500 * 1024;
 
+/// Where the robots.txt of `page`'s origin is.
+pub fn location(page: &url::Url) -> url::Url {
+    let mut url = page.clone();
+    url.set_path("/robots.txt");
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+/// What a robots.txt response with `status` and `body` says: its text
+/// (the first [`MAX_BYTES`]) for a 2xx, none for a 4xx, and unreachable
+/// for anything else.
+pub fn source(status: u16, body: &[u8]) -> RobotsSource {
+    match status {
+        200..=299 => RobotsSource::Found(String::from_utf8_lossy(&body[..body.len().min(MAX_BYTES)]).into_owned()),
+        400..=499 => RobotsSource::Missing(status),
+        _ => RobotsSource::Unreachable(format!("HTTP {status}")),
+    }
+}
+
 /// Judges `path` (path and query of the page) for `agent` (lower case).
 pub fn judge(url: &str, source: &RobotsSource, agent: &str, path: &str) -> RobotsReport {
     let bare = |status, allowed| RobotsReport {
@@ -235,6 +255,17 @@ mod tests {
         let r = judge("u", &RobotsSource::Found(bad.into()), "googlebot", "/x");
         assert_eq!(r.errors.len(), 5, "{:?}", r.errors);
         assert!(r.allowed);
+    }
+
+    #[test]
+    fn where_it_is_and_what_a_response_says() {
+        let page = url::Url::parse("https://e.com:8443/a/b?q=1#top").unwrap();
+        assert_eq!(location(&page).as_str(), "https://e.com:8443/robots.txt");
+        assert_eq!(source(200, b"User-agent: *"), RobotsSource::Found("User-agent: *".into()));
+        assert_eq!(source(404, b""), RobotsSource::Missing(404));
+        assert_eq!(source(503, b""), RobotsSource::Unreachable("HTTP 503".into()));
+        let big = vec![b'#'; MAX_BYTES + 10];
+        assert!(matches!(source(200, &big), RobotsSource::Found(t) if t.len() == MAX_BYTES));
     }
 
     #[test]
