@@ -10,7 +10,7 @@ use serde_json::json;
 use super::cache::{annotated, open, storable, CachedPage, Outcome, Reach, ResultCache};
 use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
-use crate::fetch::{callback, decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::fetch::{callback, decode_body, essence, is_html, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::jobs::engine::{CallbackSender, Resume};
 use crate::jobs::{Handlers, TaskError, Work};
 use crate::metrics::alerts::Change;
@@ -167,12 +167,12 @@ fn fetch_then_analyse(resume: Resume, url: url::Url, options: seo::Options, page
 /// Refuses responses that are not HTML (an image, a PDF, JSON). A missing
 /// Content-Type is given the benefit of the doubt.
 pub fn html_only(response: FetchResponse) -> Result<FetchResponse, FetchError> {
-    let Some(content_type) = response.head.header("content-type") else { return Ok(response) };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "text/html" | "application/xhtml+xml" | "" => Ok(response),
-        _ => Err(FetchError::new(422, "not-html", format!("{} is {essence}, not HTML", response.final_url), false)),
+    let content_type = response.head.header("content-type");
+    if is_html(content_type) {
+        return Ok(response);
     }
+    let essence = essence(content_type.unwrap_or_default());
+    Err(FetchError::new(422, "not-html", format!("{} is {essence}, not HTML", response.final_url), false))
 }
 
 /// What the analysis needs of a fetched page: the decoded bytes, the

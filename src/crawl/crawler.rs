@@ -23,7 +23,7 @@ use super::report::ReportView;
 use super::settings::Checked;
 use super::site::{text_key, Edge, HtmlFacts, Outcome, Site};
 use super::sitemap::{self, Kind};
-use crate::fetch::{decode_body, FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::fetch::{decode_body, is_html, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::seo;
 use crate::seo::analysis::LinkKind;
 use crate::seo::robots_txt::{self, judge, RobotsSource};
@@ -604,14 +604,6 @@ impl<'a> Run<'a> {
             score: page.score,
         })
     }
-}
-
-/// Whether a `Content-Type` is HTML's (none is taken to be).
-fn is_html(content_type: Option<&str>) -> bool {
-    content_type.is_none_or(|t| {
-        let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        essence == "text/html" || essence == "application/xhtml+xml"
-    })
 }
 
 /// The target of a `Link` header value's `rel=canonical` entry.

@@ -24,6 +24,17 @@ pub use error::FetchError;
 pub use guard::Guard;
 pub use request::{FetchConfig, FetchRequest, FetchResponse, Redirect, RetryOn, Timings};
 
+/// The media type of a `Content-Type` value, lower case, without parameters.
+pub fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Whether a response with this `Content-Type` is an HTML page; a missing or
+/// empty one is given the benefit of the doubt.
+pub fn is_html(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|t| matches!(essence(t).as_str(), "text/html" | "application/xhtml+xml" | ""))
+}
+
 /// Undoes `Content-Encoding` (gzip, deflate, identity), refusing output
 /// over `max` bytes (a small gzip can inflate to gigabytes). CPU work: run
 /// it on the pool, not on the fetcher's loop.
