@@ -10,7 +10,9 @@ use serde_json::json;
 use super::cache::{annotated, open, storable, CachedPage, Outcome, Reach, ResultCache};
 use super::input::{PageInput, Source, ANALYZE, BULK};
 use super::robots::RobotsCache;
-use crate::fetch::{callback, decode_body, essence, is_html, FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::fetch::{
+    callback, decode_body, describe_page, essence, is_html, FetchError, FetchRequest, FetchResponse, Fetcher,
+};
 use crate::jobs::engine::{CallbackSender, Resume};
 use crate::jobs::{Handlers, TaskError, Work};
 use crate::metrics::alerts::Change;
@@ -184,10 +186,7 @@ pub fn fetched_page(
     max: usize,
 ) -> Result<(Vec<u8>, seo::Options, serde_json::Value), FetchError> {
     let FetchResponse { status, final_url, head, body, timings, attempts, redirects, reused_connection } = response;
-    options.status_code = Some(status);
-    options.content_type = head.header("content-type").map(str::to_string);
-    options.x_robots_tag = head.all("x-robots-tag").map(str::to_string).collect();
-    options.security_headers = Some(seo::analysis::SecurityHeaders::of(|name| head.header(name)));
+    describe_page(&mut options, status, &head);
     let json = json!({
         "final_url": final_url.as_str(),
         "status_code": status,

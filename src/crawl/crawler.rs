@@ -23,7 +23,7 @@ use super::report::ReportView;
 use super::settings::Checked;
 use super::site::{text_key, Edge, HtmlFacts, Outcome, Site};
 use super::sitemap::{self, Kind};
-use crate::fetch::{decode_body, is_html, FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::fetch::{decode_body, describe_page, is_html, FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::seo;
 use crate::seo::analysis::LinkKind;
 use crate::seo::robots_txt::{self, judge, RobotsSource};
@@ -514,19 +514,16 @@ impl<'a> Run<'a> {
 
     /// Analyses a fetched HTML page: what the journal keeps of it.
     fn analyse(&self, response: FetchResponse) -> Option<PageLine> {
-        let FetchResponse { final_url, head, body, .. } = response;
+        let FetchResponse { status, final_url, head, body, .. } = response;
         let body = decode_body(head.header("content-encoding"), body, self.max_bytes).ok()?;
-        let options = seo::Options {
+        let mut options = seo::Options {
             url: Some(final_url.clone()),
-            status_code: Some(200),
-            content_type: head.header("content-type").map(str::to_string),
-            x_robots_tag: head.all("x-robots-tag").map(str::to_string).collect(),
-            security_headers: Some(seo::analysis::SecurityHeaders::of(|name| head.header(name))),
             include_links: true,
             include_images: false,
             hash_text: true,
             ..seo::Options::default()
         };
+        describe_page(&mut options, status, &head);
         let mut analysis = seo::analyze(&body, &options).ok()?;
         let page_nofollow = analysis.robots.nofollow;
         // Taken, not copied: the analysis is not needed after this.

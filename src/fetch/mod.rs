@@ -35,6 +35,16 @@ pub fn is_html(content_type: Option<&str>) -> bool {
     content_type.is_none_or(|t| matches!(essence(t).as_str(), "text/html" | "application/xhtml+xml" | ""))
 }
 
+/// Fills in what the SEO analysis learns of a page from its response: its
+/// status, `Content-Type` (whose charset decodes the page), `X-Robots-Tag`
+/// and security headers.
+pub fn describe_page(options: &mut crate::seo::Options, status: u16, head: &crate::http::client::ResponseHead) {
+    options.status_code = Some(status);
+    options.content_type = head.header("content-type").map(str::to_string);
+    options.x_robots_tag = head.all("x-robots-tag").map(str::to_string).collect();
+    options.security_headers = Some(crate::seo::analysis::SecurityHeaders::of(|name| head.header(name)));
+}
+
 /// Undoes `Content-Encoding` (gzip, deflate, identity), refusing output
 /// over `max` bytes (a small gzip can inflate to gigabytes). CPU work: run
 /// it on the pool, not on the fetcher's loop.
