@@ -332,9 +332,7 @@ fn fetch_page(args: &AnalyzeArgs, options: seo::Options) -> Result<Page, String>
     let config = args.fetch.config()?;
     let max = config.max_response_bytes;
     let fetcher = Fetcher::start(config).map_err(|e| format!("cannot start the fetcher: {e}"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    fetcher.fetch(FetchRequest::get(url), Box::new(move |result| drop(tx.send(result))));
-    let response = rx.recv().map_err(|_| "the fetcher stopped".to_string())?;
+    let response = fetcher.fetch_and_wait(FetchRequest::get(url));
     let response = response.and_then(html_only).map_err(|e| format!("{}: {e}", args.page))?;
     let (tx, rx) = std::sync::mpsc::channel();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -229,7 +229,7 @@ impl<'a> Run<'a> {
                 break;
             }
             read += 1;
-            let body = match self.fetch_now(url.clone(), true) {
+            let body = match self.fetch_now(url.clone()) {
                 Ok(r) if r.status == 200 => r,
                 Ok(r) if r.status == 404 && url.path() == "/sitemap.xml" => continue,
                 Ok(r) => {
@@ -283,12 +283,8 @@ impl<'a> Run<'a> {
     }
 
     /// Fetches `url` and waits for it (robots.txt, sitemaps: before the crawl proper).
-    fn fetch_now(&self, url: Url, follow: bool) -> Result<FetchResponse, FetchError> {
-        let (tx, rx) = mpsc::channel();
-        let request =
-            FetchRequest { follow_redirects: follow, cancel: Some(Arc::clone(self.cancel)), ..FetchRequest::get(url) };
-        self.fetcher.fetch(request, Box::new(move |result| drop(tx.send(result))));
-        rx.recv().unwrap_or_else(|_| Err(FetchError::new(503, "shutting-down", "the fetcher stopped", false)))
+    fn fetch_now(&self, url: Url) -> Result<FetchResponse, FetchError> {
+        self.fetcher.fetch_and_wait(FetchRequest { cancel: Some(Arc::clone(self.cancel)), ..FetchRequest::get(url) })
     }
 
     /// The robots.txt of `url`'s origin: its URL and what fetching it found.
@@ -298,7 +294,7 @@ impl<'a> Run<'a> {
             return known.clone();
         }
         let robots = robots_txt::location(url);
-        let source = match self.fetch_now(robots.clone(), true) {
+        let source = match self.fetch_now(robots.clone()) {
             Ok(r) => {
                 let source = robots_txt::source(r.status, &r.body);
                 if matches!(source, RobotsSource::Unreachable(_)) {

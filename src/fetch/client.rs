@@ -137,6 +137,14 @@ impl Fetcher {
         &self.shared.stats
     }
 
+    /// Fetches and waits for the outcome: for threads that may wait (the
+    /// command line, a crawler), never a reactor or a worker.
+    pub fn fetch_and_wait(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.fetch(request, Box::new(move |result| drop(tx.send(result))));
+        rx.recv().unwrap_or_else(|_| Err(shutting_down()))
+    }
+
     /// Starts a fetch; `on_done` hears how it ended.
     pub fn fetch(&self, request: FetchRequest, on_done: OnDone) {
         if self.shared.stopping.load(Ordering::Acquire) {
