@@ -418,7 +418,7 @@ pub fn build(page: Page, options: &Options, charset: String, charset_source: &'s
         descriptions: page.descriptions.len(),
         metas_in_body: page.metas_in_body,
         elements: page.elements,
-        duplicate_ids: page.duplicate_ids.clone(),
+        duplicate_ids: page.duplicate_ids,
         security: options.security_headers,
         long_alts: page.images.iter().filter(|i| i.alt.as_ref().is_some_and(|a| a.chars().count() > LONG_ALT)).count(),
         ..Structure::default()

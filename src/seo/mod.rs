@@ -71,7 +71,7 @@ pub fn parse(bytes: &[u8], options: &Options) -> Result<Parsed, AnalyzeError> {
     // branch is a guard that never runs.
     let html = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     Ok(Parsed {
-        page: page::extract(&html, &scanned, options.hash_text),
+        page: page::extract(&html, scanned, options.hash_text),
         charset: decoded.encoding.to_string(),
         charset_source: decoded.source,
     })

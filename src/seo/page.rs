@@ -140,11 +140,11 @@ struct Walker {
 /// matters (head, headings, anchors) is closed once the index passes its
 /// last descendant. Nothing recurses: depth costs heap, not stack.
 /// `hash_text` asks for [`Page::text_hash`] (a site audit's duplicate content).
-pub fn extract(html: &str, scanned: &Prescanned, hash_text: bool) -> Page {
+pub fn extract(html: &str, scanned: Prescanned, hash_text: bool) -> Page {
     let mut walker = Walker::default();
     walker.page.text_hash = hash_text.then_some(FX_SEED);
     walker.page.elements = scanned.elements;
-    walker.page.duplicate_ids = scanned.duplicate_ids.clone();
+    walker.page.duplicate_ids = scanned.duplicate_ids;
     walker.lifted(&scanned.lifted);
     // tl's only error is an input over u32::MAX bytes, far past any body limit.
     let Ok(dom) = tl::parse(html, ParserOptions::default()) else {
@@ -477,7 +477,7 @@ mod tests {
     fn page(html: &str) -> Page {
         let mut bytes = html.as_bytes().to_vec();
         let scanned = prescan(&mut bytes);
-        extract(std::str::from_utf8(&bytes).unwrap(), &scanned, false)
+        extract(std::str::from_utf8(&bytes).unwrap(), scanned, false)
     }
 
     #[test]
