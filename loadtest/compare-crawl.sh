@@ -41,10 +41,8 @@ site="http://127.0.0.1:$PORT/"
 echo "# $(date -u +%FT%TZ) $PAGES pages ($(du -sm "$work/site" | cut -f1) MB); crawler/server/wget on CPU 0, nginx and wrk on CPU 1"
 
 find "$work/site" -name '*.html' | sed "s|$work/site|http://127.0.0.1:$PORT|; s|/index.html$|/|" > "$work/urls"
-taskset -c 0 ./target/release/pagelens serve --listen "127.0.0.1:$API" --reactors 1 --workers 1 --store memory \
-  --cache-ttl 0 --allow-private-fetch --fetch-ports any --fetch-rate 1000000 --fetch-per-origin 64 \
-  >/dev/null 2>&1 & api=$!; pids+=("$api")
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$API/livez" >/dev/null && break; sleep 0.1; done
+serve_pagelens 0 "$API" --store memory --cache-ttl 0 --allow-private-fetch --fetch-ports any \
+  --fetch-rate 1000000 --fetch-per-origin 64; api=$PL_PID
 export URLS="$work/urls" INCLUDE_LINKS=1
 taskset -c 1 wrk -t1 -c32 -d2s -s loadtest/post_urls.lua "http://127.0.0.1:$API/analyze" >/dev/null
 

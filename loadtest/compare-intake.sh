@@ -27,14 +27,12 @@ task_flow "$PAGE"
 ticks=$(getconf CLK_TCK)
 
 run() { # NAME SCENARIO
-  taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PORT --reactors 1 --workers 1 --store memory \
-    --queue-capacity 100000 >/dev/null 2>"$work/server.err" & local pid=$!; pids+=("$pid")
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/livez" >/dev/null && break; sleep 0.1; done
+  serve_pagelens 0 "$PORT" --store memory; local pid=$PL_PID
   taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$2" \
     -c 128 -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
   local cpu; cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   local ended; ended=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^pagelens_tasks\{state="completed",priority="normal"\}/{print $2}')
-  kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server.err" >&2; exit 1; }
+  kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server-$PORT.err" >&2; exit 1; }
   wait "$pid" 2>/dev/null || true
   python3 - "$1" "$work/report.json" "$cpu" "$ticks" "$ended" <<'PY'
 import json, sys

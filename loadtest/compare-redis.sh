@@ -52,9 +52,7 @@ commands() { redis-cli -p $RPORT info stats | awk -F: '/^total_commands_processe
 
 # instance CPU PORT: starts pagelens on the Redis; sets IPID.
 instance() {
-  taskset -c "$1" ./target/release/pagelens serve --listen "127.0.0.1:$2" --reactors 1 --workers 1 \
-    --queue-capacity 100000 --store "$REDIS_URL" >/dev/null 2>"$work/server-$2.err" & IPID=$!; pids+=("$IPID")
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$2/livez" >/dev/null && break; sleep 0.1; done
+  serve_pagelens "$1" "$2" --store "$REDIS_URL"; IPID=$PL_PID
 }
 
 pagelens_round() { # NAME: one instance (or, for "two", two) under the task-flow client

@@ -29,15 +29,13 @@ task_flow "$PAGE"
 run() { # NAME FLAGS...
   local name=$1; shift
   rm -rf "$work/data"
-  taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PORT --reactors 1 --workers 1 \
-    --queue-capacity 100000 "$@" >/dev/null 2>"$work/server.err" & local pid=$!; pids+=("$pid")
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/livez" >/dev/null && break; sleep 0.1; done
+  serve_pagelens 0 "$PORT" "$@"; local pid=$PL_PID
   taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$work/flow.toml" \
     -c "${CONNS:-128}" -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
   curl -fs "http://127.0.0.1:$PORT/metrics" > "$work/metrics.txt"
   local bytes; bytes=$( (du -sb "$work/data" 2>/dev/null || echo 0) | cut -f1)
   local written; written=$(awk '/^write_bytes/{print $2}' "/proc/$pid/io")
-  kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server.err" >&2; exit 1; }
+  kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server-$PORT.err" >&2; exit 1; }
   wait "$pid" 2>/dev/null || true
   python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" "$written" <<'PY'
 import json, re, sys

@@ -39,6 +39,16 @@ NGX
   NGX_PID=$!
 }
 
+# serve_pagelens CPU PORT ARGS...: a release pagelens (one reactor, one
+# worker, a deep queue, ARGS added) pinned to CPU, its stderr in
+# $work/server-PORT.err, waited for until /livez answers; sets PL_PID.
+serve_pagelens() {
+  local cpu=$1 port=$2; shift 2
+  taskset -c "$cpu" ./target/release/pagelens serve --listen "127.0.0.1:$port" --reactors 1 --workers 1 \
+    --queue-capacity 100000 "$@" >/dev/null 2>"$work/server-$port.err" & PL_PID=$!; pids+=("$PL_PID")
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/livez" >/dev/null && break; sleep 0.1; done
+}
+
 # task_flow PAGE: the task-flow scenario of the store comparisons in $work:
 # flow.toml (POST /analyze/async with page.json, PAGE as {"html": ...}, its
 # status polled every 20 ms until it ends), and raw.toml, the same with PAGE
