@@ -235,7 +235,6 @@ impl Report for ReportView<'_> {
 
 impl Serialize for ReportView<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
         /// A sequence serialised from an iterator, one item at a time.
         struct Seq<F>(F);
         impl<I: Iterator<Item = T>, T: Serialize, F: Fn() -> I> Serialize for Seq<F> {
@@ -243,20 +242,22 @@ impl Serialize for ReportView<'_> {
                 serializer.collect_seq((self.0)())
             }
         }
-        let s = &self.audit.summary;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("start", &s.start)?;
-        map.serialize_entry("pages_fetched", &s.pages_fetched)?;
-        map.serialize_entry("html_pages", &s.html_pages)?;
-        map.serialize_entry("external_checked", &s.external_checked)?;
-        map.serialize_entry("urls_discovered", &s.urls_discovered)?;
-        map.serialize_entry("errors", &s.errors)?;
-        map.serialize_entry("skipped", &s.skipped)?;
-        map.serialize_entry("depth_histogram", &s.depth_histogram)?;
-        map.serialize_entry("issues", &Seq(|| self.audit.issues.iter().map(|f| self.issue(f))))?;
-        map.serialize_entry("notes", &self.audit.notes)?;
-        map.serialize_entry("pages", &Seq(|| self.ids().filter_map(|id| self.row(id))))?;
-        map.end()
+        /// The same document as [`SiteReport`]'s, its lists made as written.
+        #[derive(Serialize)]
+        struct Document<'a, I, P> {
+            #[serde(flatten)]
+            summary: &'a Summary,
+            issues: I,
+            notes: &'a [String],
+            pages: P,
+        }
+        Document {
+            summary: &self.audit.summary,
+            issues: Seq(|| self.audit.issues.iter().map(|f| self.issue(f))),
+            notes: &self.audit.notes,
+            pages: Seq(|| self.ids().filter_map(|id| self.row(id))),
+        }
+        .serialize(serializer)
     }
 }
 
