@@ -117,8 +117,14 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         (Some(tls), plain) => format!("http://{plain} and https://{tls}"),
         (None, plain) => format!("http://{plain}"),
     };
+    let (io_engine, why) = server.engine();
+    if config.server.io_engine == pagelens::reactor::IoEngine::IoUring
+        && io_engine != pagelens::reactor::Running::IoUring
+    {
+        pagelens::warn!("--io-engine io_uring: {why}");
+    }
     println!(
-        "pagelens listening on {listening} ({} reactors, {} workers; tasks in {}{}; recovered {} queued, {} interrupted, {} callbacks owed)",
+        "pagelens listening on {listening} ({} reactors, {io_engine}: {why}; {} workers; tasks in {}{}; recovered {} queued, {} interrupted, {} callbacks owed)",
         config.server.reactors,
         config.engine.workers,
         figures.backend,

@@ -66,6 +66,7 @@ fn livez_allocates_nothing_per_request_in_steady_state() {
         listen: "127.0.0.1:0".parse().unwrap(),
         reactors: 1,
         max_connections: 100,
+        io_engine: pagelens::reactor::IoEngine::Auto,
         tls: None,
         access_log: None,
         shutdown_timeout: Duration::from_secs(1),

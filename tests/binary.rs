@@ -23,7 +23,13 @@ pub fn spawn_binary(args: &[&str], limits: &[Limit]) -> (Child, SocketAddr) {
 /// As [`spawn_binary`], returning the start line instead of the address.
 pub fn spawn_binary_line(args: &[&str], limits: &[Limit]) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
-    command.arg("serve").env("PAGELENS_STORE", "memory").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .arg("serve")
+        .env("PAGELENS_STORE", "memory")
+        .env("PAGELENS_IO_ENGINE", crate::IO_ENGINE)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let limits = limits.to_vec();
     // SAFETY: setrlimit and signal are async-signal-safe and touch no shared state.
     unsafe {

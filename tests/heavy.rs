@@ -7,6 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 
 // Helpers shared with the integration tests; not every one is used here.
 #[allow(dead_code)]
+/// The I/O engine the servers of this run use (the default's).
+pub const IO_ENGINE: &str = "auto";
+
 mod binary;
 #[allow(dead_code)]
 mod origin;

@@ -383,6 +383,7 @@ fn flags_can_come_from_the_environment() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pagelens"))
         .arg("serve")
         .env("PAGELENS_STORE", "memory")
+        .env("PAGELENS_IO_ENGINE", crate::IO_ENGINE)
         .env("PAGELENS_LISTEN", "127.0.0.1:0")
         .env("PAGELENS_REACTORS", "1")
         .env("PAGELENS_FETCH_ALLOW", "10.9.0.0/16,10.8.0.0/16")

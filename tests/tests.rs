@@ -1,27 +1,7 @@
-//! The integration tests: one binary, so CI links once.
+//! The integration tests on the epoll engine: one binary, so CI links once.
+//! `tests/io_uring.rs` runs the same suite on io_uring.
 
-mod binary;
-mod cache;
-mod origin;
-mod util;
+/// The I/O engine the servers of this run use.
+pub const IO_ENGINE: &str = "epoll";
 
-mod clients;
-mod cluster;
-mod crawl;
-mod durability;
-mod engine;
-mod events;
-mod fetch;
-mod history;
-mod hostile;
-mod http_basics;
-mod keys;
-mod lifecycle;
-mod metrics;
-mod openapi;
-mod pipelining;
-mod rejects;
-mod seo;
-mod tasks;
-mod tls;
-mod websocket;
+include!("suite.rs");

@@ -31,6 +31,7 @@ pub fn config() -> ServerConfig {
         tls: None,
         access_log: None,
         shutdown_timeout: Duration::from_secs(5),
+        io_engine: crate::IO_ENGINE.parse().unwrap(),
         limits: Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),

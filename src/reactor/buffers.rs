@@ -5,8 +5,6 @@
 //! one reuses buffers other connections gave back, so the steady state
 //! allocates nothing.
 
-use std::io::{self, Read};
-
 /// Size of a read buffer taken from the pool.
 pub const READ_BUFFER: usize = 16 * 1024;
 /// Write buffers that grew past this are freed rather than pooled.
@@ -55,20 +53,6 @@ pub struct ReadBuf {
     end: usize,
 }
 
-/// What one `fill` call saw on the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// This many bytes arrived; `drained` when they filled less than the
-    /// free space, so the socket's receive queue is empty now.
-    Data { n: usize, drained: bool },
-    /// The socket has nothing more for now.
-    WouldBlock,
-    /// The peer closed its side.
-    Eof,
-    /// The buffer is at its limit; consume before reading more.
-    Full,
-}
-
 impl ReadBuf {
     /// The received, unconsumed bytes.
     pub fn filled(&self) -> &[u8] {
@@ -106,35 +90,52 @@ impl ReadBuf {
         self.end -= to - from;
     }
 
-    /// Reads once from `source` into free space, taking a pooled buffer if
-    /// none is held and growing up to `limit` bytes of content.
-    pub fn fill(&mut self, source: &mut impl Read, pool: &mut BufPool, limit: usize) -> io::Result<Fill> {
+    /// Free space after the received bytes, taking a pooled buffer if none
+    /// is held, compacting, and growing the content up to `limit` bytes;
+    /// `None` when the content is at the limit. Bytes put there count once
+    /// reported with [`ReadBuf::filled_by`].
+    pub fn space(&mut self, pool: &mut BufPool, limit: usize) -> Option<&mut [u8]> {
         if self.data.is_empty() {
             self.data = pool.take_read();
         }
         if self.end == self.data.len() {
             if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+                self.compact();
             } else if self.data.len() < limit {
                 let grown = (self.data.len() * 2).min(limit.max(READ_BUFFER));
                 self.data.resize(grown, 0);
             } else {
-                return Ok(Fill::Full);
+                return None;
             }
         }
-        let space = self.data.len() - self.end;
-        match source.read(&mut self.data[self.end..]) {
-            Ok(0) => Ok(Fill::Eof),
-            Ok(n) => {
-                self.end += n;
-                Ok(Fill::Data { n, drained: n < space })
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Data { n: 0, drained: false }),
-            Err(e) => Err(e),
+        Some(&mut self.data[self.end..])
+    }
+
+    /// `n` bytes were put into [`ReadBuf::space`].
+    pub fn filled_by(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// Appends `bytes`, growing as far as they need (the caller bounds them).
+    pub fn extend(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        if self.data.is_empty() {
+            self.data = pool.take_read();
         }
+        if self.data.len() - self.end < bytes.len() {
+            self.compact();
+            if self.data.len() - self.end < bytes.len() {
+                self.data.resize((self.end + bytes.len()).max(self.data.len() * 2), 0);
+            }
+        }
+        self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Moves the unconsumed bytes to the front.
+    fn compact(&mut self) {
+        self.data.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
     }
 
     /// Gives the buffer back to the pool if it holds nothing.
@@ -153,8 +154,9 @@ mod tests {
     fn fills_consumes_and_returns_to_pool() {
         let mut pool = BufPool::default();
         let mut buf = ReadBuf::default();
-        let mut src: &[u8] = b"hello world";
-        assert_eq!(buf.fill(&mut src, &mut pool, 1 << 20).unwrap(), Fill::Data { n: 11, drained: true });
+        let space = buf.space(&mut pool, 1 << 20).unwrap();
+        space[..11].copy_from_slice(b"hello world");
+        buf.filled_by(11);
         assert_eq!(buf.filled(), b"hello world");
         buf.remove(5, 6);
         assert_eq!(buf.filled(), b"helloworld");
@@ -165,25 +167,33 @@ mod tests {
         buf.consume(5);
         buf.release_if_empty(&mut pool);
         assert_eq!(pool.reads.len(), 1);
-        assert_eq!(buf.fill(&mut src, &mut pool, 1 << 20).unwrap(), Fill::Eof);
+        buf.extend(b"again", &mut pool);
         assert!(pool.reads.is_empty(), "the pooled buffer is reused");
+        assert_eq!(buf.filled(), b"again");
     }
 
     #[test]
-    fn grows_to_the_limit_then_reports_full() {
+    fn grows_to_the_limit_then_has_no_space() {
         let mut pool = BufPool::default();
         let mut buf = ReadBuf::default();
-        let big = vec![7u8; READ_BUFFER * 3];
-        let mut src: &[u8] = &big;
         let limit = READ_BUFFER * 2;
         let mut total = 0;
-        loop {
-            match buf.fill(&mut src, &mut pool, limit).unwrap() {
-                Fill::Data { n, .. } => total += n,
-                Fill::Full => break,
-                other => panic!("{other:?}"),
-            }
+        while let Some(space) = buf.space(&mut pool, limit) {
+            let n = space.len().min(5_000);
+            buf.filled_by(n);
+            total += n;
         }
         assert_eq!(total, limit);
+    }
+
+    #[test]
+    fn extend_takes_everything_past_any_limit() {
+        let mut pool = BufPool::default();
+        let mut buf = ReadBuf::default();
+        let big: Vec<u8> = (0..READ_BUFFER * 3).map(|i| i as u8).collect();
+        buf.extend(&big[..100], &mut pool);
+        buf.consume(40);
+        buf.extend(&big[100..], &mut pool);
+        assert_eq!(buf.filled(), &big[40..]);
     }
 }

@@ -1,9 +1,13 @@
-//! One client connection: the HTTP/1.1 server state machine.
+//! One client connection: the HTTP/1.1 server state machine, sans I/O.
 //!
-//! [`Connection::drive`] is the only function that advances it: read what
-//! the socket has, parse and dispatch every complete request, write what is
-//! ready, and move between the [`State`]s. Events, completions and timers
-//! all end up there. Time is passed in through [`Env::now`], never read here.
+//! The connection owns no socket. An engine hands it the bytes that arrived
+//! ([`Connection::on_filled`], [`Connection::on_read`], [`Connection::on_eof`]),
+//! lets it run ([`Connection::poll`], [`Connection::complete`],
+//! [`Connection::expire`]), takes what it wants written
+//! ([`Connection::pending_write`] or [`Connection::take_write`]) and reports
+//! back what went out. Every change of [`State`] happens inside those calls,
+//! and time is passed in through [`Env::now`], never read here (except to
+//! time a response), so the whole protocol is testable without a socket.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -12,17 +16,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use std::io::IoSlice;
+
 use mio::Token;
 
 use super::access_log::{AccessEntry, AccessLog};
-use super::buffers::{BufPool, Fill, ReadBuf, READ_BUFFER};
+use super::buffers::{BufPool, ReadBuf, READ_BUFFER};
 use super::mailbox::{Mailbox, Part};
 use super::service::{Context, Reply, Service};
-use super::socket::{PlainOnTls, Socket};
 use super::state::ServerState;
 use super::websocket::WsCore;
-use super::wire::Wire;
+use super::wire::{Outgoing, Wire};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
@@ -43,8 +47,6 @@ const STREAM_BACKLOG: usize = 4 * 1024;
 /// A WebSocket client with this much unread has stalled and is dropped
 /// (a subscriber to all tasks under load gets a few hundred events a second).
 const WS_BACKLOG: usize = 256 * 1024;
-/// Bytes read from one connection per wake-up before others get a turn.
-const READ_BUDGET: usize = 512 * 1024;
 /// How long to keep reading after shutting the write side, so that the
 /// client's unread data does not turn our close into a reset that destroys
 /// the last response.
@@ -125,17 +127,6 @@ pub struct Env<'a> {
     pub access_log: Option<&'a AccessLog>,
 }
 
-/// What the reactor does with a connection after driving it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Waiting for the socket, a completion or a deadline.
-    Open,
-    /// Used up its read budget with more to read: drive again next turn.
-    Busy,
-    /// Done: deregister and drop.
-    Closed,
-}
-
 /// Per-request facts kept until the response is encoded.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
@@ -204,7 +195,6 @@ struct Output {
 /// An accepted client connection.
 #[derive(Debug)]
 pub struct Connection {
-    socket: Socket,
     token: Token,
     peer: IpAddr,
     state: State,
@@ -216,15 +206,18 @@ pub struct Connection {
     /// that opens with a large catch-up (a batch's results so far) may have
     /// that much unread without having stalled.
     largest_chunk: usize,
+    /// Output bytes the layers below still hold (see [`Connection::below`]).
+    below: usize,
+    /// The write side is to be shut (see [`Connection::take_shutdown`]).
+    shutdown: bool,
     /// The reactor's timer bookkeeping: earliest live heap entry.
     pub armed: Option<Instant>,
 }
 
 impl Connection {
     /// A connection that has just been accepted at `now`.
-    pub fn new(socket: Socket, token: Token, peer: IpAddr, now: Instant) -> Self {
+    pub fn new(token: Token, peer: IpAddr, now: Instant) -> Self {
         Connection {
-            socket,
             token,
             peer,
             state: State::Head { since: Some(now) },
@@ -233,75 +226,137 @@ impl Connection {
             last_activity: now,
             peer_closed: false,
             largest_chunk: 0,
+            below: 0,
+            shutdown: false,
             armed: None,
         }
     }
 
-    /// The socket, for (de)registration.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        self.socket.tcp_mut()
+    /// Whether the connection takes more bytes now: it still reads
+    /// requests (or frames), its responses are not backed up, and its
+    /// buffer is under its limit.
+    pub fn wants_read(&self, limits: &Limits) -> bool {
+        self.rbuf.len() < self.read_limit(limits)
+            && !self.peer_closed
+            && matches!(
+                self.state,
+                State::Head { .. } | State::Body { .. } | State::WebSocket(_) | State::Lingering { .. }
+            )
+            && !self.backpressured()
     }
 
-    /// Advances the connection as far as the socket and its jobs allow.
-    pub fn drive(&mut self, env: &mut Env<'_>) -> Status {
-        let mut budget = READ_BUDGET;
-        // A short read means the receive queue is empty: skip the read that
-        // would only say WouldBlock. Data arriving later raises a new edge.
-        let mut drained = false;
+    /// Free space to receive into, for an engine that reads straight into
+    /// the connection's buffer; `None` when the buffer is at its limit
+    /// (the request in it must be consumed first). Report the bytes put
+    /// there with [`Connection::on_filled`].
+    pub fn read_space(&mut self, pool: &mut BufPool, limits: &Limits) -> Option<&mut [u8]> {
+        let limit = self.read_limit(limits);
+        self.rbuf.space(pool, limit)
+    }
+
+    /// `n` bytes were received into [`Connection::read_space`].
+    pub fn on_filled(&mut self, n: usize, env: &mut Env<'_>) {
+        self.rbuf.filled_by(n);
+        env.recorder.bytes(n, 0);
+        self.last_activity = env.now;
+    }
+
+    /// Bytes received somewhere else (a kernel-owned buffer, TLS
+    /// plaintext), copied in. All are taken: the engine bounds how much
+    /// arrives past [`Connection::wants_read`].
+    pub fn on_read(&mut self, bytes: &[u8], env: &mut Env<'_>) {
+        self.rbuf.extend(bytes, env.pool);
+        env.recorder.bytes(bytes.len(), 0);
+        self.last_activity = env.now;
+    }
+
+    /// The peer closed its side.
+    pub fn on_eof(&mut self, now: Instant) {
+        self.peer_closed = true;
+        self.last_activity = now;
+    }
+
+    /// The layer below found the byte stream unusable as it stands (plain
+    /// HTTP on a TLS port): the error is answered in order, then the
+    /// connection closes.
+    pub fn on_error(&mut self, error: HttpError, env: &mut Env<'_>) {
+        self.fail(error, env);
+        self.last_activity = env.now;
+    }
+
+    /// The socket failed: nothing more can be sent or received.
+    pub fn abort(&mut self) {
+        self.state = State::Closed;
+    }
+
+    /// Parses and dispatches what has arrived and moves between states as
+    /// their conditions hold; true if anything changed. Every state change
+    /// of the connection happens here or in the event methods above.
+    pub fn poll(&mut self, env: &mut Env<'_>) -> bool {
+        let mut changed = false;
         loop {
-            let mut progressed = false;
-            if !drained && self.wants_read() {
-                let limit = self.read_limit(env.limits);
-                match self.rbuf.fill(&mut self.socket, env.pool, limit) {
-                    Ok(Fill::Data { n, drained: empty }) => {
-                        progressed = true;
-                        drained = empty;
-                        budget = budget.saturating_sub(n);
-                        env.recorder.bytes(n, 0);
-                    }
-                    Ok(Fill::Eof) => {
-                        self.peer_closed = true;
-                        progressed = true;
-                    }
-                    Ok(Fill::WouldBlock | Fill::Full) => {}
-                    Err(e) if e.get_ref().is_some_and(|e| e.is::<PlainOnTls>()) => {
-                        self.socket.drop_tls();
-                        self.fail(HttpError::PlainOnTlsPort, env);
-                        progressed = true;
-                    }
-                    Err(_) => self.state = State::Closed,
-                }
-            }
-            progressed |= self.process(env);
-            match self.out.wire.write_to(&mut self.socket, env.now) {
-                Ok(written) => env.recorder.bytes(0, written),
-                Err(_) => self.state = State::Closed,
-            }
-            if self.socket.flush_tls().is_err() {
-                self.state = State::Closed;
-            }
-            progressed |= self.settle(env);
-            if progressed {
-                self.last_activity = env.now;
-            }
-            if matches!(self.state, State::Closed) || !progressed {
+            let processed = self.process(env);
+            let settled = self.settle(env);
+            if !(processed || settled) {
                 break;
             }
-            if budget == 0 {
-                self.release(env.pool);
-                return Status::Busy;
-            }
+            changed = true;
         }
-        self.release(env.pool);
-        if matches!(self.state, State::Closed) {
-            Status::Closed
-        } else {
-            Status::Open
+        if changed {
+            self.last_activity = env.now;
         }
+        changed
+    }
+
+    /// The unsent output in order, as slices into the connection's own
+    /// buffers (for an engine that writes while it holds the connection);
+    /// returns how many of `slices` were filled. Report what went out with
+    /// [`Connection::on_written`].
+    pub fn pending_write<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.out.wire.slices(slices)
+    }
+
+    /// `n` bytes of [`Connection::pending_write`] went out at `now`.
+    pub fn on_written(&mut self, n: usize, env: &mut Env<'_>) {
+        self.out.wire.advance(n, env.now);
+        env.recorder.bytes(0, n);
+    }
+
+    /// Moves the unsent output out of the connection, for an engine that
+    /// hands it to the kernel and must not see it moved while the kernel
+    /// works on it. Tell the connection how much of it is still unsent
+    /// with [`Connection::below`].
+    pub fn take_write(&mut self) -> Option<Outgoing> {
+        self.out.wire.take()
+    }
+
+    /// The layers below (TLS, bytes handed to the kernel) still hold
+    /// `unsent` bytes of this connection's output; fewer than last time is
+    /// progress at `now`. They count against the write timeout, the
+    /// backpressure limit, a stream's stall limit, and the close.
+    pub fn below(&mut self, unsent: usize, env: &mut Env<'_>) {
+        if unsent < self.below {
+            env.recorder.bytes(0, self.below - unsent);
+            self.out.wire.write_since = env.now;
+        }
+        self.below = unsent;
+    }
+
+    /// Whether the write side is to be shut now (taken once): everything
+    /// owed went out, and the connection lingers for the peer's close.
+    pub fn take_shutdown(&mut self) -> bool {
+        std::mem::take(&mut self.shutdown)
+    }
+
+    /// Whether the connection is finished and can be dropped.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
     }
 
     /// Takes a response (or part of one) finished on another thread.
-    pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>) -> Status {
+    /// `backlog` tells the bytes the kernel holds unacknowledged, asked
+    /// only for pieces of a stream, to see whether its client reads.
+    pub fn complete(&mut self, seq: u64, part: Part, env: &mut Env<'_>, backlog: impl FnOnce() -> usize) {
         let streamed = match &part {
             Part::Chunk(bytes) => {
                 self.largest_chunk = self.largest_chunk.max(bytes.len());
@@ -311,46 +366,42 @@ impl Connection {
             _ => false,
         };
         // Judged on what is still unread before this piece joins it.
-        if streamed && self.stalled() {
+        if streamed && self.stalled(backlog()) {
             env.server.count_timeout();
             self.state = State::Closed;
-            return Status::Closed;
+            return;
         }
         match part {
-            Part::Message(text) => match &mut self.state {
-                State::WebSocket(core) => {
+            Part::Message(text) => {
+                // For a WebSocket that has closed since, nothing.
+                if let State::WebSocket(core) = &mut self.state {
                     core.send(text);
-                    self.drive(env)
                 }
-                // For a WebSocket that has closed since.
-                _ => Status::Open,
-            },
-            part => {
-                self.out.complete(seq, part, env);
-                self.drive(env)
             }
+            part => self.out.complete(seq, part, env),
         }
+        self.poll(env);
     }
 
     /// Whether the client of a stream has stopped reading: for a streamed
     /// response, more than two of its largest chunks, and at least
     /// [`STREAM_BACKLOG`], still unread; for a WebSocket, [`WS_BACKLOG`]
     /// (its frames not yet on the wire included).
-    fn stalled(&self) -> bool {
+    fn stalled(&self, backlog: usize) -> bool {
         let (queued, bound) = match &self.state {
             State::WebSocket(core) => (core.queued(), WS_BACKLOG),
             _ => (0, STREAM_BACKLOG.max(2 * self.largest_chunk)),
         };
-        self.socket.unacknowledged() + self.out.wire.unwritten() + queued > bound
+        backlog + self.unsent() + queued > bound
     }
 
-    /// Acts on a deadline that has passed, then drives on.
-    pub fn expire(&mut self, env: &mut Env<'_>) -> Status {
+    /// Acts on a deadline that has passed at `env.now`.
+    pub fn expire(&mut self, env: &mut Env<'_>) {
         let Some((at, expiry)) = self.deadline(env.limits) else {
-            return Status::Open;
+            return;
         };
         if at > env.now {
-            return Status::Open;
+            return;
         }
         match expiry {
             // Nothing of a request has come: close quietly, as for idle.
@@ -375,17 +426,16 @@ impl Connection {
                 self.state = State::Closed;
             }
         }
-        self.drive(env)
+        self.poll(env);
     }
 
     /// When the connection next needs attention without any I/O.
-    pub fn next_deadline(&self, limits: &Limits) -> Option<Instant> {
+    pub fn poll_deadline(&self, limits: &Limits) -> Option<Instant> {
         self.deadline(limits).map(|(at, _)| at)
     }
 
     fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
-        let unsent = self.out.has_unwritten() || self.socket.wants_write();
-        let write = unsent.then(|| (self.out.wire.write_since + limits.write_timeout, Expiry::Write));
+        let write = (self.unsent() > 0).then(|| (self.out.wire.write_since + limits.write_timeout, Expiry::Write));
         let read = match self.state {
             State::Head { since: Some(t) } => Some((t + limits.header_timeout, Expiry::Request)),
             State::Head { since: None } if self.out.is_idle() => {
@@ -402,17 +452,13 @@ impl Connection {
         }
     }
 
-    fn wants_read(&self) -> bool {
-        !self.peer_closed
-            && matches!(
-                self.state,
-                State::Head { .. } | State::Body { .. } | State::WebSocket(_) | State::Lingering { .. }
-            )
-            && !self.backpressured()
+    /// Output not yet sent, here and below.
+    fn unsent(&self) -> usize {
+        self.out.wire.unwritten() + self.below
     }
 
     fn backpressured(&self) -> bool {
-        self.out.pending.len() >= MAX_PIPELINE || self.out.wire.unwritten() >= WRITE_HIGH_WATER
+        self.out.pending.len() >= MAX_PIPELINE || self.unsent() >= WRITE_HIGH_WATER
     }
 
     fn read_limit(&self, limits: &Limits) -> usize {
@@ -582,12 +628,11 @@ impl Connection {
         if idle && self.rbuf.is_empty() && self.out.is_idle() {
             self.state = State::Closed;
         }
-        if matches!(self.state, State::Closing) && self.out.is_idle() && !self.socket.wants_write() {
-            self.state = if self.peer_closed || self.socket.shutdown_write().is_err() {
-                State::Closed
-            } else {
-                State::Lingering { until: env.now + LINGER }
-            };
+        if matches!(self.state, State::Closing) && self.out.is_idle() && self.below == 0 {
+            // The engine shuts the write side (TLS: close_notify first) and
+            // aborts the connection if that fails.
+            self.shutdown = !self.peer_closed;
+            self.state = if self.peer_closed { State::Closed } else { State::Lingering { until: env.now + LINGER } };
         }
         if matches!(self.state, State::Lingering { .. }) && self.peer_closed {
             self.state = State::Closed;
@@ -596,7 +641,7 @@ impl Connection {
     }
 
     /// Gives buffers back to the reactor's pool while they hold nothing.
-    fn release(&mut self, pool: &mut BufPool) {
+    pub fn release(&mut self, pool: &mut BufPool) {
         self.rbuf.release_if_empty(pool);
         self.out.wire.release(pool);
         if self.out.pending.is_empty() && self.out.pending.capacity() > 0 {
@@ -606,10 +651,6 @@ impl Connection {
 }
 
 impl Output {
-    fn has_unwritten(&self) -> bool {
-        self.wire.has_unwritten()
-    }
-
     /// Nothing owed and nothing left to send.
     fn is_idle(&self) -> bool {
         self.pending.is_empty() && !self.wire.has_unwritten()

@@ -9,7 +9,15 @@ use std::sync::Arc;
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::event_loop::Listening;
+/// A listening socket and, for a TLS port, the configuration its
+/// connections' handshakes use.
+#[derive(Debug)]
+pub struct Listening {
+    /// The socket.
+    pub socket: TcpListener,
+    /// TLS, or `None` for plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
 
 /// Accept backlog. mio's own `bind` uses 128, too small for a load test
 /// with hundreds of connections opening at once; the kernel caps this at

@@ -1,5 +1,5 @@
 //! The way back into a reactor: other threads post completed responses to a
-//! lock-free queue and wake the reactor's `mio::Waker`.
+//! lock-free queue and wake the reactor's [`Waker`] (an eventfd).
 //!
 //! Wakes are coalesced with an atomic flag, so a burst of completions costs
 //! one `eventfd` write, not one each (mio's waker coalesces too, but only
@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
-use mio::{Token, Waker};
+use mio::Token;
+
+use super::waker::Waker;
 
 use crate::http::response::Response;
 
@@ -81,9 +83,13 @@ impl Mailbox {
     fn wake(&self) {
         // The swap orders the push above before the reactor's swap(false) in `drain`.
         if !self.pending.swap(true, Ordering::AcqRel) {
-            // A failed eventfd write means the reactor is gone; nothing to wake.
-            let _ = self.waker.wake();
+            self.waker.wake();
         }
+    }
+
+    /// The waker, for the engine to watch.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
     }
 
     /// Takes the completions posted so far, with a clock reading taken

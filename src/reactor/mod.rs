@@ -1,5 +1,6 @@
-//! The event loop: reactor threads on mio, each with its own listener on a
-//! shared port, its connections, its deadlines and its mailbox.
+//! The event loop: reactor threads, each with its own listener on a shared
+//! port, its connections, its deadlines and its mailbox, on an I/O engine
+//! (epoll or io_uring) under a sans-I/O connection core.
 //!
 //! The reactor knows HTTP/1.1 framing and nothing of what requests mean;
 //! that is the [`Service`]'s business.
@@ -7,13 +8,15 @@
 mod access_log;
 mod buffers;
 mod connection;
+mod engine;
 mod event_loop;
 mod listener;
 mod mailbox;
 mod service;
-mod socket;
 mod state;
 pub mod timers;
+mod transport;
+mod waker;
 mod websocket;
 mod wire;
 
@@ -25,19 +28,21 @@ use std::time::Duration;
 
 use std::sync::mpsc::Sender;
 
-use mio::{Poll, Waker};
-
 use crate::metrics::recorder::{Handoff, Recorder};
 
 pub use access_log::AccessLog;
 pub use connection::{Limits, MAX_PIPELINE};
+pub use engine::{io_uring_available, IoEngine, Running};
 pub use mailbox::{Responder, StreamSender};
 pub use service::{Context, Reply, Service};
 pub use state::ServerState;
 pub use websocket::{WsSender, WsSession, MAX_MESSAGE as WS_MAX_MESSAGE};
 
-use event_loop::{EventLoop, Listening, LoopConfig, WAKER};
+use engine::{Epoll, Uring};
+use event_loop::{LoopConfig, Reactor};
+use listener::Listening;
 use mailbox::Mailbox;
+use waker::Waker;
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
@@ -56,6 +61,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsListen>,
     /// The access log, if on.
     pub access_log: Option<Arc<AccessLog>>,
+    /// The I/O engine asked for.
+    pub io_engine: IoEngine,
 }
 
 /// Where TLS is served.
@@ -76,6 +83,7 @@ pub struct Server {
     mailboxes: Vec<Arc<Mailbox>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state: Arc<ServerState>,
+    engine: (Running, String),
 }
 
 impl Server {
@@ -118,26 +126,57 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             access_log: config.access_log.clone(),
         };
-        let mut server =
-            Server { addr, tls_addr, mailboxes: Vec::new(), threads: Vec::new(), state: Arc::clone(&state) };
-        for (i, listener) in per_reactor.into_iter().enumerate() {
-            let poll = Poll::new()?;
-            let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
-            let reactor = EventLoop::new(
-                poll,
-                listener,
-                Arc::clone(&mailbox),
-                Arc::clone(&service),
-                loop_config.clone(),
-                Arc::clone(&state),
-                Recorder::new(metrics.clone()),
-            )?;
-            let thread =
-                std::thread::Builder::new().name(format!("pagelens-reactor-{i}")).spawn(move || reactor.run())?;
+        let engine = engine::choose(config.io_engine);
+        let mut server = Server {
+            addr,
+            tls_addr,
+            mailboxes: Vec::new(),
+            threads: Vec::new(),
+            state: Arc::clone(&state),
+            engine: engine.clone(),
+        };
+        for (i, listeners) in per_reactor.into_iter().enumerate() {
+            let mailbox = Arc::new(Mailbox::new(Waker::new()?));
+            let (ready, started) = std::sync::mpsc::sync_channel(1);
+            let (service, config, state, mailbox_in) =
+                (Arc::clone(&service), loop_config.clone(), Arc::clone(&state), Arc::clone(&mailbox));
+            let recorder = Recorder::new(metrics.clone());
+            let running = engine.0;
+            // Each engine is built on its own thread: an io_uring is best
+            // used by the thread that made it.
+            let thread = std::thread::Builder::new().name(format!("pagelens-reactor-{i}")).spawn(move || {
+                let waker = mailbox_in.waker();
+                let built = match running {
+                    Running::Epoll => Epoll::new(listeners, waker).map(|e| {
+                        Box::new(move || Reactor::new(e, mailbox_in, service, config, state, recorder).run())
+                            as Box<dyn FnOnce() -> io::Result<()>>
+                    }),
+                    Running::IoUring => Uring::new(listeners, waker).map(|e| {
+                        Box::new(move || Reactor::new(e, mailbox_in, service, config, state, recorder).run())
+                            as Box<dyn FnOnce() -> io::Result<()>>
+                    }),
+                };
+                match built {
+                    Ok(run) => {
+                        let _ = ready.send(Ok(()));
+                        run()
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(io::Error::new(e.kind(), format!("{running} reactor: {e}"))));
+                        Ok(())
+                    }
+                }
+            })?;
             server.mailboxes.push(mailbox);
             server.threads.push(thread);
+            started.recv().map_err(|_| io::Error::other("a reactor thread ended while starting"))??;
         }
         Ok(server)
+    }
+
+    /// The I/O engine the reactors run on, and why it was chosen.
+    pub fn engine(&self) -> (Running, &str) {
+        (self.engine.0, &self.engine.1)
     }
 
     /// The address `listen` is bound to (plain HTTP, unless TLS has no port of its own).
