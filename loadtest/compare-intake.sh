@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # JSON intake against raw bodies: the same page sent as {"html": "..."} and
-# as a text/html body, end to end through the task flow, in alternating
-# rounds of the same run.
+# as a text/html body, end to end through the task flow, on each I/O engine
+# (ENGINES, default "epoll io_uring"), in alternating rounds of the same run.
 #
 # pagelens runs pinned to CPU 0 (one reactor, one worker, --store memory, so
 # the intake is what differs); the native task-flow client (128 connections,
@@ -26,8 +26,10 @@ cargo build --release --quiet
 task_flow "$PAGE"
 ticks=$(getconf CLK_TCK)
 
-run() { # NAME SCENARIO
-  serve_pagelens 0 "$PORT" --store memory; local pid=$PL_PID
+ENGINES=${ENGINES:-epoll io_uring}
+
+run() { # NAME SCENARIO ENGINE
+  serve_pagelens 0 "$PORT" --store memory --io-engine "$3"; local pid=$PL_PID
   taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$2" \
     -c 128 -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
   local cpu; cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat")
@@ -45,8 +47,10 @@ PY
 echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes ($(wc -c < "$work/page.json") as JSON); pagelens on CPU 0 (1 reactor, 1 worker, memory store), client on CPU 1; ${ROUNDS} rounds of ${SECS}s"
 echo "# body tasks/s server_cpu_us/task"
 for round in $(seq "$ROUNDS"); do
-  run json "$work/flow.toml" | tee -a "$work/rows"
-  run raw "$work/raw.toml" | tee -a "$work/rows"
+  for engine in $ENGINES; do
+    run "json-$engine" "$work/flow.toml" "$engine" | tee -a "$work/rows"
+    run "raw-$engine" "$work/raw.toml" "$engine" | tee -a "$work/rows"
+  done
 done
 python3 - "$work/rows" <<'PY'
 import statistics, sys
@@ -59,5 +63,12 @@ r = {k: statistics.median(v) for k, v in rate.items()}
 c = {k: statistics.median(v) for k, v in cpu.items()}
 for k in r:
     print(f"median {k}: {r[k]:.1f} tasks/s, {c[k]:.1f} us of server CPU a task")
-print(f"JSON / raw: {r['json'] / r['raw']:.3f}x the tasks/s, {c['json'] / c['raw']:.3f}x the CPU a task")
+engines = sorted({k.split("-", 1)[1] for k in r})
+for e in engines:
+    j, w = f"json-{e}", f"raw-{e}"
+    print(f"{e}: JSON / raw: {r[j] / r[w]:.3f}x the tasks/s, {c[j] / c[w]:.3f}x the CPU a task")
+for body in ("json", "raw"):
+    if f"{body}-epoll" in r and f"{body}-io_uring" in r:
+        u, p = f"{body}-io_uring", f"{body}-epoll"
+        print(f"{body}: io_uring / epoll: {r[u] / r[p]:.3f}x the tasks/s, {c[u] / c[p]:.3f}x the CPU a task")
 PY

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# pagelens GET /livez beside nginx (one worker, `return 200`) in the same run.
+# pagelens GET /livez beside nginx (one worker, `return 200`) in the same run,
+# on both I/O engines: `pagelens` is epoll, `pl-uring` io_uring.
 #
 # The server is pinned to CPU 0 and wrk to CPU 1, so that the figure that
 # separates servers is the server's own CPU time per request (utime+stime
@@ -18,13 +19,13 @@
 # pagelens is pagelens' own work, the gap from it to nginx is the most a mio
 # server can win.
 #
-# Each configuration runs ROUNDS times (default 3), alternating servers, and
-# the medians are reported with pagelens/nginx, floor/nginx and
-# pagelens/floor ratios: this machine is shared and noisy, so single runs
-# mislead.
+# Each configuration runs ROUNDS times (default 5), alternating servers, and
+# the medians are reported with ratios against nginx, the floor and pagelens
+# on epoll: this machine is shared and noisy, so single runs mislead. Where
+# the kernel refuses io_uring, pl-uring runs on epoll and the script says so.
 #
 # Usage: loadtest/compare-plaintext.sh [DURATION_SECONDS]   (default 10; ROUNDS, RATES and
-# IDLE_CONNS from the environment)
+# IDLE_CONNS (default 1000) from the environment)
 # Needs wrk, nginx, python3 and taskset; installs wrk and nginx-light with
 # apt-get when missing. Traffic goes to 127.0.0.1 only and every run is bounded.
 set -euo pipefail
@@ -33,8 +34,9 @@ DURATION=${1:-10}
 PL_PORT=18082
 NGX_PORT=18081
 FLOOR_PORT=18083
-IDLE=${IDLE_CONNS:-10000}
-ROUNDS=${ROUNDS:-3}
+URING_PORT=18084
+IDLE=${IDLE_CONNS:-1000}
+ROUNDS=${ROUNDS:-5}
 
 . loadtest/lib.sh
 need wrk wrk
@@ -47,9 +49,11 @@ cargo build --release --quiet --manifest-path loadtest/floor/Cargo.toml --target
 
 start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"; }'
 
-taskset -c 0 ./target/release/pagelens serve --listen 127.0.0.1:$PL_PORT --reactors 1 >/dev/null 2>&1 & pids+=($!); PL_PID=$!
+serve_pagelens 0 "$URING_PORT" --store memory --io-engine io_uring; URING_PID=$PL_PID
+serve_pagelens 0 "$PL_PORT" --store memory --io-engine epoll
 taskset -c 0 ./target/floor/release/pagelens-floor 127.0.0.1:$FLOOR_PORT & pids+=($!); FLOOR_PID=$!
 sleep 1
+grep -h "io_uring" "$work/server-$URING_PORT.err" || true  # the fallback's line, if the kernel refused
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -78,16 +82,19 @@ for round in $(seq "$ROUNDS"); do
   for c in 64 512; do
     run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$c"
     run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
+    run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$c"
     run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$c"
   done
   # Pipelined, depth 16: nginx, not wrk, is the limit; pagelens and the floor
   # reach wrk's, so their CPU per request is what ranks them here.
   run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" 64 16
   run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
+  run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" 64 16
   run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" 64 16
 done
-python3 loadtest/medians.py nginx pagelens floor < "$work/rows"
-python3 loadtest/medians.py floor pagelens < "$work/rows" | sed -n '/^# ratios/,$p'
+python3 loadtest/medians.py nginx pagelens pl-uring floor < "$work/rows"
+python3 loadtest/medians.py floor pagelens pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
+python3 loadtest/medians.py pagelens pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
 
 # rate_run NAME PID URL RATE -> appends one row to $work/rate-RATE
 rate_run() {
@@ -107,14 +114,16 @@ for round in $(seq "$ROUNDS"); do
   for rate in $RATES; do
     rate_run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$rate"
     rate_run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$rate"
+    rate_run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$rate"
     rate_run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$rate"
   done
 done
 for rate in $RATES; do
   echo "# open loop at $rate req/s over 64 connections (p50 and p99 corrected for coordinated omission)"
-  python3 loadtest/medians.py nginx pagelens floor < "$work/rate-$rate"
+  python3 loadtest/medians.py nginx pagelens pl-uring floor < "$work/rate-$rate"
 done
 
 echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"
 printf 'nginx    '; python3 loadtest/idle_conns.py "$NGX_PORT" "$NGX_PID" "$IDLE"
 printf 'pagelens '; python3 loadtest/idle_conns.py "$PL_PORT" "$PL_PID" "$IDLE"
+printf 'pl-uring '; python3 loadtest/idle_conns.py "$URING_PORT" "$URING_PID" "$IDLE"

@@ -400,3 +400,71 @@ fn flags_can_come_from_the_environment() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("open for 10.9.0.0/16, 10.8.0.0/16"), "PAGELENS_FETCH_ALLOW was ignored: {stderr}");
 }
+
+/// The start line says which I/O engine runs and why: the one this suite
+/// asked for, unless the kernel refuses io_uring (then epoll, with the
+/// reason, and one warning on stderr).
+#[test]
+fn the_start_line_names_the_engine_asked_for() {
+    let (mut child, line) = crate::binary::spawn_binary_line(&["--listen", "127.0.0.1:0", "--reactors", "1"], &[]);
+    let expected = match (crate::IO_ENGINE, pagelens::reactor::io_uring_available()) {
+        ("io_uring", Ok(())) => "io_uring: asked for".to_string(),
+        ("io_uring", Err(e)) => format!("epoll: io_uring refused ({e})"),
+        ("epoll", _) => "epoll: asked for".to_string(),
+        _ => "epoll: auto".to_string(),
+    };
+    assert!(line.contains(&expected), "{line:?} should say {expected:?}");
+    stop(&mut child);
+}
+
+/// Where a seccomp filter forbids io_uring (Docker's default profile does),
+/// asking for it starts on epoll with one warning, never fails to start,
+/// and serves.
+#[test]
+fn a_refused_io_uring_falls_back_to_epoll_with_one_log_line() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagelens"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--reactors", "2", "--store", "memory", "--io-engine", "io_uring"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl with a filter built on this stack frame; async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let refuse_io_uring = [
+                // Load the syscall number, then: io_uring_setup -> EPERM, anything else -> allow.
+                libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+                libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_io_uring_setup as u32,
+                },
+                libc::sock_filter {
+                    code: (libc::BPF_RET | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                },
+                libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+            ];
+            let program = libc::sock_fprog { len: refuse_io_uring.len() as u16, filter: refuse_io_uring.as_ptr().cast_mut() };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("(2 reactors, epoll: io_uring refused (Operation not permitted"), "{line}");
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+    let reply = request(addr.parse().unwrap(), &get("/livez"));
+    assert_eq!(reply.status, 200);
+    let stderr = stop(&mut child);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("io_uring")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains("fell back to epoll"), "{stderr}");
+}

@@ -824,3 +824,256 @@ fn end_stream(wire: &mut Wire, meta: Meta, env: &mut Env<'_>) {
         wire.open(env.pool, env.now).bytes(b"0\r\n\r\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The protocol without a socket: bytes in, bytes out, time passed in.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::reactor::mailbox::Responder;
+    use crate::reactor::waker::Waker;
+
+    /// `GET /later` is answered by the test through a responder; anything
+    /// else at once with its path as the body.
+    #[derive(Default)]
+    struct Echo {
+        later: Mutex<Vec<Responder>>,
+    }
+
+    impl Service for Echo {
+        fn call(&self, request: &Request<'_>, cx: &mut Context<'_>) -> Reply {
+            if request.head.path == "/later" {
+                self.later.lock().unwrap().push(cx.defer());
+                return Reply::Later;
+            }
+            Reply::Now(Response::with_body(200, "text/plain", request.head.path.as_bytes().to_vec()))
+        }
+    }
+
+    /// What a reactor lends a connection.
+    struct Rig {
+        service: Echo,
+        limits: Limits,
+        date: DateCache,
+        pool: BufPool,
+        mailbox: Arc<Mailbox>,
+        server: ServerState,
+        recorder: Recorder,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                service: Echo::default(),
+                limits: Limits {
+                    header_timeout: Duration::from_secs(10),
+                    body_timeout: Duration::from_secs(10),
+                    idle_timeout: Duration::from_secs(60),
+                    write_timeout: Duration::from_secs(5),
+                    max_header_bytes: 8 * 1024,
+                    max_body_bytes: 64 * 1024,
+                },
+                date: DateCache::new(),
+                pool: BufPool::default(),
+                mailbox: Arc::new(Mailbox::new(Waker::new().unwrap())),
+                server: ServerState::new(1, 10),
+                recorder: Recorder::new(None),
+                now: Instant::now(),
+            }
+        }
+
+        fn env(&mut self) -> Env<'_> {
+            Env {
+                service: &self.service,
+                limits: &self.limits,
+                date: &self.date,
+                pool: &mut self.pool,
+                mailbox: &self.mailbox,
+                server: &self.server,
+                now: self.now,
+                draining: false,
+                closing: false,
+                recorder: &mut self.recorder,
+                access_log: None,
+            }
+        }
+
+        /// Hands `bytes` to the connection as received, and lets it run.
+        fn receive(&mut self, conn: &mut Connection, bytes: &[u8]) {
+            let mut env = self.env();
+            conn.on_read(bytes, &mut env);
+            conn.poll(&mut env);
+        }
+
+        /// Everything the connection has to send, as if the socket took it all.
+        fn sent(&mut self, conn: &mut Connection) -> String {
+            let mut out = Vec::new();
+            loop {
+                let n = {
+                    let mut slices = [IoSlice::new(&[]); 16];
+                    let n = conn.pending_write(&mut slices);
+                    slices[..n].iter().for_each(|s| out.extend_from_slice(s));
+                    slices[..n].iter().map(|s| s.len()).sum::<usize>()
+                };
+                if n == 0 {
+                    break;
+                }
+                let mut env = self.env();
+                conn.on_written(n, &mut env);
+                conn.poll(&mut env);
+            }
+            String::from_utf8(out).unwrap()
+        }
+
+        /// Answers the deferred requests in the order given, through the mailbox.
+        fn answer_later(&mut self, conn: &mut Connection, order: &[usize], bodies: &[&str]) {
+            let mut responders: Vec<Option<Responder>> =
+                self.service.later.lock().unwrap().drain(..).map(Some).collect();
+            for (&i, body) in order.iter().zip(bodies) {
+                let responder = responders[i].take().unwrap();
+                responder.send(Response::with_body(200, "text/plain", body.as_bytes().to_vec()));
+            }
+            let mut done = Vec::new();
+            self.mailbox.drain(|c, _| done.push(c));
+            for c in done {
+                let mut env = self.env();
+                conn.complete(c.seq, c.part, &mut env, || 0);
+            }
+        }
+    }
+
+    fn peer() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    fn bodies(sent: &str) -> Vec<&str> {
+        sent.split("HTTP/1.1 ").skip(1).map(|r| r.split("\r\n\r\n").nth(1).unwrap_or("")).collect()
+    }
+
+    #[test]
+    fn a_request_in_pieces_is_answered_once_whole_and_the_connection_goes_idle() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHo");
+        assert_eq!(rig.sent(&mut conn), "", "nothing before the head is whole");
+        assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.header_timeout));
+        rig.receive(&mut conn, b"st: x\r\n\r\n");
+        let sent = rig.sent(&mut conn);
+        assert!(sent.starts_with("HTTP/1.1 200 OK\r\n") && sent.ends_with("\r\n\r\n/a"), "{sent}");
+        assert!(conn.wants_read(&rig.limits) && !conn.is_closed());
+        assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.idle_timeout), "idle keep-alive");
+    }
+
+    #[test]
+    fn pipelined_answers_keep_request_order_whoever_finishes_first() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /later HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(rig.sent(&mut conn), "", "the first answer holds back the rest");
+        rig.answer_later(&mut conn, &[1, 0], &["third", "first"]);
+        assert_eq!(bodies(&rig.sent(&mut conn)), ["first", "/b", "third"]);
+    }
+
+    #[test]
+    fn a_malformed_request_is_answered_then_the_write_side_shut() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nBad Header\r\n\r\n");
+        let sent = rig.sent(&mut conn);
+        assert!(sent.starts_with("HTTP/1.1 400 ") && sent.contains("Connection: close"), "{sent}");
+        assert!(conn.take_shutdown(), "the engine is asked to shut the write side");
+        assert!(!conn.take_shutdown(), "once");
+        // Lingering: what the client still sends is read and dropped, then
+        // its close ends the connection.
+        rig.receive(&mut conn, b"more junk");
+        assert_eq!(rig.sent(&mut conn), "");
+        conn.on_eof(rig.now);
+        conn.poll(&mut rig.env());
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn a_head_that_never_completes_gets_408_at_its_deadline() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /slow HTTP/1.1\r\n");
+        let deadline = conn.poll_deadline(&rig.limits).unwrap();
+        rig.now = deadline - Duration::from_millis(1);
+        conn.expire(&mut rig.env());
+        assert_eq!(rig.sent(&mut conn), "", "not before its time");
+        rig.now = deadline;
+        conn.expire(&mut rig.env());
+        assert!(rig.sent(&mut conn).starts_with("HTTP/1.1 408 "));
+        assert!(conn.take_shutdown());
+    }
+
+    #[test]
+    fn output_taken_by_the_kernel_still_counts_until_reported_sent() {
+        let mut rig = Rig::new();
+        rig.limits.write_timeout = Duration::from_secs(5);
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        let taken = conn.take_write().expect("a response to send");
+        assert!(conn.take_write().is_none(), "taken whole");
+        let unsent = taken.unsent();
+        conn.below(unsent, &mut rig.env());
+        assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.write_timeout), "a write pending");
+        // A client that stops reading: far more below than the high water
+        // mark pauses reading, and the write deadline closes it.
+        conn.below(WRITE_HIGH_WATER, &mut rig.env());
+        assert!(!conn.wants_read(&rig.limits), "backpressure");
+        rig.now += rig.limits.write_timeout;
+        conn.expire(&mut rig.env());
+        assert!(conn.is_closed(), "no progress within the write timeout");
+    }
+
+    #[test]
+    fn progress_below_moves_the_write_deadline_and_an_end_reopens_reading() {
+        let mut rig = Rig::new();
+        let start = rig.now;
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        let taken = conn.take_write().unwrap();
+        conn.below(WRITE_HIGH_WATER + taken.unsent(), &mut rig.env());
+        assert!(!conn.wants_read(&rig.limits));
+        rig.now += Duration::from_secs(3);
+        conn.below(10, &mut rig.env());
+        assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.write_timeout), "progress at now");
+        conn.below(0, &mut rig.env());
+        assert!(conn.wants_read(&rig.limits));
+        // Idle counts from the last request, not from the end of its answer.
+        assert_eq!(conn.poll_deadline(&rig.limits), Some(start + rig.limits.idle_timeout));
+    }
+
+    #[test]
+    fn a_peer_that_closes_mid_request_ends_the_connection_without_an_answer() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+        conn.on_eof(rig.now);
+        conn.poll(&mut rig.env());
+        assert_eq!(rig.sent(&mut conn), "");
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn a_full_buffer_stops_reading_until_consumed() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut space = conn.read_space(&mut rig.pool, &rig.limits).unwrap().len();
+        // Fill with the start of an endless header line, as a socket would.
+        while conn.wants_read(&rig.limits) {
+            let Some(room) = conn.read_space(&mut rig.pool, &rig.limits) else { break };
+            room.fill(b'a');
+            space = room.len();
+            conn.on_filled(space, &mut rig.env());
+        }
+        assert!(space > 0);
+        assert!(!conn.wants_read(&rig.limits), "at the head limit plus a buffer, reading stops");
+        conn.poll(&mut rig.env());
+        assert!(rig.sent(&mut conn).starts_with("HTTP/1.1 431 "), "an oversized head is refused");
+    }
+}

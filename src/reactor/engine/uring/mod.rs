@@ -176,7 +176,13 @@ impl Uring {
 
     /// An engine serving `listeners`, woken through `waker`.
     pub fn new(listeners: Vec<Listening>, waker: &Waker) -> io::Result<Uring> {
-        let ring = IoUring::builder().setup_cqsize(SQ_ENTRIES * 4).build(SQ_ENTRIES)?;
+        // One thread submits and reaps (this one), so completions' task work
+        // can wait for our own io_uring_enter instead of interrupting us.
+        let ring = IoUring::builder()
+            .setup_cqsize(SQ_ENTRIES * 4)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(SQ_ENTRIES)?;
         let bufs = BufRing::new(&ring.submitter(), RECV_BUFFERS, RECV_BUFFER_SIZE, 0)?;
         let mut engine = Uring {
             ring,
