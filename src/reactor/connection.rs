@@ -383,16 +383,20 @@ impl Connection {
         self.poll(env);
     }
 
-    /// Whether the client of a stream has stopped reading: for a streamed
+    /// Whether the client of a stream has stopped reading: the kernel holds
+    /// bytes it has not taken (`backlog`), and with them, for a streamed
     /// response, more than two of its largest chunks, and at least
-    /// [`STREAM_BACKLOG`], still unread; for a WebSocket, [`WS_BACKLOG`]
-    /// (its frames not yet on the wire included).
+    /// [`STREAM_BACKLOG`], are still unread; for a WebSocket, [`WS_BACKLOG`]
+    /// (its frames not yet on the wire included). Bytes merely waiting for
+    /// the engine's next send, with nothing held in the kernel, are no
+    /// stall: an engine that batches sends (io_uring) queues a burst of
+    /// chunks behind the send in flight while the client reads every one.
     fn stalled(&self, backlog: usize) -> bool {
         let (queued, bound) = match &self.state {
             State::WebSocket(core) => (core.queued(), WS_BACKLOG),
             _ => (0, STREAM_BACKLOG.max(2 * self.largest_chunk)),
         };
-        backlog + self.unsent() + queued > bound
+        backlog > 0 && backlog + self.unsent() + queued > bound
     }
 
     /// Acts on a deadline that has passed at `env.now`.
@@ -928,6 +932,17 @@ mod tests {
             String::from_utf8(out).unwrap()
         }
 
+        /// Hands the connection what the mailbox holds, as the reactor would,
+        /// with the kernel reporting `backlog` bytes unacknowledged.
+        fn deliver(&mut self, conn: &mut Connection, backlog: usize) {
+            let mut done = Vec::new();
+            self.mailbox.drain(|c, _| done.push(c));
+            for c in done {
+                let mut env = self.env();
+                conn.complete(c.seq, c.part, &mut env, || backlog);
+            }
+        }
+
         /// Answers the deferred requests in the order given, through the mailbox.
         fn answer_later(&mut self, conn: &mut Connection, order: &[usize], bodies: &[&str]) {
             let mut responders: Vec<Option<Responder>> =
@@ -936,12 +951,7 @@ mod tests {
                 let responder = responders[i].take().unwrap();
                 responder.send(Response::with_body(200, "text/plain", body.as_bytes().to_vec()));
             }
-            let mut done = Vec::new();
-            self.mailbox.drain(|c, _| done.push(c));
-            for c in done {
-                let mut env = self.env();
-                conn.complete(c.seq, c.part, &mut env, || 0);
-            }
+            self.deliver(conn, 0);
         }
     }
 
@@ -1057,6 +1067,31 @@ mod tests {
         conn.poll(&mut rig.env());
         assert_eq!(rig.sent(&mut conn), "");
         assert!(conn.is_closed());
+    }
+
+    /// A burst of chunks queued behind a send not yet made is no stall; the
+    /// same bytes with the kernel holding what the client has not taken are.
+    #[test]
+    fn a_stream_is_cut_only_when_the_kernel_holds_what_its_client_left_unread() {
+        let mut rig = Rig::new();
+        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        rig.receive(&mut conn, b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+        let responder = rig.service.later.lock().unwrap().pop().unwrap();
+        let stream = responder.stream(Response::streaming(200, "text/plain"));
+        for _ in 0..10 {
+            stream.send(vec![b'x'; 1000]);
+        }
+        rig.deliver(&mut conn, 0);
+        assert!(!conn.is_closed(), "ten chunks waiting for our own send, the kernel empty");
+        let sent = rig.sent(&mut conn);
+        assert_eq!(sent.matches(&"x".repeat(1000)).count(), 10, "all of them go out");
+        for _ in 0..10 {
+            stream.send(vec![b'y'; 1000]);
+        }
+        rig.deliver(&mut conn, 64 * 1024);
+        assert!(conn.is_closed(), "the client stopped reading: the kernel holds 64 KiB it has not taken");
+        drop(conn); // as the reactor drops a closed connection
+        assert!(stream.is_gone(), "the producer is told");
     }
 
     #[test]
