@@ -17,7 +17,11 @@
 # every request end with pagelens' bytes, through the same calls), shows the
 # least CPU per request any mio server can reach here: the gap from it to
 # pagelens is pagelens' own work, the gap from it to nginx is the most a mio
-# server can win.
+# server can win. Its io_uring twin, floor-uring
+# (loadtest/floor/src/bin/pagelens-floor-uring.rs: multishot accept and
+# receive, a provided-buffer ring, one send in flight a connection, the ring
+# set up as pagelens' is), shows the least any io_uring server can reach: the
+# gap between the two floors is what io_uring itself wins on this kernel.
 #
 # Each configuration runs ROUNDS times (default 5), alternating servers, and
 # the medians are reported with ratios against nginx, the floor and pagelens
@@ -35,6 +39,7 @@ PL_PORT=18082
 NGX_PORT=18081
 FLOOR_PORT=18083
 URING_PORT=18084
+FLOOR_URING_PORT=18085
 IDLE=${IDLE_CONNS:-1000}
 ROUNDS=${ROUNDS:-5}
 
@@ -52,6 +57,7 @@ start_nginx 0 "$NGX_PORT" 'location / { default_type text/plain; return 200 "ok"
 serve_pagelens 0 "$URING_PORT" --store memory --io-engine io_uring; URING_PID=$PL_PID
 serve_pagelens 0 "$PL_PORT" --store memory --io-engine epoll
 taskset -c 0 ./target/floor/release/pagelens-floor 127.0.0.1:$FLOOR_PORT & pids+=($!); FLOOR_PID=$!
+taskset -c 0 ./target/floor/release/pagelens-floor-uring 127.0.0.1:$FLOOR_URING_PORT & pids+=($!); FLOOR_URING_PID=$!
 sleep 1
 grep -h "io_uring" "$work/server-$URING_PORT.err" || true  # the fallback's line, if the kernel refused
 
@@ -84,6 +90,7 @@ for round in $(seq "$ROUNDS"); do
     run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
     run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$c"
     run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$c"
+    run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" "$c"
   done
   # Pipelined, depth 16: nginx, not wrk, is the limit; pagelens and the floor
   # reach wrk's, so their CPU per request is what ranks them here.
@@ -91,10 +98,12 @@ for round in $(seq "$ROUNDS"); do
   run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
   run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" 64 16
   run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" 64 16
+  run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" 64 16
 done
-python3 loadtest/medians.py nginx pagelens pl-uring floor < "$work/rows"
-python3 loadtest/medians.py floor pagelens pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
+python3 loadtest/medians.py nginx pagelens pl-uring floor floor-uring < "$work/rows"
+python3 loadtest/medians.py floor pagelens pl-uring floor-uring < "$work/rows" | sed -n '/^# ratios/,$p'
 python3 loadtest/medians.py pagelens pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
+python3 loadtest/medians.py floor-uring pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
 
 # rate_run NAME PID URL RATE -> appends one row to $work/rate-RATE
 rate_run() {
@@ -116,11 +125,12 @@ for round in $(seq "$ROUNDS"); do
     rate_run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$rate"
     rate_run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$rate"
     rate_run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$rate"
+    rate_run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" "$rate"
   done
 done
 for rate in $RATES; do
   echo "# open loop at $rate req/s over 64 connections (p50 and p99 corrected for coordinated omission)"
-  python3 loadtest/medians.py nginx pagelens pl-uring floor < "$work/rate-$rate"
+  python3 loadtest/medians.py nginx pagelens pl-uring floor floor-uring < "$work/rate-$rate"
 done
 
 echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"

