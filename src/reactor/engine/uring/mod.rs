@@ -39,9 +39,12 @@ use buf_ring::BufRing;
 /// [`Uring::ring`]), as multishot operations post several each.
 const SQ_ENTRIES: u32 = 1024;
 /// Receive buffers in the ring (a power of two) and the size of each. The
-/// ring is shared by the reactor's connections: 4 MiB, touched as used.
-const RECV_BUFFERS: u16 = 1024;
-const RECV_BUFFER_SIZE: usize = 4096;
+/// ring is shared by the reactor's connections: 8 MiB, touched as used.
+/// 16 KiB, as epoll's read buffers: with 4 KiB a 60 KB JSON task cost 5.7 %
+/// more server CPU than on epoll (fifteen completions for one body), with
+/// 16 KiB 1.5 % (`loadtest/compare-intake.sh`).
+const RECV_BUFFERS: u16 = 512;
+const RECV_BUFFER_SIZE: usize = 16 * 1024;
 /// How long to stop accepting after an accept error we cannot shed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
