@@ -5,11 +5,12 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-// Helpers shared with the integration tests; not every one is used here.
-#[allow(dead_code)]
-/// The I/O engine the servers of this run use (the default's).
+/// The I/O engine the servers of this run use (the default's; a test
+/// that compares engines names them itself).
 pub const IO_ENGINE: &str = "auto";
 
+// Helpers shared with the integration tests; not every one is used here.
+#[allow(dead_code)]
 mod binary;
 #[allow(dead_code)]
 mod origin;

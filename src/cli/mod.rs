@@ -431,7 +431,7 @@ pub struct ServeArgs {
     pub reactors: usize,
 
     /// How the reactors talk to the kernel: epoll, io_uring (falls back to epoll, with a log line, where the kernel
-    /// refuses it), or auto (the one measured faster here).
+    /// refuses it), or auto (epoll: io_uring measured no faster; see the README).
     #[arg(long, env = "PAGELENS_IO_ENGINE", default_value = "auto", value_parser = ["auto", "epoll", "io_uring"])]
     pub io_engine: String,
 
