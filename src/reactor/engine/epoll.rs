@@ -3,7 +3,6 @@
 //! in a loop, until the socket has nothing more or its read budget is
 //! spent.
 
-use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
@@ -13,7 +12,7 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::unacknowledged;
+use super::{unacknowledged, Spare};
 use crate::reactor::buffers::READ_BUFFER;
 use crate::reactor::connection::{Connection, Env};
 use crate::reactor::event_loop::{Engine, Link, Reactor, OVER_CAPACITY};
@@ -38,9 +37,7 @@ pub struct Epoll {
     events: Events,
     /// Empty once draining: nothing more is accepted.
     listeners: Vec<Listening>,
-    /// Held so that one descriptor can be freed to shed a connection when
-    /// the process runs out (EMFILE), instead of spinning on a full backlog.
-    spare_fd: Option<File>,
+    spare: Spare,
     accept_paused_until: Option<Instant>,
     /// Connections that used up their read budget and have more to read.
     busy: Vec<Token>,
@@ -73,7 +70,7 @@ impl Epoll {
             poll,
             events: Events::with_capacity(1024),
             listeners,
-            spare_fd: File::open("/dev/null").ok(),
+            spare: Spare::new(),
             accept_paused_until: None,
             busy: Vec::new(),
             ready: Vec::new(),
@@ -147,7 +144,8 @@ impl Epoll {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     reactor.server().count_refused();
-                    if !reactor.engine.shed_one(i) {
+                    let Epoll { spare, listeners, .. } = &mut reactor.engine;
+                    if !listeners.get(i).is_some_and(|l| spare.shed_one(&l.socket)) {
                         reactor.engine.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     }
                 }
@@ -155,34 +153,6 @@ impl Epoll {
                 Err(_) => reactor.engine.accept_paused_until = Some(now + ACCEPT_PAUSE),
             }
         }
-    }
-
-    /// Out of descriptors: free the spare, accept one pending connection,
-    /// answer it `503` and close it so it is not left hanging, then take
-    /// the spare back.
-    /// (On a TLS port the `503` is not readable: the client sees the
-    /// connection close, which is still an answer rather than a hang.)
-    fn shed_one(&mut self, i: usize) -> bool {
-        let Some(listener) = self.listeners.get(i) else {
-            return false;
-        };
-        if self.spare_fd.take().is_none() {
-            return false;
-        }
-        let shed = match listener.socket.accept() {
-            Ok((mut stream, _)) => {
-                // What it sent is read first: closing with unread bytes
-                // would reset the connection and could destroy the answer.
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let _ = stream.write(OVER_CAPACITY);
-                let _ = stream.shutdown(Shutdown::Write);
-                true
-            }
-            Err(_) => false,
-        };
-        self.spare_fd = File::open("/dev/null").ok();
-        shed && self.spare_fd.is_some()
     }
 }
 

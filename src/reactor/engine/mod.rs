@@ -8,9 +8,15 @@ mod epoll;
 mod uring;
 
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::str::FromStr;
+
+use mio::net::TcpListener;
+
+use super::event_loop::OVER_CAPACITY;
 
 pub use epoll::Epoll;
 pub use uring::Uring;
@@ -72,6 +78,43 @@ pub fn choose(asked: IoEngine) -> (Running, String) {
             Ok(()) => (Running::IoUring, "asked for".into()),
             Err(e) => (Running::Epoll, format!("io_uring refused ({e}), fell back to epoll")),
         },
+    }
+}
+
+/// A spare descriptor, held so that one can be freed to shed a connection
+/// when the process runs out (EMFILE) instead of leaving the backlog full
+/// and the loop spinning on it.
+#[derive(Debug)]
+struct Spare(Option<File>);
+
+impl Spare {
+    fn new() -> Spare {
+        Spare(File::open("/dev/null").ok())
+    }
+
+    /// Out of descriptors: frees the spare, accepts one pending connection
+    /// from `listener`, answers it `503` and closes it so it is not left
+    /// hanging, then takes the spare back. False: nothing could be shed.
+    /// (On a TLS port the `503` is not readable: the client sees the
+    /// connection close, which is still an answer rather than a hang.)
+    fn shed_one(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            return false;
+        }
+        let shed = match listener.accept() {
+            Ok((mut stream, _)) => {
+                // What it sent is read first: closing with unread bytes
+                // would reset the connection and could destroy the answer.
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write(OVER_CAPACITY);
+                let _ = stream.shutdown(Shutdown::Write);
+                true
+            }
+            Err(_) => false,
+        };
+        self.0 = File::open("/dev/null").ok();
+        shed && self.0.is_some()
     }
 }
 

@@ -16,8 +16,7 @@
 mod buf_ring;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use mio::Token;
 
-use super::unacknowledged;
+use super::{unacknowledged, Spare};
 use crate::reactor::connection::Env;
 use crate::reactor::event_loop::{Engine, Link, Reactor, OVER_CAPACITY};
 use crate::reactor::listener::Listening;
@@ -141,7 +140,7 @@ pub struct Uring {
     listeners: Vec<Option<Listener>>,
     accepting: bool,
     accept_paused_until: Option<Instant>,
-    spare_fd: Option<File>,
+    spare: Spare,
     waker: RawFd,
     wake_buf: Box<[u8; 8]>,
     /// Closed connections whose operations are still in flight.
@@ -200,7 +199,7 @@ impl Uring {
             listeners: listeners.into_iter().map(|listening| Some(Listener { listening, armed: false })).collect(),
             accepting: true,
             accept_paused_until: None,
-            spare_fd: File::open("/dev/null").ok(),
+            spare: Spare::new(),
             waker: waker.as_raw_fd(),
             wake_buf: Box::new([0; 8]),
             closing: HashMap::new(),
@@ -329,6 +328,9 @@ impl Uring {
     }
 
     fn accepted(reactor: &mut Reactor<Self>, i: usize, result: i32, more: bool, now: Instant) {
+        if i >= reactor.engine.listeners.len() {
+            return; // not user data of ours; the index below is one of our listeners'
+        }
         if !more {
             if let Some(listener) = reactor.engine.listeners[i].as_mut() {
                 listener.armed = false;
@@ -343,7 +345,8 @@ impl Uring {
                 libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
                 libc::EMFILE | libc::ENFILE => {
                     reactor.server().count_refused();
-                    if !reactor.engine.shed_one(i) {
+                    let Uring { spare, listeners, .. } = &mut reactor.engine;
+                    if !listeners[i].as_ref().is_some_and(|l| spare.shed_one(&l.listening.socket)) {
                         reactor.engine.pause_accepting(now);
                     }
                 }
@@ -389,31 +392,6 @@ impl Uring {
             engine.arm_recv(token, &mut io);
             Ok(io)
         });
-    }
-
-    /// Out of descriptors: free the spare, accept one pending connection,
-    /// answer it `503` and close it, then take the spare back.
-    fn shed_one(&mut self, i: usize) -> bool {
-        let Some(listener) = self.listeners[i].as_ref() else {
-            return false;
-        };
-        if self.spare_fd.take().is_none() {
-            return false;
-        }
-        let shed = match listener.listening.socket.accept() {
-            Ok((mut stream, _)) => {
-                // What it sent is read first: closing with unread bytes
-                // would reset the connection and could destroy the answer.
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let _ = stream.write(OVER_CAPACITY);
-                let _ = stream.shutdown(Shutdown::Write);
-                true
-            }
-            Err(_) => false,
-        };
-        self.spare_fd = File::open("/dev/null").ok();
-        shed && self.spare_fd.is_some()
     }
 
     fn received(reactor: &mut Reactor<Self>, token: Token, result: i32, flags: u32, now: Instant) {
