@@ -22,6 +22,8 @@ pub struct BufRing {
     memory: Box<[u8]>,
     size: usize,
     group: u16,
+    /// The kernel may still use the memory: never unmap or free it.
+    leaked: bool,
 }
 
 impl BufRing {
@@ -57,6 +59,7 @@ impl BufRing {
             memory: vec![0u8; usize::from(count) * size].into_boxed_slice(),
             size,
             group,
+            leaked: false,
         };
         // SAFETY: the entries stay mapped, and the buffers allocated, until
         // this BufRing is dropped, which happens after the ring that uses
@@ -109,8 +112,20 @@ impl BufRing {
     }
 }
 
+impl BufRing {
+    /// Gives up the memory for good, for when the kernel may still write
+    /// into it (operations outliving the ring's shutdown).
+    pub fn leak(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.memory));
+        self.leaked = true;
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: unmaps exactly the mapping made in `new`; the ring that
         // read it is closed by now.
         unsafe { libc::munmap(self.entries.as_ptr().cast(), self.entries_bytes) };

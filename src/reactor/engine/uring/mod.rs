@@ -15,7 +15,7 @@
 
 mod buf_ring;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -150,6 +150,8 @@ pub struct Uring {
     in_flight: usize,
     /// One turn's completions, copied out of the ring (kept for its allocation).
     completions: Vec<(u64, i32, u32)>,
+    /// Operations the submission queue had no room for.
+    overflow: VecDeque<squeue::Entry>,
 }
 
 impl Uring {
@@ -205,27 +207,45 @@ impl Uring {
             closing: HashMap::new(),
             in_flight: 0,
             completions: Vec::new(),
+            overflow: VecDeque::new(),
         };
         engine.arm_wake();
         engine.arm_accepts();
         Ok(engine)
     }
 
-    /// Queues an operation, submitting what is queued first if the queue is full.
+    /// Queues an operation: on the submission queue, submitting what is
+    /// there first if it is full, or, if the kernel takes nothing now (its
+    /// completion queue overflowing), behind it in `overflow` for the next
+    /// turn. Never dropped: a lost send or receive would leave its
+    /// connection waiting, and its record waiting in `closing` forever.
     ///
     /// # Safety
     /// Every buffer the entry points to must stay valid, and unmoved, until
     /// the operation's last completion.
     unsafe fn push(&mut self, entry: squeue::Entry) {
         self.in_flight += 1;
-        // SAFETY: the caller's promise.
-        while unsafe { self.ring.submission().push(&entry) }.is_err() {
-            if self.ring.submit().is_err() {
-                // A full queue the kernel will not take: drop the entry (its
-                // connection times out) rather than spin.
-                self.in_flight -= 1;
+        if self.overflow.is_empty() {
+            // SAFETY: the caller's promise.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
+            // SAFETY: as above.
+            if self.ring.submit().is_ok() && unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.overflow.push_back(entry);
+    }
+
+    /// Moves what waits in `overflow` onto the submission queue, as far as it has room.
+    fn refill(&mut self) {
+        while let Some(entry) = self.overflow.front() {
+            // SAFETY: each entry's buffers were promised valid until its completion when it was pushed.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                return;
+            }
+            self.overflow.pop_front();
         }
     }
 
@@ -455,6 +475,7 @@ impl Uring {
     /// Submits what is queued and waits for a completion or `timeout`.
     fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.bufs.publish();
+        self.refill();
         let entered = match timeout {
             Some(timeout) => {
                 let ts = Timespec::from(timeout);
@@ -576,7 +597,9 @@ impl Engine for Uring {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        self.accept_paused_until
+        // Operations still waiting for room go in at the next enter, now.
+        let overflowing = (!self.overflow.is_empty()).then(Instant::now);
+        self.accept_paused_until.into_iter().chain(overflowing).min()
     }
 }
 
@@ -595,6 +618,16 @@ impl Drop for Uring {
             }
             let ends = self.ring.completion().filter(|c| !cqueue::more(c.flags())).count();
             self.in_flight = self.in_flight.saturating_sub(ends);
+        }
+        if self.in_flight > 0 {
+            // The kernel still holds operations: their buffers must never be
+            // freed under them. Leaked, once, as the reactor ends.
+            crate::warn!(
+                "{} io_uring operations outlived the shutdown; their buffers are left allocated",
+                self.in_flight
+            );
+            self.bufs.leak();
+            std::mem::forget(std::mem::take(&mut self.closing));
         }
     }
 }
