@@ -139,8 +139,9 @@ pub fn start_with_metrics_and(config: ServerConfig, fetch: FetchConfig, webhook:
         metrics.on_alert_change(pagelens::api::work::alert_webhook(&fetcher, url, None));
     }
     let app = App::new(engine, pages, api_config()).expect("intake starts").with_metrics(Arc::clone(&metrics));
-    let server =
-        Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts");
+    let server = on_the_engine_asked_for(
+        Server::start_with_metrics(config, Arc::new(TestService { app }), Some(metrics.sink())).expect("server starts"),
+    );
     metrics.add_collector(collectors::server(Arc::clone(server.state())));
     metrics.add_snapshot_part(collectors::server_snapshot(Arc::clone(server.state())));
     server
@@ -156,7 +157,19 @@ pub fn start_full(config: ServerConfig, engine: EngineConfig, api: ApiConfig, fe
     let pages = Pages::new(fetcher(fetch));
     let engine = start_engine(engine, &pages, &api);
     let app = App::new(engine, pages, api).expect("intake starts");
-    Server::start(config, Arc::new(TestService { app })).expect("server starts")
+    on_the_engine_asked_for(Server::start(config, Arc::new(TestService { app })).expect("server starts"))
+}
+
+/// `server`, after checking it runs on this suite's engine (io_uring
+/// wherever the kernel allows it): a suite that quietly ran on epoll
+/// would prove nothing of io_uring.
+fn on_the_engine_asked_for(server: Server) -> Server {
+    let expected = match crate::IO_ENGINE {
+        "io_uring" if pagelens::reactor::io_uring_available().is_ok() => pagelens::reactor::Running::IoUring,
+        _ => pagelens::reactor::Running::Epoll,
+    };
+    assert_eq!(server.engine().0, expected, "{}", server.engine().1);
+    server
 }
 
 /// The API's engine on a memory store (the binary's tests use SQLite).
