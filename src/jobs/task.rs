@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::Priority;
 
-/// A random 128-bit task id, written as 32 hex digits.
+/// A 128-bit task id, written as 32 hex digits: the milliseconds since the
+/// epoch in its top 48 bits, 80 random bits below (as a UUIDv7 lays them
+/// out), so that ids are unguessable yet arrive in order, and a store's
+/// index of them grows at its end instead of at a random page each task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(u128);
 
 impl TaskId {
-    /// A fresh id from the kernel's random source (not guessable).
+    /// A fresh id: the time now, then 80 bits from the kernel's random
+    /// source (not guessable).
     pub fn random() -> TaskId {
         let mut bytes = [0u8; 16];
         let mut filled = 0;
@@ -31,7 +35,8 @@ impl TaskId {
                 return TaskId(nanos ^ u128::from_le_bytes(bytes));
             }
         }
-        TaskId(u128::from_le_bytes(bytes))
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) & ((1 << 48) - 1);
+        TaskId(millis << 80 | u128::from_le_bytes(bytes) & ((1 << 80) - 1))
     }
 }
 
@@ -264,6 +269,31 @@ pub struct ItemCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids carry their millisecond in the top 48 bits, so a later one sorts
+    /// after an earlier one; within a millisecond 80 random bits keep them
+    /// apart and unguessable.
+    #[test]
+    fn ids_are_ordered_by_their_millisecond_and_random_below_it() {
+        let millis = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+        let before = millis();
+        let burst: Vec<TaskId> = (0..1000).map(|_| TaskId::random()).collect();
+        let mut distinct = burst.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), burst.len(), "no two ids alike");
+        let first = burst[0];
+        assert!((first.0 >> 80) >= before && (first.0 >> 80) <= millis(), "the top 48 bits are the millisecond");
+        // Wait (on the clock, not a sleep) for the next millisecond.
+        let now = millis();
+        while millis() == now {
+            std::hint::spin_loop();
+        }
+        let later = TaskId::random();
+        assert!(burst.iter().all(|id| *id < later), "an id of a later millisecond sorts after");
+        let low_bits: std::collections::HashSet<u128> = burst.iter().map(|id| id.0 & 0xffff).collect();
+        assert!(low_bits.len() > 900, "the low bits are random: {} distinct of 1000", low_bits.len());
+    }
 
     #[test]
     fn the_ended_states_are_the_final_ones() {
