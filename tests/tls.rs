@@ -254,3 +254,62 @@ fn bad_certificate_files_are_a_clear_error_at_start() {
         Command::new(env!("CARGO_BIN_EXE_pagelens")).args(["serve", "--tls-cert", &path(&good.cert)]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"), "a certificate needs its key");
 }
+
+/// The bytes metric counts what the connection sent, once: over TLS its
+/// plaintext, not the plaintext and the records again. A TLS client's
+/// plaintext is compared with `pagelens_http_sent_bytes_total`, scraped on
+/// the plain port, whose own responses are counted exactly by the test.
+#[test]
+fn the_sent_bytes_metric_counts_tls_plaintext_once() {
+    let dir = TempDir::new("tls-bytes");
+    let files = write_pki(dir.path(), "a");
+    let (mut server, plain, tls) = serve_tls(&files, &["--reactors", "1"]);
+    // Three copies of the OpenAPI document (87 KB each), then a close.
+    let client = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as s:
+    s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * 3 + b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    print(len(data))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", client, &tls.port().to_string(), files.ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plaintext: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(plaintext > 200_000.0, "three documents came back: {plaintext} bytes");
+    // Scrapes until the figure includes the TLS traffic (a reactor flushes
+    // once a second); every scrape's own response is counted by the test.
+    let mut scraped = 0.0;
+    let started = Instant::now();
+    loop {
+        let mut stream = TcpStream::connect(plain).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let sent: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pagelens_http_sent_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if sent >= plaintext {
+            assert!(sent <= plaintext + scraped, "sent {sent} bytes; the TLS client got {plaintext}, scrapes {scraped}");
+            break;
+        }
+        scraped += raw.len() as f64;
+        assert!(started.elapsed() < Duration::from_secs(10), "the TLS traffic never reached the metric: {sent}");
+        // Polled, not hammered: each scrape's bytes join the figure, and a
+        // few of them must stay small beside the TLS traffic.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&mut server);
+}

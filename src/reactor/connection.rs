@@ -333,10 +333,11 @@ impl Connection {
     /// The layers below (TLS, bytes handed to the kernel) still hold
     /// `unsent` bytes of this connection's output; fewer than last time is
     /// progress at `now`. They count against the write timeout, the
-    /// backpressure limit, a stream's stall limit, and the close.
+    /// backpressure limit, a stream's stall limit, and the close. (The bytes
+    /// metric counts the connection's own bytes, as [`Connection::on_written`]
+    /// reports them; an engine that took them whole counts them as sent.)
     pub fn below(&mut self, unsent: usize, env: &mut Env<'_>) {
         if unsent < self.below {
-            env.recorder.bytes(0, self.below - unsent);
             self.out.wire.write_since = env.now;
         }
         self.below = unsent;

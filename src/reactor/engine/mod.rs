@@ -58,7 +58,7 @@ impl FromStr for IoEngine {
         match s {
             "auto" => Ok(IoEngine::Auto),
             "epoll" => Ok(IoEngine::Epoll),
-            "io_uring" | "io-uring" | "uring" => Ok(IoEngine::IoUring),
+            "io_uring" => Ok(IoEngine::IoUring),
             other => Err(format!("unknown I/O engine {other:?}: auto, epoll or io_uring")),
         }
     }

@@ -451,6 +451,10 @@ impl Uring {
                 return;
             }
             flight.out.advance(result as usize);
+            if matches!(link.transport, Transport::Plain) {
+                // The connection's own bytes (TLS counts its plaintext as it takes it).
+                env.recorder.bytes(0, result as usize);
+            }
             if flight.out.is_pending() {
                 engine.submit_send(token, &mut link.io);
             } else if let Some(done) = link.io.flight.take() {
