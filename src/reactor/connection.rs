@@ -10,13 +10,12 @@
 //! time a response), so the whole protocol is testable without a socket.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::io::IoSlice;
 
 use mio::Token;
 
@@ -336,9 +335,9 @@ impl Connection {
     /// backpressure limit, a stream's stall limit, and the close. (The bytes
     /// metric counts the connection's own bytes, as [`Connection::on_written`]
     /// reports them; an engine that took them whole counts them as sent.)
-    pub fn below(&mut self, unsent: usize, env: &mut Env<'_>) {
+    pub fn below(&mut self, unsent: usize, now: Instant) {
         if unsent < self.below {
-            self.out.wire.write_since = env.now;
+            self.out.wire.write_since = now;
         }
         self.below = unsent;
     }
@@ -890,6 +889,11 @@ mod tests {
             }
         }
 
+        /// A connection accepted now from loopback.
+        fn open(&self) -> Connection {
+            Connection::new(Token(1), IpAddr::from([127, 0, 0, 1]), self.now)
+        }
+
         fn env(&mut self) -> Env<'_> {
             Env {
                 service: &self.service,
@@ -956,10 +960,6 @@ mod tests {
         }
     }
 
-    fn peer() -> IpAddr {
-        IpAddr::from([127, 0, 0, 1])
-    }
-
     fn bodies(sent: &str) -> Vec<&str> {
         sent.split("HTTP/1.1 ").skip(1).map(|r| r.split("\r\n\r\n").nth(1).unwrap_or("")).collect()
     }
@@ -967,7 +967,7 @@ mod tests {
     #[test]
     fn a_request_in_pieces_is_answered_once_whole_and_the_connection_goes_idle() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHo");
         assert_eq!(rig.sent(&mut conn), "", "nothing before the head is whole");
         assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.header_timeout));
@@ -981,7 +981,7 @@ mod tests {
     #[test]
     fn pipelined_answers_keep_request_order_whoever_finishes_first() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /later HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /later HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(rig.sent(&mut conn), "", "the first answer holds back the rest");
         rig.answer_later(&mut conn, &[1, 0], &["third", "first"]);
@@ -991,7 +991,7 @@ mod tests {
     #[test]
     fn a_malformed_request_is_answered_then_the_write_side_shut() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nBad Header\r\n\r\n");
         let sent = rig.sent(&mut conn);
         assert!(sent.starts_with("HTTP/1.1 400 ") && sent.contains("Connection: close"), "{sent}");
@@ -1009,7 +1009,7 @@ mod tests {
     #[test]
     fn a_head_that_never_completes_gets_408_at_its_deadline() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /slow HTTP/1.1\r\n");
         let deadline = conn.poll_deadline(&rig.limits).unwrap();
         rig.now = deadline - Duration::from_millis(1);
@@ -1025,16 +1025,16 @@ mod tests {
     fn output_taken_by_the_kernel_still_counts_until_reported_sent() {
         let mut rig = Rig::new();
         rig.limits.write_timeout = Duration::from_secs(5);
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
         let taken = conn.take_write().expect("a response to send");
         assert!(conn.take_write().is_none(), "taken whole");
         let unsent = taken.unsent();
-        conn.below(unsent, &mut rig.env());
+        conn.below(unsent, rig.now);
         assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.write_timeout), "a write pending");
         // A client that stops reading: far more below than the high water
         // mark pauses reading, and the write deadline closes it.
-        conn.below(WRITE_HIGH_WATER, &mut rig.env());
+        conn.below(WRITE_HIGH_WATER, rig.now);
         assert!(!conn.wants_read(&rig.limits), "backpressure");
         rig.now += rig.limits.write_timeout;
         conn.expire(&mut rig.env());
@@ -1045,15 +1045,15 @@ mod tests {
     fn progress_below_moves_the_write_deadline_and_an_end_reopens_reading() {
         let mut rig = Rig::new();
         let start = rig.now;
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
         let taken = conn.take_write().unwrap();
-        conn.below(WRITE_HIGH_WATER + taken.unsent(), &mut rig.env());
+        conn.below(WRITE_HIGH_WATER + taken.unsent(), rig.now);
         assert!(!conn.wants_read(&rig.limits));
         rig.now += Duration::from_secs(3);
-        conn.below(10, &mut rig.env());
+        conn.below(10, rig.now);
         assert_eq!(conn.poll_deadline(&rig.limits), Some(rig.now + rig.limits.write_timeout), "progress at now");
-        conn.below(0, &mut rig.env());
+        conn.below(0, rig.now);
         assert!(conn.wants_read(&rig.limits));
         // Idle counts from the last request, not from the end of its answer.
         assert_eq!(conn.poll_deadline(&rig.limits), Some(start + rig.limits.idle_timeout));
@@ -1062,7 +1062,7 @@ mod tests {
     #[test]
     fn a_peer_that_closes_mid_request_ends_the_connection_without_an_answer() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
         conn.on_eof(rig.now);
         conn.poll(&mut rig.env());
@@ -1075,7 +1075,7 @@ mod tests {
     #[test]
     fn a_stream_is_cut_only_when_the_kernel_holds_what_its_client_left_unread() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         rig.receive(&mut conn, b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
         let responder = rig.service.later.lock().unwrap().pop().unwrap();
         let stream = responder.stream(Response::streaming(200, "text/plain"));
@@ -1098,7 +1098,7 @@ mod tests {
     #[test]
     fn a_full_buffer_stops_reading_until_consumed() {
         let mut rig = Rig::new();
-        let mut conn = Connection::new(Token(1), peer(), rig.now);
+        let mut conn = rig.open();
         let mut space = conn.read_space(&mut rig.pool, &rig.limits).unwrap().len();
         // Fill with the start of an endless header line, as a socket would.
         while conn.wants_read(&rig.limits) {

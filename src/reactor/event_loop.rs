@@ -7,8 +7,9 @@
 //! Everything here is shared by the engines; what differs (readiness or
 //! completions, who owns a buffer in flight) is behind the trait.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -188,17 +189,27 @@ impl<E: Engine> Reactor<E> {
             .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Takes in a new connection from `peer` (TLS with `tls`) whose slot
-    /// the caller claimed with [`ServerState::try_open`]: `open` makes its
-    /// kernel side for the token it will have. `None`: it failed, and the
-    /// slot is given back.
-    pub fn insert(
+    /// Takes in a new connection `stream` from `peer` (TLS with `tls`):
+    /// claims its place under `--max-connections` (over it, the stream is
+    /// answered `503` and dropped), turns off Nagle's delay, and lets `open`
+    /// make its kernel side for the token it will have. `None`: refused or
+    /// failed, and any place claimed is given back.
+    pub fn admit<S: Write + AsFd>(
         &mut self,
+        mut stream: S,
         peer: IpAddr,
         tls: Option<&Arc<rustls::ServerConfig>>,
         now: Instant,
-        open: impl FnOnce(&mut E, Token) -> io::Result<E::Io>,
+        open: impl FnOnce(&mut E, Token, S) -> io::Result<E::Io>,
     ) -> Option<Token> {
+        if !self.server.try_open() {
+            // Best effort: a fresh socket's send buffer has room for this
+            // (a TLS client sees only the close).
+            let _ = stream.write(OVER_CAPACITY);
+            return None;
+        }
+        // Responses go out in one write; no reason to let Nagle hold them.
+        let _ = socket2::SockRef::from(&stream).set_tcp_nodelay(true);
         let transport = match tls.map(|config| rustls::ServerConnection::new(Arc::clone(config))) {
             None => Transport::Plain,
             Some(Ok(conn)) => Transport::tls(conn),
@@ -212,7 +223,7 @@ impl<E: Engine> Reactor<E> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.conns.vacant_entry();
         let token = token_of(slot.key(), generation);
-        let Ok(io) = open(&mut self.engine, token) else {
+        let Ok(io) = open(&mut self.engine, token, stream) else {
             self.server.close();
             return None;
         };

@@ -64,27 +64,17 @@ impl Transport {
         }
     }
 
-    /// Moves the connection's output into TLS records and writes what TLS
-    /// has for the socket to `out` until it takes no more. Plain: nothing
-    /// (the engine sends the connection's bytes itself).
+    /// Writes the connection's output to `out` (a socket) until it takes
+    /// no more: as it is, or as TLS records, TLS taking the plaintext and
+    /// writing its records.
     pub fn send(&mut self, conn: &mut Connection, env: &mut Env<'_>, out: &mut impl Write) -> io::Result<()> {
-        let Transport::Tls(tls) = self else { return Ok(()) };
-        loop {
-            let taken = {
-                let mut slices = [IoSlice::new(&[]); IOVECS];
-                let n = conn.pending_write(&mut slices);
-                if n == 0 {
-                    break;
-                }
-                // TLS takes plaintext only up to its buffer limit: 0 is full.
-                tls.conn.writer().write_vectored(&slices[..n])?
-            };
-            if taken == 0 {
-                break;
+        match self {
+            Transport::Plain => write_pending(conn, env, out),
+            Transport::Tls(tls) => {
+                write_pending(conn, env, &mut tls.conn.writer())?;
+                tls.flush(out)
             }
-            conn.on_written(taken, env);
         }
-        tls.flush(out)
     }
 
     /// Ends the write side's TLS with a `close_notify` (sent by the next
@@ -105,6 +95,29 @@ impl Transport {
     pub fn last_gasp(&mut self, out: &mut impl Write) {
         if let Transport::Tls(tls) = self {
             let _ = tls.flush(out);
+        }
+    }
+}
+
+/// Writes the connection's unsent output to `out` in place until it is all
+/// out or `out` takes no more (a socket's WouldBlock; 0 from TLS, whose
+/// plaintext buffer is full).
+fn write_pending(conn: &mut Connection, env: &mut Env<'_>, out: &mut impl Write) -> io::Result<()> {
+    loop {
+        let result = {
+            let mut slices = [IoSlice::new(&[]); IOVECS];
+            match conn.pending_write(&mut slices) {
+                0 => return Ok(()),
+                1 => out.write(&slices[0]),
+                n => out.write_vectored(&slices[..n]),
+            }
+        };
+        match result {
+            Ok(0) => return Ok(()),
+            Ok(n) => conn.on_written(n, env),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

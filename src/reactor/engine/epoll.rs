@@ -3,7 +3,7 @@
 //! in a loop, until the socket has nothing more or its read budget is
 //! spent.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -14,12 +14,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{unacknowledged, Spare};
 use crate::reactor::buffers::READ_BUFFER;
-use crate::reactor::connection::{Connection, Env};
-use crate::reactor::event_loop::{Engine, Link, Reactor, OVER_CAPACITY};
+use crate::reactor::connection::Env;
+use crate::reactor::event_loop::{Engine, Link, Reactor};
 use crate::reactor::listener::Listening;
 use crate::reactor::transport::Transport;
 use crate::reactor::waker::Waker;
-use crate::reactor::wire::IOVECS;
 
 /// Token of the mailbox's waker.
 const WAKER: Token = Token(usize::MAX - 1);
@@ -122,17 +121,9 @@ impl Epoll {
                 return;
             };
             match listener.socket.accept() {
-                Ok((mut stream, peer)) => {
-                    if !reactor.server().try_open() {
-                        // Best effort: a fresh socket's send buffer has room for this
-                        // (a TLS client sees only the close).
-                        let _ = stream.write(OVER_CAPACITY);
-                        continue;
-                    }
+                Ok((stream, peer)) => {
                     let tls = listener.tls.clone();
-                    reactor.insert(peer.ip(), tls.as_ref(), now, |engine, token| {
-                        // Responses go out in one write; no reason to let Nagle hold them.
-                        let _ = stream.set_nodelay(true);
+                    reactor.admit(stream, peer.ip(), tls.as_ref(), now, |engine, token, mut stream| {
                         // Edge-triggered: registering both once is cheaper than
                         // re-registering on every change of interest.
                         engine.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -152,27 +143,6 @@ impl Epoll {
                 // ENOBUFS, ENOMEM and the like: back off rather than spin.
                 Err(_) => reactor.engine.accept_paused_until = Some(now + ACCEPT_PAUSE),
             }
-        }
-    }
-}
-
-/// Writes the connection's plain output in place until done or the socket is full.
-fn write_plain(stream: &mut TcpStream, conn: &mut Connection, env: &mut Env<'_>) -> io::Result<()> {
-    loop {
-        let result = {
-            let mut slices = [IoSlice::new(&[]); IOVECS];
-            match conn.pending_write(&mut slices) {
-                0 => return Ok(()),
-                1 => stream.write(&slices[0]),
-                n => stream.write_vectored(&slices[..n]),
-            }
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.on_written(n, env),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
 }
@@ -237,14 +207,10 @@ impl Engine for Epoll {
             }
             let Link { conn, transport, io: stream } = link;
             progressed |= conn.poll(env);
-            let written = match transport {
-                Transport::Plain => write_plain(stream, conn, env),
-                Transport::Tls(_) => transport.send(conn, env, stream),
-            };
-            if written.is_err() {
+            if transport.send(conn, env, stream).is_err() {
                 conn.abort();
             }
-            conn.below(usize::from(transport.wants_write()), env);
+            conn.below(usize::from(transport.wants_write()), env.now);
             progressed |= conn.poll(env);
             if conn.take_shutdown() {
                 transport.close_notify();

@@ -16,7 +16,7 @@
 mod buf_ring;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use mio::Token;
 
 use super::{unacknowledged, Spare};
 use crate::reactor::connection::Env;
-use crate::reactor::event_loop::{Engine, Link, Reactor, OVER_CAPACITY};
+use crate::reactor::event_loop::{Engine, Link, Reactor};
 use crate::reactor::listener::Listening;
 use crate::reactor::transport::Transport;
 use crate::reactor::waker::Waker;
@@ -102,6 +102,15 @@ struct Flight {
     out: Outgoing,
     iov: [libc::iovec; IOVECS],
     msg: libc::msghdr,
+}
+
+impl Flight {
+    fn new(out: Outgoing) -> Box<Flight> {
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        // SAFETY: msghdr is plain data (pointers and lengths); all zero is an
+        // empty header, whose slices `submit_send` points at `iov`.
+        Box::new(Flight { out, iov: [empty; IOVECS], msg: unsafe { std::mem::zeroed() } })
+    }
 }
 
 impl std::fmt::Debug for Flight {
@@ -302,8 +311,6 @@ impl Uring {
             for (iov, slice) in flight.iov.iter_mut().zip(&slices[..n]) {
                 *iov = libc::iovec { iov_base: slice.as_ptr() as *mut libc::c_void, iov_len: slice.len() };
             }
-            // SAFETY: msghdr is plain data; all zero is a valid empty header.
-            flight.msg = unsafe { std::mem::zeroed() };
             flight.msg.msg_iov = flight.iov.as_mut_ptr();
             flight.msg.msg_iovlen = n;
             opcode::SendMsg::new(fd, &flight.msg).flags(libc::MSG_NOSIGNAL as u32).build()
@@ -336,13 +343,7 @@ impl Uring {
             }
         };
         if let Some(out) = out {
-            // SAFETY (of the zeroed header): plain data, rewritten before each vectored send.
-            let flight = Flight {
-                out,
-                iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; IOVECS],
-                msg: unsafe { std::mem::zeroed() },
-            };
-            io.flight = Some(Box::new(flight));
+            io.flight = Some(Flight::new(out));
             self.submit_send(token, io);
         }
     }
@@ -390,24 +391,14 @@ impl Uring {
         }
     }
 
-    fn admit(reactor: &mut Reactor<Self>, i: usize, mut stream: TcpStream, now: Instant) {
-        if !reactor.server().try_open() {
-            // Best effort: a fresh socket's send buffer has room for this
-            // (a TLS client sees only the close).
-            let _ = stream.write(OVER_CAPACITY);
-            return;
-        }
-        let Ok(peer) = stream.peer_addr() else {
-            reactor.server().close();
-            return;
-        };
+    fn admit(reactor: &mut Reactor<Self>, i: usize, stream: TcpStream, now: Instant) {
+        // A multishot accept gives no address: ask the socket.
+        let Ok(peer) = stream.peer_addr() else { return };
         let tls = reactor.engine.listeners[i].as_ref().and_then(|l| l.listening.tls.clone());
-        reactor.insert(peer.ip(), tls.as_ref(), now, |engine, token| {
+        reactor.admit(stream, peer.ip(), tls.as_ref(), now, |engine, token, stream| {
             if split_index(token) > MAX_INDEX {
                 return Err(io::Error::other("too many connections for the ring's user data"));
             }
-            // Responses go out in one write; no reason to let Nagle hold them.
-            let _ = stream.set_nodelay(true);
             let mut io = UringIo { stream, recv: Recv::Idle, flight: None, shut_pending: false };
             engine.arm_recv(token, &mut io);
             Ok(io)
@@ -554,7 +545,7 @@ impl Engine for Uring {
                 }
             }
             let unsent = io.flight.as_ref().map_or(0, |f| f.out.unsent()) + usize::from(transport.wants_write());
-            conn.below(unsent, env);
+            conn.below(unsent, env.now);
             // Less unsent may let the connection move on (close, read again).
             if conn.is_closed() || !conn.poll(env) {
                 break;
