@@ -52,27 +52,46 @@ fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs")
 }
 
-/// A Python `ssl` client: TLS 1.2 and 1.3 each, ALPN, then three requests
-/// pipelined on one connection and a 200 KB body; prints what it saw.
-const PYTHON_CLIENT: &str = r#"
+/// What the Python `ssl` clients share: the port and CA from the command
+/// line, and `exchange`, which sends bytes on a TLS connection and returns
+/// the version and ALPN protocol agreed, and all it gets until the server closes.
+const PYTHON_TLS: &str = r#"
 import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
-for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-    ctx = ssl.create_default_context(cafile=ca)
-    ctx.minimum_version = ctx.maximum_version = version
-    ctx.set_alpn_protocols(["http/1.1"])
+
+def exchange(ctx, request):
     with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        page = b"<html><head><title>TLS</title></head><body>" + b"<p>words and more words</p>" * 8000 + b"</body></html>"
-        s.sendall(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n" * 3
-                  + b"POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: text/html\r\nContent-Length: "
-                  + str(len(page)).encode() + b"\r\nConnection: close\r\n\r\n" + page)
+        s.sendall(request)
         data = b""
         while True:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-        print(s.version(), s.selected_alpn_protocol(), data.count(b"HTTP/1.1 200 OK"), b'"title":"TLS"' in data)
+        return s.version(), s.selected_alpn_protocol(), data
+"#;
+
+/// Runs a Python `ssl` client (after [`PYTHON_TLS`]) against `port`,
+/// trusting `ca`; returns what it printed.
+fn python_tls(body: &str, port: u16, ca: &Path) -> String {
+    let script = format!("{PYTHON_TLS}{body}");
+    let out = Command::new("python3").args(["-c", &script, &port.to_string(), ca.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Python `ssl` client: TLS 1.2 and 1.3 each, ALPN, then three requests
+/// pipelined on one connection and a 200 KB body; prints what it saw.
+const PYTHON_CLIENT: &str = r#"
+for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_alpn_protocols(["http/1.1"])
+    page = b"<html><head><title>TLS</title></head><body>" + b"<p>words and more words</p>" * 8000 + b"</body></html>"
+    version, alpn, data = exchange(ctx, b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n" * 3
+                                   + b"POST /analyze HTTP/1.1\r\nHost: t\r\nContent-Type: text/html\r\nContent-Length: "
+                                   + str(len(page)).encode() + b"\r\nConnection: close\r\n\r\n" + page)
+    print(version, alpn, data.count(b"HTTP/1.1 200 OK"), b'"title":"TLS"' in data)
 "#;
 
 #[test]
@@ -87,9 +106,8 @@ fn tls_serves_curl_and_python_with_keep_alive_pipelining_and_both_versions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 200 1 1.1\nok 200 0 1.1\n");
 
-    let out = Command::new("python3").args(["-c", PYTHON_CLIENT, &tls.port().to_string(), ca]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "TLSv1.2 http/1.1 4 True\nTLSv1.3 http/1.1 4 True\n");
+    let out = python_tls(PYTHON_CLIENT, tls.port(), &files.ca);
+    assert_eq!(out, "TLSv1.2 http/1.1 4 True\nTLSv1.3 http/1.1 4 True\n");
 
     // The plain port still speaks plain HTTP.
     let mut client = Reader::new(crate::util::connect(plain));
@@ -266,25 +284,11 @@ fn the_sent_bytes_metric_counts_tls_plaintext_once() {
     let (mut server, plain, tls) = serve_tls(&files, &["--reactors", "1"]);
     // Three copies of the OpenAPI document (87 KB each), then a close.
     let client = r#"
-import socket, ssl, sys
-port, ca = int(sys.argv[1]), sys.argv[2]
-ctx = ssl.create_default_context(cafile=ca)
-with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as s:
-    s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * 3 + b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print(len(data))
+_, _, data = exchange(ssl.create_default_context(cafile=ca),
+                      b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * 3 + b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+print(len(data))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", client, &tls.port().to_string(), files.ca.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let plaintext: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let plaintext: f64 = python_tls(client, tls.port(), &files.ca).trim().parse().unwrap();
     assert!(plaintext > 200_000.0, "three documents came back: {plaintext} bytes");
     // Scrapes until the figure includes the TLS traffic (a reactor flushes
     // once a second); every scrape's own response is counted by the test.
