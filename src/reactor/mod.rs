@@ -151,7 +151,7 @@ impl Server {
                     Running::Epoll => listeners,
                     Running::IoUring => match Uring::new(listeners, waker) {
                         Ok(engine) => {
-                            let _ = ready.send(Ok(()));
+                            let _ = ready.send(Ok(Running::IoUring));
                             return Reactor::new(engine, mailbox_in, service, config, state, recorder).run();
                         }
                         Err((e, listeners)) => {
@@ -162,7 +162,7 @@ impl Server {
                 };
                 match Epoll::new(listeners, waker) {
                     Ok(engine) => {
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok(Running::Epoll));
                         Reactor::new(engine, mailbox_in, service, config, state, recorder).run()
                     }
                     Err(e) => {
@@ -173,7 +173,11 @@ impl Server {
             })?;
             server.mailboxes.push(mailbox);
             server.threads.push(thread);
-            started.recv().map_err(|_| io::Error::other("a reactor thread ended while starting"))??;
+            let ran = started.recv().map_err(|_| io::Error::other("a reactor thread ended while starting"))??;
+            if ran != server.engine.0 {
+                // The start line tells what runs, not what was chosen.
+                server.engine = (ran, format!("io_uring failed on reactor {i} after the probe allowed it"));
+            }
         }
         Ok(server)
     }
