@@ -3,6 +3,7 @@
 //! here is code: a handler registered under the task's `kind` turns the
 //! data into work when a worker takes it (Celery's model).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -145,17 +146,15 @@ impl TaskSpec {
     }
 
     /// The spec as JSON (kind, options, arguments, body lengths) and one
-    /// blob of the bodies, for a store.
-    pub fn encode(&self) -> (String, Vec<u8>) {
+    /// blob of the bodies, for a store (a single task's body borrowed, not
+    /// copied: it is most of the task).
+    pub fn encode(&self) -> (String, Cow<'_, [u8]>) {
         let payloads = self.payloads();
-        let mut bodies = Vec::with_capacity(payloads.iter().map(|p| p.body.len()).sum());
-        let items = payloads
-            .iter()
-            .map(|p| {
-                bodies.extend_from_slice(&p.body);
-                ItemMeta { args: p.args.clone(), len: p.body.len() }
-            })
-            .collect();
+        let items = payloads.iter().map(|p| ItemMeta { args: p.args.clone(), len: p.body.len() }).collect();
+        let bodies = match &self.input {
+            TaskInput::One(p) => Cow::Borrowed(&p.body[..]),
+            TaskInput::Batch(items) => Cow::Owned(items.iter().map(|p| &p.body[..]).collect::<Vec<_>>().concat()),
+        };
         let meta = Meta {
             kind: self.kind.clone(),
             options: self.options.clone(),
@@ -240,7 +239,8 @@ mod tests {
 
     #[test]
     fn damaged_specs_are_errors() {
-        let (meta, bodies) = TaskSpec::one("a", json!(null), b"12345".to_vec(), TaskOptions::default()).encode();
+        let spec = TaskSpec::one("a", json!(null), b"12345".to_vec(), TaskOptions::default());
+        let (meta, bodies) = spec.encode();
         assert!(TaskSpec::decode(&meta, &bodies[..3]).unwrap_err().contains("shorter"));
         assert!(TaskSpec::decode("{not json", &bodies).is_err());
         assert!(TaskSpec::decode(r#"{"kind":"a","options":{},"batch":false,"items":[]}"#, b"").is_err());

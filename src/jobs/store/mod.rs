@@ -5,6 +5,7 @@
 //! ([`crate::jobs::commit`]), reads run on the engine's store readers and
 //! workers. Every method can fail: a disk fills, a database goes away.
 
+mod blob;
 mod memory;
 mod redis;
 mod sqlite;

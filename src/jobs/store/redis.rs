@@ -508,8 +508,11 @@ impl RedisStore {
                 // The big values go as plain commands, the script decides (see INSERT).
                 let input_bytes = input.len();
                 if !record.state.is_final() {
-                    pipe.hset_multiple(self.key("input", &id), &[("spec", meta.into_bytes()), ("input", input)])
-                        .ignore();
+                    pipe.hset_multiple(
+                        self.key("input", &id),
+                        &[("spec", meta.into_bytes()), ("input", input.into_owned())],
+                    )
+                    .ignore();
                 }
                 let staged = self.stage_result(pipe, record);
                 let has_result = staged.is_some();

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use super::blob;
 use super::{
     CachedPage, Counts, HistoryQuery, Outcomes, StoreError, StoreFigures, TaskStore, Write, Written, TOP_ERRORS,
 };
@@ -83,6 +84,12 @@ const MIGRATIONS: &[&str] = &[
         bytes INTEGER NOT NULL
     );
     CREATE INDEX cache_by_age ON cache (fresh_at, key);",
+    // 5: each large value's codec (`blob::RAW` or `blob::LZ4`); rows
+    // written before are raw.
+    "ALTER TABLE inputs ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batch_items ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cache ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// SQLite's page size (the default: 16 KiB pages measured no faster).
@@ -175,6 +182,11 @@ impl SqliteStore {
         let out = read(&conn).map_err(|e| err(&self.path, e));
         lock(&self.readers).push(conn);
         out
+    }
+
+    /// Batch item documents as unpacked; one damaged is an error for all.
+    fn docs(&self, docs: Vec<Result<Vec<u8>, String>>) -> Result<Vec<Vec<u8>>, StoreError> {
+        docs.into_iter().collect::<Result<_, _>>().map_err(|e| err(&self.path, format!("a damaged batch item: {e}")))
     }
 
     fn records(&self, sql: &str, bind: impl rusqlite::Params) -> Result<Vec<TaskRecord>, StoreError> {
@@ -284,14 +296,23 @@ const RECORD_COLUMNS: &str = "id, kind, priority, state, version, idempotency_ke
     completed_at, progress_percent, progress_stage, items_done, items_failed, items_total, attempts,
     callback_url, callback_pending, error, timeout_ms, fingerprint, owner";
 
-/// A record from a row of `RECORD_COLUMNS` (and `result` after them, if
-/// selected); a damaged row is an error, never a panic.
+/// A task's result and its codec, selected after `RECORD_COLUMNS` from
+/// `tasks LEFT JOIN results ON task = id`.
+const RESULT_COLUMNS: &str = "result, results.codec";
+
+/// A record from a row of `RECORD_COLUMNS` (and `RESULT_COLUMNS` after
+/// them, if selected); a damaged row is an error, never a panic.
 fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, String>> {
     let id: Vec<u8> = row.get(0)?;
     let state: i64 = row.get(3)?;
     let priority: i64 = row.get(2)?;
     let error: Option<String> = row.get(17)?;
-    let result: Option<Vec<u8>> = if row.as_ref().column_count() > 21 { row.get(21)? } else { None };
+    let stored: Option<Vec<u8>> = if row.as_ref().column_count() > 21 { row.get(21)? } else { None };
+    let result = match stored.map(|s| row.get(22).map(|codec| blob::unpack(codec, s))).transpose()? {
+        Some(Err(e)) => return Ok(Err(format!("a damaged task result: {e}"))),
+        Some(Ok(result)) => Some(result),
+        None => None,
+    };
     let items = match (row.get::<_, Option<i64>>(11)?, row.get::<_, Option<i64>>(12)?, row.get::<_, Option<i64>>(13)?) {
         (Some(done), Some(failed), Some(total)) => {
             Some(ItemCounts { done: done as usize, failed: failed as usize, total: total as usize })
@@ -359,8 +380,9 @@ fn bind_record(r: &TaskRecord) -> [Box<dyn rusqlite::ToSql + '_>; 13] {
 /// Stores a finished task's result (written once: only a final record has one).
 fn write_result(tx: &rusqlite::Transaction<'_>, record: &TaskRecord) -> rusqlite::Result<()> {
     if let (Some(result), true) = (&record.result, record.state.is_final()) {
-        tx.prepare_cached("INSERT OR REPLACE INTO results (task, result) VALUES (?1, ?2)")?
-            .execute(params![record.id.to_bytes(), &result[..]])?;
+        let (codec, stored) = blob::pack(result);
+        tx.prepare_cached("INSERT OR REPLACE INTO results (task, result, codec) VALUES (?1, ?2, ?3)")?
+            .execute(params![record.id.to_bytes(), &stored[..], codec])?;
     }
     Ok(())
 }
@@ -399,11 +421,9 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write, cache_bytes: &mut i64) -
                 .chain([Box::new(record.owner.as_deref()) as Box<dyn rusqlite::ToSql>]),
             ))?;
             let (meta, input) = spec.encode();
-            tx.prepare_cached("INSERT INTO inputs (task, spec, input) VALUES (?1, ?2, ?3)")?.execute(params![
-                record.id.to_bytes(),
-                meta,
-                input
-            ])?;
+            let (codec, input) = blob::pack(&input);
+            tx.prepare_cached("INSERT INTO inputs (task, spec, input, codec) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![record.id.to_bytes(), meta, &input[..], codec])?;
             write_result(tx, record)?;
             Ok(Written::Done)
         }
@@ -429,8 +449,11 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write, cache_bytes: &mut i64) -
             Ok(Written::Done)
         }
         Write::Item { task, item, failed, doc } => {
-            tx.prepare_cached("INSERT OR IGNORE INTO batch_items (task, item, failed, doc) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![task.to_bytes(), *item as i64, *failed, &doc[..]])?;
+            let (codec, doc) = blob::pack(doc);
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO batch_items (task, item, failed, doc, codec) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![task.to_bytes(), *item as i64, *failed, &doc[..], codec])?;
             Ok(Written::Done)
         }
         Write::CallbackDone(id) => {
@@ -448,17 +471,19 @@ fn write(tx: &rusqlite::Transaction<'_>, w: &mut Write, cache_bytes: &mut i64) -
                 .prepare_cached("SELECT bytes FROM cache WHERE key = ?1")?
                 .query_row([key], |r| r.get(0))
                 .optional()?;
+            let (codec, analysis) = blob::pack(&page.analysis);
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO cache (key, analysis, fresh_at, etag, last_modified, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO cache (key, analysis, fresh_at, etag, last_modified, bytes, codec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 key,
-                &page.analysis[..],
+                &analysis[..],
                 to_millis(page.fresh_at),
                 page.etag,
                 page.last_modified,
-                bytes
+                bytes,
+                codec
             ])?;
             *cache_bytes += bytes - old.unwrap_or(0);
             while *cache_bytes > max {
@@ -518,56 +543,71 @@ impl TaskStore for SqliteStore {
     }
 
     fn get(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        let sql = format!("SELECT {RECORD_COLUMNS}, result FROM tasks LEFT JOIN results ON task = id WHERE id = ?1");
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS}, {RESULT_COLUMNS} FROM tasks LEFT JOIN results ON task = id WHERE id = ?1"
+        );
         Ok(self.records(&sql, [id.to_bytes()])?.pop())
     }
 
     fn cached(&self, key: &str) -> Result<Option<CachedPage>, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT analysis, fresh_at, etag, last_modified FROM cache WHERE key = ?1")?
+        let row = self.read(|conn| {
+            conn.prepare_cached("SELECT analysis, codec, fresh_at, etag, last_modified FROM cache WHERE key = ?1")?
                 .query_row([key], |r| {
-                    Ok(CachedPage {
-                        analysis: Arc::from(r.get::<_, Vec<u8>>(0)?),
-                        fresh_at: from_millis(r.get(1)?),
-                        etag: r.get(2)?,
-                        last_modified: r.get(3)?,
-                    })
+                    let page = |analysis: Vec<u8>| -> rusqlite::Result<CachedPage> {
+                        Ok(CachedPage {
+                            analysis: Arc::from(analysis),
+                            fresh_at: from_millis(r.get(2)?),
+                            etag: r.get(3)?,
+                            last_modified: r.get(4)?,
+                        })
+                    };
+                    Ok(blob::unpack(r.get(1)?, r.get(0)?).map(page))
                 })
                 .optional()
-        })
+        })?;
+        match row {
+            None => Ok(None),
+            Some(Ok(page)) => Ok(Some(page.map_err(|e| err(&self.path, e))?)),
+            Some(Err(e)) => Err(err(&self.path, format!("a damaged cached analysis: {e}"))),
+        }
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
         let row = self.read(|conn| {
-            conn.prepare_cached("SELECT spec, input FROM inputs WHERE task = ?1")?
-                .query_row([id.to_bytes()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            conn.prepare_cached("SELECT spec, input, codec FROM inputs WHERE task = ?1")?
+                .query_row([id.to_bytes()], |r| Ok((r.get::<_, String>(0)?, blob::unpack(r.get(2)?, r.get(1)?))))
                 .optional()
         })?;
-        row.map(|(meta, input)| TaskSpec::decode(&meta, &input).map_err(|e| err(&self.path, e))).transpose()
+        row.map(|(meta, input)| input.and_then(|input| TaskSpec::decode(&meta, &input)).map_err(|e| err(&self.path, e)))
+            .transpose()
     }
 
     fn items(&self, id: TaskId, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|conn| {
             let mut stmt =
-                conn.prepare_cached("SELECT doc FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
+                conn.prepare_cached("SELECT doc, codec FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?2")?;
             // A negative LIMIT is no limit.
             let limit = limit.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
-            let rows = stmt.query_map(params![id.to_bytes(), limit], |r| r.get(0))?;
-            rows.collect()
+            let rows = stmt.query_map(params![id.to_bytes(), limit], |r| Ok(blob::unpack(r.get(1)?, r.get(0)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
+        .and_then(|docs| self.docs(docs))
     }
 
     fn items_from(&self, id: TaskId, skip: usize, most: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|conn| {
             // Skipped rows are stepped over, their documents never read; a
             // negative LIMIT is no limit.
-            let mut stmt =
-                conn.prepare_cached("SELECT doc FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?3 OFFSET ?2")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT doc, codec FROM batch_items WHERE task = ?1 ORDER BY rowid LIMIT ?3 OFFSET ?2",
+            )?;
             let skip = skip.min(i64::MAX as usize) as i64;
             let most = most.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
-            let rows = stmt.query_map(params![id.to_bytes(), skip, most], |r| r.get(0))?;
-            rows.collect()
+            let rows =
+                stmt.query_map(params![id.to_bytes(), skip, most], |r| Ok(blob::unpack(r.get(1)?, r.get(0)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
+        .and_then(|docs| self.docs(docs))
     }
 
     fn items_done(&self, id: TaskId) -> Result<Vec<(usize, bool)>, StoreError> {
@@ -646,7 +686,11 @@ impl TaskStore for SqliteStore {
         bind.push(Value::Integer(query.limit.min(i64::MAX as usize) as i64));
         let limit = bind.len();
         let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-        let (result, join) = if query.with_results { (", result", "LEFT JOIN results ON task = id") } else { ("", "") };
+        let (result, join) = if query.with_results {
+            (format!(", {RESULT_COLUMNS}"), "LEFT JOIN results ON task = id")
+        } else {
+            (String::new(), "")
+        };
         let sql = format!(
             "SELECT {RECORD_COLUMNS}{result} FROM tasks {join} {filter} ORDER BY created_at DESC, id DESC LIMIT ?{limit}"
         );
@@ -677,7 +721,8 @@ impl TaskStore for SqliteStore {
 
     fn callbacks_owed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS}, result FROM tasks LEFT JOIN results ON task = id WHERE callback_pending = 1"
+            "SELECT {RECORD_COLUMNS}, {RESULT_COLUMNS} FROM tasks LEFT JOIN results ON task = id
+             WHERE callback_pending = 1"
         );
         self.records(&sql, [])
     }
@@ -796,9 +841,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    /// What `kill -9` in the middle of a commit leaves: a WAL whose last
-    /// transaction is torn. SQLite drops that transaction (its frames fail
-    /// their checksums) and keeps every one before it.
     #[test]
     fn cached_pages_are_replaced_counted_once_and_bounded_across_reopens() {
         let path = temp();
@@ -827,6 +869,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// What `kill -9` in the middle of a commit leaves: a WAL whose last
+    /// transaction is torn. SQLite drops that transaction (its frames fail
+    /// their checksums) and keeps every one before it.
     #[test]
     fn a_torn_last_transaction_is_dropped_and_the_rest_kept() {
         let path = temp();
@@ -845,6 +890,108 @@ mod tests {
         assert_eq!(torn.get(a.id).unwrap().as_ref(), Some(&a));
         assert!(torn.get(b.id).unwrap().is_none(), "the torn transaction is gone");
         drop((store, torn));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn large_values_are_stored_compressed_and_rows_written_before_read_as_they_were() {
+        let path = temp();
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        let page = "<p>a paragraph much like the one before it</p>\n".repeat(500).into_bytes();
+        let spec = TaskSpec::one("analyze", serde_json::json!({}), page.clone(), TaskOptions::default());
+        let mut task = accepted(&spec);
+        let (running, ended) = (accepted(&spec), task.id);
+        let analysis: Arc<[u8]> = Arc::from(format!("{{\"links\":[{}]}}", "\"https://a/\",".repeat(300)).as_bytes());
+        let (inserted, expected) = (task.clone(), task.version);
+        apply(&mut task, Event::Started, millis(SystemTime::now())).unwrap();
+        apply(&mut task, Event::Finished(Arc::clone(&analysis)), millis(SystemTime::now())).unwrap();
+        let batch = TaskSpec { input: TaskInput::Batch(vec![Payload::default()]), ..spec.clone() };
+        let b = accepted(&batch);
+        let cached = CachedPage {
+            analysis: Arc::clone(&analysis),
+            fresh_at: millis(SystemTime::now()),
+            etag: None,
+            last_modified: None,
+        };
+        store
+            .commit(&mut [
+                Write::Insert(Box::new(inserted), Arc::new(spec.clone())),
+                Write::Insert(Box::new(running.clone()), Arc::new(spec.clone())),
+                Write::Insert(Box::new(b.clone()), Arc::new(batch)),
+            ])
+            .unwrap();
+        store
+            .commit(&mut [
+                Write::Put { record: Box::new(task.clone()), expected },
+                Write::Item { task: b.id, item: 0, failed: false, doc: analysis.to_vec() },
+                Write::Cache { key: "k".into(), page: cached.clone(), max_bytes: 1 << 20 },
+            ])
+            .unwrap();
+        let check = |store: &SqliteStore| {
+            assert_eq!(store.get(ended).unwrap().and_then(|r| r.result).as_deref(), Some(&analysis[..]));
+            assert_eq!(store.spec(running.id).unwrap().as_ref(), Some(&spec));
+            assert_eq!(store.items(b.id, None).unwrap(), vec![analysis.to_vec()]);
+            assert_eq!(store.cached("k").unwrap().as_ref(), Some(&cached));
+        };
+        check(&store);
+        drop(store);
+
+        // Each large value went in compressed, a fraction of its size.
+        let raw = Connection::open(&path).unwrap();
+        for (table, column, size) in [
+            ("inputs", "input", page.len()),
+            ("results", "result", analysis.len()),
+            ("batch_items", "doc", analysis.len()),
+        ] {
+            let (codec, stored): (i64, i64) = raw
+                .query_row(&format!("SELECT codec, max(length({column})) FROM {table}"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!(codec, blob::LZ4, "{table}");
+            assert!((stored as usize) < size / 4, "{table}: {stored} bytes stored for {size}");
+        }
+
+        // A file from before compression (schema 4: raw values, no codec
+        // columns) is brought up to date and reads as it was.
+        for (table, column, key) in [
+            ("inputs", "input", "task"),
+            ("results", "result", "task"),
+            ("batch_items", "doc", "task"),
+            ("cache", "analysis", "key"),
+        ] {
+            let rows: Vec<(rusqlite::types::Value, Vec<u8>, i64)> = raw
+                .prepare(&format!("SELECT {key}, {column}, codec FROM {table}"))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            for (id, stored, codec) in rows {
+                raw.execute(
+                    &format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"),
+                    params![blob::unpack(codec, stored).unwrap(), id],
+                )
+                .unwrap();
+            }
+            raw.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN codec")).unwrap();
+        }
+        raw.pragma_update(None, "user_version", 4).unwrap();
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        check(&store);
+        drop(store);
+
+        // Damaged values are errors, never a panic or a wrong answer.
+        raw.execute("UPDATE results SET result = x'ffffff7f0102', codec = 1", []).unwrap();
+        raw.execute("UPDATE inputs SET codec = 9", []).unwrap();
+        raw.execute("UPDATE batch_items SET doc = x'0500000050', codec = 1", []).unwrap();
+        raw.execute("UPDATE cache SET codec = 2", []).unwrap();
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        assert!(store.get(ended).unwrap_err().0.contains("damaged task result"));
+        assert!(store.spec(running.id).unwrap_err().0.contains("codec 9"));
+        assert!(store.items(b.id, None).unwrap_err().0.contains("damaged batch item"));
+        assert!(store.cached("k").unwrap_err().0.contains("damaged cached analysis"));
+        drop((store, raw));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
