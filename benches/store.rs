@@ -1,0 +1,183 @@
+//! What a store charges a task, apart from everything else a task costs,
+//! beside the least the kernel charges to keep its bytes.
+//!
+//! Each task makes the writes of `loadtest/compare-stores.sh`'s flow (an
+//! insert with its input, started, finished with its result), in commit
+//! groups of nine tasks, as under that load; a group holds one batch's
+//! inserts, the previous batch's starts and the one before's ends. Costs
+//! are the process's CPU time (every thread: SQLite's checkpointer too) a
+//! task, median of `ROUNDS` rounds, the variants alternating.
+//! `taskset -c 0 cargo bench --bench store` (the page: the Python docs page
+//! of compare-stores.sh from `../shared`, or `PAGELENS_PAGE`; says so and
+//! exits when absent).
+//!
+//! The floors write a task's bytes to a file with one `pwrite` each, over
+//! pages already in the page cache (as a reused WAL is), never synced: the
+//! least a store that keeps them across a process crash can spend, raw, or
+//! after LZ4 as pagelens stores them.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pagelens::jobs::lifecycle::{apply, Event, TaskRecord};
+use pagelens::jobs::store::{Durability, MemoryStore, SqliteStore, TaskStore, Write};
+use pagelens::jobs::{TaskId, TaskOptions, TaskSpec};
+use pagelens::seo::{analyze, Options};
+
+const ROUNDS: usize = 5;
+/// Tasks a commit group holds (compare-stores.sh: ~27 writes a group).
+const GROUP: usize = 9;
+/// Tasks a round: enough for several of SQLite's 64 MiB checkpoints.
+const TASKS: usize = GROUP * 1000;
+
+fn main() {
+    let path = std::env::var("PAGELENS_PAGE")
+        .unwrap_or_else(|_| "../shared/corpus/pages/py311__library__html.parser.html".into());
+    let Ok(page) = std::fs::read(&path) else {
+        println!("page not found at {path}; set PAGELENS_PAGE to an HTML file");
+        return;
+    };
+    let options = Options { include_links: true, include_images: true, ..Options::default() };
+    let analysis = analyze(&page, &options).expect("the page analyses");
+    let result: Arc<[u8]> = Arc::from(serde_json::to_vec(&analysis).expect("an analysis serialises"));
+    let dir = std::env::temp_dir().join(format!("pagelens-store-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    println!(
+        "{} tasks a round in groups of {GROUP}, {ROUNDS} rounds; input {} bytes, result {} bytes",
+        TASKS,
+        page.len(),
+        result.len()
+    );
+
+    // A new file each round, as compare-stores.sh starts each run on one.
+    let sqlite = || {
+        SqliteStore::open(&dir.join(format!("{}.db", TaskId::random())), Durability::Process).expect("a SQLite store")
+    };
+    let (real, empty) = (Payload { input: page.clone(), result: Arc::clone(&result) }, Payload::default());
+    let floor = dir.join("floor");
+    let packed = [lz4_flex::compress_prepend_size(&page), lz4_flex::compress_prepend_size(&result)].concat();
+
+    type Variant<'a> = (&'a str, Box<dyn FnMut() -> f64 + 'a>);
+    let mut variants: Vec<Variant<'_>> = vec![
+        ("memory store", Box::new(|| flow(&MemoryStore::new(1 << 30), &real))),
+        ("sqlite store", Box::new(|| flow(&sqlite(), &real))),
+        ("sqlite store, empty input and result", Box::new(|| flow(&sqlite(), &empty))),
+        ("floor: one pwrite of input and result", Box::new(|| pwrites(&floor, page.len() + result.len(), || 0))),
+        (
+            "floor: LZ4 of both, one pwrite",
+            Box::new(|| {
+                pwrites(&floor, packed.len(), || {
+                    lz4_flex::compress_prepend_size(&page).len() + lz4_flex::compress_prepend_size(&result).len()
+                })
+            }),
+        ),
+    ];
+    let mut costs = vec![Vec::new(); variants.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, run)) in variants.iter_mut().enumerate() {
+            costs[i].push(run());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = costs.iter_mut().map(median).collect();
+    for ((name, _), us) in variants.iter().zip(&medians) {
+        println!("{name:<40} {us:>7.1} us a task");
+    }
+    println!("the SQLite store over the memory store: {:+.1} us a task", medians[1] - medians[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A task's bytes.
+#[derive(Default)]
+struct Payload {
+    input: Vec<u8>,
+    result: Arc<[u8]>,
+}
+
+/// CPU seconds this process has used, all threads.
+fn cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU microseconds a task of TASKS through `store`, in pipelined groups.
+fn flow(store: &dyn TaskStore, payload: &Payload) -> f64 {
+    let now = SystemTime::now();
+    let batches: Vec<Vec<(TaskRecord, Arc<TaskSpec>)>> = (0..TASKS / GROUP)
+        .map(|_| {
+            (0..GROUP)
+                .map(|_| {
+                    let spec = TaskSpec::one(
+                        "analyze",
+                        serde_json::json!({"include_links": true, "include_images": true}),
+                        payload.input.clone(),
+                        TaskOptions::default(),
+                    );
+                    let mut record = TaskRecord::new(TaskId::random(), &spec, now);
+                    apply(&mut record, Event::Accepted, now).expect("a new task is accepted");
+                    (record, Arc::new(spec))
+                })
+                .collect()
+        })
+        .collect();
+    let began = cpu();
+    let mut started: Vec<TaskRecord> = Vec::new();
+    let mut running: Vec<TaskRecord> = Vec::new();
+    for batch in batches.into_iter().map(Some).chain([None, None]) {
+        let mut group = Vec::with_capacity(3 * GROUP);
+        for mut record in running.drain(..) {
+            let expected = record.version;
+            apply(&mut record, Event::Finished(Arc::clone(&payload.result)), now).expect("a started task finishes");
+            group.push(Write::Put { record: Box::new(record), expected });
+        }
+        for mut record in started.drain(..) {
+            let expected = record.version;
+            apply(&mut record, Event::Started, now).expect("a queued task starts");
+            group.push(Write::Put { record: Box::new(record.clone()), expected });
+            running.push(record);
+        }
+        for (record, spec) in batch.into_iter().flatten() {
+            started.push(record.clone());
+            group.push(Write::Insert(Box::new(record), spec));
+        }
+        if !group.is_empty() {
+            store.commit(&mut group).expect("a commit");
+        }
+    }
+    (cpu() - began) * 1e6 / TASKS as f64
+}
+
+/// CPU microseconds a task of `work` then one pwrite of `bytes`, cycling
+/// over a 64 MiB file already in the page cache.
+fn pwrites(path: &std::path::Path, bytes: usize, mut work: impl FnMut() -> usize) -> f64 {
+    let span = 64 << 20;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).expect("a file");
+    let block = vec![0x5a_u8; bytes];
+    if file.metadata().map_or(0, |m| m.len()) < span as u64 {
+        for at in (0..span).step_by(1 << 20) {
+            file.write_all_at(&vec![0; 1 << 20], at as u64).expect("a write");
+        }
+    }
+    let began = cpu();
+    let mut at = 0;
+    for _ in 0..TASKS {
+        std::hint::black_box(work());
+        if at + bytes > span {
+            at = 0;
+        }
+        file.write_all_at(&block, at as u64).expect("a write");
+        at += bytes;
+    }
+    (cpu() - began) * 1e6 / TASKS as f64
+}
