@@ -24,7 +24,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source loadtest/lib.sh
-REF=${REF:-../shared/reference/jobs}
 PAGE=${PAGE:-../shared/corpus/pages/py311__library__html.parser.html}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
@@ -32,20 +31,12 @@ N=${N:-300}
 RPORT=16381
 PORT=18097
 PORT_B=18096
-VENV=${VENV:-/tmp/anchors/jobs/venv}
-[ -f "$PAGE" ] && [ -d "$REF" ] || { echo "needs ../shared beside the checkout (page, reference/jobs)"; exit 0; }
-need redis-server redis-server
-if [ ! -x "$VENV/bin/celery" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q beautifulsoup4==4.15.0 lxml==6.1.3 'celery[redis]==5.7.0' redis==8.1.0
-fi
+[ -f "$PAGE" ] && [ -d "$CELERY_REF" ] || { echo "needs ../shared beside the checkout (page, reference/jobs)"; exit 0; }
+celery_venv
 cargo build --release --quiet
 task_flow "$PAGE"
-
-taskset -c 0 redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-  --logfile "$work/redis.log" & RPID=$!; pids+=("$RPID")
-for _ in $(seq 50); do redis-cli -p $RPORT ping >/dev/null 2>&1 && break; sleep 0.1; done
-export REDIS_URL="redis://127.0.0.1:$RPORT/0"
+start_redis 0 $RPORT
+RPID=${pids[-1]}
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 commands() { redis-cli -p $RPORT info stats | awk -F: '/^total_commands_processed/{print $2+0}'; }
@@ -102,23 +93,11 @@ print(f"{name} {done / secs:.1f} {inst_ticks / hz / tasks * 1e6:.0f} {redis_tick
 PY
 }
 
-celery_round() {
-  redis-cli -p $RPORT flushall >/dev/null
-  (cd "$REF" && exec taskset -c 0 "$VENV/bin/celery" -A tasks_celery worker --pool=prefork --concurrency=1 \
-     --loglevel=WARNING --without-gossip --without-mingle --without-heartbeat) > "$work/celery.log" 2>&1 & local w=$!
-  pids+=("$w")
-  (cd "$REF" && for _ in $(seq 100); do "$VENV/bin/python" -c 'import tasks_celery as t,sys; sys.exit(0 if t.app.control.ping(timeout=0.5) else 1)' 2>/dev/null && break; done)
-  local out; out=$(cd "$REF" && taskset -c 1 "$VENV/bin/python" producer_celery.py analyze "$PAGE" "$N")
-  kill -TERM "$w"; wait "$w" 2>/dev/null || true
-  python3 -c 'import json,sys; print("celery", json.loads(sys.argv[1])["e2e_tasks_per_s"], "- - - - -")' "$out"
-}
-
-PAGE=$(realpath "$PAGE")
 echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes; redis-server and the worker side on CPU 0, clients on CPU 1; ${ROUNDS} rounds (pagelens ${SECS}s, celery N=${N})"
 echo "# who tasks/s instance_cpu_us/task redis_cpu_us/task redis_commands/task round_trip_p50_ms round_trip_p99_ms"
 for round in $(seq "$ROUNDS"); do
   pagelens_round one | tee -a "$work/rows"
-  celery_round | tee -a "$work/rows"
+  echo "celery $(celery_round "$PAGE" "$N") - - - - -" | tee -a "$work/rows"
   pagelens_round two | tee -a "$work/rows"
 done
 python3 - "$work/rows" <<'PY'

@@ -14,7 +14,13 @@
 # database and its WAL) a stored task, and bytes the server wrote to storage
 # a task (write_bytes of /proc/PID/io: WAL, checkpoints, everything).
 #
-# Needs ../shared beside the checkout for the page; says so and stops if absent.
+# Each round also runs the reference's Celery anchor (one prefork worker and
+# its Redis broker on CPU 0, the reference's producer of N tasks on CPU 1;
+# the venv made from PyPI if missing), so the stores are quoted against
+# Celery measured in the same run.
+#
+# Needs ../shared beside the checkout for the page and the Celery app; says
+# so and stops if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source loadtest/lib.sh
@@ -22,9 +28,12 @@ PAGE=${PAGE:-../shared/corpus/pages/py311__library__html.parser.html}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
 PORT=18098
-[ -f "$PAGE" ] || { echo "page not found: $PAGE (needs ../shared beside the checkout)"; exit 0; }
+N=${N:-300}
+[ -f "$PAGE" ] && [ -d "$CELERY_REF" ] || { echo "needs ../shared beside the checkout (page, reference/jobs)"; exit 0; }
+celery_venv
 cargo build --release --quiet
 task_flow "$PAGE"
+start_redis 0 16382
 
 run() { # NAME FLAGS...
   local name=$1; shift
@@ -58,12 +67,13 @@ print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99
 PY
 }
 
-echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes as JSON; pagelens on CPU 0 (1 reactor, 1 worker), client on CPU 1; ${ROUNDS} rounds of ${SECS}s"
+echo "# $(date -u +%FT%TZ) page $(wc -c < "$PAGE") bytes as JSON; pagelens on CPU 0 (1 reactor, 1 worker), client on CPU 1; ${ROUNDS} rounds of ${SECS}s; Celery N=${N}"
 echo "# store tasks/s commit_groups writes/group commit_p99_ms disk_bytes/task written_bytes/task"
 for round in $(seq "$ROUNDS"); do
   run memory --store memory | tee -a "$work/rows"
   run sqlite --store "sqlite:$work/data/tasks.db" | tee -a "$work/rows"
   run sqlite-power --store "sqlite:$work/data/tasks.db" --durability power | tee -a "$work/rows"
+  echo "celery $(celery_round "$PAGE" "$N")" | tee -a "$work/rows"
 done
 python3 - "$work/rows" <<'PY'
 import statistics, sys
@@ -74,5 +84,5 @@ for line in open(sys.argv[1]):
     rate[name].append(float(tps))
 med = {k: statistics.median(v) for k, v in rate.items()}
 for k, v in med.items():
-    print(f"median {k}: {v:.1f} tasks/s ({v / med['memory']:.2f}x memory)")
+    print(f"median {k}: {v:.1f} tasks/s ({v / med['memory']:.2f}x memory, {v / med['celery']:.0f}x Celery)")
 PY

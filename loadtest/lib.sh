@@ -70,3 +70,39 @@ TOML
   flow_toml application/json page.json > "$work/flow.toml"
   flow_toml "text/html; charset=utf-8" page.html > "$work/raw.toml"
 }
+
+# The reference's Celery anchor (../shared/reference/jobs): its app, in a
+# venv under $VENV made from PyPI when missing.
+CELERY_REF=${CELERY_REF:-../shared/reference/jobs}
+VENV=${VENV:-/tmp/anchors/jobs/venv}
+celery_venv() {
+  [ -x "$VENV/bin/celery" ] && return
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q beautifulsoup4==4.15.0 lxml==6.1.3 'celery[redis]==5.7.0' redis==8.1.0
+}
+
+# start_redis CPU PORT: a redis-server without persistence pinned to CPU,
+# waited for; sets REDIS_URL.
+start_redis() {
+  need redis-server redis-server
+  taskset -c "$1" redis-server --port "$2" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --logfile "$work/redis-$2.log" & pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$2" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  export REDIS_URL="redis://127.0.0.1:$2/0"
+}
+
+# celery_round PAGE N: the reference's layout on the Redis at $REDIS_URL
+# (flushed first): one Celery worker (prefork, concurrency 1) on CPU 0, the
+# reference's producer (`.delay()` N times, then `.get()` each) on CPU 1;
+# prints the end-to-end tasks/s.
+celery_round() {
+  local page; page=$(realpath "$1")
+  redis-cli -u "$REDIS_URL" flushall >/dev/null
+  (cd "$CELERY_REF" && exec taskset -c 0 "$VENV/bin/celery" -A tasks_celery worker --pool=prefork --concurrency=1 \
+     --loglevel=WARNING --without-gossip --without-mingle --without-heartbeat) > "$work/celery.log" 2>&1 & local w=$!
+  pids+=("$w")
+  (cd "$CELERY_REF" && for _ in $(seq 100); do "$VENV/bin/python" -c 'import tasks_celery as t,sys; sys.exit(0 if t.app.control.ping(timeout=0.5) else 1)' 2>/dev/null && break; done)
+  local out; out=$(cd "$CELERY_REF" && taskset -c 1 "$VENV/bin/python" producer_celery.py analyze "$page" "$2")
+  kill -TERM "$w"; wait "$w" 2>/dev/null || true
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["e2e_tasks_per_s"])' "$out"
+}
