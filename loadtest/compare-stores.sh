@@ -9,8 +9,8 @@
 # status every 20 ms until it ends; 128 connections, enough to keep the
 # server busy: at 32 the memory store waits on the client) runs on CPU 1.
 # A task counts once it has ended `completed`. Also reported per run:
-# commit groups, writes a group, the commit-group p99 (the upper bound of the histogram bucket that
-# holds 99 % of groups, from /metrics), bytes in the data folder (the
+# commit groups, writes a group, the commit-group p99 (from the HDR
+# histogram, in /tasks/stats), bytes in the data folder (the
 # database and its WAL) a stored task, and bytes the server wrote to storage
 # a task (write_bytes of /proc/PID/io: WAL, checkpoints, everything).
 #
@@ -42,13 +42,15 @@ run() { # NAME FLAGS...
   taskset -c 1 ./target/release/pagelens loadtest "http://127.0.0.1:$PORT/" --scenario "$work/flow.toml" \
     -c "${CONNS:-128}" -t 1 -d "${SECS}s" --warmup 2s --json "$work/report.json" >/dev/null 2>&1 || true
   curl -fs "http://127.0.0.1:$PORT/metrics" > "$work/metrics.txt"
+  curl -fs "http://127.0.0.1:$PORT/tasks/stats" > "$work/stats.json"
   local bytes; bytes=$( (du -sb "$work/data" 2>/dev/null || echo 0) | cut -f1)
   local written; written=$(awk '/^write_bytes/{print $2}' "/proc/$pid/io")
   kill "$pid" || { echo "the server had stopped:" >&2; cat "$work/server-$PORT.err" >&2; exit 1; }
   wait "$pid" 2>/dev/null || true
-  python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" "$written" <<'PY'
+  python3 - "$name" "$work/report.json" "$work/metrics.txt" "$bytes" "$written" "$work/stats.json" <<'PY'
 import json, re, sys
 name, report, metrics, disk, written = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read(), int(sys.argv[4]), int(sys.argv[5])
+stats = json.load(open(sys.argv[6]))
 done = report["tasks"]["outcomes"].get("completed", 0) if report["tasks"] else 0
 secs = report["duration_s"]
 def value(pattern):
@@ -56,14 +58,11 @@ def value(pattern):
     return float(m.group(1)) if m else 0.0
 groups = value(r"^pagelens_store_commit_groups_total (\S+)")
 writes = value(r"^pagelens_store_writes_total (\S+)")
-# p99 from the histogram's buckets: the first bound holding 99 % of groups.
-buckets = [(float(le), float(n)) for le, n in re.findall(r'^pagelens_store_commit_seconds_bucket\{le="([^"+]+)"\} (\S+)', metrics, re.M)]
-count = value(r"^pagelens_store_commit_seconds_count (\S+)")
-p99 = next((le for le, n in sorted(buckets) if count and n >= 0.99 * count), 0.0)
+p99_ms = (stats["store"].get("commits") or {}).get("p99_ms", 0.0)
 submitted = value(r'^pagelens_tasks\{state="completed",priority="normal"\} (\S+)')
 per_task = disk / submitted if submitted else 0
 written_per_task = written / submitted if submitted else 0
-print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99 * 1e3:.3f} {per_task:.0f} {written_per_task:.0f}")
+print(f"{name} {done / secs:.1f} {groups:.0f} {writes / max(groups, 1):.1f} {p99_ms:.3f} {per_task:.0f} {written_per_task:.0f}")
 PY
 }
 

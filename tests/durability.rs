@@ -103,6 +103,12 @@ fn a_kill_9_loses_no_accepted_task() {
     assert!(found > 0 && found < 2000, "{recovered}");
     assert!(recovered["requeued"].as_u64() <= Some(1), "one worker ran at most one task: {recovered}");
     expect_all_completed(addr, &ids);
+    // The commit groups that stored them, with their latency (HDR).
+    let store = stats(addr)["store"].clone();
+    let commits = &store["commits"];
+    assert!(store["commit_groups_total"].as_u64() > Some(0), "{store}");
+    assert!(commits["count"].as_u64() > Some(0), "{store}");
+    assert!(commits["p99_ms"].as_f64() >= commits["p50_ms"].as_f64() && commits["p50_ms"].as_f64() > Some(0.0), "{store}");
     stop(&mut again);
 }
 

@@ -364,6 +364,7 @@ pub fn figures(engine: &Engine) -> Result<serde_json::Value, StoreError> {
             "commit_groups_total": load(&commits.groups),
             "writes_total": load(&commits.writes),
             "failed_commits_total": load(&commits.failed),
+            "commits": engine.times().commit_summary(),
             "recovered": {
                 "queued": recovered.queued,
                 "requeued": recovered.requeued,

@@ -40,11 +40,16 @@ impl TaskTimes {
     /// Queue waits and stage durations since this process started: count,
     /// p50 and p99 in milliseconds.
     pub fn summary(&self) -> serde_json::Value {
-        let wait = self.wait.summary();
         serde_json::json!({
-            "queue_wait": wait.get("").cloned().unwrap_or(serde_json::Value::Null),
+            "queue_wait": unlabelled(&self.wait),
             "stages": self.stages.summary(),
         })
+    }
+
+    /// Commit groups' durations since this process started: count, p50 and
+    /// p99 in milliseconds (from the HDR histogram, not its buckets).
+    pub fn commit_summary(&self) -> serde_json::Value {
+        unlabelled(&self.commits)
     }
 
     /// Writes `pagelens_task_wait_seconds` and `pagelens_job_duration_seconds{stage}`.
@@ -54,4 +59,9 @@ impl TaskTimes {
         self.commits.write(out, "pagelens_store_commit_seconds", "", "Time each commit group of the task store took.");
         self.whole.write(out, "pagelens_task_duration_seconds", "", "Time from a task's acceptance to its end.");
     }
+}
+
+/// The summary of durations recorded without a label.
+fn unlabelled(durations: &Durations) -> serde_json::Value {
+    durations.summary().get("").cloned().unwrap_or(serde_json::Value::Null)
 }
