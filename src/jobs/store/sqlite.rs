@@ -553,23 +553,13 @@ impl TaskStore for SqliteStore {
         let row = self.read(|conn| {
             conn.prepare_cached("SELECT analysis, codec, fresh_at, etag, last_modified FROM cache WHERE key = ?1")?
                 .query_row([key], |r| {
-                    let page = |analysis: Vec<u8>| -> rusqlite::Result<CachedPage> {
-                        Ok(CachedPage {
-                            analysis: Arc::from(analysis),
-                            fresh_at: from_millis(r.get(2)?),
-                            etag: r.get(3)?,
-                            last_modified: r.get(4)?,
-                        })
-                    };
-                    Ok(blob::unpack(r.get(1)?, r.get(0)?).map(page))
+                    Ok((blob::unpack(r.get(1)?, r.get(0)?), from_millis(r.get(2)?), r.get(3)?, r.get(4)?))
                 })
                 .optional()
         })?;
-        match row {
-            None => Ok(None),
-            Some(Ok(page)) => Ok(Some(page.map_err(|e| err(&self.path, e))?)),
-            Some(Err(e)) => Err(err(&self.path, format!("a damaged cached analysis: {e}"))),
-        }
+        let Some((analysis, fresh_at, etag, last_modified)) = row else { return Ok(None) };
+        let analysis = analysis.map_err(|e| err(&self.path, format!("a damaged cached analysis: {e}")))?;
+        Ok(Some(CachedPage { analysis: Arc::from(analysis), fresh_at, etag, last_modified }))
     }
 
     fn spec(&self, id: TaskId) -> Result<Option<TaskSpec>, StoreError> {
