@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use redis as redis_client;
 use serde_json::{json, Value};
 
 use crate::binary::{spawn_binary, stop};
@@ -388,6 +389,41 @@ fn a_task_whose_runs_keep_dying_ends_poison_task() {
     metric(at, "pagelens_shared_tasks_reclaimed_total", |v| v == 1.0);
     assert_eq!(fetches(), 2, "not run a third time");
     current.stop();
+}
+
+#[test]
+fn a_start_lost_with_its_holder_still_counts_toward_poison_task() {
+    let redis = Redis::start();
+    let origin = Origin::start(|_| Action::Hang);
+    let flags = ["--reclaim-after", "1s", "--max-deliveries", "2"];
+    let fetches = || origin.seen().iter().filter(|s| s.path == "/never").count();
+    let (first, at) = instance(&redis, &flags);
+    let id = json_of(&call(at, &post("/analyze/async", &json!({"url": origin.url("/never")}), "")))["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    while fetches() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(15), "never fetched");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill();
+    // Handed out again to a holder that died before its start was stored
+    // (an instance killed within its first milliseconds): the queue counts
+    // that delivery, the task's record never hears of it.
+    let mut conn = redis_client::Client::open(redis.store()).unwrap().get_connection().unwrap();
+    let (stream, group) = ("pagelens:queue:normal", "pagelens");
+    let pending: Vec<(String, String, u64, u64)> =
+        redis_client::cmd("XPENDING").arg(stream).arg(group).arg("-").arg("+").arg(10).query(&mut conn).unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let _: redis_client::Value =
+        redis_client::cmd("XCLAIM").arg(stream).arg(group).arg("gone").arg(0).arg(&pending[0].0).query(&mut conn).unwrap();
+    let (second, at) = instance(&redis, &flags);
+    let ended = wait_state(at, &id, &["error"]);
+    assert_eq!(ended["error"]["code"], "poison-task", "{ended}");
+    assert!(ended["error"]["detail"].as_str().unwrap().contains("started 2 times"), "{ended}");
+    assert_eq!(fetches(), 1, "not run again");
+    second.stop();
 }
 
 #[test]

@@ -21,6 +21,10 @@ pub struct Claim {
     pub priority: Priority,
     /// Its entry in that queue.
     pub entry: String,
+    /// Times the queue has handed the entry out, this one included. Counted
+    /// by the queue as it hands it out, so a holder that died before its
+    /// own record of the start was stored is still counted.
+    pub delivered: u64,
 }
 
 /// The shared queue. Every call may block on the network: never on a reactor.
@@ -29,7 +33,7 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// for one when none is there.
     fn take(&self, n: usize, wait: Duration) -> Result<Vec<Claim>, StoreError>;
     /// Takes over up to `n` tasks other instances have held for `idle`
-    /// without a sign of life.
+    /// without a sign of life, with the times each has been handed out.
     fn reclaim(&self, idle: Duration, n: usize) -> Result<Vec<Claim>, StoreError>;
     /// A sign of life for claims still being worked on.
     fn touch(&self, claims: &[Claim]) -> Result<(), StoreError>;

@@ -303,12 +303,15 @@ impl Engine {
                 self.committer.send_only(Write::Put { record: Box::new(record.clone()), expected });
             }
         }
-        if record.attempts >= shared.config.max_deliveries {
+        // Starts before this one: as its record counts them, or as the queue
+        // does (a holder can die before its start is stored).
+        let starts = u64::from(record.attempts).max(claim.delivered.saturating_sub(1));
+        if starts >= u64::from(shared.config.max_deliveries) {
             let expected = record.version;
-            let detail = format!("the task was started {} times and never ended; it is not run again", record.attempts);
+            let detail = format!("the task was started {starts} times and never ended; it is not run again");
             let error = TaskError::new(500, "poison-task", detail);
             if apply(&mut record, Event::Failed(error), SystemTime::now()).is_ok() {
-                crate::warn!("task {}: poison-task after {} starts", record.id, record.attempts);
+                crate::warn!("task {}: poison-task after {starts} starts", record.id);
                 self.poisoned.fetch_add(1, Ordering::Relaxed);
                 let shared_done = Arc::clone(self);
                 let put = Write::Put { record: Box::new(record), expected };

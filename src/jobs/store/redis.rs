@@ -344,12 +344,13 @@ impl RedisStore {
     }
 
     /// Claims of stream entries read from `priority`'s queue.
+    /// Claims of stream entries handed out for the first time.
     fn claims(priority: Priority, entries: Vec<redis::streams::StreamId>) -> Vec<Claim> {
         entries
             .into_iter()
             .filter_map(|entry| {
                 let task = entry.get::<String>("task")?.parse().ok()?;
-                Some(Claim { task, priority, entry: entry.id })
+                Some(Claim { task, priority, entry: entry.id, delivered: 1 })
             })
             .collect()
     }
@@ -924,6 +925,22 @@ impl TaskQueue for RedisStore {
                     .arg(left)
                     .query(conn)?;
                 claims.extend(Self::claims(priority, reply.claimed));
+            }
+            // Each one's delivery count, which XAUTOCLAIM has just raised
+            // (XPENDING over the entry alone: [[id, consumer, idle, count]]).
+            let mut pipe = redis::pipe();
+            for claim in &claims {
+                pipe.cmd("XPENDING")
+                    .arg(self.stream(claim.priority))
+                    .arg(GROUP)
+                    .arg(&claim.entry)
+                    .arg(&claim.entry)
+                    .arg(1);
+            }
+            let counts: Vec<Vec<(String, String, u64, u64)>> = pipe.query(conn)?;
+            for (claim, pending) in claims.iter_mut().zip(counts) {
+                // An entry acknowledged meanwhile has no count: as taken over once.
+                claim.delivered = pending.first().map_or(2, |(_, _, _, count)| *count);
             }
             Ok(())
         })?;
