@@ -33,7 +33,8 @@ use pagelens::seo::{analyze, Options};
 const ROUNDS: usize = 5;
 /// Tasks a commit group holds (compare-stores.sh: ~27 writes a group).
 const GROUP: usize = 9;
-/// Tasks a round: enough for several of SQLite's 64 MiB checkpoints.
+/// Tasks a round: enough for several of SQLite's 64 MiB checkpoints (their
+/// inputs, built before the clock starts, hold about 500 MB a round).
 const TASKS: usize = GROUP * 1000;
 
 fn main() {
