@@ -79,11 +79,13 @@ struct Entry<Io> {
     link: Link<Io>,
 }
 
-fn token_of(index: usize, generation: u32) -> Token {
+/// The token of a connection at slab `index` in its `generation`.
+pub fn token_of(index: usize, generation: u32) -> Token {
     Token((generation as usize) << 32 | index)
 }
 
-fn split_token(token: Token) -> (usize, u32) {
+/// A connection token's slab index and generation.
+pub fn split_token(token: Token) -> (usize, u32) {
     (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
 }
 

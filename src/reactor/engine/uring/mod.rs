@@ -27,7 +27,7 @@ use mio::Token;
 
 use super::{unacknowledged, Spare};
 use crate::reactor::connection::Env;
-use crate::reactor::event_loop::{Engine, Link, Reactor};
+use crate::reactor::event_loop::{split_token, token_of, Engine, Link, Reactor};
 use crate::reactor::listener::Listening;
 use crate::reactor::transport::Transport;
 use crate::reactor::waker::Waker;
@@ -65,9 +65,8 @@ const MAX_INDEX: usize = (1 << (32 - OP_BITS)) - 1;
 /// (or a listener's), and the op. Keyed on the token, never on the fd:
 /// completions for a closed fd can still arrive.
 fn user_data(token: Token, op: Op) -> u64 {
-    let generation = (token.0 as u64) >> 32;
-    let index = (token.0 as u64) & 0xffff_ffff;
-    generation << 32 | index << OP_BITS | op as u64
+    let (index, generation) = split_token(token);
+    u64::from(generation) << 32 | (index as u64) << OP_BITS | op as u64
 }
 
 fn parse_user_data(data: u64) -> (Token, Op) {
@@ -79,8 +78,7 @@ fn parse_user_data(data: u64) -> (Token, Op) {
         _ => Op::Cancel,
     };
     let index = (data & 0xffff_ffff) >> OP_BITS;
-    let token = Token(((data >> 32) << 32 | index) as usize);
-    (token, op)
+    (token_of(index as usize, (data >> 32) as u32), op)
 }
 
 /// Where a connection's multishot receive is.
@@ -178,13 +176,16 @@ impl Uring {
     }
 
     fn probe_here() -> io::Result<()> {
-        let ring = Self::ring(8)?;
-        BufRing::new(&ring.submitter(), 2, 64, 0).map(drop)?;
+        // Asked first: on an older kernel the ring's flags fail with a bare EINVAL.
         let release = kernel_release();
-        if release < (6, 0) {
-            return Err(io::Error::other(format!("kernel {}.{} has no multishot receive (6.0)", release.0, release.1)));
+        if release < (6, 1) {
+            let (major, minor) = release;
+            return Err(io::Error::other(format!(
+                "kernel {major}.{minor} is older than 6.1 (deferred task work, multishot receive)"
+            )));
         }
-        Ok(())
+        let ring = Self::ring(8)?;
+        BufRing::new(&ring.submitter(), 2, 64, 0).map(drop)
     }
 
     /// A ring as the engine runs it. One thread submits and reaps (the one
@@ -384,6 +385,11 @@ impl Uring {
 
     fn pause_accepting(&mut self, now: Instant) {
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+        self.cancel_accepts();
+    }
+
+    /// Cancels the armed accepts; each listener's last completion disarms it.
+    fn cancel_accepts(&mut self) {
         let fds: Vec<RawFd> =
             self.listeners.iter().flatten().filter(|l| l.armed).map(|l| l.listening.socket.as_raw_fd()).collect();
         for fd in fds {
@@ -396,7 +402,7 @@ impl Uring {
         let Ok(peer) = stream.peer_addr() else { return };
         let tls = reactor.engine.listeners[i].as_ref().and_then(|l| l.listening.tls.clone());
         reactor.admit(stream, peer.ip(), tls.as_ref(), now, |engine, token, stream| {
-            if split_index(token) > MAX_INDEX {
+            if split_token(token).0 > MAX_INDEX {
                 return Err(io::Error::other("too many connections for the ring's user data"));
             }
             let mut io = UringIo { stream, recv: Recv::Idle, flight: None, shut_pending: false };
@@ -484,10 +490,6 @@ impl Uring {
             Err(e) => Err(e),
         }
     }
-}
-
-fn split_index(token: Token) -> usize {
-    token.0 & 0xffff_ffff
 }
 
 /// The running kernel's major and minor version.
@@ -580,13 +582,11 @@ impl Engine for Uring {
 
     fn stop_accepting(&mut self) {
         self.accepting = false;
-        for i in 0..self.listeners.len() {
-            match self.listeners[i].as_ref() {
-                Some(l) if l.armed => {
-                    let fd = l.listening.socket.as_raw_fd();
-                    self.cancel(CancelBuilder::fd(Fd(fd)).all());
-                }
-                _ => self.listeners[i] = None,
+        self.cancel_accepts();
+        // An armed one closes with its accept's last completion; the rest now.
+        for listener in &mut self.listeners {
+            if !listener.as_ref().is_some_and(|l| l.armed) {
+                *listener = None;
             }
         }
     }
@@ -603,9 +603,7 @@ impl Drop for Uring {
     /// receive writes into the buffer ring, and no send reads a flight,
     /// after they are freed.
     fn drop(&mut self) {
-        let cancel = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(user_data(Token(0), Op::Cancel));
-        // SAFETY: a cancel points to no buffer.
-        unsafe { self.push(cancel) };
+        self.cancel(CancelBuilder::any());
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.in_flight > 0 && Instant::now() < deadline {
             if self.enter(Some(Duration::from_millis(100))).is_err() {
