@@ -32,7 +32,8 @@ impl TaskId {
                 // getrandom(2) cannot fail on Linux ≥ 3.17 once the pool is
                 // initialised; the clock is a last resort, never seen in use.
                 let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-                return TaskId(nanos ^ u128::from_le_bytes(bytes));
+                bytes = (nanos ^ u128::from_le_bytes(bytes)).to_le_bytes();
+                break;
             }
         }
         let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) & ((1 << 48) - 1);

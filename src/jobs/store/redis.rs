@@ -926,6 +926,9 @@ impl TaskQueue for RedisStore {
                     .query(conn)?;
                 claims.extend(Self::claims(priority, reply.claimed));
             }
+            if claims.is_empty() {
+                return Ok(());
+            }
             // Each one's delivery count, which XAUTOCLAIM has just raised
             // (XPENDING over the entry alone: [[id, consumer, idle, count]]).
             let mut pipe = redis::pipe();
