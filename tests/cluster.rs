@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::binary::{spawn_binary, stop};
 use crate::origin::{response, Action, Origin};
-use crate::util::{call, get, json_of, post, submit_pipelined, Resp};
+use crate::util::{call, get, json_of, metric, post, status, submit, submit_pipelined, wait_for, Resp};
 
 /// A `redis-server` on a free loopback port, stopped when dropped.
 pub struct Redis {
@@ -125,39 +125,6 @@ fn instance(redis: &Redis, extra: &[&str]) -> (Process, SocketAddr) {
     (Process(child), addr)
 }
 
-/// The sample `name` (with its labels) on `addr`'s `/metrics` once `good`
-/// holds for it (figures are gathered once a second).
-fn metric(addr: SocketAddr, name: &str, good: impl Fn(f64) -> bool) -> f64 {
-    let started = Instant::now();
-    loop {
-        let text = call(addr, &get("/metrics")).text();
-        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
-        let value = line.and_then(|l| l.rsplit(' ').next()?.parse().ok());
-        match value {
-            Some(v) if good(v) => return v,
-            _ if started.elapsed() > Duration::from_secs(5) => panic!("{name} is {value:?} on /metrics"),
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn status(addr: SocketAddr, id: &str) -> Value {
-    json_of(&call(addr, &get(&format!("/analyze/status/{id}"))))
-}
-
-/// Waits until task `id`, read on `addr`, is in one of `states`.
-fn wait_state(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
-    let started = Instant::now();
-    loop {
-        let doc = status(addr, id);
-        if states.iter().any(|s| doc["status"] == *s) {
-            return doc;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{id} never reached {states:?}: {doc}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A page that takes the engine a millisecond or so.
 fn page(n: usize) -> Value {
     let words = "lorem <b>ipsum</b> dolor <a href=/x>sit</a> amet ".repeat(200);
@@ -171,7 +138,7 @@ fn any_instance_accepts_runs_and_answers_for_any_task() {
     let (b, at_b) = instance(&redis, &[]);
     let ids = submit_pipelined(at_a, (0..40).map(page));
     for (n, id) in ids.iter().enumerate() {
-        let done = wait_state(at_b, id, &["completed"]);
+        let done = wait_for(at_b, id, &["completed"]);
         assert_eq!(done["result"]["title"], format!("Page {n}"), "read on B: {done}");
     }
     // Both instances ran some of them.
@@ -231,10 +198,9 @@ fn a_cancel_on_one_instance_stops_the_task_where_it_runs() {
     // The origin never answers: the task runs (waits on it) until stopped.
     let origin = Origin::start(|_| Action::Hang);
     let (a, at_a) = instance(&redis, &[]);
-    let submitted = call(at_a, &post("/analyze/async", &json!({"url": origin.url("/slow")}), ""));
-    let id = json_of(&submitted)["task_id"].as_str().unwrap().to_string();
+    let id = submit(at_a, json!({"url": origin.url("/slow")}));
     // Running on A (the only instance yet): its fetch is open.
-    wait_state(at_a, &id, &["processing"]);
+    wait_for(at_a, &id, &["processing"]);
     let started = Instant::now();
     while origin.open() == 0 {
         assert!(started.elapsed() < Duration::from_secs(10), "A never fetched");
@@ -290,7 +256,7 @@ fn a_killed_instance_loses_nothing_another_takes_its_tasks() {
     a.kill();
     let (b, at_b) = instance(&redis, &slow);
     for (n, id) in ids.iter().enumerate() {
-        let done = wait_state(at_b, id, &["completed"]);
+        let done = wait_for(at_b, id, &["completed"]);
         assert_eq!(done["result"]["title"], format!("Page {n}"));
     }
     b.stop();
@@ -352,7 +318,7 @@ fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
     assert!(refused > 0, "submissions during the outage were refused");
     assert!(accepted.len() > 2, "submissions before and after were taken: {}", accepted.len());
     for (n, id) in &accepted {
-        let done = wait_state(at_a, id, &["completed"]);
+        let done = wait_for(at_a, id, &["completed"]);
         assert_eq!(done["result"]["title"], format!("Page {n}"));
     }
     eprintln!("all completed {:?} after the outage began", down.elapsed());
@@ -361,52 +327,66 @@ fn redis_down_under_load_means_503s_then_service_resumes_with_nothing_lost() {
     eprintln!("stopped {:?} after the outage began", down.elapsed());
 }
 
+/// Flags that end a task `poison-task` after two starts, an abandoned one
+/// taken over after a second.
+const POISON_FLAGS: [&str; 4] = ["--reclaim-after", "1s", "--max-deliveries", "2"];
+
+/// An origin whose page never comes: an instance running a task for it is
+/// still fetching when it is killed.
+struct NeverPage(Origin);
+
+impl NeverPage {
+    fn start() -> NeverPage {
+        NeverPage(Origin::start(|_| Action::Hang))
+    }
+
+    /// Submits a task analysing the page at `at`; its id.
+    fn submit(&self, at: SocketAddr) -> String {
+        submit(at, json!({"url": self.0.url("/never")}))
+    }
+
+    /// Times the page was asked for.
+    fn fetches(&self) -> usize {
+        self.0.seen().iter().filter(|s| s.path == "/never").count()
+    }
+
+    /// Waits until the page has been asked for `n` times.
+    fn wait_fetches(&self, n: usize) {
+        let started = Instant::now();
+        while self.fetches() < n {
+            assert!(started.elapsed() < Duration::from_secs(15), "fetch {n} never came");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 #[test]
 fn a_task_whose_runs_keep_dying_ends_poison_task() {
     let redis = Redis::start();
-    // The page never comes: each instance that runs the task dies in it.
-    let origin = Origin::start(|_| Action::Hang);
-    let flags = ["--reclaim-after", "1s", "--max-deliveries", "2"];
-    let fetches = || origin.seen().iter().filter(|s| s.path == "/never").count();
-    let (mut current, mut at) = instance(&redis, &flags);
-    let id = json_of(&call(at, &post("/analyze/async", &json!({"url": origin.url("/never")}), "")))["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let page = NeverPage::start();
+    let (mut current, mut at) = instance(&redis, &POISON_FLAGS);
+    let id = page.submit(at);
     for run in 1..=2 {
-        let started = Instant::now();
-        while fetches() < run {
-            assert!(started.elapsed() < Duration::from_secs(15), "run {run} never fetched");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        page.wait_fetches(run);
         // Dies mid-run, as a crash would; the next instance takes over.
         current.kill();
-        (current, at) = instance(&redis, &flags);
+        (current, at) = instance(&redis, &POISON_FLAGS);
     }
-    let ended = wait_state(at, &id, &["error"]);
+    let ended = wait_for(at, &id, &["error"]);
     assert_eq!(ended["error"]["code"], "poison-task", "{ended}");
     metric(at, "pagelens_poison_tasks_total", |v| v == 1.0);
     metric(at, "pagelens_shared_tasks_reclaimed_total", |v| v == 1.0);
-    assert_eq!(fetches(), 2, "not run a third time");
+    assert_eq!(page.fetches(), 2, "not run a third time");
     current.stop();
 }
 
 #[test]
 fn a_start_lost_with_its_holder_still_counts_toward_poison_task() {
     let redis = Redis::start();
-    let origin = Origin::start(|_| Action::Hang);
-    let flags = ["--reclaim-after", "1s", "--max-deliveries", "2"];
-    let fetches = || origin.seen().iter().filter(|s| s.path == "/never").count();
-    let (first, at) = instance(&redis, &flags);
-    let id = json_of(&call(at, &post("/analyze/async", &json!({"url": origin.url("/never")}), "")))["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let started = Instant::now();
-    while fetches() < 1 {
-        assert!(started.elapsed() < Duration::from_secs(15), "never fetched");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let page = NeverPage::start();
+    let (first, at) = instance(&redis, &POISON_FLAGS);
+    let id = page.submit(at);
+    page.wait_fetches(1);
     first.kill();
     // Handed out again to a holder that died before its start was stored
     // (an instance killed within its first milliseconds): the queue counts
@@ -418,11 +398,11 @@ fn a_start_lost_with_its_holder_still_counts_toward_poison_task() {
     assert_eq!(pending.len(), 1, "{pending:?}");
     let _: redis_client::Value =
         redis_client::cmd("XCLAIM").arg(stream).arg(group).arg("gone").arg(0).arg(&pending[0].0).query(&mut conn).unwrap();
-    let (second, at) = instance(&redis, &flags);
-    let ended = wait_state(at, &id, &["error"]);
+    let (second, at) = instance(&redis, &POISON_FLAGS);
+    let ended = wait_for(at, &id, &["error"]);
     assert_eq!(ended["error"]["code"], "poison-task", "{ended}");
     assert!(ended["error"]["detail"].as_str().unwrap().contains("started 2 times"), "{ended}");
-    assert_eq!(fetches(), 1, "not run again");
+    assert_eq!(page.fetches(), 1, "not run again");
     second.stop();
 }
 
@@ -457,7 +437,7 @@ fn rediss_speaks_tls_to_redis_checked_against_the_given_ca() {
     let (server, addr) = spawn_binary(&["--listen", "127.0.0.1:0", "--store", &store, "--redis-ca", &ca], &[]);
     let server = Process(server);
     let id = crate::util::submit(addr, page(1));
-    assert_eq!(wait_state(addr, &id, &["completed"])["result"]["title"], "Page 1");
+    assert_eq!(wait_for(addr, &id, &["completed"])["result"]["title"], "Page 1");
     server.stop();
 
     // Without the CA, the certificate is not trusted: a clear error at start.

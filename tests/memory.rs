@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::binary::{spawn_binary, stop};
-use crate::util::{connect, get, json_of, post, wait_for, Reader, TempDir};
+use crate::util::{connect, get, json_of, metric, post, wait_for, Reader, TempDir};
 
 /// A 6 MB page with 60,000 links: its analysis is about 5 MB of JSON.
 fn big_page() -> String {
@@ -190,28 +190,14 @@ fn idle_keep_alive_connections_hold_under_a_kib_each_on_both_engines() {
                 .collect()
         };
         drop(wave());
-        let kib = |pid: u32| -> u64 {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-            line.split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
-        // The first wave's connections are closed once /metrics says so.
-        let settled = |want: u64| {
-            for _ in 0..200 {
-                let text = crate::util::request(addr, &get("/metrics")).text();
-                let open = text.lines().find_map(|l| l.strip_prefix("pagelens_http_connections_open ")).unwrap_or("");
-                if open.trim().parse::<f64>().is_ok_and(|n| n as u64 <= want) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            panic!("connections did not settle at {want}");
-        };
-        settled(1);
-        let before = kib(server.id());
+        // The first wave's connections are closed once /metrics says so
+        // (the one asking is the one left open).
+        let settled = |want: f64| metric(addr, "pagelens_http_connections_open", |n| n <= want);
+        settled(1.0);
+        let before = resident_kib(server.id()).0;
         let held = wave();
-        settled(1001);
-        let after = kib(server.id());
+        settled(1001.0);
+        let after = resident_kib(server.id()).0;
         let per_connection = after.saturating_sub(before) * 1024 / held.len() as u64;
         eprintln!("{engine}: {before} KiB, {after} KiB with 1,000 idle connections: {per_connection} bytes each");
         assert!(per_connection < 1024, "{engine}: {per_connection} bytes an idle connection");
@@ -222,10 +208,16 @@ fn idle_keep_alive_connections_hold_under_a_kib_each_on_both_engines() {
 
 /// `VmRSS` and `VmHWM` (the peak) of a process, in MB.
 pub fn resident_mb(pid: u32) -> (u64, u64) {
+    let (rss, peak) = resident_kib(pid);
+    (rss / 1024, peak / 1024)
+}
+
+/// `VmRSS` and `VmHWM` (the peak) of a process, in KiB.
+pub fn resident_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb = |key: &str| -> u64 {
+    let kib = |key: &str| -> u64 {
         let line = status.lines().find(|l| l.starts_with(key)).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
-    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
+    (kib("VmRSS:"), kib("VmHWM:"))
 }

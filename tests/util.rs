@@ -379,8 +379,24 @@ pub fn wait_for(addr: SocketAddr, id: &str, states: &[&str]) -> Value {
         if states.contains(&s["status"].as_str().unwrap()) {
             return s;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "task {id} stuck in {}", s["status"]);
+        assert!(started.elapsed() < Duration::from_secs(30), "task {id} never reached {states:?}: {s}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sample `name` (with its labels) on `addr`'s `/metrics` once `good`
+/// holds for it (figures are gathered once a second).
+pub fn metric(addr: SocketAddr, name: &str, good: impl Fn(f64) -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let text = call(addr, &get("/metrics")).text();
+        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+        let value = line.and_then(|l| l.rsplit(' ').next()?.parse().ok());
+        match value {
+            Some(v) if good(v) => return v,
+            _ if started.elapsed() > Duration::from_secs(5) => panic!("{name} is {value:?} on /metrics"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
