@@ -61,6 +61,16 @@ taskset -c 0 ./target/floor/release/pagelens-floor-uring 127.0.0.1:$FLOOR_URING_
 sleep 1
 grep -h "io_uring" "$work/server-$URING_PORT.err" || true  # the fallback's line, if the kernel refused
 
+# The servers compared, in the order they run and are reported.
+SERVERS=(nginx pagelens pl-uring floor floor-uring)
+declare -A PID=([nginx]=$NGX_PID [pagelens]=$PL_PID [pl-uring]=$URING_PID [floor]=$FLOOR_PID [floor-uring]=$FLOOR_URING_PID)
+declare -A PORT=([nginx]=$NGX_PORT [pagelens]=$PL_PORT [pl-uring]=$URING_PORT [floor]=$FLOOR_PORT [floor-uring]=$FLOOR_URING_PORT)
+# each CMD ARGS...: CMD NAME PID URL ARGS... for every server in turn.
+each() {
+  local cmd=$1 name; shift
+  for name in "${SERVERS[@]}"; do "$cmd" "$name" "${PID[$name]}" "http://127.0.0.1:${PORT[$name]}/livez" "$@"; done
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
@@ -86,21 +96,13 @@ run() {
 echo "# $(date -u +%FT%TZ) $(nproc) cores; server on CPU 0, wrk -t1 on CPU 1; ${DURATION}s runs, median of $ROUNDS"
 for round in $(seq "$ROUNDS"); do
   for c in 64 512; do
-    run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$c"
-    run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$c"
-    run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$c"
-    run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$c"
-    run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" "$c"
+    each run "$c"
   done
   # Pipelined, depth 16: nginx, not wrk, is the limit; pagelens and the floor
   # reach wrk's, so their CPU per request is what ranks them here.
-  run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" 64 16
-  run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" 64 16
-  run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" 64 16
-  run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" 64 16
-  run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" 64 16
+  each run 64 16
 done
-python3 loadtest/medians.py nginx pagelens pl-uring floor floor-uring < "$work/rows"
+python3 loadtest/medians.py "${SERVERS[@]}" < "$work/rows"
 python3 loadtest/medians.py floor pagelens pl-uring floor-uring < "$work/rows" | sed -n '/^# ratios/,$p'
 python3 loadtest/medians.py pagelens pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
 python3 loadtest/medians.py floor-uring pl-uring < "$work/rows" | sed -n '/^# ratios/,$p'
@@ -121,19 +123,15 @@ rate_run() {
 RATES=${RATES:-20000 60000}
 for round in $(seq "$ROUNDS"); do
   for rate in $RATES; do
-    rate_run nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/livez" "$rate"
-    rate_run pagelens "$PL_PID" "http://127.0.0.1:$PL_PORT/livez" "$rate"
-    rate_run pl-uring "$URING_PID" "http://127.0.0.1:$URING_PORT/livez" "$rate"
-    rate_run floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/livez" "$rate"
-    rate_run floor-uring "$FLOOR_URING_PID" "http://127.0.0.1:$FLOOR_URING_PORT/livez" "$rate"
+    each rate_run "$rate"
   done
 done
 for rate in $RATES; do
   echo "# open loop at $rate req/s over 64 connections (p50 and p99 corrected for coordinated omission)"
-  python3 loadtest/medians.py nginx pagelens pl-uring floor floor-uring < "$work/rate-$rate"
+  python3 loadtest/medians.py "${SERVERS[@]}" < "$work/rate-$rate"
 done
 
 echo "# resident memory with $IDLE idle keep-alive connections (KiB before, after; bytes per connection)"
-printf 'nginx    '; python3 loadtest/idle_conns.py "$NGX_PORT" "$NGX_PID" "$IDLE"
-printf 'pagelens '; python3 loadtest/idle_conns.py "$PL_PORT" "$PL_PID" "$IDLE"
-printf 'pl-uring '; python3 loadtest/idle_conns.py "$URING_PORT" "$URING_PID" "$IDLE"
+for name in nginx pagelens pl-uring; do
+  printf '%-9s' "$name"; python3 loadtest/idle_conns.py "${PORT[$name]}" "${PID[$name]}" "$IDLE"
+done
